@@ -1,0 +1,1 @@
+"""The REST API for engineers (FastAPI): incidents with their timeline, sample intake."""

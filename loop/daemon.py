@@ -1,0 +1,321 @@
+"""The daemon: wires monitor -> analyze -> decide -> execute -> verify and drives incidents.
+
+    engine = Engine(settings, store, graph, embedder)
+    await engine.start()                  # resumes unfinished incidents first
+    engine.submit(samples)                # from any thread: the twin, the REST API
+    await engine.wait_terminal(incident_id)
+
+Each incident is walked through the state machine by one task; a stage that fails
+records its reason on the incident (escalated) and the daemon carries on. A target has at
+most one incident in flight and one remediation at a time. After a restart, an incident
+found in ``executing`` is escalated, never re-run: the playbook may have half-run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from knowledge.embedding import Embedder
+from knowledge.graph import KnowledgeGraph
+from loop.analyze import Analyzer, build_report
+from loop.config import Settings
+from loop.decide import Decider
+from loop.errors import IllegalTransition, MendloopError
+from loop.execute import PlaybookRunner, execute, rollback
+from loop.learn import outcome_case, record_outcome
+from loop.models import (
+    DecisionMode,
+    Finding,
+    RunStatus,
+    Sample,
+    VerificationStatus,
+    utcnow,
+)
+from loop.monitor import IngestResult, Monitor
+from loop.state import State
+from loop.store import IncidentStore, IncidentView
+from loop.verify import verify
+from rules.catalog import Catalog
+from rules.compiler import RuleSpec
+
+log = logging.getLogger("mendloop.daemon")
+
+
+@dataclass(frozen=True)
+class StageEvent:
+    incident_id: str
+    target: str
+    state: State
+    note: str
+    at: datetime
+
+
+Listener = Callable[[StageEvent], None]
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        store: IncidentStore,
+        graph: KnowledgeGraph,
+        embedder: Embedder,
+        catalog: Catalog,
+        rules: Iterable[RuleSpec],
+        runner: PlaybookRunner,
+        playbook_vars: dict[str, str | int | float | bool] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.graph = graph
+        self.embedder = embedder
+        self.catalog = catalog
+        self.monitor = Monitor(catalog, settings.window_s)
+        self.analyzer = Analyzer(catalog, rules)
+        self.runner = runner
+        self.decider = Decider(
+            graph,
+            embedder,
+            settings.match_min_similarity,
+            playbook_vars or {"twin_url": f"http://{settings.twin_host}:{settings.twin_port}"},
+        )
+        self.listeners: list[Listener] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._findings: asyncio.Queue[list[Finding]] = asyncio.Queue()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._target_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._consumer: asyncio.Task[None] | None = None
+        self._steps: dict[State, Callable[[IncidentView], Awaitable[None]]] = {
+            State.open: self._analyze,
+            State.analyzed: self._decide,
+            State.decided: self._dispatch,
+            State.approved: self._execute,
+            State.executing: self._interrupted_execution,
+            State.verifying: self._verify,
+        }
+
+    # -- intake ---------------------------------------------------------------------------
+
+    def submit(self, batch: Iterable[Sample | Mapping[str, Any]]) -> IngestResult:
+        """Ingest samples (thread-safe); findings are handed to the loop's queue."""
+        result = self.monitor.ingest(batch)
+        findings = self.analyzer.observe(result.samples)
+        if findings and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._findings.put_nowait, findings)
+        return result
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for incident in self.store.unfinished():
+            log.info("resuming incident %s from %s", incident.id, incident.state)
+            self._spawn(incident.id)
+        self._consumer = asyncio.create_task(self._consume(), name="mendloop-findings")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._consumer, *self._tasks.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.analyzer.close()
+
+    def close(self) -> None:
+        self.store.close()
+        self.graph.close()
+
+    async def wait_terminal(self, incident_id: str, timeout_s: float) -> IncidentView:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            incident = self.store.get(incident_id)
+            assert incident is not None
+            if incident.terminal or time.monotonic() > deadline:
+                return incident
+            await asyncio.sleep(0.2)
+
+    async def _consume(self) -> None:
+        while True:
+            findings = await self._findings.get()
+            by_target: defaultdict[str, list[Finding]] = defaultdict(list)
+            for finding in findings:
+                by_target[finding.target].append(finding)
+            for target, group in by_target.items():
+                active = self.store.active_for_target(target)
+                if active is not None:
+                    log.info("findings on %s belong to open incident %s", target, active.id)
+                    continue
+                incident_id = self.store.open_incident(target, group)
+                self._emit(incident_id, target, State.open, f"{len(group)} rule finding(s)")
+                self._spawn(incident_id)
+
+    # -- the walk through the state machine ------------------------------------------------
+
+    def _spawn(self, incident_id: str) -> None:
+        task = asyncio.create_task(self._drive(incident_id), name=f"incident-{incident_id}")
+        self._tasks[incident_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(incident_id, None))
+
+    async def _drive(self, incident_id: str) -> None:
+        incident = self.store.get(incident_id)
+        assert incident is not None
+        async with self._target_locks[incident.target]:
+            while not incident.terminal and incident.state in self._steps:
+                try:
+                    await self._steps[incident.state](incident)
+                except asyncio.CancelledError:
+                    raise
+                except MendloopError as exc:
+                    self._escalate(incident, f"{incident.state} failed: {exc}")
+                except Exception as exc:  # a bug must not take the daemon down
+                    log.exception(
+                        "incident %s: unexpected error in %s", incident.id, incident.state
+                    )
+                    self._escalate(incident, f"internal error in {incident.state}: {exc!r}")
+                incident = self.store.get(incident_id)  # type: ignore[assignment]
+                assert incident is not None
+
+    def _move(self, incident: IncidentView, state: State, note: str, **kw: Any) -> IncidentView:
+        view = self.store.transition(incident.id, state, note, **kw)
+        self._emit(incident.id, incident.target, state, note)
+        return view
+
+    def _escalate(self, incident: IncidentView, reason: str, **payload: Any) -> None:
+        current = self.store.get(incident.id)
+        if current is None or current.terminal:
+            return
+        try:
+            self._move(current, State.escalated, reason, reason=reason, **payload)
+        except IllegalTransition:
+            log.warning("incident %s could not be escalated from %s", incident.id, current.state)
+
+    def _emit(self, incident_id: str, target: str, state: State, note: str) -> None:
+        event = StageEvent(incident_id, target, state, note, utcnow())
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("stage listener failed")
+
+    async def _analyze(self, incident: IncidentView) -> None:
+        report = build_report(incident.id, incident.target, incident.findings, self.analyzer.rules)
+        top = report.top
+        if top is None:
+            self._escalate(incident, "no rule explains the findings")
+            return
+        self._move(
+            incident,
+            State.analyzed,
+            f"root cause {top.fault} ({top.component}, score {top.score:.2f}) "
+            f"in {report.latency_ms:.1f} ms",
+            report=report,
+            fault=top.fault,
+        )
+
+    async def _decide(self, incident: IncidentView) -> None:
+        assert incident.report is not None
+        outcome = await asyncio.to_thread(self.decider.decide, incident.report)
+        if outcome.decision is None:
+            self._escalate(incident, outcome.reason)
+            return
+        self._move(incident, State.decided, outcome.reason, decision=outcome.decision)
+
+    async def _dispatch(self, incident: IncidentView) -> None:
+        assert incident.decision is not None
+        if incident.decision.mode == DecisionMode.auto:
+            await self._execute(incident)
+        elif incident.decision.mode == DecisionMode.approval:
+            self._move(incident, State.awaiting_approval, "risk needs a person's approval")
+        else:
+            self._escalate(incident, f"suggested fix {incident.decision.solution_id}; no autonomy")
+
+    async def _execute(self, incident: IncidentView) -> None:
+        decision = incident.decision
+        assert decision is not None
+        incident = self._move(incident, State.executing, f"running {decision.playbook}")
+        execution = await execute(decision, self.runner)
+        if execution.status == RunStatus.successful:
+            self._move(
+                incident,
+                State.verifying,
+                f"{decision.playbook} ran ({execution.run.changed if execution.run else 0} "
+                "changed); verifying",
+                execution=execution,
+            )
+            return
+        if execution.run is None:  # the dry run failed: nothing was changed
+            failed = execution.check_result.failed_tasks if execution.check_result else ()
+            self._escalate(
+                incident,
+                f"dry run of {decision.playbook} ended {execution.status}: {'; '.join(failed)}",
+                execution=execution,
+            )
+            return
+        await self._roll_back(
+            incident, f"{decision.playbook} ended {execution.status}", execution=execution
+        )
+
+    async def _interrupted_execution(self, incident: IncidentView) -> None:
+        self._escalate(
+            incident,
+            "the daemon stopped while the playbook was running; not re-run (it may have "
+            "half-applied) — check the target by hand",
+        )
+
+    async def _verify(self, incident: IncidentView) -> None:
+        assert incident.execution is not None and incident.decision is not None
+        series = {e.series for f in incident.findings for e in f.evidence}
+        verification = await verify(
+            incident.execution,
+            series,
+            self.monitor.latest,
+            incident.target,
+            self.catalog,
+            self.settings.verify_hold_s,
+            self.settings.verify_timeout_s,
+        )
+        resolved = verification.status == VerificationStatus.passed
+        self._learn(incident, resolved)
+        if resolved:
+            self._move(
+                incident,
+                State.resolved,
+                f"{len(verification.checks)} metric(s) healthy for "
+                f"{self.settings.verify_hold_s:g} s after {verification.waited_s:.1f} s",
+                verification=verification,
+            )
+            return
+        unhealthy = ", ".join(c.series for c in verification.checks if not c.healthy)
+        await self._roll_back(
+            incident,
+            f"verification {verification.status}: {unhealthy}",
+            verification=verification,
+        )
+
+    async def _roll_back(self, incident: IncidentView, why: str, **payload: Any) -> None:
+        assert incident.decision is not None
+        run = await rollback(incident.decision, self.runner)
+        if run is not None and run.status == RunStatus.successful:
+            self._move(
+                incident,
+                State.rolled_back,
+                f"{why}; rolled back with {run.playbook}, a person is needed",
+                reason=why,
+                **payload,
+            )
+        else:
+            status = run.status if run else "no rollback playbook"
+            self._escalate(incident, f"{why}; rollback: {status}", **payload)
+
+    def _learn(self, incident: IncidentView, resolved: bool) -> None:
+        assert incident.report is not None and incident.decision is not None
+        seconds = (utcnow() - incident.opened_at).total_seconds()
+        case = outcome_case(incident.id, incident.report, incident.decision, resolved, seconds)
+        try:
+            record_outcome(self.graph, self.embedder, case, incident.decision)
+        except MendloopError as exc:
+            log.warning("incident %s: outcome not written to the graph: %s", incident.id, exc)

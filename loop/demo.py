@@ -1,0 +1,167 @@
+"""`mendloop demo`: Neo4j, the twin and the daemon on this machine; faults injected one
+by one, each loop closed in front of you.
+
+Prints each stage as it happens (stderr) and the summary of DESIGN.md: one JSON object
+on stdout with ``--json``, a table otherwise. Uses its own SQLite file (var/demo.db,
+fresh each run) so a previous run's incidents cannot block the twin's target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import sys
+import time
+from typing import Any
+
+from loop.config import Settings
+from loop.daemon import Engine, StageEvent
+from loop.service import build_engine, stderr_progress
+from loop.state import State
+from loop.store import IncidentView
+from twin.model import Twin
+from twin.server import TwinRunner
+
+TARGET = "pm-site-1"
+DEFAULT_FAULTS = ("cache_saturation",)
+
+
+def _stage_printer(t0: list[float]) -> Any:
+    def show(event: StageEvent) -> None:
+        print(
+            f"  [{time.time() - t0[0]:6.1f}s] {event.state:<17} {event.incident_id}  {event.note}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return show
+
+
+def incident_summary(
+    fault: str, injected_at: float, incident: IncidentView | None
+) -> dict[str, Any]:
+    """One row of the demo's JSON: timings are measured from the moment of injection."""
+    if incident is None:
+        return {
+            "fault": fault,
+            "detected_after_s": None,
+            "rca_after_s": None,
+            "top_cause": None,
+            "matched_case": None,
+            "similarity": None,
+            "playbook": None,
+            "mode": None,
+            "verified": False,
+            "mttr_s": None,
+            "state": "not_detected",
+        }
+    match = incident.decision.match if incident.decision else None
+    resolved_at = next(
+        (t.at.timestamp() for t in incident.timeline if t.to_state == State.resolved), None
+    )
+    return {
+        "fault": fault,
+        "incident": incident.id,
+        "state": incident.state,
+        "detected_after_s": round(incident.opened_at.timestamp() - injected_at, 2),
+        "rca_after_s": round(incident.report.generated_at.timestamp() - injected_at, 2)
+        if incident.report
+        else None,
+        "rca_compute_ms": round(incident.report.latency_ms, 2) if incident.report else None,
+        "top_cause": incident.fault,
+        "matched_case": match.case_id if match else None,
+        "similarity": match.similarity if match else None,
+        "playbook": incident.decision.playbook if incident.decision else None,
+        "mode": incident.decision.mode if incident.decision else None,
+        "verified": incident.verification is not None and incident.verification.status == "passed",
+        "mttr_s": round(resolved_at - injected_at, 2) if resolved_at else None,
+        "reason": incident.reason,
+    }
+
+
+async def _wait_opened(engine: Engine, since: float, timeout_s: float) -> IncidentView | None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        fresh = [i for i in engine.store.list(target=TARGET) if i.opened_at.timestamp() >= since]
+        if fresh:
+            return engine.store.get(fresh[-1].id)
+        await asyncio.sleep(0.2)
+    return None
+
+
+async def _wait_calm(engine: Engine, timeout_s: float) -> None:
+    """Until no series of the target is abnormal, so the next fault starts clean."""
+    deadline = time.monotonic() + timeout_s
+    while engine.analyzer.tracker.abnormal(TARGET) and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+
+
+async def _run(settings: Settings, faults: list[str], as_json: bool) -> dict[str, Any]:
+    twin = TwinRunner(
+        Twin(targets=(TARGET,)), tick_s=1.0, host=settings.twin_host, port=settings.twin_port
+    )
+    twin.start()
+    stderr_progress(f"digital twin: {TARGET} on {twin.url} (control surface + /metrics)")
+    demo_db = settings.var_dir / "demo.db"
+    demo_db.unlink(missing_ok=True)
+    engine = build_engine(settings, {"twin_url": twin.url}, database_url=f"sqlite:///{demo_db}")
+    twin.sink = engine.submit
+    t0 = [time.time()]
+    engine.listeners.append(_stage_printer(t0))
+    await engine.start()
+    rows = []
+    try:
+        stderr_progress("warming up: waiting for healthy baselines")
+        await asyncio.sleep(3)
+        for fault in faults:
+            await _wait_calm(engine, 60)
+            t0[0] = injected_at = time.time()
+            stderr_progress(f"\n>>> injecting {fault} into {TARGET}")
+            with twin.locked() as model:
+                model.inject(TARGET, fault)
+            incident = await _wait_opened(engine, injected_at, 60)
+            if incident is not None:
+                incident = await engine.wait_terminal(
+                    incident.id, settings.verify_timeout_s + settings.playbook_timeout_s * 3
+                )
+            rows.append(incident_summary(fault, injected_at, incident))
+            with twin.locked() as model:
+                model.clear(TARGET)
+    finally:
+        await engine.stop()
+        engine.close()
+        twin.stop()
+    mttrs = [r["mttr_s"] for r in rows if r["mttr_s"] is not None]
+    return {
+        "incidents": rows,
+        "summary": {
+            "faults": len(rows),
+            "resolved": sum(1 for r in rows if r["state"] == State.resolved),
+            "mttr_s_p50": round(statistics.median(mttrs), 2) if mttrs else None,
+        },
+    }
+
+
+def print_human(result: dict[str, Any]) -> None:
+    print("\nmendloop demo — one loop per fault")
+    for row in result["incidents"]:
+        print(
+            f"- {row['fault']}: {row['state']}; detected after {row['detected_after_s']} s, "
+            f"RCA after {row['rca_after_s']} s -> {row['top_cause']}; matched "
+            f"{row['matched_case']} (similarity {row['similarity']}); ran {row['playbook']} "
+            f"({row['mode']}); verified={row['verified']}; MTTR {row['mttr_s']} s"
+        )
+        if row.get("reason"):
+            print(f"  reason: {row['reason']}")
+    s = result["summary"]
+    print(f"{s['resolved']}/{s['faults']} resolved; MTTR p50 {s['mttr_s_p50']} s")
+
+
+def run_demo(settings: Settings, faults: list[str] | None, as_json: bool) -> int:
+    result = asyncio.run(_run(settings, list(faults or DEFAULT_FAULTS), as_json))
+    if as_json:
+        print(json.dumps(result, default=str))
+    else:
+        print_human(result)
+    return 0 if result["summary"]["resolved"] == result["summary"]["faults"] else 1

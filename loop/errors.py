@@ -1,0 +1,62 @@
+"""One exception tree for mendloop.
+
+    MendloopError
+     ├── ConfigError            settings that cannot work (bad URL, unsafe default in production)
+     ├── InvalidSample          a sample that is rejected at the door (unknown metric, NaN, type)
+     ├── RuleFileError          a rule file refused whole, with file:line and the reason
+     ├── GraphUnavailable       Neo4j cannot be reached or refuses our credentials
+     ├── KnowledgeError         knowledge content that does not hold together (unknown solution)
+     ├── Neo4jLauncherError     the local Neo4j could not be built, started or stopped
+     ├── PlaybookError          a playbook that is missing or has bad metadata
+     └── IllegalTransition      an incident asked to move along an edge the state machine lacks
+
+Outcomes of loop stages (a failed playbook, a failed verification) are *data*, recorded on
+the incident, never exceptions: these are for inputs and infrastructure.
+"""
+
+from __future__ import annotations
+
+
+class MendloopError(Exception):
+    """Base of every error mendloop raises on purpose."""
+
+
+class ConfigError(MendloopError):
+    pass
+
+
+class InvalidSample(MendloopError):
+    pass
+
+
+class RuleFileError(MendloopError):
+    def __init__(self, path: str, line: int | None, reason: str) -> None:
+        self.path, self.line, self.reason = path, line, reason
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {reason}")
+
+
+class GraphUnavailable(MendloopError):
+    def __init__(self, uri: str, cause: str) -> None:
+        self.uri = uri
+        super().__init__(
+            f"Neo4j is not reachable at NEO4J_URI={uri} ({cause}). "
+            "Start the local one with `mendloop neo4j start`, or point NEO4J_URI, "
+            "NEO4J_USER and NEO4J_PASSWORD at a running Neo4j 5."
+        )
+
+
+class KnowledgeError(MendloopError):
+    pass
+
+
+class Neo4jLauncherError(MendloopError):
+    pass
+
+
+class PlaybookError(MendloopError):
+    pass
+
+
+class IllegalTransition(MendloopError):
+    pass

@@ -1,0 +1,217 @@
+"""Typed messages that cross a stage boundary, each defined once.
+
+    Sample -> (monitor) -> Finding -> (analyze) -> RCAReport -> (decide) -> Match, Decision
+           -> (execute) -> Execution -> (verify) -> Verification
+
+All are frozen pydantic models: a stage hands its output on and nobody edits it after.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Sample(Frozen):
+    """One metric point. ``series`` is a catalog name; ``labels`` must carry ``target``."""
+
+    series: str = Field(min_length=1, max_length=200)
+    labels: dict[str, str] = Field(default_factory=dict)
+    ts: float = Field(description="unix seconds")
+    value: float
+
+    @field_validator("value", "ts")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("must be a finite number (NaN and infinity are rejected)")
+        return v
+
+    @property
+    def target(self) -> str:
+        return self.labels.get("target", "default")
+
+
+class FindingKind(StrEnum):
+    rule = "rule"
+    anomaly = "anomaly"
+
+
+class Evidence(Frozen):
+    """One observation supporting a conclusion: which series, what value, against what."""
+
+    series: str
+    value: float
+    threshold: float
+    direction: Literal["high", "low"]
+    since: float = Field(description="unix seconds the series first crossed the threshold")
+
+
+class Finding(Frozen):
+    kind: FindingKind
+    target: str
+    series: tuple[str, ...]
+    rule_id: str
+    started_at: float
+    score: float = Field(ge=0, le=1)
+    evidence: tuple[Evidence, ...]
+
+
+class RootCause(Frozen):
+    fault: str
+    component: str
+    score: float = Field(ge=0, le=1)
+    summary: str
+    evidence: tuple[Evidence, ...]
+
+
+class RCAReport(Frozen):
+    incident_id: str
+    target: str
+    candidates: tuple[RootCause, ...]
+    generated_at: datetime = Field(default_factory=utcnow)
+    latency_ms: float = Field(ge=0, description="compute time of the analysis itself")
+
+    @property
+    def top(self) -> RootCause | None:
+        return self.candidates[0] if self.candidates else None
+
+    def symptoms(self) -> tuple[str, ...]:
+        """Normalised symptom tags (``series:high``) that structured matching compares."""
+        tags = {f"{e.series}:{e.direction}" for c in self.candidates for e in c.evidence}
+        return tuple(sorted(tags))
+
+    def text(self) -> str:
+        """The report in words; this is what gets embedded and matched against past cases."""
+        parts = []
+        for cause in self.candidates:
+            observed = "; ".join(
+                f"{e.series} {'above' if e.direction == 'high' else 'below'} "
+                f"{e.threshold:g} at {e.value:g}"
+                for e in cause.evidence
+            )
+            parts.append(f"{cause.summary} (component {cause.component}; observed: {observed})")
+        return " ".join(parts)
+
+
+class Case(Frozen):
+    """A past problem in the knowledge graph and how it ended."""
+
+    id: str
+    title: str
+    text: str
+    symptoms: tuple[str, ...] = ()
+    device_type: str = ""
+    environment: str = ""
+    fault: str
+    solution_id: str
+    outcome: Literal["resolved", "failed", "unknown"] = "resolved"
+    time_to_resolve_s: float | None = None
+
+
+class Solution(Frozen):
+    id: str
+    title: str
+    playbook: str
+    rollback_playbook: str | None = None
+    risk: Literal["low", "medium", "high"] = "medium"
+    fixes: str = ""
+    description: str = ""
+    successes: int = 0
+    failures: int = 0
+
+    @property
+    def success_rate(self) -> float:
+        """Laplace-smoothed, so a new solution neither scores 0 nor 1."""
+        return (self.successes + 1) / (self.successes + self.failures + 2)
+
+
+class Match(Frozen):
+    case_id: str
+    similarity: float = Field(ge=0, le=1)
+    solution_id: str
+    solution_success_rate: float = Field(ge=0, le=1)
+    explanation: str
+
+
+class DecisionMode(StrEnum):
+    auto = "auto"
+    approval = "approval"
+    suggest = "suggest"
+
+
+class Decision(Frozen):
+    incident_id: str
+    solution_id: str
+    playbook: str
+    rollback_playbook: str | None = None
+    extra_vars: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    mode: DecisionMode
+    reason: str
+    match: Match | None = None
+
+
+class RunStatus(StrEnum):
+    successful = "successful"
+    failed = "failed"
+    timeout = "timeout"
+    canceled = "canceled"
+    error = "error"
+
+
+class PlaybookRun(Frozen):
+    """What one ansible-runner invocation ended with."""
+
+    playbook: str
+    check_mode: bool
+    status: RunStatus
+    rc: int | None
+    changed: int = 0
+    failed_tasks: tuple[str, ...] = ()
+    events: tuple[str, ...] = Field(default=(), description="one line per task result")
+    started: datetime
+    ended: datetime
+
+
+class Execution(Frozen):
+    id: str
+    incident_id: str
+    playbook: str
+    check_result: PlaybookRun | None
+    run: PlaybookRun | None
+    status: RunStatus
+    started: datetime
+    ended: datetime
+
+
+class VerificationStatus(StrEnum):
+    passed = "passed"
+    failed = "failed"
+    timed_out = "timed_out"
+
+
+class MetricCheck(Frozen):
+    series: str
+    healthy: bool
+    value: float | None
+    threshold: float
+
+
+class Verification(Frozen):
+    execution_id: str
+    status: VerificationStatus
+    checks: tuple[MetricCheck, ...]
+    decided_at: datetime = Field(default_factory=utcnow)
+    waited_s: float = 0.0

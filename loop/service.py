@@ -1,0 +1,93 @@
+"""Assembling the engine from Settings, and running it as the daemon behind the REST API.
+
+engine = build_engine(settings, playbook_vars={"twin_url": twin.url})
+asyncio.run(run_daemon(settings))         # `mendloop run`
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Callable
+
+import uvicorn
+
+from api.app import create_app
+from knowledge import local_neo4j
+from knowledge.embedding import Embedder
+from knowledge.graph import KnowledgeGraph
+from knowledge.seed import load_cases, seed_graph
+from loop.config import Settings
+from loop.daemon import Engine
+from loop.errors import GraphUnavailable
+from loop.execute import PlaybookRunner
+from loop.solutions import load_solutions
+from loop.store import IncidentStore
+from rules.catalog import load_catalog
+from rules.compiler import load_rules
+
+log = logging.getLogger("mendloop")
+Progress = Callable[[str], None]
+
+
+def stderr_progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def connect_graph(settings: Settings, progress: Progress = stderr_progress) -> KnowledgeGraph:
+    """Connect to NEO4J_URI; when that is the local default and nothing answers, start it."""
+    try:
+        return KnowledgeGraph.connect(settings)
+    except GraphUnavailable:
+        if not settings.uses_local_neo4j:
+            raise
+    progress("Neo4j is not running locally: building/starting it (mendloop neo4j start)")
+    local_neo4j.ensure_built(progress)
+    local_neo4j.start(settings)
+    return KnowledgeGraph.connect(settings)
+
+
+def build_engine(
+    settings: Settings,
+    playbook_vars: dict[str, str | int | float | bool] | None = None,
+    progress: Progress = stderr_progress,
+    database_url: str | None = None,
+) -> Engine:
+    catalog = load_catalog(settings.rules_dir / "metrics.yaml")
+    rules = load_rules(catalog, settings.rules_dir)
+    solutions = load_solutions(settings.playbooks_dir)
+    graph = connect_graph(settings, progress)
+    progress("loading the embedding model (all-MiniLM-L6-v2, offline)")
+    embedder = Embedder.shared()
+    seeded = seed_graph(graph, embedder, list(solutions.values()), load_cases())
+    progress(
+        f"knowledge graph ready: {seeded['solutions']} solutions, {seeded['cases']} seed cases "
+        f"({seeded['embedded']} newly embedded)"
+    )
+    store = IncidentStore(database_url or settings.database_url)
+    runner = PlaybookRunner(
+        settings.playbooks_dir, settings.var_dir / "runs", settings.playbook_timeout_s
+    )
+    return Engine(settings, store, graph, embedder, catalog, rules, runner, playbook_vars)
+
+
+async def run_daemon(settings: Settings) -> None:
+    """The loop and the REST API in one process until SIGINT/SIGTERM."""
+    engine = build_engine(settings)
+    app = create_app(engine.store, submit=engine.submit)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning")
+    )
+    await engine.start()
+    stderr_progress(f"mendloop daemon: API on http://{settings.api_host}:{settings.api_port}")
+    try:
+        await server.serve()
+    finally:
+        await engine.stop()
+        engine.close()
+
+
+def run(settings: Settings) -> int:
+    asyncio.run(run_daemon(settings))
+    return 0

@@ -1,0 +1,251 @@
+"""SQL persistence of incidents and their audit trail (SQLModel; SQLite or PostgreSQL).
+
+    store = IncidentStore("sqlite:///var/mendloop.db")
+    incident_id = store.open_incident("pm-site-1", findings)
+    store.transition(incident_id, State.analyzed, "rules fired", report=report)
+
+Every transition is checked against the state machine and written in the same
+transaction as the incident row, guarded by the state it came from, so two workers can
+never both move an incident out of one state (the loser gets IllegalTransition).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, field_validator
+from sqlalchemy import JSON, Column, DateTime, update
+from sqlalchemy.engine import make_url
+from sqlmodel import Field, Session, SQLModel, create_engine, select
+
+from loop.errors import ConfigError, IllegalTransition
+from loop.models import Decision, Execution, Finding, RCAReport, Verification, utcnow
+from loop.state import TERMINAL, State, check_transition
+
+_PAYLOAD_FIELDS = ("report", "decision", "execution", "verification")
+
+
+class IncidentRecord(SQLModel, table=True):
+    __tablename__ = "incident"
+
+    id: str = Field(primary_key=True, max_length=32)
+    target: str = Field(index=True, max_length=200)
+    state: str = Field(index=True, max_length=32)
+    fault: str | None = Field(default=None, max_length=200)
+    reason: str = ""
+    opened_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    findings: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+    report: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    decision: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    execution: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    verification: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+
+
+class TransitionRecord(SQLModel, table=True):
+    __tablename__ = "incident_transition"
+
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: str = Field(foreign_key="incident.id", index=True, max_length=32)
+    from_state: str | None = Field(default=None, max_length=32)
+    to_state: str = Field(max_length=32)
+    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    note: str = ""
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite hands datetimes back naive; they were stored as UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class TransitionView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    from_state: State | None
+    to_state: State
+    at: datetime
+    note: str
+
+    _aware = field_validator("at")(_aware)
+
+
+class IncidentView(BaseModel):
+    """An incident as the rest of the code and the API see it: typed, with its timeline."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    target: str
+    state: State
+    fault: str | None
+    reason: str
+    opened_at: datetime
+    updated_at: datetime
+    findings: tuple[Finding, ...]
+    report: RCAReport | None
+    decision: Decision | None
+    execution: Execution | None
+    verification: Verification | None
+    timeline: tuple[TransitionView, ...] = ()
+
+    _aware = field_validator("opened_at", "updated_at")(_aware)
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+
+def make_engine(url: str) -> Any:
+    try:
+        parsed = make_url(url)
+    except Exception as exc:  # sqlalchemy raises ArgumentError and ValueError subclasses
+        raise ConfigError(f"MENDLOOP_DATABASE_URL={url!r} is not a database URL: {exc}") from exc
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        return create_engine(url, connect_args={"check_same_thread": False})
+    if parsed.drivername == "postgresql":
+        url = str(parsed.set(drivername="postgresql+psycopg").render_as_string(False))
+    return create_engine(url, pool_pre_ping=True)
+
+
+class IncidentStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        SQLModel.metadata.create_all(self.engine)
+
+    def open_incident(
+        self, target: str, findings: list[Finding], opened_at: datetime | None = None
+    ) -> str:
+        now = opened_at or utcnow()
+        incident_id = uuid.uuid4().hex[:12]
+        with Session(self.engine) as session:
+            session.add(
+                IncidentRecord(
+                    id=incident_id,
+                    target=target,
+                    state=State.open,
+                    opened_at=now,
+                    updated_at=now,
+                    findings=[f.model_dump(mode="json") for f in findings],
+                )
+            )
+            session.flush()
+            session.add(
+                TransitionRecord(
+                    incident_id=incident_id,
+                    from_state=None,
+                    to_state=State.open,
+                    at=now,
+                    note=f"{len(findings)} finding(s) on {target}",
+                )
+            )
+            session.commit()
+        return incident_id
+
+    def transition(
+        self,
+        incident_id: str,
+        to_state: State,
+        note: str = "",
+        *,
+        fault: str | None = None,
+        reason: str | None = None,
+        **payload: BaseModel,
+    ) -> IncidentView:
+        """Move an incident along one edge of the state machine, storing stage outputs."""
+        unknown = set(payload) - set(_PAYLOAD_FIELDS)
+        if unknown:
+            raise TypeError(f"unknown payload field(s): {', '.join(sorted(unknown))}")
+        now = utcnow()
+        with Session(self.engine) as session:
+            record = session.get(IncidentRecord, incident_id)
+            if record is None:
+                raise IllegalTransition(f"incident {incident_id} does not exist")
+            current = State(record.state)
+            check_transition(current, to_state)
+            values: dict[str, Any] = {"state": to_state, "updated_at": now}
+            values.update({k: v.model_dump(mode="json") for k, v in payload.items()})
+            if fault is not None:
+                values["fault"] = fault
+            if reason is not None:
+                values["reason"] = reason
+            result = session.execute(
+                update(IncidentRecord)
+                .where(IncidentRecord.id == incident_id, IncidentRecord.state == current)
+                .values(**values)
+            )
+            if result.rowcount != 1:
+                session.rollback()
+                raise IllegalTransition(
+                    f"incident {incident_id} left {current} concurrently; {to_state} refused"
+                )
+            session.add(
+                TransitionRecord(
+                    incident_id=incident_id,
+                    from_state=current,
+                    to_state=to_state,
+                    at=now,
+                    note=note,
+                )
+            )
+            session.commit()
+        view = self.get(incident_id)
+        assert view is not None
+        return view
+
+    def _view(self, session: Session, record: IncidentRecord, timeline: bool) -> IncidentView:
+        transitions: list[TransitionRecord] = []
+        if timeline:
+            transitions = list(
+                session.exec(
+                    select(TransitionRecord)
+                    .where(TransitionRecord.incident_id == record.id)
+                    .order_by(TransitionRecord.id)  # type: ignore[arg-type]
+                )
+            )
+        return IncidentView.model_validate(
+            {
+                **record.model_dump(),
+                "timeline": [
+                    TransitionView.model_validate(t, from_attributes=True) for t in transitions
+                ],
+            }
+        )
+
+    def get(self, incident_id: str) -> IncidentView | None:
+        with Session(self.engine) as session:
+            record = session.get(IncidentRecord, incident_id)
+            return self._view(session, record, timeline=True) if record else None
+
+    def list(
+        self, state: State | None = None, target: str | None = None, limit: int = 100
+    ) -> list[IncidentView]:
+        with Session(self.engine) as session:
+            query = select(IncidentRecord)
+            if state is not None:
+                query = query.where(IncidentRecord.state == state)
+            if target is not None:
+                query = query.where(IncidentRecord.target == target)
+            query = query.order_by(IncidentRecord.opened_at.desc()).limit(limit)  # type: ignore[attr-defined]
+            return [self._view(session, r, timeline=False) for r in session.exec(query)]
+
+    def unfinished(self) -> list[IncidentView]:
+        """Incidents a restarted daemon must pick up again, oldest first."""
+        with Session(self.engine) as session:
+            query = (
+                select(IncidentRecord)
+                .where(IncidentRecord.state.not_in([s.value for s in TERMINAL]))  # type: ignore[attr-defined]
+                .order_by(IncidentRecord.opened_at)  # type: ignore[arg-type]
+            )
+            return [self._view(session, r, timeline=True) for r in session.exec(query)]
+
+    def active_for_target(self, target: str) -> IncidentView | None:
+        return next((i for i in self.unfinished() if i.target == target), None)
+
+    def close(self) -> None:
+        self.engine.dispose()

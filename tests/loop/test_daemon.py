@@ -1,0 +1,86 @@
+"""The daemon's supervision on real components: restart resumes, failures stay with the
+incident (escalated with a reason), a playbook is never re-run after a crash."""
+
+import asyncio
+
+import pytest
+
+from loop.analyze import finding_from_rule
+from loop.config import Settings
+from loop.service import build_engine
+from loop.state import State
+from rules.compiler import AbnormalFact
+
+pytestmark = pytest.mark.neo4j
+
+
+@pytest.fixture
+def engine_settings(tmp_path, neo4j_settings):
+    # twin_port 9 (discard): nothing answers there, so a playbook's dry run fails
+    return Settings(var_dir=tmp_path / "var", twin_port=9, verify_timeout_s=5.0)
+
+
+def cache_findings(engine, target):
+    rule = engine.analyzer.rules["cache-saturation-penetration"]
+    facts = [
+        AbnormalFact(
+            target=target, series=c.series, value=0.0, threshold=0.0, direction="high", since=1.0
+        )
+        for c in rule.all_of
+    ]
+    return [finding_from_rule(rule, facts)]
+
+
+async def restart_with(settings, prepare):
+    first = build_engine(settings, progress=lambda _: None)
+    ids = prepare(first)
+    first.close()
+    engine = build_engine(settings, progress=lambda _: None)  # "after the restart"
+    await engine.start()
+    try:
+        return [await engine.wait_terminal(i, timeout_s=120) for i in ids]
+    finally:
+        await engine.stop()
+        engine.close()
+
+
+def test_restart_never_reruns_a_playbook_that_was_running(engine_settings, graph):
+    def prepare(engine):
+        incident_id = engine.store.open_incident("t1", cache_findings(engine, "t1"))
+        for state in (State.analyzed, State.decided, State.executing):
+            engine.store.transition(incident_id, state, "before the crash")
+        return [incident_id]
+
+    (incident,) = asyncio.run(restart_with(engine_settings, prepare))
+    assert incident.state == State.escalated
+    assert "not re-run" in incident.reason
+    assert incident.execution is None
+
+
+def test_open_incident_resumes_and_a_failed_dry_run_escalates(engine_settings, graph):
+    def prepare(engine):
+        return [engine.store.open_incident("t2", cache_findings(engine, "t2"))]
+
+    (incident,) = asyncio.run(restart_with(engine_settings, prepare))
+    states = [t.to_state for t in incident.timeline]
+    assert states == [State.open, State.analyzed, State.decided, State.executing, State.escalated]
+    assert incident.report.top.fault == "cache_saturation"
+    assert "dry run of cache_scale_out.yml ended failed" in incident.reason
+    assert incident.execution.run is None  # the real run never started
+
+
+def test_findings_for_a_target_with_an_incident_in_flight_open_nothing(engine_settings, graph):
+    async def main():
+        engine = build_engine(engine_settings, progress=lambda _: None)
+        await engine.start()
+        try:
+            blocker = engine.store.open_incident("t4", [])
+            engine._findings.put_nowait(cache_findings(engine, "t4"))
+            await asyncio.sleep(0.5)
+            return engine.store.list(target="t4"), blocker
+        finally:
+            await engine.stop()
+            engine.close()
+
+    listed, blocker = asyncio.run(main())
+    assert [i.id for i in listed] == [blocker]

@@ -1,0 +1,97 @@
+import asyncio
+from datetime import UTC, datetime
+
+from loop.models import Execution, RunStatus, VerificationStatus
+from loop.verify import check_metrics, verify
+from rules.catalog import load_catalog
+
+CATALOG = load_catalog()
+ENDED = datetime.fromtimestamp(100.0, UTC)
+EXECUTION = Execution(
+    id="e",
+    incident_id="i",
+    playbook="p",
+    check_result=None,
+    run=None,
+    status=RunStatus.successful,
+    started=ENDED,
+    ended=ENDED,
+)
+
+
+def test_stale_samples_never_count_as_healthy():
+    checks = check_metrics(CATALOG, {"cache_hit_ratio": (99.0, 0.99)}, fresh_after=100.0)
+    assert not checks[0].healthy
+    checks = check_metrics(CATALOG, {"cache_hit_ratio": (101.0, 0.99)}, fresh_after=100.0)
+    assert checks[0].healthy
+
+
+def test_between_crit_and_warn_is_not_yet_healthy():
+    checks = check_metrics(CATALOG, {"cache_hit_ratio": (101.0, 0.8)}, fresh_after=100.0)
+    assert not checks[0].healthy and checks[0].threshold == 0.85
+
+
+class FakeClock:
+    """Only time is replaced: the metrics come from a plain function of it."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def run(series_value, hold_s=3.0, timeout_s=20.0):
+    clock = FakeClock()
+
+    def read_latest(target, series):
+        return (clock.now, series_value(clock.now))
+
+    async def main():
+        task = asyncio.create_task(
+            verify(
+                EXECUTION,
+                ["cache_hit_ratio"],
+                read_latest,
+                "t",
+                CATALOG,
+                hold_s,
+                timeout_s,
+                poll_s=0,
+                clock=clock,
+            )
+        )
+        while not task.done():
+            clock.now += 0.5
+            await asyncio.sleep(0)
+        return task.result()
+
+    return asyncio.run(main())
+
+
+def test_passes_after_the_hold_period():
+    result = run(lambda now: 0.95 if now >= 105 else 0.4)
+    assert result.status == VerificationStatus.passed
+    assert 108 - 100 - 0.5 <= result.waited_s <= 108 - 100 + 0.5
+
+
+def test_a_relapse_restarts_the_hold():
+    # healthy from the start, relapses at 104 (3.5 s into a 5 s hold), healthy again at 105
+    result = run(lambda now: 0.4 if 104 <= now < 105 else 0.95, hold_s=5.0)
+    assert result.status == VerificationStatus.passed
+    assert result.waited_s >= 105 + 5 - 100 - 0.5
+
+
+def test_times_out_when_never_healthy():
+    result = run(lambda now: 0.4, timeout_s=10)
+    assert result.status == VerificationStatus.timed_out
+    assert not result.checks[0].healthy
+
+
+def test_no_data_at_all_is_a_failure():
+    async def main():
+        return await verify(
+            EXECUTION, ["cache_hit_ratio"], lambda t, s: None, "t", CATALOG, 1.0, 0.0, poll_s=0
+        )
+
+    assert asyncio.run(main()).status == VerificationStatus.failed
