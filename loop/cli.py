@@ -126,8 +126,6 @@ def cmd_kb(args: argparse.Namespace, settings: Settings) -> int:
             solutions = load_solutions(settings.playbooks_dir)
             result = seed_graph(graph, Embedder.shared(), list(solutions.values()), load_cases())
         else:
-            from knowledge.similarity import combined_similarity
-
             vector = Embedder.shared().embed(args.text)
             result = [
                 {
@@ -135,7 +133,7 @@ def cmd_kb(args: argparse.Namespace, settings: Settings) -> int:
                     "title": case.title,
                     "solution": solution.id,
                     "cosine": round(cos, 4),
-                    "similarity": round(combined_similarity(cos, (), case.symptoms), 4),
+                    "fault": case.fault,
                 }
                 for case, solution, cos in graph.similar_cases(vector, k=args.k)
             ]

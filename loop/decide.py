@@ -54,18 +54,20 @@ def rank_candidates(
 ) -> tuple[list[Candidate], list[Match]]:
     """Pure: score every hit; return the eligible candidates (best first) and all matches."""
     symptoms = report.symptoms()
+    fault = report.top.fault if report.top else None
     scored: list[Candidate] = []
     for case, solution, cosine in hits:
-        similarity = combined_similarity(cosine, symptoms, case.symptoms)
+        similarity = combined_similarity(cosine, fault, symptoms, case.fault, case.symptoms)
         match = Match(
             case_id=case.id,
             similarity=round(similarity, 4),
             solution_id=solution.id,
             solution_success_rate=round(solution.success_rate, 4),
             explanation=(
-                f"text cosine {cosine:.2f}, symptoms {len(set(symptoms) & set(case.symptoms))}"
-                f"/{len(set(symptoms) | set(case.symptoms))} shared; case '{case.title}' "
-                f"({case.outcome}) fixed by {solution.id}"
+                f"text cosine {cosine:.2f}; fault {case.fault} "
+                f"{'=' if case.fault == fault else '!='} {fault}; symptoms "
+                f"{len(set(symptoms) & set(case.symptoms))} shared of {len(set(symptoms))}; "
+                f"case '{case.title}' ({case.outcome}) fixed by {solution.id}"
             ),
         )
         scored.append(

@@ -22,9 +22,15 @@ def engine_settings(tmp_path, neo4j_settings):
 
 def cache_findings(engine, target):
     rule = engine.analyzer.rules["cache-saturation-penetration"]
+    observed = {"cache_utilization_pct": 92.0, "cache_hit_ratio": 0.45, "db_penetration_pct": 12}
     facts = [
         AbnormalFact(
-            target=target, series=c.series, value=0.0, threshold=0.0, direction="high", since=1.0
+            target=target,
+            series=c.series,
+            value=observed[c.series],
+            threshold=engine.catalog[c.series].crit,
+            direction=engine.catalog[c.series].bad,
+            since=1.0,
         )
         for c in rule.all_of
     ]
@@ -63,6 +69,7 @@ def test_open_incident_resumes_and_a_failed_dry_run_escalates(engine_settings, g
 
     (incident,) = asyncio.run(restart_with(engine_settings, prepare))
     states = [t.to_state for t in incident.timeline]
+    assert incident.decision is not None, incident.reason
     assert states == [State.open, State.analyzed, State.decided, State.executing, State.escalated]
     assert incident.report.top.fault == "cache_saturation"
     assert "dry run of cache_scale_out.yml ended failed" in incident.reason

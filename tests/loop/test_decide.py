@@ -20,13 +20,13 @@ REPORT = RCAReport(
 )
 
 
-def case(cid, symptoms, outcome="resolved", solution="s1"):
+def case(cid, symptoms, outcome="resolved", solution="s1", fault="cache_saturation"):
     return Case(
         id=cid,
         title=cid,
         text="x",
         symptoms=symptoms,
-        fault="f",
+        fault=fault,
         solution_id=solution,
         outcome=outcome,
     )
@@ -60,11 +60,14 @@ def test_track_record_and_risk_can_beat_raw_similarity():
     assert [c.solution.id for c in eligible] == ["safe", "risky"]
 
 
-def test_symptom_overlap_lifts_a_case_over_the_bar():
-    hits = [(case("c", SYMPTOMS), sol("s1"), 0.75)]
-    eligible, matches = rank_candidates(REPORT, hits, 0.8)
-    assert matches[0].similarity == round(0.7 * 0.75 + 0.3, 4)
-    assert len(eligible) == 1 and "symptoms 2/2 shared" in matches[0].explanation
+def test_fault_and_symptoms_lift_a_paraphrase_over_the_bar():
+    other_fault = [(case("c", SYMPTOMS, fault="db_io_wait"), sol("s1"), 0.65)]
+    eligible, matches = rank_candidates(REPORT, other_fault, 0.8)
+    assert matches[0].similarity == 0.5 * 0.65 + 0.5 * 0.5  # symptoms agree, fault does not
+    assert eligible == []
+    eligible, matches = rank_candidates(REPORT, [(case("c", SYMPTOMS), sol("s1"), 0.65)], 0.8)
+    assert matches[0].similarity == round(0.5 * 0.65 + 0.5, 4)
+    assert len(eligible) == 1 and "symptoms 2 shared of 2" in matches[0].explanation
 
 
 def test_autonomy():
