@@ -16,6 +16,8 @@ the incident, never exceptions: these are for inputs and infrastructure.
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class MendloopError(Exception):
     """Base of every error mendloop raises on purpose."""
@@ -60,3 +62,8 @@ class PlaybookError(MendloopError):
 
 class IllegalTransition(MendloopError):
     pass
+
+
+def validation_reasons(exc: ValidationError) -> str:
+    """pydantic's errors as one line: ``field.sub: message; ...``."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from loop.errors import InvalidSample
+from loop.errors import InvalidSample, validation_reasons
 from loop.models import Sample
 from rules.catalog import Catalog
 
@@ -82,10 +82,7 @@ def parse_sample(raw: Sample | Mapping[str, Any], catalog: Catalog) -> Sample:
     try:
         sample = raw if isinstance(raw, Sample) else Sample.model_validate(raw)
     except ValidationError as exc:
-        reasons = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'sample'}: {e['msg']}" for e in exc.errors()
-        )
-        raise InvalidSample(reasons) from exc
+        raise InvalidSample(validation_reasons(exc)) from exc
     if sample.series not in catalog:
         raise InvalidSample(f"series: unknown metric {sample.series!r} (not in the catalog)")
     return sample

@@ -11,11 +11,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from loop.errors import RuleFileError
+from loop.errors import RuleFileError, validation_reasons
 from rules import RULES_DIR
+from rules.source import entry_name, line_of, read_yaml_list
 
 Direction = Literal["high", "low"]
 
@@ -65,36 +65,18 @@ class Catalog(Mapping[str, MetricSpec]):
         return len(self._specs)
 
 
-def _line_of(text: str, needle: str) -> int | None:
-    for number, line in enumerate(text.splitlines(), start=1):
-        if needle in line:
-            return number
-    return None
-
-
 def load_catalog(path: Path = RULES_DIR / "metrics.yaml") -> Catalog:
     """Load and validate the catalog; a bad entry is refused with file:line and reason."""
-    try:
-        text = path.read_text()
-        data = yaml.safe_load(text)
-    except OSError as exc:
-        raise RuleFileError(str(path), None, f"cannot read: {exc}") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise RuleFileError(str(path), mark.line + 1 if mark else None, str(exc)) from exc
-    if not isinstance(data, dict) or not isinstance(data.get("metrics"), list):
-        raise RuleFileError(str(path), 1, "expected a top-level `metrics:` list")
+    text, entries = read_yaml_list(path, "metrics")
     specs: list[MetricSpec] = []
     seen: set[str] = set()
-    for index, entry in enumerate(data["metrics"]):
-        name = entry.get("name", f"#{index}") if isinstance(entry, dict) else f"#{index}"
-        line = _line_of(text, f"name: {name}")
+    for index, entry in enumerate(entries):
+        name = entry_name(entry, "name", index)
+        line = line_of(text, f"name: {name}")
         try:
             spec = MetricSpec.model_validate(entry)
         except ValidationError as exc:
-            reasons = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in exc.errors()
-            )
+            reasons = validation_reasons(exc)
             raise RuleFileError(str(path), line, f"metric {name}: {reasons}") from exc
         if spec.name in seen:
             raise RuleFileError(str(path), line, f"metric {spec.name} is defined twice")

@@ -25,14 +25,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import yaml
 from durable.engine import Host, MessageNotHandledException, MessageObservedException
 from durable.lang import c, m, none, when_all
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from loop.errors import RuleFileError
+from loop.errors import RuleFileError, validation_reasons
 from rules import RULES_DIR
 from rules.catalog import Catalog
+from rules.source import entry_name, line_of, read_yaml_list
 
 CATALOG_FILE = "metrics.yaml"
 
@@ -84,36 +84,18 @@ class AbnormalFact(BaseModel):
         return {"sid": self.target, "id": f"{self.target}/{self.series}", **self.model_dump()}
 
 
-def _line_of(text: str, needle: str) -> int | None:
-    for number, line in enumerate(text.splitlines(), start=1):
-        if needle in line:
-            return number
-    return None
-
-
 def load_rule_file(path: Path, catalog: Catalog) -> list[RuleSpec]:
-    try:
-        text = path.read_text()
-        data = yaml.safe_load(text)
-    except OSError as exc:
-        raise RuleFileError(str(path), None, f"cannot read: {exc}") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise RuleFileError(str(path), mark.line + 1 if mark else None, str(exc)) from exc
-    if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
-        raise RuleFileError(str(path), 1, "expected a top-level `rules:` list")
+    text, entries = read_yaml_list(path, "rules")
     specs = []
-    for index, entry in enumerate(data["rules"]):
-        rule_id = entry.get("id", f"#{index}") if isinstance(entry, dict) else f"#{index}"
-        line = _line_of(text, f"id: {rule_id}")
+    for index, entry in enumerate(entries):
+        rule_id = entry_name(entry, "id", index)
+        line = line_of(text, f"id: {rule_id}")
+        if not isinstance(entry, dict):
+            raise RuleFileError(str(path), line, f"rule {rule_id}: must be a mapping")
         try:
             spec = RuleSpec.model_validate({**entry, "source": f"{path}:{line}"})
-        except (ValidationError, TypeError) as exc:
-            reason = (
-                "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-                if isinstance(exc, ValidationError)
-                else "rule must be a mapping"
-            )
+        except ValidationError as exc:
+            reason = validation_reasons(exc)
             raise RuleFileError(str(path), line, f"rule {rule_id}: {reason}") from exc
         unknown = [
             cond.series for cond in (*spec.all_of, *spec.none_of) if cond.series not in catalog
