@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import AliasChoices, Field, model_validator
@@ -69,17 +70,13 @@ class Settings(BaseSettings):
 
     @property
     def uses_local_neo4j(self) -> bool:
-        """True when NEO4J_URI points at this machine's default Bolt port (our launcher)."""
-        return self.neo4j_uri in (
-            "bolt://127.0.0.1:7687",
-            "bolt://localhost:7687",
-            "neo4j://127.0.0.1:7687",
-            "neo4j://localhost:7687",
-        )
+        """NEO4J_URI is a bolt/neo4j URI on this machine: ours to start when nothing answers."""
+        parts = urlsplit(self.neo4j_uri)
+        return parts.scheme in ("bolt", "neo4j") and parts.hostname in ("127.0.0.1", "localhost")
 
     @property
     def neo4j_bolt_port(self) -> int:
-        return int(self.neo4j_uri.rsplit(":", 1)[1])
+        return urlsplit(self.neo4j_uri).port or 7687
 
 
 def load_settings(config_file: Path | None = None) -> Settings:

@@ -97,41 +97,45 @@ async def _wait_calm(engine: Engine, timeout_s: float) -> None:
         await asyncio.sleep(0.5)
 
 
-async def _run(settings: Settings, faults: list[str], as_json: bool) -> dict[str, Any]:
-    twin = TwinRunner(
-        Twin(targets=(TARGET,)), tick_s=1.0, host=settings.twin_host, port=settings.twin_port
-    )
-    twin.start()
-    stderr_progress(f"digital twin: {TARGET} on {twin.url} (control surface + /metrics)")
-    demo_db = settings.var_dir / "demo.db"
-    demo_db.unlink(missing_ok=True)
-    engine = build_engine(settings, {"twin_url": twin.url}, database_url=f"sqlite:///{demo_db}")
-    twin.sink = engine.submit
-    t0 = [time.time()]
-    engine.listeners.append(_stage_printer(t0))
-    await engine.start()
+async def _inject_each(
+    engine: Engine, twin: TwinRunner, faults: list[str], t0: list[float], settings: Settings
+) -> list[dict[str, Any]]:
     rows = []
-    try:
-        stderr_progress("warming up: waiting for healthy baselines")
-        await asyncio.sleep(3)
-        for fault in faults:
-            await _wait_calm(engine, 60)
-            t0[0] = injected_at = time.time()
-            stderr_progress(f"\n>>> injecting {fault} into {TARGET}")
-            with twin.locked() as model:
-                model.inject(TARGET, fault)
-            incident = await _wait_opened(engine, injected_at, 60)
-            if incident is not None:
-                incident = await engine.wait_terminal(
-                    incident.id, settings.verify_timeout_s + settings.playbook_timeout_s * 3
-                )
-            rows.append(incident_summary(fault, injected_at, incident))
-            with twin.locked() as model:
-                model.clear(TARGET)
-    finally:
-        await engine.stop()
-        engine.close()
-        twin.stop()
+    stderr_progress("warming up: waiting for healthy baselines")
+    await asyncio.sleep(3)
+    for fault in faults:
+        await _wait_calm(engine, 60)
+        t0[0] = injected_at = time.time()
+        stderr_progress(f"\n>>> injecting {fault} into {TARGET}")
+        with twin.locked() as model:
+            model.inject(TARGET, fault)
+        incident = await _wait_opened(engine, injected_at, 60)
+        if incident is not None:
+            incident = await engine.wait_terminal(
+                incident.id, settings.verify_timeout_s + settings.playbook_timeout_s * 3
+            )
+        rows.append(incident_summary(fault, injected_at, incident))
+        with twin.locked() as model:
+            model.clear(TARGET)
+    return rows
+
+
+async def _run(settings: Settings, faults: list[str]) -> dict[str, Any]:
+    twin_model = Twin(targets=(TARGET,))
+    with TwinRunner(twin_model, host=settings.twin_host, port=settings.twin_port) as twin:
+        stderr_progress(f"digital twin: {TARGET} on {twin.url} (control surface + /metrics)")
+        demo_db = settings.var_dir / "demo.db"
+        demo_db.unlink(missing_ok=True)
+        engine = build_engine(settings, {"twin_url": twin.url}, database_url=f"sqlite:///{demo_db}")
+        twin.sink = engine.submit
+        t0 = [time.time()]
+        engine.listeners.append(_stage_printer(t0))
+        await engine.start()
+        try:
+            rows = await _inject_each(engine, twin, faults, t0, settings)
+        finally:
+            await engine.stop()
+            engine.close()
     mttrs = [r["mttr_s"] for r in rows if r["mttr_s"] is not None]
     return {
         "incidents": rows,
@@ -159,7 +163,7 @@ def print_human(result: dict[str, Any]) -> None:
 
 
 def run_demo(settings: Settings, faults: list[str] | None, as_json: bool) -> int:
-    result = asyncio.run(_run(settings, list(faults or DEFAULT_FAULTS), as_json))
+    result = asyncio.run(_run(settings, list(faults or DEFAULT_FAULTS)))
     if as_json:
         print(json.dumps(result, default=str))
     else:

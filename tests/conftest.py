@@ -1,30 +1,34 @@
-"""Shared fixtures: real services only (Neo4j over Bolt, SQLite/PostgreSQL, the model)."""
+"""Shared fixtures: real services only (Neo4j over Bolt, SQLite/PostgreSQL, the model).
+
+The tests get a Neo4j of their own (bolt://127.0.0.1:7688, data in var/test-neo4j), so
+they may empty it at will without touching the development graph on 7687. Set
+MENDLOOP_TEST_NEO4J_URI (with NEO4J_USER/NEO4J_PASSWORD) to use another server instead.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from loop.config import Settings
+from loop.config import REPO_ROOT, Settings
 from loop.errors import GraphUnavailable
 
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(var_dir=tmp_path / "var", verify_hold_s=2.0, verify_timeout_s=60.0)
+TEST_NEO4J_URI = os.environ.get("MENDLOOP_TEST_NEO4J_URI", "bolt://127.0.0.1:7688")
+TEST_NEO4J_HOME = REPO_ROOT / "var" / "test-neo4j"
 
 
 @pytest.fixture(scope="session")
 def neo4j_settings() -> Iterator[Settings]:
-    """The Neo4j the tests use: NEO4J_URI if it answers, else the local one started here
-    (and stopped again at the end of the session)."""
+    """The tests' Neo4j: started here when it is local and not running (and stopped again
+    at the end of the session unless MENDLOOP_KEEP_NEO4J is set)."""
     from knowledge import local_neo4j
     from knowledge.graph import KnowledgeGraph
 
-    settings = Settings()
+    settings = Settings(neo4j_uri=TEST_NEO4J_URI, var_dir=TEST_NEO4J_HOME)
     started = False
     try:
         KnowledgeGraph.connect(settings).close()
@@ -40,8 +44,24 @@ def neo4j_settings() -> Iterator[Settings]:
 
 
 @pytest.fixture
+def make_settings(tmp_path: Path, neo4j_settings: Settings) -> Callable[..., Settings]:
+    """Settings for one test: its own var/ (so its own SQLite file), the tests' Neo4j."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "var_dir": tmp_path / "var",
+            "neo4j_uri": neo4j_settings.neo4j_uri,
+            "neo4j_user": neo4j_settings.neo4j_user,
+            "neo4j_password": neo4j_settings.neo4j_password,
+        }
+        return Settings(**(values | overrides))
+
+    return make
+
+
+@pytest.fixture
 def graph(neo4j_settings: Settings):
-    """A connected graph, emptied first: tests own the whole database while they run."""
+    """A connected graph, emptied first: tests own the whole test database while they run."""
     from knowledge.graph import KnowledgeGraph
 
     graph = KnowledgeGraph.connect(neo4j_settings)

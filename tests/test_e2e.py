@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 
-from loop.config import Settings
 from loop.models import DecisionMode, RunStatus, VerificationStatus
 from loop.service import build_engine
 from loop.state import State
@@ -18,8 +17,8 @@ TARGET = "pm-site-1"
 
 
 @pytest.fixture
-def loop_settings(tmp_path, neo4j_settings):
-    return Settings(var_dir=tmp_path / "var", verify_hold_s=3.0, verify_timeout_s=90.0)
+def loop_settings(make_settings):
+    return make_settings(verify_hold_s=3.0, verify_timeout_s=90.0)
 
 
 async def close_one_loop(settings, fault):

@@ -2,13 +2,11 @@
 
 No mocks: this builds deploy/neo4j (once; ~125 MB from Maven Central into ~/.m2 the first
 time), starts the JVM through knowledge.local_neo4j and talks Bolt to it with the driver.
-A Neo4j that was already running is left running; one started here is stopped at the end.
+It uses the tests' own instance (tests/conftest.py), never the development one.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import uuid
 from collections.abc import Iterator
 
@@ -32,20 +30,11 @@ def _one_hot(i: int, scale: float = 1.0) -> list[float]:
 
 
 @pytest.fixture(scope="module")
-def local() -> Iterator[tuple[Settings, local_neo4j.LocalNeo4jStatus]]:
-    settings = Settings()
-    if not settings.uses_local_neo4j:
-        pytest.skip(f"NEO4J_URI={settings.neo4j_uri} is not the local launcher's address")
-    for tool in ("java", "mvn"):
-        if not shutil.which(tool) and not (tool == "java" and os.environ.get("JAVA_HOME")):
-            pytest.skip(f"`{tool}` is not installed: cannot build/run the local Neo4j")
-    was_running = local_neo4j.status(settings).running
-    local_neo4j.ensure_built()
-    started = local_neo4j.start(settings)
-    yield settings, started
-    if not was_running and not os.environ.get("MENDLOOP_KEEP_NEO4J"):
-        assert local_neo4j.stop(settings)
-        assert not local_neo4j.status(settings).running
+def local(neo4j_settings: Settings) -> tuple[Settings, local_neo4j.LocalNeo4jStatus]:
+    """The tests' local Neo4j (conftest starts it and stops it after the session)."""
+    if not neo4j_settings.uses_local_neo4j:
+        pytest.skip(f"tests use NEO4J at {neo4j_settings.neo4j_uri}, not the local launcher")
+    return neo4j_settings, local_neo4j.start(neo4j_settings)  # idempotent: already running
 
 
 @pytest.fixture(scope="module")

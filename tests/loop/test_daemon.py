@@ -6,7 +6,6 @@ import asyncio
 import pytest
 
 from loop.analyze import finding_from_rule
-from loop.config import Settings
 from loop.service import build_engine
 from loop.state import State
 from rules.compiler import AbnormalFact
@@ -15,9 +14,9 @@ pytestmark = pytest.mark.neo4j
 
 
 @pytest.fixture
-def engine_settings(tmp_path, neo4j_settings):
+def engine_settings(make_settings):
     # twin_port 9 (discard): nothing answers there, so a playbook's dry run fails
-    return Settings(var_dir=tmp_path / "var", twin_port=9, verify_timeout_s=5.0)
+    return make_settings(twin_port=9, verify_timeout_s=5.0)
 
 
 def cache_findings(engine, target):
