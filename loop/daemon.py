@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -89,6 +90,8 @@ class Engine:
         self.listeners: list[Listener] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._findings: asyncio.Queue[list[Finding]] = asyncio.Queue()
+        self._early: list[Finding] = []
+        self._intake_lock = threading.Lock()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._target_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._consumer: asyncio.Task[None] | None = None
@@ -107,12 +110,20 @@ class Engine:
         """Ingest samples (thread-safe); findings are handed to the loop's queue."""
         result = self.monitor.ingest(batch)
         findings = self.analyzer.observe(result.samples)
-        if findings and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._findings.put_nowait, findings)
+        if findings:
+            with self._intake_lock:
+                if self._loop is None:  # before start(): kept, handed over when the loop runs
+                    self._early.extend(findings)
+                else:
+                    self._loop.call_soon_threadsafe(self._findings.put_nowait, findings)
         return result
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
+        with self._intake_lock:
+            self._loop = asyncio.get_running_loop()
+            if self._early:
+                self._findings.put_nowait(self._early)
+                self._early = []
         for incident in self.store.unfinished():
             log.info("resuming incident %s from %s", incident.id, incident.state)
             self._spawn(incident.id)

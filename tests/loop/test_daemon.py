@@ -90,3 +90,30 @@ def test_findings_for_a_target_with_an_incident_in_flight_open_nothing(engine_se
 
     listed, blocker = asyncio.run(main())
     assert [i.id for i in listed] == [blocker]
+
+
+def test_findings_that_arrive_before_start_are_not_lost(engine_settings, graph):
+    broken = {"cache_utilization_pct": 92.0, "cache_hit_ratio": 0.45, "db_penetration_pct": 12}
+
+    async def main():
+        engine = build_engine(engine_settings, progress=lambda _: None)
+        try:
+            for ts in range(5):
+                engine.submit(
+                    [
+                        {"series": s, "labels": {"target": "t5"}, "ts": ts, "value": v}
+                        for s, v in broken.items()
+                    ]
+                )
+            await engine.start()
+            for _ in range(50):
+                if engine.store.list(target="t5"):
+                    break
+                await asyncio.sleep(0.1)
+            return engine.store.list(target="t5")
+        finally:
+            await engine.stop()
+            engine.close()
+
+    opened = asyncio.run(main())
+    assert len(opened) == 1
