@@ -3,8 +3,9 @@
     app = create_app(store, submit=engine.submit)
 
 GET /healthz, GET /v1/incidents, GET /v1/incidents/{id} (timeline + RCA report),
-POST /v1/samples (JSON batch: ``{"samples": [...]}`` or a bare list). One bad sample is
-rejected with its index and reason; the rest of the batch is still taken.
+POST /v1/samples (JSON batch: ``{"samples": [...]}`` or a bare list), GET /v1/intake
+(counters by reason). One bad sample is rejected with its index and reason; the rest of
+the batch is still taken; a busy intake answers 429 with Retry-After, never a silent drop.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from loop import __version__
+from loop.errors import Overloaded
 from loop.monitor import IngestResult
 from loop.state import State
 from loop.store import IncidentStore, IncidentView
@@ -27,11 +29,14 @@ Submit = Callable[[Iterable[Mapping[str, Any]]], IngestResult]
 class RejectionOut(BaseModel):
     index: int
     error: str
+    reason: str
 
 
 class IngestOut(BaseModel):
     accepted: int
     stale: int
+    late: int
+    duplicate: int
     rejected: list[RejectionOut]
 
 
@@ -57,7 +62,31 @@ def _summary(incident: IncidentView) -> IncidentSummary:
     )
 
 
-def create_app(store: IncidentStore, submit: Submit | None = None) -> FastAPI:
+def ingest_response(result: IngestResult) -> JSONResponse:
+    """The answer to any push: 413 for a batch refused whole, 422 when nothing was usable."""
+    body = IngestOut(
+        accepted=result.accepted,
+        stale=result.stale,
+        late=result.late,
+        duplicate=result.duplicate,
+        rejected=[
+            RejectionOut(index=r.index, error=r.error, reason=r.reason) for r in result.rejected
+        ],
+    )
+    if any(r.reason == "oversized_batch" for r in result.rejected):
+        status = 413
+    elif result.rejected and not (result.accepted or result.stale):
+        status = 422
+    else:
+        status = 200
+    return JSONResponse(body.model_dump(), status_code=status)
+
+
+def create_app(
+    store: IncidentStore,
+    submit: Submit | None = None,
+    stats: Callable[[], dict[str, Any]] | None = None,
+) -> FastAPI:
     app = FastAPI(title="mendloop", version=__version__)
 
     @app.get("/healthz")
@@ -88,13 +117,21 @@ def create_app(store: IncidentStore, submit: Submit | None = None) -> FastAPI:
             raise HTTPException(
                 status_code=422, detail='expected {"samples": [...]} or a JSON list of samples'
             )
-        result = submit(batch)
-        body = IngestOut(
-            accepted=result.accepted,
-            stale=result.stale,
-            rejected=[RejectionOut(index=r.index, error=r.error) for r in result.rejected],
-        )
-        status = 422 if result.rejected and not (result.accepted or result.stale) else 200
-        return JSONResponse(body.model_dump(), status_code=status)
+        try:
+            result = submit(batch)
+        except Overloaded as exc:
+            return JSONResponse(
+                {"detail": str(exc)},
+                status_code=429,
+                headers={"Retry-After": str(max(1, round(exc.retry_after_s)))},
+            )
+        return ingest_response(result)
+
+    @app.get("/v1/intake")
+    def intake() -> dict[str, Any]:
+        """What the monitor took and everything it did not, counted by reason."""
+        if stats is None:
+            raise HTTPException(status_code=503, detail="this server does not take samples")
+        return stats()
 
     return app

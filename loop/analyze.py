@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from loop.models import Evidence, Finding, FindingKind, RCAReport, RootCause, Sample
+from loop.monitor import Point
 from rules.catalog import Catalog, MetricSpec
 from rules.compiler import AbnormalFact, CompiledRules, RuleSpec
 
@@ -117,8 +118,9 @@ class Analyzer:
         with self._fired_lock:
             self._fired.append(finding)
 
-    def observe(self, samples: Iterable[Sample]) -> list[Finding]:
-        """Feed accepted samples; return the findings that fired since the last call."""
+    def observe(self, samples: Iterable[Sample | Point]) -> list[Finding]:
+        """Feed accepted samples (or each series' newest point); return the findings that
+        fired since the last call."""
         with self._observe_lock:
             changes = [
                 change

@@ -146,6 +146,21 @@ def cmd_kb(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from loop.bench import bench_ingest
+    from rules.catalog import load_catalog
+
+    result = bench_ingest(
+        load_catalog(settings.rules_dir / "metrics.yaml"), targets=args.targets, ticks=args.ticks
+    )
+    if args.json:
+        _print_json(result)
+    else:
+        for key, value in result.items():
+            print(f"{key:>26}: {value}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mendloop", description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, help="YAML config file (env vars win)")
@@ -179,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_rules_check)
     check.add_argument("path", nargs="?", help="one rule file (default: all in rules/)")
     check.add_argument("--json", action="store_true")
+    bench = sub.add_parser("bench", help="benchmarks (figures for docs/BENCHMARKS.md)")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    ingest = bench_sub.add_parser("ingest", help="monitor ingest: samples/s and memory")
+    ingest.set_defaults(func=cmd_bench)
+    ingest.add_argument("--targets", type=int, default=10)
+    ingest.add_argument("--ticks", type=int, default=3600, help="simulated 1 s ticks")
+    ingest.add_argument("--json", action="store_true")
     kb = add("kb", cmd_kb, "the knowledge graph")
     kb.add_argument("action", choices=("stats", "seed", "search"))
     kb.add_argument("text", nargs="?", default="", help="search text")

@@ -95,6 +95,7 @@ class Engine:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._target_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._consumer: asyncio.Task[None] | None = None
+        self._housekeeper: asyncio.Task[None] | None = None
         self._steps: dict[State, Callable[[IncidentView], Awaitable[None]]] = {
             State.open: self._analyze,
             State.analyzed: self._decide,
@@ -109,7 +110,7 @@ class Engine:
     def submit(self, batch: Iterable[Sample | Mapping[str, Any]]) -> IngestResult:
         """Ingest samples (thread-safe); findings are handed to the loop's queue."""
         result = self.monitor.ingest(batch)
-        findings = self.analyzer.observe(result.samples)
+        findings = self.analyzer.observe(result.latest)
         if findings:
             with self._intake_lock:
                 if self._loop is None:  # before start(): kept, handed over when the loop runs
@@ -128,9 +129,12 @@ class Engine:
             log.info("resuming incident %s from %s", incident.id, incident.state)
             self._spawn(incident.id)
         self._consumer = asyncio.create_task(self._consume(), name="mendloop-findings")
+        self._housekeeper = asyncio.create_task(self._housekeeping(), name="mendloop-housekeeping")
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._consumer, *self._tasks.values()) if t is not None]
+        tasks = [
+            t for t in (self._consumer, self._housekeeper, *self._tasks.values()) if t is not None
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -148,6 +152,14 @@ class Engine:
             if incident.terminal or time.monotonic() > deadline:
                 return incident
             await asyncio.sleep(0.2)
+
+    async def _housekeeping(self, every_s: float = 60.0) -> None:
+        """Series that went quiet are forgotten, so memory follows the live series only."""
+        while True:
+            await asyncio.sleep(every_s)
+            freed = self.monitor.expire()
+            if freed:
+                log.info("expired %d quiet series", freed)
 
     async def _consume(self) -> None:
         while True:

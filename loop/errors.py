@@ -3,6 +3,7 @@
     MendloopError
      ├── ConfigError            settings that cannot work (bad URL, unsafe default in production)
      ├── InvalidSample          a sample that is rejected at the door (unknown metric, NaN, type)
+     ├── Overloaded             intake is full; retry later (back-pressure, never a silent drop)
      ├── RuleFileError          a rule file refused whole, with file:line and the reason
      ├── GraphUnavailable       Neo4j cannot be reached or refuses our credentials
      ├── KnowledgeError         knowledge content that does not hold together (unknown solution)
@@ -28,7 +29,19 @@ class ConfigError(MendloopError):
 
 
 class InvalidSample(MendloopError):
-    pass
+    """``reason`` is the counter it is booked under (unknown_metric, invalid, too_old, ...)."""
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class Overloaded(MendloopError):
+    """Intake is full: the caller should retry after ``retry_after_s`` (HTTP 429)."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
 
 
 class RuleFileError(MendloopError):

@@ -75,7 +75,7 @@ def build_engine(
 async def run_daemon(settings: Settings) -> None:
     """The loop and the REST API in one process until SIGINT/SIGTERM."""
     engine = build_engine(settings)
-    app = create_app(engine.store, submit=engine.submit)
+    app = create_app(engine.store, submit=engine.submit, stats=engine.monitor.stats)
     server = uvicorn.Server(
         uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning")
     )

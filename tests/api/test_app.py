@@ -19,12 +19,12 @@ def store(tmp_path):
 
 @pytest.fixture
 def monitor():
-    return Monitor(load_catalog(), window_s=30)
+    return Monitor(load_catalog(), window_s=30, clock=lambda: 100.0, max_batch=50)
 
 
 @pytest.fixture
 def client(store, monitor):
-    with TestClient(create_app(store, submit=monitor.ingest)) as client:
+    with TestClient(create_app(store, submit=monitor.ingest, stats=monitor.stats)) as client:
         yield client
 
 
@@ -92,3 +92,41 @@ def test_samples_all_bad_is_422_and_bare_list_is_accepted(client):
 def test_read_only_server_refuses_samples(store):
     with TestClient(create_app(store)) as client:
         assert client.post("/v1/samples", json=[]).status_code == 503
+
+
+def test_oversized_batch_is_413_and_counted(client):
+    batch = [
+        {"series": "cache_hit_ratio", "labels": {"target": "c"}, "ts": i, "value": 1}
+        for i in range(51)
+    ]
+    response = client.post("/v1/samples", json=batch)
+    assert response.status_code == 413
+    assert response.json()["rejected"][0]["reason"] == "oversized_batch"
+    assert client.get("/v1/intake").json()["counters"]["oversized_batch"] == 51
+
+
+def test_busy_intake_is_429_with_retry_after(store):
+    from loop.errors import Overloaded
+
+    def busy(batch):
+        raise Overloaded("intake busy", retry_after_s=2.0)
+
+    with TestClient(create_app(store, submit=busy)) as client:
+        response = client.post("/v1/samples", json=[])
+    assert response.status_code == 429 and response.headers["retry-after"] == "2"
+
+
+def test_intake_stats_count_every_reason(client):
+    client.post(
+        "/v1/samples",
+        json=[
+            {"series": "cache_hit_ratio", "labels": {"target": "d"}, "ts": 50, "value": 0.9},
+            {"series": "cache_hit_ratio", "labels": {"target": "d"}, "ts": 50, "value": 0.9},
+            {"series": "bogus", "labels": {"target": "d"}, "ts": 50, "value": 1},
+        ],
+    )
+    stats = client.get("/v1/intake").json()
+    nonzero = {k: v for k, v in stats["counters"].items() if v}
+    assert nonzero == {"accepted": 1, "duplicate": 1, "unknown_metric": 1}
+    assert stats["counters"]["shed_overload"] == 0  # every reason is listed, zero or not
+    assert stats["series"] == 1
