@@ -95,6 +95,29 @@ def cmd_twin(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_twin_control(args: argparse.Namespace, settings: Settings) -> int:
+    """Drive a running twin through its HTTP control surface (what a playbook does too)."""
+    import httpx
+
+    url = args.url or f"http://{settings.twin_host}:{settings.twin_port}"
+    if args.twin_command == "inject":
+        path, body = "/faults", {"target": args.target, "fault": args.fault}
+        if args.intensity is not None:
+            body["intensity"] = args.intensity
+    else:
+        path, body = "/clear", {"target": args.target}
+    try:
+        response = httpx.post(f"{url}{path}", json=body, timeout=10)
+    except httpx.HTTPError as exc:
+        raise MendloopError(
+            f"twin not reachable at {url} ({exc}); start it: mendloop twin run"
+        ) from exc
+    if response.status_code >= 400:
+        raise MendloopError(f"twin refused: HTTP {response.status_code} {response.text}")
+    _print_json(response.json())
+    return 0
+
+
 def cmd_rules_check(args: argparse.Namespace, settings: Settings) -> int:
     from rules.catalog import load_catalog
     from rules.compiler import load_rule_file, load_rules
@@ -188,6 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
     twin_run.add_argument("--seed", type=int, default=0)
     twin_run.add_argument("--tick", type=float, default=1.0, help="seconds between samples")
     twin_run.add_argument("--push", help="POST samples to this URL (e.g. .../v1/samples)")
+    inject = twin_sub.add_parser("inject", help="inject a fault into a running twin")
+    inject.set_defaults(func=cmd_twin_control)
+    inject.add_argument("fault")
+    inject.add_argument("--target", default="pm-site-1")
+    inject.add_argument("--intensity", type=float, help="0..1+ (default: the fault's own)")
+    inject.add_argument("--url", help="twin URL (default from MENDLOOP_TWIN_HOST/PORT)")
+    clear = twin_sub.add_parser("clear", help="end every fault of a target on a running twin")
+    clear.set_defaults(func=cmd_twin_control)
+    clear.add_argument("--target", default="pm-site-1")
+    clear.add_argument("--url")
     rules = sub.add_parser("rules", help="rule files")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True)
     check = rules_sub.add_parser("check", help="validate rule files (errors with file:line)")
