@@ -3,7 +3,8 @@
     app = create_app(store, submit=engine.submit)
 
 GET /healthz, GET /v1/incidents, GET /v1/incidents/{id} (timeline + RCA report),
-POST /v1/samples (JSON batch: ``{"samples": [...]}`` or a bare list), GET /v1/intake
+POST /v1/samples (JSON batch: ``{"samples": [...]}`` or a bare list), POST
+/v1/samples/prometheus (text exposition), POST /v1/metrics (OTLP/HTTP JSON), GET /v1/intake
 (counters by reason). One bad sample is rejected with its index and reason; the rest of
 the batch is still taken; a busy intake answers 429 with Retry-After, never a silent drop.
 """
@@ -17,6 +18,7 @@ from fastapi import Body, FastAPI, HTTPException, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from api.ingest import ingest_router
 from loop import __version__
 from loop.errors import Overloaded
 from loop.monitor import IngestResult
@@ -88,6 +90,8 @@ def create_app(
     stats: Callable[[], dict[str, Any]] | None = None,
 ) -> FastAPI:
     app = FastAPI(title="mendloop", version=__version__)
+    if submit is not None:  # Prometheus text and OTLP/HTTP JSON pushes (api/ingest.py)
+        app.include_router(ingest_router(submit))
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:

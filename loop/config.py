@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     twin_host: str = "127.0.0.1"
     twin_port: int = Field(9108, ge=0, le=65535)
 
+    prometheus_url: str = Field("", description="pull every catalog series from this Prometheus")
+    prometheus_interval_s: float = Field(5.0, gt=0)
+
     rules_dir: Path = REPO_ROOT / "rules"
     playbooks_dir: Path = REPO_ROOT / "playbooks"
 

@@ -23,6 +23,7 @@ from loop.daemon import Engine
 from loop.errors import GraphUnavailable
 from loop.execute import PlaybookRunner
 from loop.solutions import load_solutions
+from loop.sources.prometheus import PrometheusPoller, PrometheusSource
 from loop.store import IncidentStore
 from rules.catalog import load_catalog
 from rules.compiler import load_rules
@@ -79,11 +80,20 @@ async def run_daemon(settings: Settings) -> None:
     server = uvicorn.Server(
         uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning")
     )
+    poller = None
+    if settings.prometheus_url:
+        source = PrometheusSource.for_catalog(settings.prometheus_url, engine.catalog)
+        poller = PrometheusPoller(source, engine.submit, settings.prometheus_interval_s)
     await engine.start()
+    if poller is not None:
+        poller.start()
+        stderr_progress(f"pulling the catalog from Prometheus at {settings.prometheus_url}")
     stderr_progress(f"mendloop daemon: API on http://{settings.api_host}:{settings.api_port}")
     try:
         await server.serve()
     finally:
+        if poller is not None:
+            poller.stop()
         await engine.stop()
         engine.close()
 

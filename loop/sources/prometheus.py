@@ -1,0 +1,351 @@
+"""Pull catalog series from a real Prometheus over its HTTP API.
+
+    source = PrometheusSource.for_catalog("http://127.0.0.1:9090", load_catalog())
+    source.instant().samples              # latest value of every catalog series
+    source.range(start, end, step=1.0)    # /api/v1/query_range, every step
+    with PrometheusPoller(source, engine.submit, interval_s=5):
+        ...                               # only samples newer than the last seen are submitted
+
+``queries`` maps each catalog series to the PromQL that produces it. A series whose
+expression is its own name (the default) is fetched with one ``{__name__=~"a|b|..."}``
+selector for all of them together; any other expression has a query of its own. The target
+comes from a label of the result (``target``, else ``instance``), other labels are kept.
+
+Errors, mapped at the edge from httpx and the API's own answers:
+
+    MendloopError
+     └── PrometheusError          anything that keeps a query from answering
+          ├── PrometheusUnavailable   cannot connect, timed out, 5xx, not Prometheus' JSON
+          └── PrometheusQueryError    4xx or ``"status": "error"`` (bad PromQL, bad range)
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from loop.errors import MendloopError
+from loop.models import Sample
+from loop.sources.base import (
+    DEFAULT_TARGET_LABELS,
+    Origin,
+    ParseResult,
+    ResultBuilder,
+    SampleMapper,
+)
+
+log = logging.getLogger(__name__)
+
+NAMES_PER_SELECTOR = 100  # keeps one regex selector (and its request body) small
+
+
+class PrometheusError(MendloopError):
+    """A Prometheus query failed; the message names the server, the query and the cause."""
+
+    def __init__(self, url: str, query: str, cause: str, status_code: int | None = None) -> None:
+        self.url, self.query, self.cause, self.status_code = url, query, cause, status_code
+        super().__init__(f"Prometheus at {url}: query {query!r} failed: {cause}")
+
+
+class PrometheusUnavailable(PrometheusError):
+    pass
+
+
+class PrometheusQueryError(PrometheusError):
+    pass
+
+
+@dataclass(frozen=True)
+class PromSeries:
+    """One series of an API result: its labels and its (unix seconds, value) points."""
+
+    labels: dict[str, str]
+    points: tuple[tuple[float, float], ...]
+
+
+class PrometheusSource:
+    """A Prometheus HTTP API client that answers in catalog ``Sample``s."""
+
+    def __init__(
+        self,
+        url: str,
+        queries: Mapping[str, str],
+        *,
+        target_labels: Sequence[str] = DEFAULT_TARGET_LABELS,
+        default_target: str | None = None,
+        timeout_s: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.queries = dict(queries)
+        self.mapper = SampleMapper(
+            target_labels=tuple(target_labels), default_target=default_target
+        )
+        self._client = httpx.Client(base_url=self.url, timeout=timeout_s, transport=transport)
+
+    @classmethod
+    def for_catalog(
+        cls,
+        url: str,
+        series: Iterable[str],
+        overrides: Mapping[str, str] | None = None,
+        *,
+        target_labels: Sequence[str] = DEFAULT_TARGET_LABELS,
+        default_target: str | None = None,
+        timeout_s: float = 10.0,
+    ) -> PrometheusSource:
+        """Every catalog series by its own name, except those ``overrides`` give PromQL for.
+
+        ``series``: the catalog (a ``Catalog`` iterates its names) or any list of names.
+        """
+        queries = {name: name for name in series} | dict(overrides or {})
+        return cls(
+            url,
+            queries,
+            target_labels=target_labels,
+            default_target=default_target,
+            timeout_s=timeout_s,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> PrometheusSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the catalog view ------------------------------------------------------------------
+
+    def instant(self, at: float | None = None) -> ParseResult:
+        """Every catalog series' value at ``at`` (default: now); ts is the evaluation time."""
+        return self._collect(lambda expr: self.query(expr, at))
+
+    def range(self, start: float, end: float, step: float) -> ParseResult:
+        """Every catalog series from ``start`` to ``end`` (unix seconds) every ``step`` s."""
+        return self._collect(lambda expr: self.query_range(expr, start, end, step))
+
+    def recent(self, lookback_s: float, at: float | None = None) -> ParseResult:
+        """The raw samples of the last ``lookback_s`` with their scrape timestamps.
+
+        A plain name becomes a range selector (``name[30s]``), so timestamps are the ones
+        Prometheus stored; an expression becomes a subquery (``(expr)[30s:]``) evaluated at
+        the global evaluation interval. This is what the poller uses to find new samples.
+        """
+        window = _duration(lookback_s)
+        return self._collect(lambda expr: self.query(f"{expr}[{window}]", at), f"[{window}:]")
+
+    def _collect(
+        self, run: Callable[[str], list[PromSeries]], subquery: str | None = None
+    ) -> ParseResult:
+        out = ResultBuilder()
+        plain = sorted(name for name, expr in self.queries.items() if expr == name)
+        for chunk in _chunks(plain, NAMES_PER_SELECTOR):
+            selector = '{__name__=~"' + "|".join(re.escape(n) for n in chunk) + '"}'
+            for series in run(selector):
+                self._convert(out, series.labels.get("__name__", ""), series)
+        for name, expr in sorted(self.queries.items()):
+            if expr == name:
+                continue
+            for series in run(f"({expr}){subquery}" if subquery else expr):
+                self._convert(out, name, series)
+        return out.result()
+
+    def _convert(self, out: ResultBuilder, name: str, series: PromSeries) -> None:
+        labels = {k: v for k, v in series.labels.items() if k != "__name__"}
+        for ts, value in series.points:
+            out.convert(self.mapper, name, labels, ts, value, Origin(metric=name))
+
+    # -- the HTTP API ----------------------------------------------------------------------
+
+    def query(self, expr: str, at: float | None = None) -> list[PromSeries]:
+        """``/api/v1/query``: a vector, matrix or scalar result as ``PromSeries``."""
+        form = {"query": expr} | ({"time": _num(at)} if at is not None else {})
+        return self._call("/api/v1/query", form, expr)
+
+    def query_range(self, expr: str, start: float, end: float, step: float) -> list[PromSeries]:
+        """``/api/v1/query_range``: one ``PromSeries`` per result series."""
+        form = {"query": expr, "start": _num(start), "end": _num(end), "step": _num(step)}
+        return self._call("/api/v1/query_range", form, expr)
+
+    def _call(self, path: str, form: dict[str, str], expr: str) -> list[PromSeries]:
+        try:
+            # POST with a form body: long selectors do not hit URL length limits
+            response = self._client.post(path, data=form)
+        except httpx.TimeoutException as exc:
+            raise PrometheusUnavailable(self.url, expr, f"timed out ({exc})") from exc
+        except httpx.HTTPError as exc:
+            raise PrometheusUnavailable(self.url, expr, f"unreachable ({exc})") from exc
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        client_error = 400 <= response.status_code < 500
+        if not isinstance(body, dict) or "status" not in body:
+            kind = PrometheusQueryError if client_error else PrometheusUnavailable
+            raise kind(
+                self.url,
+                expr,
+                f"HTTP {response.status_code}, not the API's JSON: {response.text[:200]!r}",
+                response.status_code,
+            )
+        if body.get("status") != "success" or not response.is_success:
+            cause = f"{body.get('errorType', 'error')}: {body.get('error', 'no reason given')}"
+            query_fault = client_error or response.is_success  # status:error on 200: our query
+            kind = PrometheusQueryError if query_fault else PrometheusUnavailable
+            code = response.status_code
+            raise kind(self.url, expr, f"HTTP {code}, {cause}", code)
+        for warning in body.get("warnings") or ():
+            log.warning("Prometheus %s, query %r: %s", self.url, expr, warning)
+        try:
+            return parse_data(body["data"])
+        except (KeyError, TypeError, ValueError) as exc:
+            cause = f"unexpected result shape ({exc!r})"
+            raise PrometheusUnavailable(self.url, expr, cause) from exc
+
+
+def parse_data(data: Mapping[str, Any]) -> list[PromSeries]:
+    """The ``data`` of a successful answer (vector, matrix, scalar) as ``PromSeries``."""
+    kind, result = data["resultType"], data["result"]
+    if kind == "vector":
+        return [PromSeries(dict(r["metric"]), (_point(r["value"]),)) for r in result]
+    if kind == "matrix":
+        return [PromSeries(dict(r["metric"]), tuple(map(_point, r["values"]))) for r in result]
+    if kind == "scalar":
+        return [PromSeries({}, (_point(result),))]
+    raise ValueError(f"result type {kind!r} carries no samples")
+
+
+def _point(pair: Sequence[Any]) -> tuple[float, float]:
+    ts, value = pair
+    return float(ts), float(value)  # values come as strings: "NaN", "+Inf", "0.93"
+
+
+def _num(x: float) -> str:
+    return repr(float(x))
+
+
+def _duration(seconds: float) -> str:
+    """PromQL duration; whole milliseconds, the finest it takes."""
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+Submit = Callable[[list[Sample]], object]
+
+
+@dataclass(frozen=True)
+class PollResult:
+    """One poll: how many samples were new and submitted, how many were already seen."""
+
+    submitted: int
+    seen_before: int
+    issues: int
+    error: str | None = None
+
+
+class PrometheusPoller:
+    """Every ``interval_s``, reads the recent samples and submits only the new ones.
+
+    "New" is per (series, target), as the monitor keys its windows: a sample at or before
+    the last timestamp submitted for it is skipped, so overlapping lookback windows never
+    submit a sample twice (two Prometheus series landing on one (series, target), e.g. the
+    same exporter scraped by two jobs, share that mark: narrow the query to one of them).
+
+    A failed poll (Prometheus down) is logged and kept on ``last``; the next one tries
+    again. A failing ``submit`` (e.g. ``Overloaded``) leaves the marks where they were, so
+    the next poll offers the same samples again while they are inside the lookback.
+    Runs in a daemon thread; ``stop()`` wakes it at once and waits for it.
+    """
+
+    def __init__(
+        self,
+        source: PrometheusSource,
+        submit: Submit,
+        interval_s: float = 5.0,
+        lookback_s: float | None = None,
+    ) -> None:
+        if interval_s <= 0:
+            raise ValueError("interval_s must be positive")
+        self.source = source
+        self.submit = submit
+        self.interval_s = interval_s
+        # twice the interval so a slow scrape or a late poll still finds every sample
+        self.lookback_s = lookback_s if lookback_s is not None else max(2 * interval_s, 5.0)
+        self.last: PollResult | None = None
+        self.polls = 0
+        self._seen: dict[tuple[str, str], float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def poll_once(self) -> PollResult:
+        """Query, keep what is newer than seen, submit it; never raises PrometheusError."""
+        try:
+            result = self.source.recent(self.lookback_s)
+        except PrometheusError as exc:
+            log.warning("prometheus poll failed: %s", exc)
+            self.last = PollResult(0, 0, 0, error=str(exc))
+            return self.last
+        fresh: list[Sample] = []
+        marks: dict[tuple[str, str], float] = {}
+        for sample in sorted(result.samples, key=lambda s: s.ts):
+            key = (sample.series, sample.target)
+            if sample.ts > marks.get(key, self._seen.get(key, float("-inf"))):
+                marks[key] = sample.ts
+                fresh.append(sample)
+        for issue in result.issues:
+            log.warning("prometheus sample not taken: %s", issue)
+        if fresh:
+            # marks move only once submit took the batch: if it raises (Overloaded), the
+            # next poll offers the same samples again while they are inside the lookback
+            self.submit(fresh)
+            self._seen.update(marks)
+        self.polls += 1
+        self.last = PollResult(len(fresh), len(result.samples) - len(fresh), len(result.issues))
+        return self.last
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("PrometheusPoller already started")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="prometheus-poller", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop polling; safe to call twice. A poll in flight finishes first."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        self._thread = None
+
+    def __enter__(self) -> PrometheusPoller:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        next_at = time.monotonic()
+        while not self._stop.wait(max(0.0, next_at - time.monotonic())):
+            try:
+                self.poll_once()
+            except Exception:  # a failing submit must not silently end the polling
+                log.exception("prometheus poll failed")
+            next_at = max(next_at + self.interval_s, time.monotonic())
