@@ -7,10 +7,11 @@
 
 Endpoints (``create_twin_app``):
 
-    GET  /metrics            Prometheus text exposition of the latest values
+    GET  /metrics            Prometheus text exposition of the latest values (all series)
     GET  /state              every target, plus the known faults and actions
     GET  /state/{target}     one target: active faults, actions applied, latest values
-    POST /faults             {"target", "fault"}   -> state; 404 unknown target, 422 fault
+    POST /faults             {"target", "fault", "intensity"?}  -> state; 404 unknown
+                             target, 422 unknown fault or intensity < 0
     POST /repair             {"target", "action"}  -> {"cleared": bool, ...}
     POST /rollback           {"target", "action"}  -> {"rolled_back": bool, ...}
     POST /clear              {"target"?}           -> every fault ended (all targets if none)
@@ -36,7 +37,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from loop.models import Sample
 from twin.model import (
@@ -57,6 +58,7 @@ PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class FaultRequest(BaseModel):
     target: str
     fault: str
+    intensity: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
 
 
 class ActionRequest(BaseModel):
@@ -246,7 +248,7 @@ def create_twin_app(runner: TwinRunner) -> FastAPI:
     @app.post("/faults")
     def inject(req: FaultRequest) -> dict[str, Any]:
         with twin_errors() as twin:
-            twin.inject(req.target, req.fault, now=time.time())
+            twin.inject(req.target, req.fault, now=time.time(), intensity=req.intensity)
             return twin.state(req.target)
 
     @app.post("/repair")
@@ -306,15 +308,34 @@ def prometheus_text(samples: list[Sample]) -> str:
 
 
 class HttpSink:
-    """POSTs each batch as ``{"samples": [...]}`` (``mendloop twin run --push URL``)."""
+    """POSTs each batch as ``{"samples": [...]}`` (``mendloop twin run --push URL``).
 
-    def __init__(self, url: str, timeout: float = 5.0) -> None:
+    A busy receiver (429/503) is honoured: the batch is re-sent after its Retry-After, a
+    few times, before the failure is raised (and logged by the runner), never dropped
+    quietly.
+    """
+
+    def __init__(
+        self, url: str, timeout: float = 5.0, retries: int = 3, max_wait_s: float = 2.0
+    ) -> None:
         self.url = url
+        self.retries = retries
+        self.max_wait_s = max_wait_s
         self._client = httpx.Client(timeout=timeout)
 
     def __call__(self, samples: list[Sample]) -> None:
-        response = self._client.post(self.url, json={"samples": [s.model_dump() for s in samples]})
-        response.raise_for_status()
+        body = {"samples": [s.model_dump() for s in samples]}
+        for attempt in range(self.retries + 1):
+            response = self._client.post(self.url, json=body)
+            busy = response.status_code in (429, 503)
+            if not busy or attempt == self.retries:
+                response.raise_for_status()
+                return
+            try:
+                wait = float(response.headers.get("Retry-After", "1"))
+            except ValueError:
+                wait = 1.0
+            time.sleep(min(max(wait, 0.0), self.max_wait_s))
 
     def close(self) -> None:
         self._client.close()

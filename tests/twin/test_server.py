@@ -13,7 +13,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from loop.models import Sample
-from twin.model import Twin
+from twin.model import ACTIONS, FAULTS, SERIES, Twin
 from twin.server import TwinRunner, http_sink
 
 SITE = "pm-site-1"
@@ -93,7 +93,7 @@ def test_samples_reach_the_sink_and_a_failing_sink_is_survived(
 ) -> None:
     wait_for(lambda: len(sink.batches) >= 3)
     batch = sink.batches[-1]
-    assert len(batch) == 14 and {s.target for s in batch} == {SITE, "pm-site-2"}
+    assert len(batch) == 2 * len(SERIES) == 572 and {s.target for s in batch} == {SITE, "pm-site-2"}
     sink.fail_next = True
     seen = len(sink.batches)
     wait_for(lambda: len(sink.batches) >= seen + 2)  # the loop went on after the error
@@ -106,7 +106,9 @@ def test_metrics_is_prometheus_text(client: httpx.Client) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     parsed = parse_prometheus(response.text)
-    assert len(parsed) == 14
+    assert len(parsed) == 2 * 286
+    assert {name for name, _ in parsed} == set(SERIES)
+    assert response.text.count("# HELP ") == 286
     key = ("cache_hit_ratio", frozenset({("target", SITE), ("subsystem", "cache")}))
     assert 0.9 < parsed[key] <= 1.0
 
@@ -138,9 +140,19 @@ def test_fault_repair_rollback_clear_cycle(client: httpx.Client) -> None:
 def test_state_lists_targets_and_catalog(client: httpx.Client) -> None:
     body = client.get("/state").json()
     assert set(body["targets"]) == {SITE, "pm-site-2"}
-    assert body["faults"] == ["cache_saturation", "db_io_wait"]
-    assert body["actions"] == ["scale_out_cache", "tune_db_io"]
-    assert len(body["targets"][SITE]["values"]) == 7
+    assert body["faults"] == sorted(FAULTS) and "cache_saturation" in body["faults"]
+    assert body["actions"] == sorted(ACTIONS) and "scale_out_cache" in body["actions"]
+    assert len(body["targets"][SITE]["values"]) == 286
+
+
+def test_fault_intensity_is_accepted_and_checked(client: httpx.Client) -> None:
+    r = client.post("/faults", json={"target": SITE, "fault": "voltage_sag", "intensity": 0.4})
+    assert r.status_code == 200 and r.json()["fault_intensity"] == {"voltage_sag": 0.4}
+    bad = client.post(
+        "/faults", json={"target": SITE, "fault": "harmonic_distortion", "intensity": -1}
+    )
+    assert bad.status_code == 422
+    assert client.get(f"/state/{SITE}").json()["faults"] == ["voltage_sag"]
 
 
 @pytest.mark.parametrize(
@@ -210,3 +222,40 @@ def test_http_sink_posts_sample_batches(runner: TwinRunner) -> None:
     assert len(received) == 1
     got = [Sample.model_validate(s) for s in received[0]["samples"]]
     assert got == samples
+
+
+def test_http_sink_honours_back_pressure_then_gives_up_loudly(runner: TwinRunner) -> None:
+    """A 429 with Retry-After is retried; a receiver that stays busy raises, never drops."""
+    from fastapi.responses import JSONResponse
+
+    calls: list[int] = []
+    busy_for = {"n": 1}
+    ingest = FastAPI()
+
+    @ingest.post("/ingest")
+    def take(body: dict) -> JSONResponse:
+        calls.append(len(body["samples"]))
+        if len(calls) <= busy_for["n"]:
+            return JSONResponse({"detail": "busy"}, status_code=429, headers={"Retry-After": "0"})
+        return JSONResponse({"accepted": len(body["samples"])})
+
+    config = uvicorn.Config(ingest, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    sink = http_sink(f"http://127.0.0.1:{port}/ingest")
+    try:
+        with runner.lock:
+            samples = runner.twin.latest()
+        sink(samples)  # busy once, then taken
+        assert len(calls) == 2
+        busy_for["n"] = 100
+        with pytest.raises(httpx.HTTPStatusError):
+            sink(samples)
+        assert len(calls) == 2 + 1 + sink.retries
+    finally:
+        sink.close()
+        server.should_exit = True
+        thread.join(5)
