@@ -88,10 +88,11 @@ def create_app(
     store: IncidentStore,
     submit: Submit | None = None,
     stats: Callable[[], dict[str, Any]] | None = None,
+    units: Mapping[str, str] | None = None,
 ) -> FastAPI:
     app = FastAPI(title="mendloop", version=__version__)
     if submit is not None:  # Prometheus text and OTLP/HTTP JSON pushes (api/ingest.py)
-        app.include_router(ingest_router(submit))
+        app.include_router(ingest_router(submit, units=units))
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:

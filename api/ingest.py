@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 import zlib
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
@@ -109,6 +109,7 @@ def ingest_router(
     target_attributes: Sequence[str] = DEFAULT_TARGET_ATTRIBUTES,
     default_target: str | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    units: Mapping[str, str] | None = None,
 ) -> APIRouter:
     """The two push endpoints over ``submit`` (the engine's, e.g. ``Daemon.submit``).
 
@@ -200,6 +201,7 @@ def ingest_router(
                     name_map=name_map,
                     target_attributes=target_attributes,
                     default_target=default_target,
+                    units=units,
                 )
             )
         except OtlpPayloadError as exc:

@@ -76,7 +76,12 @@ def build_engine(
 async def run_daemon(settings: Settings) -> None:
     """The loop and the REST API in one process until SIGINT/SIGTERM."""
     engine = build_engine(settings)
-    app = create_app(engine.store, submit=engine.submit, stats=engine.monitor.stats)
+    app = create_app(
+        engine.store,
+        submit=engine.submit,
+        stats=engine.monitor.stats,
+        units={name: spec.unit for name, spec in engine.catalog.items()},
+    )
     server = uvicorn.Server(
         uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning")
     )

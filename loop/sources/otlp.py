@@ -38,6 +38,7 @@ from typing import Any
 
 from loop.errors import InvalidSample
 from loop.sources.base import NameMap, Origin, ParseResult, ResultBuilder, SampleMapper, identity
+from loop.sources.units import units_agree
 
 DEFAULT_TARGET_ATTRIBUTES: tuple[str, ...] = ("service.instance.id", "host.name")
 NO_RECORDED_VALUE = 1  # DataPointFlags.FLAG_NO_RECORDED_VALUE
@@ -56,8 +57,13 @@ def parse_otlp_json(
     target_attributes: Sequence[str] = DEFAULT_TARGET_ATTRIBUTES,
     default_target: str | None = None,
     now: float | None = None,
+    units: Mapping[str, str] | None = None,
 ) -> ParseResult:
     """Every data point of the request as a ``Sample``; what cannot be one is an ``Issue``.
+
+    ``units`` (catalog series -> unit): a gauge/sum whose declared unit disagrees with its
+    series' catalog unit is refused whole (``bad_unit``): a value in s read as ms is worse
+    than no value.
 
     Raises ``OtlpPayloadError`` only when the body as a whole is not a request (bad JSON,
     not an object, ``resourceMetrics`` not a list); a bad metric or data point is an issue.
@@ -81,7 +87,7 @@ def parse_otlp_json(
         resource_attrs = attributes(_get(_obj(resource), "attributes", []))
         for scope in _list(_get(_obj(resource_metrics), "scopeMetrics", [])):
             for metric in _list(_get(_obj(scope), "metrics", [])):
-                _metric(out, mapper, _obj(metric), resource_attrs, stamp)
+                _metric(out, mapper, _obj(metric), resource_attrs, stamp, units or {})
     return out.result()
 
 
@@ -91,6 +97,7 @@ def _metric(
     metric: Mapping[str, Any],
     resource_attrs: dict[str, str],
     stamp: float,
+    units: Mapping[str, str],
 ) -> None:
     name = str(metric.get("name") or "")
     kind = next((k for k in (*NUMBER_TYPES, *DISTRIBUTION_TYPES) if _has(metric, k)), None)
@@ -100,6 +107,16 @@ def _metric(
     if kind is None:
         reason = "no data of a supported type (gauge, sum, histogram, summary)"
         out.issue(reason, "unsupported", metric=name, points=_count_points(metric))
+        return
+    sent_unit = str(metric.get("unit") or "")
+    series = mapper.name_map(name) if kind in NUMBER_TYPES else None
+    if series in units and not units_agree(sent_unit, units[series]):
+        out.issue(
+            f"unit {sent_unit!r} does not match the catalog's {units[series]!r} for {series}",
+            "bad_unit",
+            metric=name,
+            points=_count_points(metric),
+        )
         return
     points = _get(_obj(_get(metric, kind, {})), "dataPoints", [])
     if not isinstance(points, list):

@@ -263,3 +263,15 @@ def test_partial_success_shape():
     assert partial_success(0, ["3 duplicates"]) == {
         "partialSuccess": {"rejectedDataPoints": "0", "errorMessage": "3 duplicates"}
     }
+
+
+def test_a_unit_that_disagrees_with_the_catalog_is_refused_whole():
+    units = {"api_response_time_ms": "ms", "cache_hit_ratio": "ratio"}
+    seconds = {**gauge("api_response_time_ms", point(0.25), point(0.3)), "unit": "s"}
+    millis = {**gauge("api_response_time_ms", point(250.0)), "unit": "ms"}
+    dimensionless = {**gauge("cache_hit_ratio", point(0.9)), "unit": "1"}
+    result = parse(request(seconds, millis, dimensionless), units=units)
+    assert sorted(s.series for s in result.samples) == ["api_response_time_ms", "cache_hit_ratio"]
+    (issue,) = result.issues
+    assert issue.reason == "bad_unit" and issue.points == 2
+    assert "'s' does not match the catalog's 'ms'" in issue.error
