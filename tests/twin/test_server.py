@@ -6,6 +6,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -39,6 +40,21 @@ def wait_for(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untype
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.02)
+
+
+@contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    """A tiny real HTTP receiver on a free port; yields its base URL."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(5)
 
 
 def parse_prometheus(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -204,21 +220,14 @@ def test_http_sink_posts_sample_batches(runner: TwinRunner) -> None:
         received.append(body)
         return {"accepted": len(body["samples"])}
 
-    config = uvicorn.Config(ingest, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    sink = http_sink(f"http://127.0.0.1:{port}/ingest")
-    try:
-        with runner.lock:
-            samples = runner.twin.latest()
-        sink(samples)
-    finally:
-        sink.close()
-        server.should_exit = True
-        thread.join(5)
+    with serve(ingest) as url:
+        sink = http_sink(f"{url}/ingest")
+        try:
+            with runner.lock:
+                samples = runner.twin.latest()
+            sink(samples)
+        finally:
+            sink.close()
     assert len(received) == 1
     got = [Sample.model_validate(s) for s in received[0]["samples"]]
     assert got == samples
@@ -239,23 +248,16 @@ def test_http_sink_honours_back_pressure_then_gives_up_loudly(runner: TwinRunner
             return JSONResponse({"detail": "busy"}, status_code=429, headers={"Retry-After": "0"})
         return JSONResponse({"accepted": len(body["samples"])})
 
-    config = uvicorn.Config(ingest, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    sink = http_sink(f"http://127.0.0.1:{port}/ingest")
-    try:
-        with runner.lock:
-            samples = runner.twin.latest()
-        sink(samples)  # busy once, then taken
-        assert len(calls) == 2
-        busy_for["n"] = 100
-        with pytest.raises(httpx.HTTPStatusError):
-            sink(samples)
-        assert len(calls) == 2 + 1 + sink.retries
-    finally:
-        sink.close()
-        server.should_exit = True
-        thread.join(5)
+    with serve(ingest) as url:
+        sink = http_sink(f"{url}/ingest")
+        try:
+            with runner.lock:
+                samples = runner.twin.latest()
+            sink(samples)  # busy once, then taken
+            assert len(calls) == 2
+            busy_for["n"] = 100
+            with pytest.raises(httpx.HTTPStatusError):
+                sink(samples)
+            assert len(calls) == 2 + 1 + sink.retries
+        finally:
+            sink.close()
