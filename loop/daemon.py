@@ -188,6 +188,7 @@ class Engine:
         assert incident is not None
         async with self._target_locks[incident.target]:
             while not incident.terminal and incident.state in self._steps:
+                before = incident.state
                 try:
                     await self._steps[incident.state](incident)
                 except asyncio.CancelledError:
@@ -201,6 +202,9 @@ class Engine:
                     self._escalate(incident, f"internal error in {incident.state}: {exc!r}")
                 incident = self.store.get(incident_id)  # type: ignore[assignment]
                 assert incident is not None
+                if incident.state == before:  # never run a step (a playbook!) twice in a row
+                    log.error("incident %s did not leave %s; left to a person", incident_id, before)
+                    return
 
     def _move(self, incident: IncidentView, state: State, note: str, **kw: Any) -> IncidentView:
         view = self.store.transition(incident.id, state, note, **kw)
