@@ -33,6 +33,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from twin.model import FAULTS
 
     faults = [f.strip() for f in args.faults.split(",") if f.strip()] if args.faults else None
+    if faults == ["all"]:
+        faults = list(FAULTS)
     unknown = [f for f in faults or () if f not in FAULTS]
     if unknown:
         raise MendloopError(
@@ -199,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("run", cmd_run, "the daemon: loop + REST API", json_flag=False)
     demo = add("demo", cmd_demo, "all local: Neo4j, twin, daemon; inject faults one by one")
-    demo.add_argument("--faults", help="comma-separated fault names (default cache_saturation)")
+    demo.add_argument(
+        "--faults", help="comma-separated fault names, or `all` (default cache_saturation)"
+    )
     add("doctor", cmd_doctor, "check every component and say how to fix it")
     neo = add("neo4j", cmd_neo4j, "the local Neo4j for development and tests")
     neo.add_argument("action", choices=("start", "stop", "status"))

@@ -3,7 +3,7 @@
     engine = Engine(settings, store, graph, embedder)
     await engine.start()                  # resumes unfinished incidents first
     engine.submit(samples)                # from any thread: the twin, the REST API
-    await engine.wait_terminal(incident_id)
+    await engine.wait_settled(incident_id, timeout_s=600)
 
 Each incident is walked through the state machine by one task; a stage that fails
 records its reason on the incident (escalated) and the daemon carries on. A target has at
@@ -144,12 +144,14 @@ class Engine:
         self.store.close()
         self.graph.close()
 
-    async def wait_terminal(self, incident_id: str, timeout_s: float) -> IncidentView:
+    async def wait_settled(self, incident_id: str, timeout_s: float) -> IncidentView:
+        """Until the incident has ended or waits for a person (approval), or the timeout."""
         deadline = time.monotonic() + timeout_s
         while True:
             incident = self.store.get(incident_id)
             assert incident is not None
-            if incident.terminal or time.monotonic() > deadline:
+            settled = incident.terminal or incident.state == State.awaiting_approval
+            if settled or time.monotonic() > deadline:
                 return incident
             await asyncio.sleep(0.2)
 

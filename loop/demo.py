@@ -111,7 +111,7 @@ async def _inject_each(
             model.inject(TARGET, fault)
         incident = await _wait_opened(engine, injected_at, 60)
         if incident is not None:
-            incident = await engine.wait_terminal(
+            incident = await engine.wait_settled(
                 incident.id, settings.verify_timeout_s + settings.playbook_timeout_s * 3
             )
         rows.append(incident_summary(fault, injected_at, incident))

@@ -37,7 +37,7 @@ async def close_one_loop(settings, fault):
                 break
             await asyncio.sleep(0.2)
         assert opened, "no incident opened"
-        incident = await engine.wait_terminal(opened[0].id, timeout_s=240)
+        incident = await engine.wait_settled(opened[0].id, timeout_s=240)
         with twin.locked() as model:
             twin_state = model.state(TARGET)
         latest = {s: engine.monitor.latest(TARGET, s) for s in engine.catalog}

@@ -44,7 +44,7 @@ async def restart_with(settings, prepare):
     engine = build_engine(settings, progress=lambda _: None)  # "after the restart"
     await engine.start()
     try:
-        return [await engine.wait_terminal(i, timeout_s=120) for i in ids]
+        return [await engine.wait_settled(i, timeout_s=120) for i in ids]
     finally:
         await engine.stop()
         engine.close()

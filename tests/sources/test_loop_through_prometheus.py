@@ -45,7 +45,7 @@ def test_loop_closes_on_samples_pulled_from_prometheus(start_prometheus, make_se
                     model.inject(TARGET, "cache_saturation")
                 await wait_until(lambda: engine.store.list(target=TARGET), 90, "an incident")
                 incident_id = engine.store.list(target=TARGET)[0].id
-                incident = await engine.wait_terminal(incident_id, timeout_s=240)
+                incident = await engine.wait_settled(incident_id, timeout_s=240)
                 with twin.locked() as model:
                     faults = model.state(TARGET)["faults"]
                 return incident, faults, engine.monitor.stats()
