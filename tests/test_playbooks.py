@@ -1,7 +1,9 @@
 """The solution playbooks, run by the real ansible-runner against a real twin.
 
 Check mode must leave the platform untouched (the fault stays active); the real run
-must clear the fault and report ``changed``; the rollback brings the fault back.
+must clear the fault and report ``changed``; the rollback brings the fault back. Every
+solution of the library goes through one such cycle with its own fault injected, against
+one twin shared by the module (cleared between tests): each ansible run costs ~1-2 s.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import ansible_runner
 import pytest
 import yaml
 
+from knowledge.seed import load_cases
+from loop.solutions import load_solutions
+from rules.catalog import load_catalog
 from twin.model import ACTIONS, FAULTS, Twin
 from twin.server import TwinRunner
 
@@ -24,14 +29,35 @@ SOLUTIONS = yaml.safe_load((PLAYBOOKS / "solutions.yaml").read_text())
 SOLUTION_IDS = [s["id"] for s in SOLUTIONS]
 
 
-@pytest.fixture
-def twin_runner() -> Iterator[TwinRunner]:
+@pytest.fixture(scope="module")
+def shared_twin_runner() -> Iterator[TwinRunner]:
     runner = TwinRunner(Twin(targets=(SITE,), seed=0), tick_s=0.2, port=0)
     runner.start()
     try:
         yield runner
     finally:
         runner.stop()
+
+
+@pytest.fixture
+def twin_runner(shared_twin_runner: TwinRunner) -> TwinRunner:
+    """The module's twin with no fault, no action and no tuning left from the last test."""
+    with shared_twin_runner.lock:
+        shared_twin_runner.twin.clear(SITE)
+    return shared_twin_runner
+
+
+def uri_action(playbook: str, endpoint: str) -> str:
+    """The twin action a playbook POSTs to ``endpoint`` (``/repair`` or ``/rollback``)."""
+    plays = yaml.safe_load((PLAYBOOKS / playbook).read_text())
+    actions = [
+        task["ansible.builtin.uri"]["body"]["action"]
+        for play in plays
+        for task in play["tasks"]
+        if task.get("ansible.builtin.uri", {}).get("url", "").endswith(f"}}}}{endpoint}")
+    ]
+    assert len(actions) == 1, f"{playbook}: expected one POST {endpoint}, found {actions}"
+    return actions[0]
 
 
 def play(
@@ -78,7 +104,9 @@ def active_faults(runner: TwinRunner) -> list[str]:
 
 
 def test_solutions_metadata_points_at_real_playbooks() -> None:
-    assert SOLUTION_IDS == ["sol-cache-scale-out", "sol-db-io-tune"]
+    assert SOLUTION_IDS[:2] == ["sol-cache-scale-out", "sol-db-io-tune"]
+    assert len(set(SOLUTION_IDS)) == len(SOLUTION_IDS)
+    assert set(load_solutions(PLAYBOOKS)) == set(SOLUTION_IDS)  # the loader takes them all
     for sol in SOLUTIONS:
         assert set(sol) == {
             "id",
@@ -89,13 +117,33 @@ def test_solutions_metadata_points_at_real_playbooks() -> None:
             "fixes",
             "description",
         }
+        assert sol["id"].startswith("sol-")
         assert (PLAYBOOKS / sol["playbook"]).is_file()
         assert (PLAYBOOKS / sol["rollback_playbook"]).is_file()
-        assert sol["risk"] in ("low", "medium")
+        assert sol["risk"] in ("low", "medium", "high")
         assert sol["fixes"] in FAULTS
-    # every solution fixes a fault some twin action clears (the library covers a subset
-    # of the twin's faults until the remedies of issue 6 get playbooks of their own)
-    assert {s["fixes"] for s in SOLUTIONS} <= {f for a in ACTIONS.values() for f in a.clears}
+        # the playbook applies an action that clears the fault; the rollback reverts it
+        action = uri_action(sol["playbook"], "/repair")
+        assert action in ACTIONS and sol["fixes"] in ACTIONS[action].clears, sol["id"]
+        assert uri_action(sol["rollback_playbook"], "/rollback") == action, sol["id"]
+    # every failure mode of the twin has a solution
+    assert {s["fixes"] for s in SOLUTIONS} == set(FAULTS)
+
+
+def test_seed_cases_name_solutions_of_their_fault() -> None:
+    library = load_solutions(PLAYBOOKS)
+    catalog = load_catalog()
+    cases = load_cases()
+    assert len({c.id for c in cases}) == len(cases)
+    for case in cases:
+        assert case.fault in FAULTS, case.id
+        assert library[case.solution_id].fixes == case.fault, case.id
+        assert case.outcome == "resolved" and case.time_to_resolve_s, case.id
+        for tag in case.symptoms:
+            series, direction = tag.split(":")
+            assert catalog[series].bad == direction, (case.id, tag)
+    for fault in FAULTS:
+        assert sum(c.fault == fault for c in cases) >= 2, fault
 
 
 @pytest.mark.parametrize("solution", SOLUTIONS, ids=SOLUTION_IDS)
