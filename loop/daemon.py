@@ -7,8 +7,9 @@
 
 Each incident is walked through the state machine by one task; a stage that fails
 records its reason on the incident (escalated) and the daemon carries on. A target has at
-most one incident in flight and one remediation at a time. After a restart, an incident
-found in ``executing`` is escalated, never re-run: the playbook may have half-run.
+most one incident per fault in flight and runs one remediation at a time. After a restart,
+an incident found in ``executing`` is escalated, never re-run: the playbook may have
+half-run.
 """
 
 from __future__ import annotations
@@ -170,13 +171,29 @@ class Engine:
             for finding in findings:
                 by_target[finding.target].append(finding)
             for target, group in by_target.items():
-                active = self.store.active_for_target(target)
-                if active is not None:
-                    log.info("findings on %s belong to open incident %s", target, active.id)
+                handled = self._faults_in_flight(target)
+                fresh = [f for f in group if self._fault_of(f) not in handled]
+                if not fresh:
+                    log.info("findings on %s belong to incidents in flight", target)
                     continue
-                incident_id = self.store.open_incident(target, group)
-                self._emit(incident_id, target, State.open, f"{len(group)} rule finding(s)")
+                incident_id = self.store.open_incident(target, fresh)
+                self._emit(incident_id, target, State.open, f"{len(fresh)} rule finding(s)")
                 self._spawn(incident_id)
+
+    def _fault_of(self, finding: Finding) -> str:
+        return self.analyzer.rules[finding.rule_id].fault
+
+    def _faults_in_flight(self, target: str) -> set[str]:
+        """Faults a live incident of the target already handles: more findings of the same
+        fault join nothing new; a different fault is a problem of its own (its remediation
+        still waits for the target's lock)."""
+        return {
+            self._fault_of(f)
+            for incident in self.store.unfinished()
+            if incident.target == target
+            for f in incident.findings
+            if f.rule_id in self.analyzer.rules
+        }
 
     # -- the walk through the state machine ------------------------------------------------
 

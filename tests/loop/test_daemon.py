@@ -76,21 +76,42 @@ def test_open_incident_resumes_and_a_failed_dry_run_escalates(engine_settings, g
     assert incident.execution.run is None  # the real run never started
 
 
-def test_findings_for_a_target_with_an_incident_in_flight_open_nothing(engine_settings, graph):
+def test_a_fault_already_in_flight_opens_nothing_a_different_one_does(engine_settings, graph):
     async def main():
         engine = build_engine(engine_settings, progress=lambda _: None)
         await engine.start()
         try:
-            blocker = engine.store.open_incident("t4", [])
-            engine._findings.put_nowait(cache_findings(engine, "t4"))
+            in_flight = engine.store.open_incident("t4", cache_findings(engine, "t4"))
+            engine.store.transition(in_flight, State.analyzed, "held here by the test")
+            engine._findings.put_nowait(cache_findings(engine, "t4"))  # same fault again
             await asyncio.sleep(0.5)
-            return engine.store.list(target="t4"), blocker
+            same = [i.id for i in engine.store.list(target="t4")]
+            rule = engine.analyzer.rules["db-io-wait-saturation"]
+            facts = [
+                AbnormalFact(
+                    target="t4",
+                    series=c.series,
+                    value=900.0,
+                    threshold=engine.catalog[c.series].crit,
+                    direction="high",
+                    since=1.0,
+                )
+                for c in rule.all_of
+            ]
+            engine._findings.put_nowait([finding_from_rule(rule, facts)])  # another fault
+            await asyncio.sleep(0.5)
+            return in_flight, same, engine.store.list(target="t4")
         finally:
             await engine.stop()
             engine.close()
 
-    listed, blocker = asyncio.run(main())
-    assert [i.id for i in listed] == [blocker]
+    in_flight, same, after = asyncio.run(main())
+    assert same == [in_flight]
+    assert len(after) == 2
+    assert {f.rule_id for i in after for f in i.findings} == {
+        "cache-saturation-penetration",
+        "db-io-wait-saturation",
+    }
 
 
 def test_findings_that_arrive_before_start_are_not_lost(engine_settings, graph):
