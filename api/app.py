@@ -18,7 +18,7 @@ from fastapi import Body, FastAPI, HTTPException, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from api.ingest import ingest_router
+from api.ingest import busy, ingest_router, push_status
 from loop import __version__
 from loop.errors import Overloaded
 from loop.monitor import IngestResult
@@ -75,12 +75,11 @@ def ingest_response(result: IngestResult) -> JSONResponse:
             RejectionOut(index=r.index, error=r.error, reason=r.reason) for r in result.rejected
         ],
     )
-    if any(r.reason == "oversized_batch" for r in result.rejected):
-        status = 413
-    elif result.rejected and not (result.accepted or result.stale):
-        status = 422
-    else:
-        status = 200
+    status = push_status(
+        any(r.reason == "oversized_batch" for r in result.rejected),
+        bool(result.rejected),
+        bool(result.accepted or result.stale),
+    )
     return JSONResponse(body.model_dump(), status_code=status)
 
 
@@ -125,11 +124,7 @@ def create_app(
         try:
             result = submit(batch)
         except Overloaded as exc:
-            return JSONResponse(
-                {"detail": str(exc)},
-                status_code=429,
-                headers={"Retry-After": str(max(1, round(exc.retry_after_s)))},
-            )
+            raise busy(exc) from exc
         return ingest_response(result)
 
     @app.get("/v1/intake")

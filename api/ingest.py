@@ -101,6 +101,20 @@ def outcome(parsed: ParseResult, result: IngestResult) -> SourceIngestOut:
     )
 
 
+def push_status(refused_whole: bool, rejected: bool, taken: bool) -> int:
+    """The status of every push endpoint: 413 for a batch refused whole, 422 when nothing
+    was usable, else 200 (the body says what was rejected and why)."""
+    if refused_whole:
+        return 413
+    return 422 if rejected and not taken else 200
+
+
+def busy(exc: Overloaded) -> HTTPException:
+    """A full intake: 429 with Retry-After, so senders retry instead of losing data."""
+    retry = str(max(1, round(exc.retry_after_s)))
+    return HTTPException(429, str(exc), headers={"Retry-After": retry})
+
+
 def ingest_router(
     submit: Submit,
     *,
@@ -145,8 +159,7 @@ def ingest_router(
         try:
             result = submit(list(parsed.samples))
         except Overloaded as exc:
-            retry = str(max(1, round(exc.retry_after_s)))
-            raise HTTPException(429, str(exc), headers={"Retry-After": retry}) from exc
+            raise busy(exc) from exc
         out = outcome(parsed, result)
         with counts_lock:
             for r in out.rejected:
@@ -154,9 +167,7 @@ def ingest_router(
         return out
 
     def status_of(out: SourceIngestOut) -> int:
-        if out.batch_refused:
-            return 413
-        return 422 if out.rejected and not (out.accepted or out.stale) else 200
+        return push_status(out.batch_refused, bool(out.rejected), bool(out.accepted or out.stale))
 
     @router.get("/v1/intake/sources")
     def source_counts() -> dict[str, int]:

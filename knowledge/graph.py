@@ -152,6 +152,10 @@ class KnowledgeGraph:
     def ensure_schema(self) -> None:
         for statement in _SCHEMA:
             self._run(statement, dims=DIMENSIONS)
+        self.await_indexes()
+
+    def await_indexes(self) -> None:
+        """Index population is asynchronous: wait until new nodes are searchable."""
         self._run("CALL db.awaitIndexes(300)")
 
     def upsert_solution(self, solution: Solution) -> None:

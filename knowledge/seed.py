@@ -46,5 +46,5 @@ def seed_graph(
     vectors = embedder.embed_many([c.text for c in stale]) if stale else []
     for case, vector in zip(stale, vectors, strict=True):
         graph.upsert_case(case, vector, text_key(case.text))
-    graph.ensure_schema()  # waits for the vector index to take the new nodes in
+    graph.await_indexes()
     return {"solutions": len(solutions), "cases": len(cases), "embedded": len(stale)}

@@ -189,8 +189,7 @@ class Engine:
         still waits for the target's lock)."""
         return {
             self._fault_of(f)
-            for incident in self.store.unfinished()
-            if incident.target == target
+            for incident in self.store.unfinished(target)
             for f in incident.findings
             if f.rule_id in self.analyzer.rules
         }

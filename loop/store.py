@@ -234,18 +234,16 @@ class IncidentStore:
             query = query.order_by(IncidentRecord.opened_at.desc()).limit(limit)  # type: ignore[attr-defined]
             return [self._view(session, r, timeline=False) for r in session.exec(query)]
 
-    def unfinished(self) -> list[IncidentView]:
-        """Incidents a restarted daemon must pick up again, oldest first."""
+    def unfinished(self, target: str | None = None) -> list[IncidentView]:
+        """Incidents still in flight (a restarted daemon picks them up), oldest first."""
         with Session(self.engine) as session:
-            query = (
-                select(IncidentRecord)
-                .where(IncidentRecord.state.not_in([s.value for s in TERMINAL]))  # type: ignore[attr-defined]
-                .order_by(IncidentRecord.opened_at)  # type: ignore[arg-type]
+            query = select(IncidentRecord).where(
+                IncidentRecord.state.not_in([s.value for s in TERMINAL])  # type: ignore[attr-defined]
             )
-            return [self._view(session, r, timeline=True) for r in session.exec(query)]
-
-    def active_for_target(self, target: str) -> IncidentView | None:
-        return next((i for i in self.unfinished() if i.target == target), None)
+            if target is not None:
+                query = query.where(IncidentRecord.target == target)
+            query = query.order_by(IncidentRecord.opened_at)  # type: ignore[arg-type]
+            return [self._view(session, r, timeline=False) for r in session.exec(query)]
 
     def close(self) -> None:
         self.engine.dispose()

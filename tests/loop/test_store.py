@@ -116,13 +116,13 @@ def test_illegal_transition_changes_nothing(store):
     assert view.state == State.open and len(view.timeline) == 1
 
 
-def test_unfinished_and_active_for_target(store):
+def test_unfinished_overall_and_per_target(store):
     a = store.open_incident("t1", [])
     b = store.open_incident("t2", [])
     store.transition(b, State.escalated, "no", reason="no match")
     assert [i.id for i in store.unfinished()] == [a]
-    assert store.active_for_target("t1").id == a
-    assert store.active_for_target("t2") is None
+    assert [i.id for i in store.unfinished(target="t1")] == [a]
+    assert store.unfinished(target="t2") == []
     assert store.get(b).reason == "no match"
     assert [i.id for i in store.list(state=State.escalated)] == [b]
 
