@@ -18,7 +18,7 @@ from loop.config import Settings, load_settings
 from loop.errors import MendloopError
 
 
-def _print_json(obj: object) -> None:
+def print_json(obj: object) -> None:
     print(json.dumps(obj, default=str))
 
 
@@ -48,7 +48,7 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
 
     checks = run_checks(settings)
     if args.json:
-        _print_json(as_dict(checks))
+        print_json(as_dict(checks))
     else:
         for check in checks:
             mark = "ok  " if check.ok else "FAIL"
@@ -72,7 +72,7 @@ def cmd_neo4j(args: argparse.Namespace, settings: Settings) -> int:
     else:
         status = local_neo4j.status(settings)
     if args.json:
-        _print_json(status.__dict__)
+        print_json(status.__dict__)
     else:
         state = "running" if status.running else "stopped"
         print(
@@ -116,24 +116,7 @@ def cmd_twin_control(args: argparse.Namespace, settings: Settings) -> int:
         ) from exc
     if response.status_code >= 400:
         raise MendloopError(f"twin refused: HTTP {response.status_code} {response.text}")
-    _print_json(response.json())
-    return 0
-
-
-def cmd_rules_check(args: argparse.Namespace, settings: Settings) -> int:
-    from rules.catalog import load_catalog
-    from rules.compiler import load_rule_file, load_rules
-
-    catalog = load_catalog(settings.rules_dir / "metrics.yaml")
-    if args.path:
-        rules = load_rule_file(Path(args.path), catalog)
-    else:
-        rules = load_rules(catalog, settings.rules_dir)
-    result = {"metrics": len(catalog), "rules": [r.id for r in rules], "ok": True}
-    if args.json:
-        _print_json(result)
-    else:
-        print(f"ok: {len(catalog)} metrics, {len(rules)} rules ({', '.join(result['rules'])})")
+    print_json(response.json())
     return 0
 
 
@@ -165,7 +148,7 @@ def cmd_kb(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         graph.close()
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         print(json.dumps(result, indent=2, default=str))
     return 0
@@ -179,7 +162,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         load_catalog(settings.rules_dir / "metrics.yaml"), targets=args.targets, ticks=args.ticks
     )
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         for key, value in result.items():
             print(f"{key:>26}: {value}")
@@ -225,12 +208,6 @@ def build_parser() -> argparse.ArgumentParser:
     clear.set_defaults(func=cmd_twin_control)
     clear.add_argument("--target", default="pm-site-1")
     clear.add_argument("--url")
-    rules = sub.add_parser("rules", help="rule files")
-    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
-    check = rules_sub.add_parser("check", help="validate rule files (errors with file:line)")
-    check.set_defaults(func=cmd_rules_check)
-    check.add_argument("path", nargs="?", help="one rule file (default: all in rules/)")
-    check.add_argument("--json", action="store_true")
     bench = sub.add_parser("bench", help="benchmarks (figures for docs/BENCHMARKS.md)")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     ingest = bench_sub.add_parser("ingest", help="monitor ingest: samples/s and memory")
@@ -242,6 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     kb.add_argument("action", choices=("stats", "seed", "search"))
     kb.add_argument("text", nargs="?", default="", help="search text")
     kb.add_argument("-k", type=int, default=5)
+    # Areas with several commands register their own (each module imports only argparse at
+    # the top, so `mendloop --help` stays fast).
+    from evaluation.cli import register as register_eval
+    from rules.cli import register as register_rules
+
+    register_rules(sub)
+    register_eval(sub)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Accuracy evaluation: the twin's fault scenarios and the public labelled datasets."""
