@@ -1,82 +1,48 @@
-"""Analyze: threshold breaches -> durable_rules facts -> findings -> a ranked RCA report.
+"""Analyze: samples -> signals -> durable_rules facts -> findings -> a ranked RCA report.
 
-    analyzer = Analyzer(catalog, load_rules(catalog))
-    findings = analyzer.observe(samples)          # after monitor.ingest
-    report = build_report(incident_id, target, findings, latency_ms)
+    analyzer = Analyzer(catalog, load_rules(catalog), clock=time.time)
+    findings = analyzer.observe(samples)          # after monitor.ingest: rule findings
+    analyzer.sweep()                              # housekeeping: gaps, absences, windows
+    analyzer.quality_findings()                   # no_data / stale findings (bad input)
+    result = analyzer.reload(new_specs)           # hot reload: atomic swap, state kept
+    report = build_report(incident_id, target, findings, analyzer.rules)
 
 A series becomes *abnormal* when it has been past its crit threshold for the catalog's
 ``duration_s`` and stays abnormal until it is back within warn (hysteresis, so a value
-hovering at the line does not flap). Only these transitions reach the rules engine, never
-the raw samples: durable_rules costs ~15 us per fact, the ingest path far less.
+hovering at the line does not flap); rules add their own signals (thresholds, rates,
+absences: rules/signals.py). Only these transitions reach the rules engine, never the raw
+samples: durable_rules costs ~15 us per fact, the ingest path far less. Time is the
+samples' time: a replay (``mendloop rules test``) judges exactly like the daemon.
+
+Bad input never becomes an abnormal fact: samples too far in the future or past (against
+``clock``, when given), frozen series and gaps become ``no_data``/``stale`` findings,
+kept apart from rule findings so they cannot open a remediation.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from loop.models import Evidence, Finding, FindingKind, RCAReport, RootCause, Sample
 from loop.monitor import Point
-from rules.catalog import Catalog, MetricSpec
+from rules.catalog import Catalog
 from rules.compiler import AbnormalFact, CompiledRules, RuleSpec
+from rules.signals import Change, QualityEvent, SignalTracker, ThresholdTracker
 
-
-@dataclass
-class _SeriesState:
-    breach_since: float | None = None
-    fact: AbnormalFact | None = None
-    last_value: float = 0.0
-
-
-@dataclass(frozen=True)
-class Change:
-    """A series crossed into or out of abnormal."""
-
-    fact: AbnormalFact
-    abnormal: bool
-
-
-class ThresholdTracker:
-    """Pure state machine per (target, series): normal -> breaching -> abnormal -> normal."""
-
-    def __init__(self, catalog: Catalog) -> None:
-        self.catalog = catalog
-        self._states: dict[tuple[str, str], _SeriesState] = {}
-
-    def update(self, target: str, series: str, ts: float, value: float) -> Change | None:
-        spec: MetricSpec = self.catalog[series]
-        state = self._states.setdefault((target, series), _SeriesState())
-        state.last_value = value
-        if state.fact is not None:
-            if spec.is_healthy(value):
-                fact, state.fact, state.breach_since = state.fact, None, None
-                return Change(fact, abnormal=False)
-            return None
-        if not spec.is_breach(value, "crit"):
-            state.breach_since = None
-            return None
-        if state.breach_since is None:
-            state.breach_since = ts
-        if ts - state.breach_since >= spec.duration_s:
-            state.fact = AbnormalFact(
-                target=target,
-                series=series,
-                value=value,
-                threshold=spec.crit,
-                direction=spec.bad,
-                since=state.breach_since,
-            )
-            return Change(state.fact, abnormal=True)
-        return None
-
-    def abnormal(self, target: str) -> list[AbnormalFact]:
-        return [s.fact for (t, _), s in self._states.items() if t == target and s.fact is not None]
-
-    def last_value(self, target: str, series: str) -> float | None:
-        state = self._states.get((target, series))
-        return state.last_value if state else None
+__all__ = [
+    "Analyzer",
+    "Change",
+    "ReloadResult",
+    "ThresholdTracker",
+    "build_report",
+    "finding_from_rule",
+    "quality_finding",
+    "rank_causes",
+]
 
 
 def finding_from_rule(rule: RuleSpec, facts: list[AbnormalFact]) -> Finding:
@@ -101,48 +67,251 @@ def finding_from_rule(rule: RuleSpec, facts: list[AbnormalFact]) -> Finding:
     )
 
 
-class Analyzer:
-    """Owns the threshold tracker and the compiled rules; thread-safe ``observe``."""
+def quality_finding(event: QualityEvent) -> Finding:
+    """Bad input as a finding of its own kind; ``rule_id`` is ``data:<reason>``."""
+    return Finding(
+        kind=FindingKind(event.kind),
+        target=event.target,
+        series=(event.series,),
+        rule_id=f"data:{event.reason}",
+        started_at=event.since,
+        score=1.0,
+        evidence=(
+            Evidence(
+                series=event.series,
+                value=event.value,
+                threshold=event.limit,
+                direction="high",
+                since=event.since,
+            ),
+        ),
+    )
 
-    def __init__(self, catalog: Catalog, rules: Iterable[RuleSpec]) -> None:
-        self.tracker = ThresholdTracker(catalog)
-        self.rules = {r.id: r for r in rules}
+
+@dataclass(frozen=True)
+class ReloadResult:
+    """What a hot reload did: rule ids added/removed/changed, findings it fired."""
+
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    changed: tuple[str, ...]
+    fired: tuple[Finding, ...]
+
+
+def _windows(rules: Iterable[RuleSpec]) -> dict[str, float]:
+    """Signal key -> how long its onsets must be remembered (the longest window using it)."""
+    keep: dict[str, float] = {}
+    for rule in rules:
+        if rule.within is not None:
+            for cond in rule.conditions:
+                keep[cond.key] = max(keep.get(cond.key, 0.0), rule.within)
+    return keep
+
+
+class Analyzer:
+    """Owns the trackers and the compiled rules; ``observe``/``sweep``/``reload`` are
+    thread-safe and serialised.
+
+    ``rules`` maps every rule id ever loaded to its newest spec (so findings of a rule a
+    reload removed can still be explained); ``active_rules`` is what runs now.
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        rules: Iterable[RuleSpec],
+        *,
+        clock: Callable[[], float] | None = None,
+        max_future_s: float = 30.0,
+        max_lag_s: float = 600.0,
+        gap_s: float = 60.0,
+        flat_after_s: float = 120.0,
+    ) -> None:
+        self.catalog = catalog
+        self.clock = clock
+        self.max_future_s = max_future_s
+        self.max_lag_s = max_lag_s
+        self.tracker = ThresholdTracker(catalog, flat_after_s=flat_after_s, gap_s=gap_s)
+        self.active_rules: dict[str, RuleSpec] = {r.id: r for r in rules}
+        self.rules: dict[str, RuleSpec] = dict(self.active_rules)
         self._fired: list[Finding] = []
+        self._quality: list[Finding] = []
+        self._skewed: set[tuple[str, str]] = set()
         self._fired_lock = threading.Lock()
         self._observe_lock = threading.Lock()
-        self._engine = CompiledRules(self.rules.values(), self._on_fire)
-        self._veto_series = {c.series for r in self.rules.values() for c in r.none_of}
+        self._now: dict[str, float] = {}
+        self._swept: dict[str, float] = {}
+        self._occurrences: dict[tuple[str, str], AbnormalFact] = {}
+        self._plan(self.active_rules.values())
+        self._engine = CompiledRules(self.active_rules.values(), self._on_fire)
+
+    def _plan(self, rules: Iterable[RuleSpec]) -> None:
+        rules = list(rules)
+        self._signals = SignalTracker((c for r in rules for c in r.conditions), self.catalog)
+        self._veto = {c.key for r in rules for c in r.none_of}
+        self._keep = _windows(rules)
 
     def _on_fire(self, rule: RuleSpec, facts: list[AbnormalFact]) -> None:
         finding = finding_from_rule(rule, facts)
         with self._fired_lock:
             self._fired.append(finding)
 
+    # -- feeding ---------------------------------------------------------------------
+
+    def _admissible(
+        self, target: str, series: str, ts: float, value: float, now: float | None
+    ) -> bool:
+        if not (math.isfinite(ts) and math.isfinite(value)) or series not in self.catalog:
+            return False
+        reason = None
+        if now is not None and ts > now + self.max_future_s:
+            reason, limit = "clock_skew", self.max_future_s
+        elif now is not None and ts < now - self.max_lag_s:
+            reason, limit = "late", self.max_lag_s
+        if reason is None:
+            self._skewed.discard((target, series))
+            return True
+        if (target, series) not in self._skewed:
+            self._skewed.add((target, series))
+            offset = abs(ts - now) if now is not None else 0.0
+            event = QualityEvent("stale", reason, target, series, offset, limit, ts)
+            self._quality.append(quality_finding(event))
+        return False
+
     def observe(self, samples: Iterable[Sample | Point]) -> list[Finding]:
-        """Feed accepted samples (or each series' newest point); return the findings that
-        fired since the last call."""
+        """Feed accepted samples (or each series' newest point); return the rule findings
+        that fired since the last call."""
         with self._observe_lock:
-            changes = [
-                change
-                for sample in samples
-                if (
-                    change := self.tracker.update(
-                        sample.target, sample.series, sample.ts, sample.value
-                    )
-                )
-            ]
-            # durable_rules judges each fact as it arrives; so that one batch is judged as a
-            # whole, recoveries go first and facts that can veto a rule (`none`) before
-            # the ones that complete it.
-            changes.sort(key=lambda ch: (ch.abnormal, ch.fact.series not in self._veto_series))
-            for change in changes:
-                if change.abnormal:
-                    self._engine.assert_abnormal(change.fact)
-                else:
-                    self._engine.retract_abnormal(change.fact)
+            now = self.clock() if self.clock is not None else None
+            changes: list[Change] = []
+            for sample in samples:
+                target, series, ts, value = sample.target, sample.series, sample.ts, sample.value
+                if not self._admissible(target, series, ts, value, now):
+                    continue
+                if ts > self._now.get(target, -math.inf):
+                    self._now[target] = ts
+                if change := self.tracker.update(target, series, ts, value):
+                    changes.append(change)
+                changes += self._signals.update(target, series, ts, value)
+            for target, tnow in list(self._now.items()):
+                if tnow - self._swept.get(target, -math.inf) >= 1.0:
+                    changes += self._sweep_target(target, tnow)
+            self._apply(changes)
+        return self._drain()
+
+    def sweep(self, now: float | None = None) -> list[Finding]:
+        """Housekeeping between samples: gaps, absences, expired windows; at ``now`` (the
+        clock's time by default, else each target's newest sample)."""
+        with self._observe_lock:
+            if now is None and self.clock is not None:
+                now = self.clock()
+            changes: list[Change] = []
+            for target, tnow in list(self._now.items()):
+                changes += self._sweep_target(target, tnow if now is None else max(now, tnow))
+            self._apply(changes)
+        return self._drain()
+
+    def _sweep_target(self, target: str, now: float) -> list[Change]:
+        self._swept[target] = now
+        changes = self.tracker.sweep(target, now)
+        last_seen = {
+            c.series: self.tracker.last_seen(target, c.series) for c in self._signals.absent
+        }
+        changes += self._signals.sweep(target, now, last_seen)
+        for (t, key), fact in list(self._occurrences.items()):
+            if t == target and now > fact.since + self._keep.get(key, 0.0):
+                del self._occurrences[(t, key)]
+                changes.append(Change(fact.occurrence(), abnormal=False))
+        return changes
+
+    def _apply(self, changes: list[Change]) -> None:
+        """Changes to the engine: a batch is judged as a whole, so recoveries go first and
+        facts that can veto a rule (``none``) before the ones that complete it."""
+        for event in self.tracker.events:
+            self._quality.append(quality_finding(event))
+        self.tracker.events.clear()
+        facts: list[Change] = []
+        for change in changes:
+            facts.append(change)
+            key = change.fact.signal
+            if change.abnormal and key in self._keep:
+                previous = self._occurrences.pop((change.fact.target, key), None)
+                if previous is not None:
+                    facts.append(Change(previous.occurrence(), abnormal=False))
+                self._occurrences[(change.fact.target, key)] = change.fact
+                facts.append(Change(change.fact.occurrence(), abnormal=True))
+        facts.sort(key=lambda ch: (ch.abnormal, ch.fact.signal not in self._veto))
+        for change in facts:
+            if change.abnormal:
+                self._engine.assert_abnormal(change.fact)
+            else:
+                self._engine.retract_abnormal(change.fact)
+
+    def _drain(self) -> list[Finding]:
         with self._fired_lock:
             fired, self._fired = self._fired, []
         return fired
+
+    # -- reading -----------------------------------------------------------------------
+
+    def quality_findings(self) -> list[Finding]:
+        """The ``no_data``/``stale`` findings since the last call (bad input, not faults)."""
+        with self._observe_lock:
+            found, self._quality = self._quality, []
+        return found
+
+    def abnormal(self, target: str) -> list[AbnormalFact]:
+        """Every signal true on ``target`` now (catalog thresholds and the rules' own)."""
+        with self._observe_lock:
+            return self.tracker.abnormal(target) + self._signals.abnormal(target)
+
+    # -- hot reload --------------------------------------------------------------------
+
+    def reload(self, rules: Iterable[RuleSpec]) -> ReloadResult:
+        """Swap in a new rule set atomically: compiled off to the side, then the signals
+        true now (and the onsets windows still remember) are re-asserted into it, so
+        nothing in flight is lost. Rules that did not change do not fire again."""
+        specs = {r.id: r for r in rules}
+        fresh: list[Finding] = []
+
+        def collect(rule: RuleSpec, facts: list[AbnormalFact]) -> None:
+            fresh.append(finding_from_rule(rule, facts))
+
+        engine = CompiledRules(specs.values(), collect)  # the slow part, outside the lock
+        with self._observe_lock:
+            old_rules, old_engine, old_signals = self.active_rules, self._engine, self._signals
+            self._plan(specs.values())
+            self._signals.adopt(old_signals)
+            targets = set(self.tracker.targets()) | {t for t, _ in self._occurrences}
+            live = [f for t in targets for f in self.tracker.abnormal(t)]
+            live += [f for t in targets for f in self._signals.abnormal(t)]
+            kept = {k: f for k, f in self._occurrences.items() if k[1] in self._keep}
+            for fact in live:
+                if fact.signal in self._keep:
+                    kept.setdefault((fact.target, fact.signal), fact)
+            self._occurrences = kept
+            vetoes = [f for f in live if f.signal in self._veto]
+            others = [f for f in live if f.signal not in self._veto]
+            for fact in [*vetoes, *(f.occurrence() for f in kept.values()), *others]:
+                engine.assert_abnormal(fact)
+            engine.on_fire = self._on_fire
+            self._engine = engine
+            self.active_rules = specs
+            self.rules.update(specs)
+        old_engine.close()
+        unchanged = {
+            i
+            for i, r in specs.items()
+            if i in old_rules and old_rules[i].semantics() == r.semantics()
+        }
+        with self._fired_lock:
+            self._fired += [f for f in fresh if f.rule_id not in unchanged]
+        return ReloadResult(
+            added=tuple(sorted(set(specs) - set(old_rules))),
+            removed=tuple(sorted(set(old_rules) - set(specs))),
+            changed=tuple(sorted(set(specs) & set(old_rules) - unchanged)),
+            fired=tuple(f for f in fresh if f.rule_id not in unchanged),
+        )
 
     def close(self) -> None:
         self._engine.close()

@@ -26,10 +26,10 @@ from typing import Any
 
 from knowledge.embedding import Embedder
 from knowledge.graph import KnowledgeGraph
-from loop.analyze import Analyzer, build_report
+from loop.analyze import Analyzer, ReloadResult, build_report
 from loop.config import Settings
 from loop.decide import Decider
-from loop.errors import IllegalTransition, MendloopError
+from loop.errors import IllegalTransition, MendloopError, RuleFileError
 from loop.execute import PlaybookRunner, execute, rollback
 from loop.learn import outcome_case, record_outcome
 from loop.models import (
@@ -46,6 +46,7 @@ from loop.store import IncidentStore, IncidentView
 from loop.verify import verify
 from rules.catalog import Catalog
 from rules.compiler import RuleSpec
+from rules.reload import RuleSource
 
 log = logging.getLogger("mendloop.daemon")
 
@@ -80,7 +81,12 @@ class Engine:
         self.embedder = embedder
         self.catalog = catalog
         self.monitor = Monitor(catalog, settings.window_s)
-        self.analyzer = Analyzer(catalog, rules)
+        self.analyzer = Analyzer(catalog, rules, clock=self.monitor.clock)
+        # hot reload: rule files are polled; a broken set is refused, its errors kept here
+        self.rule_source = RuleSource(settings.rules_dir, catalog)
+        self.rules_errors: tuple[RuleFileError, ...] = ()
+        self.rules_poll_s = 2.0
+        self._rules_watcher: asyncio.Task[None] | None = None
         self.runner = runner
         self.decider = Decider(
             graph,
@@ -111,14 +117,53 @@ class Engine:
     def submit(self, batch: Iterable[Sample | Mapping[str, Any]]) -> IngestResult:
         """Ingest samples (thread-safe); findings are handed to the loop's queue."""
         result = self.monitor.ingest(batch)
-        findings = self.analyzer.observe(result.latest)
+        self._hand_over(self.analyzer.observe(result.latest))
+        return result
+
+    def _hand_over(self, findings: list[Finding]) -> None:
         if findings:
             with self._intake_lock:
                 if self._loop is None:  # before start(): kept, handed over when the loop runs
                     self._early.extend(findings)
                 else:
                     self._loop.call_soon_threadsafe(self._findings.put_nowait, findings)
+
+    # -- rules: hot reload -------------------------------------------------------------
+
+    def reload_rules(self) -> ReloadResult | None:
+        """Re-read the rule files. A set with any error is refused whole (``rules_errors``
+        says file:line and why) and the running rules stay; a good set replaces them
+        atomically, the currently abnormal signals re-asserted into it."""
+        specs, errors = self.rule_source.load()
+        if errors:
+            self.rules_errors = tuple(errors)
+            for error in errors:
+                log.error("rule reload refused, previous rules stay active: %s", error)
+            return None
+        self.rules_errors = ()
+        result = self.analyzer.reload(specs)
+        log.info(
+            "rules reloaded: %d active (added %s, removed %s, changed %s)",
+            len(specs),
+            ", ".join(result.added) or "-",
+            ", ".join(result.removed) or "-",
+            ", ".join(result.changed) or "-",
+        )
+        self._hand_over(list(result.fired))
         return result
+
+    async def _watch_rules(self) -> None:
+        """Poll the rule files (mtimes) and sweep the analyzer (gaps, absences, windows)."""
+        while True:
+            await asyncio.sleep(self.rules_poll_s)
+            if self.rule_source.changed():
+                await asyncio.to_thread(self.reload_rules)
+            self._hand_over(self.analyzer.sweep())
+            bad_input: defaultdict[tuple[str, str, str], list[str]] = defaultdict(list)
+            for finding in self.analyzer.quality_findings():
+                bad_input[(finding.kind, finding.target, finding.rule_id)] += finding.series
+            for (kind, target, why), series in bad_input.items():
+                log.warning("%s on %s (%s): %s", kind, target, why, ", ".join(series[:5]))
 
     async def start(self) -> None:
         with self._intake_lock:
@@ -131,10 +176,13 @@ class Engine:
             self._spawn(incident.id)
         self._consumer = asyncio.create_task(self._consume(), name="mendloop-findings")
         self._housekeeper = asyncio.create_task(self._housekeeping(), name="mendloop-housekeeping")
+        self._rules_watcher = asyncio.create_task(self._watch_rules(), name="mendloop-rules")
 
     async def stop(self) -> None:
         tasks = [
-            t for t in (self._consumer, self._housekeeper, *self._tasks.values()) if t is not None
+            t
+            for t in (self._consumer, self._housekeeper, self._rules_watcher, *self._tasks.values())
+            if t is not None
         ]
         for task in tasks:
             task.cancel()

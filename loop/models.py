@@ -47,6 +47,8 @@ class Sample(Frozen):
 class FindingKind(StrEnum):
     rule = "rule"
     anomaly = "anomaly"
+    no_data = "no_data"  # a series went silent (gap): not evidence of a fault
+    stale = "stale"  # frozen, skewed or late samples: not evidence of a fault
 
 
 class Evidence(Frozen):

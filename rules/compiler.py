@@ -1,19 +1,27 @@
-"""Rule files (YAML) -> validated RuleSpec models -> one durable_rules ruleset.
+"""Rule files (YAML, see docs/RULES.md) -> RuleSpecs -> one durable_rules ruleset.
 
-A rule names a fault and the series that must be abnormal together on one target::
+    specs = load_rules(catalog)                           # RuleFileError on the first bad file
+    engine = CompiledRules(specs, on_fire)                # a private durable_rules host
+    engine.assert_abnormal(fact); engine.retract_abnormal(fact)
 
-    rules:
-      - id: cache-saturation-penetration
-        fault: cache_saturation
-        component: cache
-        confidence: 0.9
-        summary: Cache cluster saturated ...
-        all: [{series: cache_utilization_pct}, {series: cache_hit_ratio, below: 0.6}]
-        none: [{series: db_io_wait_pct}]
+The engine never sees samples, only *facts*: "signal K is true on target T since S"
+(``sid`` = target, so a rule never mixes targets). A signal is what one condition watches
+(a threshold held for a duration, a rate of change, an absence of data); the analyzer
+(loop/analyze.py) decides when a signal turns true or false and asserts/retracts its fact.
 
-The engine sees one *fact* per abnormal series (``sid`` = target, so rules never mix
-targets); a rule fires when its ``all`` facts are present and no ``none`` fact is.
-A bad file is refused whole with file:line and the reason.
+How each rule form compiles (``m.key`` is the signal, ``~`` marks an *occurrence*: a
+signal's onset kept for the rule's window even after the signal recovers):
+
+    all: [A, B]                 when_all(c.f0 << key==A, c.f1 << key==B, none(...))
+    all: [A, B], within: W      when_all(c.f0 << key==A~,
+                                         c.f1 << key==B~ & |since - f0.since| <= W)
+    sequence: [A, B], within: T when_all(c.f0 << key==A~,
+                                         c.f1 << key==B~ & f0.since <= since <= f0.since + T)
+    none: [C]                   none(key==C)           (C abnormal now vetoes the rule)
+    targets: [pm-site-*]        & target.matches('pm[-]site[-].*')   on the first condition
+
+Time is the samples' time, never the wall clock (so a replay judges exactly like the
+daemon): no durable_rules timers; windows are ``since`` arithmetic inside the engine.
 """
 
 from __future__ import annotations
@@ -27,49 +35,34 @@ from typing import Any
 
 from durable.engine import Host, MessageNotHandledException, MessageObservedException
 from durable.lang import c, m, none, when_all
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict
 
-from loop.errors import RuleFileError, validation_reasons
+from loop.errors import RuleFileError
 from rules import RULES_DIR
 from rules.catalog import Catalog
-from rules.source import entry_name, line_of, read_yaml_list
+from rules.loader import FAULTS_FILE, check_file, check_paths, load_faults
+from rules.spec import Condition, RuleSpec
 
-CATALOG_FILE = "metrics.yaml"
+__all__ = [
+    "OCCURRENCE",
+    "AbnormalFact",
+    "CompiledRules",
+    "Condition",
+    "RuleSpec",
+    "faults_for",
+    "load_rule_file",
+    "load_rules",
+]
 
-
-class Condition(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    series: str
-    above: float | None = None
-    below: float | None = None
-
-    @model_validator(mode="after")
-    def _one_bound(self) -> Condition:
-        if self.above is not None and self.below is not None:
-            raise ValueError("give at most one of above/below")
-        return self
-
-
-class RuleSpec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
-
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
-    fault: str
-    component: str
-    confidence: float = Field(0.8, gt=0, le=1)
-    summary: str
-    all_of: tuple[Condition, ...] = Field(alias="all", min_length=1)
-    none_of: tuple[Condition, ...] = Field((), alias="none")
-    source: str = ""
-
-    @property
-    def series(self) -> tuple[str, ...]:
-        return tuple(cond.series for cond in self.all_of)
+OCCURRENCE = "~"
 
 
 class AbnormalFact(BaseModel):
-    """What the engine is told: one series on one target is abnormal (or no longer)."""
+    """What the engine is told: one signal on one target is true (or no longer).
+
+    ``key`` names the signal (the series itself for a plain catalog threshold); ``kind`` is
+    threshold/rate/absent; ``value``/``threshold``/``direction`` are what made it true.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -79,59 +72,94 @@ class AbnormalFact(BaseModel):
     threshold: float
     direction: str
     since: float
+    key: str = ""
+    kind: str = "threshold"
+
+    @property
+    def signal(self) -> str:
+        return self.key or self.series
 
     def as_fact(self) -> dict[str, Any]:
-        return {"sid": self.target, "id": f"{self.target}/{self.series}", **self.model_dump()}
+        data = self.model_dump()
+        data["key"] = self.signal
+        return {"sid": self.target, "id": f"{self.target}/{self.signal}", **data}
+
+    def occurrence(self) -> AbnormalFact:
+        """The onset of this signal, kept for windows even after the signal recovers."""
+        return self.model_copy(update={"key": self.signal + OCCURRENCE})
 
 
-def load_rule_file(path: Path, catalog: Catalog) -> list[RuleSpec]:
-    text, entries = read_yaml_list(path, "rules")
-    specs = []
-    for index, entry in enumerate(entries):
-        rule_id = entry_name(entry, "id", index)
-        line = line_of(text, f"id: {rule_id}")
-        if not isinstance(entry, dict):
-            raise RuleFileError(str(path), line, f"rule {rule_id}: must be a mapping")
-        try:
-            spec = RuleSpec.model_validate({**entry, "source": f"{path}:{line}"})
-        except ValidationError as exc:
-            reason = validation_reasons(exc)
-            raise RuleFileError(str(path), line, f"rule {rule_id}: {reason}") from exc
-        unknown = [
-            cond.series for cond in (*spec.all_of, *spec.none_of) if cond.series not in catalog
-        ]
-        if unknown:
-            raise RuleFileError(
-                str(path), line, f"rule {rule_id}: unknown series {', '.join(unknown)}"
-            )
-        specs.append(spec)
+def faults_for(rules_dir: Path) -> dict[str, str]:
+    path = rules_dir / FAULTS_FILE
+    return load_faults(path if path.exists() else RULES_DIR / FAULTS_FILE)
+
+
+def load_rule_file(
+    path: Path, catalog: Catalog, faults: dict[str, str] | None = None
+) -> list[RuleSpec]:
+    """One file's rules; RuleFileError (the first error) if anything in it is wrong."""
+    specs, errors = check_file(path, catalog, faults or faults_for(path.parent))
+    if errors:
+        raise errors[0]
     return specs
 
 
 def load_rules(catalog: Catalog, rules_dir: Path = RULES_DIR) -> list[RuleSpec]:
-    """Every rule file in ``rules_dir`` (the catalog excluded); ids must be unique."""
-    specs: list[RuleSpec] = []
-    seen: dict[str, str] = {}
-    for path in sorted(rules_dir.glob("*.yaml")):
-        if path.name == CATALOG_FILE:
-            continue
-        for spec in load_rule_file(path, catalog):
-            if spec.id in seen:
-                raise RuleFileError(
-                    str(path), None, f"rule id {spec.id} already defined at {seen[spec.id]}"
-                )
-            seen[spec.id] = spec.source
-            specs.append(spec)
+    """Every rule file in ``rules_dir`` (catalog and fault registry excluded); ids unique.
+    Raises the first RuleFileError; ``rules.loader.check_paths`` returns them all."""
+    specs, errors = check_paths([rules_dir], catalog, faults_for(rules_dir))
+    if errors:
+        raise errors[0]
     return specs
 
 
-def _condition_expr(cond: Condition) -> Any:
-    expr = m.series == cond.series
-    if cond.above is not None:
-        expr = expr & (m.value > cond.above)
-    if cond.below is not None:
-        expr = expr & (m.value < cond.below)
+# -- compiling to durable_rules --------------------------------------------------------------
+
+
+def _glob_regex(pattern: str) -> str:
+    """A target glob in durable_rules' regex dialect (full match; `\\.` is not supported,
+    a one-character class is)."""
+    out = []
+    for char in pattern:
+        if char == "*":
+            out.append(".*")
+        elif char == "?":
+            out.append(".")
+        elif char.isalnum():
+            out.append(char)
+        else:
+            out.append(f"[{char}]")
+    return "".join(out)
+
+
+def _scope(patterns: tuple[str, ...]) -> Any:
+    expr = None
+    for pattern in patterns:
+        one = m.target.matches(_glob_regex(pattern))
+        expr = one if expr is None else expr | one
     return expr
+
+
+def _conditions(spec: RuleSpec) -> list[Any]:
+    conds = spec.conditions
+    suffix = OCCURRENCE if spec.windowed else ""
+    window = spec.within or 0.0
+    out = []
+    for index, cond in enumerate(conds):
+        expr = m.key == cond.key + suffix
+        if index == 0 and spec.targets:
+            expr = expr & _scope(spec.targets)
+        if index > 0 and spec.sequence:
+            # onset after the previous step and within T of the first step's onset
+            expr = expr & (m.since >= getattr(c, f"f{index - 1}").since)
+            expr = expr & (m.since <= c.f0.since + window)
+        elif index > 0 and spec.windowed:
+            for earlier in range(index):  # every pair of onsets within W of each other
+                ref = getattr(c, f"f{earlier}").since
+                expr = expr & (m.since <= ref + window) & (m.since >= ref - window)
+        out.append(getattr(c, f"f{index}") << expr)
+    out += [none(m.key == cond.key) for cond in spec.none_of]
+    return out
 
 
 Fired = Callable[[RuleSpec, list[AbnormalFact]], None]
@@ -142,37 +170,30 @@ _ruleset_counter = itertools.count()
 class CompiledRules:
     """A private durable_rules host holding one ruleset compiled from ``specs``.
 
-    ``on_fire(rule, facts)`` is called (possibly on durable_rules' dispatch thread) each
-    time a rule's conditions become true for a target.
+    ``on_fire(rule, facts)`` is called synchronously from ``assert_abnormal`` each time a
+    rule's conditions become true for a target (facts in the rule's condition order).
     """
 
     def __init__(self, specs: Iterable[RuleSpec], on_fire: Fired) -> None:
         self.specs = tuple(specs)
         self.name = f"mendloop-{next(_ruleset_counter)}"
+        self.on_fire = on_fire  # replaceable: a hot reload re-asserts into it first
         self._lock = threading.Lock()
         definition: dict[str, Any] = {}
         for spec in self.specs:
-            aliases = [f"f{i}" for i in range(len(spec.all_of))]
-            conditions = [
-                getattr(c, alias) << _condition_expr(cond)
-                for alias, cond in zip(aliases, spec.all_of, strict=True)
-            ]
-            conditions += [none(_condition_expr(cond)) for cond in spec.none_of]
-            rule = when_all(*conditions)
-            rule.func = [self._action(spec, aliases, on_fire)]
+            rule = when_all(*_conditions(spec))
+            rule.func = [self._action(spec, len(spec.conditions))]
             definition[spec.id] = rule.define()
         self._host = Host({self.name: definition}) if definition else None
 
-    @staticmethod
-    def _action(spec: RuleSpec, aliases: list[str], on_fire: Fired) -> Callable[[Any], None]:
+    def _action(self, spec: RuleSpec, count: int) -> Callable[[Any], None]:
         def action(closure: Any) -> None:
-            facts = [
-                AbnormalFact.model_validate(
-                    {k: getattr(closure, alias)[k] for k in AbnormalFact.model_fields}
-                )
-                for alias in aliases
-            ]
-            on_fire(spec, facts)
+            facts = []
+            for index in range(count):
+                raw = getattr(closure, f"f{index}")
+                fact = AbnormalFact.model_validate({k: raw[k] for k in AbnormalFact.model_fields})
+                facts.append(fact.model_copy(update={"key": fact.key.removesuffix(OCCURRENCE)}))
+            self.on_fire(spec, facts)
 
         return action
 
@@ -198,3 +219,8 @@ class CompiledRules:
             timer = getattr(self._host, timer_name, None)
             if timer is not None:
                 timer.cancel()
+
+
+def check_error_lines(errors: Iterable[RuleFileError]) -> list[str]:
+    """One line per error: ``file:line: reason``."""
+    return [str(error) for error in errors]
