@@ -1,0 +1,52 @@
+"""Machine-learning detectors for analyze (scikit-learn, numpy).
+
+- :class:`SeasonalBaseline` — per series, median/MAD per time-of-day bucket, O(1) per point;
+- :class:`StreamingDetector` — per series of unknown shape, causal, self-calibrating
+  (level, step and shape deviations against the series' own recent past);
+- :class:`GroupForest` — IsolationForest over short windows of a group of series (a target
+  or subsystem) with per-metric attribution (:meth:`GroupForest.attribute`);
+- :func:`onset_index` — when a series started to deviate;
+- :func:`save_model` / :func:`load_model` / :class:`RetrainSchedule` — persistence.
+
+Thresholds are learnt from each model's training data (a quantile of its training scores,
+i.e. a false-alarm budget), never constants. Bad input (NaN, gaps, flat lines) yields the
+NO_DATA / STALE states of :class:`SeriesState`, never ANOMALOUS.
+"""
+
+from ml.baseline import ScoredBlock, SeasonalBaseline
+from ml.forest import GroupForest, GroupScores
+from ml.onset import elevated_level, onset_index, onset_order
+from ml.persist import (
+    FORMAT_VERSION,
+    ModelFileError,
+    ModelMeta,
+    RetrainSchedule,
+    load_model,
+    retrain_due,
+    save_model,
+)
+from ml.types import Attribution, PointScore, SeriesState
+from ml.univariate import StreamingDetector, StreamingParams, alarms_from_scores
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Attribution",
+    "GroupForest",
+    "GroupScores",
+    "ModelFileError",
+    "ModelMeta",
+    "PointScore",
+    "RetrainSchedule",
+    "ScoredBlock",
+    "SeasonalBaseline",
+    "SeriesState",
+    "StreamingDetector",
+    "StreamingParams",
+    "alarms_from_scores",
+    "elevated_level",
+    "load_model",
+    "onset_index",
+    "onset_order",
+    "retrain_due",
+    "save_model",
+]
