@@ -136,7 +136,7 @@ class Analyzer:
         self.rules: dict[str, RuleSpec] = dict(self.active_rules)
         self._fired: list[Finding] = []
         self._quality: list[Finding] = []
-        self._skewed: set[tuple[str, str]] = set()
+        self._skewed: set[tuple[str, str, str]] = set()
         self._fired_lock = threading.Lock()
         self._observe_lock = threading.Lock()
         self._now: dict[str, float] = {}
@@ -169,10 +169,11 @@ class Analyzer:
         elif now is not None and ts < now - self.max_lag_s:
             reason, limit = "late", self.max_lag_s
         if reason is None:
-            self._skewed.discard((target, series))
+            self._skewed.discard((target, series, "clock_skew"))
+            self._skewed.discard((target, series, "late"))
             return True
-        if (target, series) not in self._skewed:
-            self._skewed.add((target, series))
+        if (target, series, reason) not in self._skewed:
+            self._skewed.add((target, series, reason))
             offset = abs(ts - now) if now is not None else 0.0
             event = QualityEvent("stale", reason, target, series, offset, limit, ts)
             self._quality.append(quality_finding(event))

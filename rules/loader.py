@@ -93,6 +93,8 @@ def _reason(error: Mapping[str, Any]) -> str:
     ):
         return f"{'.'.join(loc)}: unknown operator {loc[-1]!r} (use {', '.join(OPERATORS)})"
     message = str(error["msg"]).removeprefix("Value error, ")
+    if loc == ["faults"] and error["type"] == "missing":
+        return "fault: Field required (name the fault, or list them under faults)"
     return f"{'.'.join(loc) or 'rule'}: {message}"
 
 

@@ -108,8 +108,8 @@ class ThresholdTracker:
             state.breach_since, state.breach_first, state.breach_varied = ts, value, False
             state.breach_noisy = state.run >= NOISY_RUN
         state.breach_varied = state.breach_varied or value != state.breach_first
-        if ts - state.breach_since < spec.duration_s:
-            return None
+        if ts - state.breach_since < spec.duration_s or state.flat_reported:
+            return None  # (a frozen series is judged again once its value moves)
         if state.breach_noisy and not state.breach_varied and spec.duration_s > 0:
             # a series that used to move repeats one bad value: a stuck source, not a fault
             if ts - state.breach_since >= self.flat_after_s:

@@ -22,12 +22,12 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_unknown_series_is_refused_with_file_and_line(tmp_path):
     path = write(
         tmp_path,
-        "rules:\n  - id: r1\n    fault: f\n    component: c\n"
+        "rules:\n  - id: r1\n    fault: cache_saturation\n    component: c\n"
         "    summary: s\n    all:\n      - series: nope\n",
     )
     with pytest.raises(RuleFileError) as err:
         load_rule_file(path, load_catalog())
-    assert f"{path}:2" in str(err.value) and "unknown series nope" in str(err.value)
+    assert f"{path}:7" in str(err.value) and "unknown metric 'nope'" in str(err.value)
 
 
 def test_missing_field_is_named(tmp_path):
