@@ -44,20 +44,29 @@ class Embedder:
                 cls._shared = cls()
             return cls._shared
 
-    def embed_many(self, texts: list[str]) -> list[list[float]]:
-        """Unit-length vectors (so cosine is a dot product); cached by text."""
+    def embed_many(
+        self, texts: list[str], cache: bool = True, batch_size: int = 64
+    ) -> list[list[float]]:
+        """Unit-length vectors (so cosine is a dot product). ``cache=False`` for bulk
+        imports, whose texts would only push the live queries' vectors out of the cache."""
         keys = [text_key(t) for t in texts]
         with self._lock:
-            missing = [(k, t) for k, t in zip(keys, texts, strict=True) if k not in self._cache]
+            found = {k: self._cache[k] for k in keys if k in self._cache}
+            missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in found}
             if missing:
                 vectors = self._model.encode(
-                    [t for _, t in missing], normalize_embeddings=True, show_progress_bar=False
+                    list(missing.values()),
+                    batch_size=batch_size,
+                    normalize_embeddings=True,
+                    show_progress_bar=False,
                 )
-                for (key, _), vector in zip(missing, vectors, strict=True):
-                    self._cache[key] = [float(x) for x in vector]
-                    if len(self._cache) > self._cache_size:
-                        self._cache.popitem(last=False)
-            return [self._cache[k] for k in keys]
+                for key, vector in zip(missing, vectors, strict=True):
+                    found[key] = [float(x) for x in vector]
+                    if cache:
+                        self._cache[key] = found[key]
+                        if len(self._cache) > self._cache_size:
+                            self._cache.popitem(last=False)
+            return [found[k] for k in keys]
 
     def embed(self, text: str) -> list[float]:
         return self.embed_many([text])[0]

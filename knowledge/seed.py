@@ -1,7 +1,7 @@
 """Load the built-in cases and the solution library into the graph, idempotently.
 
-Texts are embedded only when new or changed (the case keeps the hash of the text it was
-embedded from), so re-seeding an unchanged graph costs a round trip, not a model pass.
+The same batch path as `mendloop kb import`: texts are embedded only when new or changed,
+so re-seeding an unchanged graph costs a round trip per batch, not a model pass.
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from knowledge.embedding import Embedder, text_key
+from knowledge.domain import Domain
+from knowledge.embedding import Embedder
 from knowledge.graph import KnowledgeGraph
+from knowledge.importer import Importer
 from loop.errors import KnowledgeError
 from loop.models import Case, Solution
 
@@ -32,19 +34,16 @@ def seed_graph(
     embedder: Embedder,
     solutions: list[Solution],
     cases: list[Case],
+    domain: Domain | None = None,
 ) -> dict[str, int]:
-    """Schema, solutions, then cases; returns how many case texts were (re-)embedded."""
-    graph.ensure_schema()
+    """Schema, vocabulary, solutions, then cases; says how many texts were (re-)embedded."""
+    domain = domain or Domain.load()
+    graph.ensure_schema(domain)
     known = {s.id for s in solutions}
-    for solution in solutions:
-        graph.upsert_solution(solution)
     orphans = [c.id for c in cases if c.solution_id not in known]
     if orphans:
         raise KnowledgeError(f"cases name unknown solutions: {', '.join(orphans)}")
-    stored = graph.case_text_keys([c.id for c in cases])
-    stale = [c for c in cases if stored.get(c.id) != text_key(c.text)]
-    vectors = embedder.embed_many([c.text for c in stale]) if stale else []
-    for case, vector in zip(stale, vectors, strict=True):
-        graph.upsert_case(case, vector, text_key(case.text))
-    graph.await_indexes()
-    return {"solutions": len(solutions), "cases": len(cases), "embedded": len(stale)}
+    for solution in solutions:
+        graph.upsert_solution(solution)
+    counts = Importer(graph, embedder, domain).write(cases)
+    return {"solutions": len(solutions), "cases": len(cases), "embedded": counts.embedded}

@@ -120,40 +120,6 @@ def cmd_twin_control(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_kb(args: argparse.Namespace, settings: Settings) -> int:
-    from knowledge.embedding import Embedder
-    from knowledge.graph import KnowledgeGraph
-    from knowledge.seed import load_cases, seed_graph
-    from loop.solutions import load_solutions
-
-    graph = KnowledgeGraph.connect(settings)
-    try:
-        if args.action == "stats":
-            result: object = graph.stats()
-        elif args.action == "seed":
-            solutions = load_solutions(settings.playbooks_dir)
-            result = seed_graph(graph, Embedder.shared(), list(solutions.values()), load_cases())
-        else:
-            vector = Embedder.shared().embed(args.text)
-            result = [
-                {
-                    "case": case.id,
-                    "title": case.title,
-                    "solution": solution.id,
-                    "cosine": round(cos, 4),
-                    "fault": case.fault,
-                }
-                for case, solution, cos in graph.similar_cases(vector, k=args.k)
-            ]
-    finally:
-        graph.close()
-    if args.json:
-        print_json(result)
-    else:
-        print(json.dumps(result, indent=2, default=str))
-    return 0
-
-
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from loop.bench import bench_ingest
     from rules.catalog import load_catalog
@@ -215,16 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--targets", type=int, default=10)
     ingest.add_argument("--ticks", type=int, default=3600, help="simulated 1 s ticks")
     ingest.add_argument("--json", action="store_true")
-    kb = add("kb", cmd_kb, "the knowledge graph")
-    kb.add_argument("action", choices=("stats", "seed", "search"))
-    kb.add_argument("text", nargs="?", default="", help="search text")
-    kb.add_argument("-k", type=int, default=5)
     # Areas with several commands register their own (each module imports only argparse at
     # the top, so `mendloop --help` stays fast).
     from evaluation.cli import register as register_eval
+    from knowledge.cli import register as register_kb
     from rules.cli import register as register_rules
 
     register_rules(sub)
+    register_kb(sub)
     register_eval(sub)
     return parser
 

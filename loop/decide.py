@@ -4,23 +4,24 @@
     outcome = decider.decide(report)
     outcome.decision        # Decision, or None with outcome.reason saying why
 
-The report's text is embedded and the nearest past cases come from Neo4j's vector index;
-each is re-scored with the structured symptom overlap (knowledge.similarity). Only cases
-that ended *resolved* and score at least ``min_similarity`` may propose their solution;
+The report becomes a MatchQuery (its words, the fault it names, its symptoms, the
+component); knowledge.matcher finds the nearest past cases through Neo4j's vector index
+and scores each with the calibrated hybrid similarity (knowledge.similarity). Only cases
+that ended *resolved*, score at least ``min_similarity`` and do not contradict the fault
+the RCA named (a look-alike's fix treats another fault) may propose their solution;
 among them the solution with the best similarity x success rate x risk wins.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
+from knowledge.domain import symptom_keys
 from knowledge.embedding import Embedder
 from knowledge.graph import KnowledgeGraph
-from knowledge.similarity import combined_similarity, solution_score
+from knowledge.matcher import Matcher, Scored
+from knowledge.similarity import MatchQuery, solution_score
 from loop.models import Case, Decision, DecisionMode, Match, RCAReport, Solution
-
-CANDIDATES_K = 10
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,17 @@ class DecideOutcome:
     query_ms: float = 0.0
 
 
+def match_query(report: RCAReport) -> MatchQuery:
+    """What an RCA report says about the problem, in the terms cases are matched on."""
+    top = report.top
+    return MatchQuery(
+        text=report.text(),
+        fault=top.fault if top else None,
+        symptom_keys=tuple(symptom_keys(report.symptoms())),
+        component=top.component if top else "",
+    )
+
+
 def autonomy_mode(solution: Solution) -> DecisionMode:
     """How far to trust a fix: low/medium risk runs on its own, high risk waits for a person.
 
@@ -50,37 +62,27 @@ def autonomy_mode(solution: Solution) -> DecisionMode:
 
 
 def rank_candidates(
-    report: RCAReport, hits: list[tuple[Case, Solution, float]], min_similarity: float
+    scored: list[Scored], min_similarity: float
 ) -> tuple[list[Candidate], list[Match]]:
-    """Pure: score every hit; return the eligible candidates (best first) and all matches."""
-    symptoms = report.symptoms()
-    fault = report.top.fault if report.top else None
-    scored: list[Candidate] = []
-    for case, solution, cosine in hits:
-        similarity = combined_similarity(cosine, fault, symptoms, case.fault, case.symptoms)
-        match = Match(
-            case_id=case.id,
-            similarity=round(similarity, 4),
-            solution_id=solution.id,
-            solution_success_rate=round(solution.success_rate, 4),
-            explanation=(
-                f"text cosine {cosine:.2f}; fault {case.fault} "
-                f"{'=' if case.fault == fault else '!='} {fault}; symptoms "
-                f"{len(set(symptoms) & set(case.symptoms))} shared of {len(set(symptoms))}; "
-                f"case '{case.title}' ({case.outcome}) fixed by {solution.id}"
+    """Pure: the eligible candidates (best fix first) and every match (most similar first)."""
+    candidates = [
+        Candidate(
+            s.candidate.case,
+            s.candidate.solution,
+            s.as_match(),
+            solution_score(
+                s.similarity, s.candidate.solution.success_rate, s.candidate.solution.risk
             ),
         )
-        scored.append(
-            Candidate(
-                case,
-                solution,
-                match,
-                solution_score(similarity, solution.success_rate, solution.risk),
-            )
-        )
-    matches = sorted((c.match for c in scored), key=lambda m: m.similarity, reverse=True)
+        for s in scored
+    ]
+    matches = sorted((c.match for c in candidates), key=lambda m: m.similarity, reverse=True)
     eligible = [
-        c for c in scored if c.case.outcome == "resolved" and c.match.similarity >= min_similarity
+        c
+        for c in candidates
+        if c.case.outcome == "resolved"
+        and c.match.similarity >= min_similarity
+        and c.match.features.get("fault") != 0.0  # a look-alike's fix treats another fault
     ]
     eligible.sort(key=lambda c: (c.score, c.match.similarity), reverse=True)
     return eligible, matches
@@ -94,21 +96,16 @@ class Decider:
         min_similarity: float,
         base_vars: dict[str, str | int | float | bool],
     ) -> None:
-        self.graph = graph
-        self.embedder = embedder
+        self.matcher = Matcher(graph, embedder)
         self.min_similarity = min_similarity
         self.base_vars = base_vars
 
     def decide(self, report: RCAReport) -> DecideOutcome:
         if report.top is None:
             return DecideOutcome(None, "the RCA report names no root cause")
-        t0 = time.perf_counter()
-        vector = self.embedder.embed(report.text())
-        t1 = time.perf_counter()
-        hits = self.graph.similar_cases(vector, k=CANDIDATES_K)
-        t2 = time.perf_counter()
-        eligible, matches = rank_candidates(report, hits, self.min_similarity)
-        timing = {"embed_ms": (t1 - t0) * 1000, "query_ms": (t2 - t1) * 1000}
+        scored, timing = self.matcher.match(match_query(report))
+        eligible, matches = rank_candidates(scored, self.min_similarity)
+        timing = {"embed_ms": timing.embed_ms, "query_ms": timing.query_ms + timing.score_ms}
         if not eligible:
             best = f"best {matches[0].similarity:.2f} ({matches[0].case_id})" if matches else "none"
             return DecideOutcome(

@@ -1,14 +1,18 @@
 """Learn: every finished remediation goes back into the graph as a case of its own.
 
-The new case carries the RCA text (embedded like any case), the symptoms, which solution
-was used and whether verification passed; the solution's success statistics move with it,
-which is what later decisions weigh.
+The new case carries the RCA text (embedded like any case), the symptoms, the target,
+which solution was used and whether verification passed; the solution's success
+statistics (a Beta posterior over verified outcomes) move with it, which is what later
+decisions weigh. The case whose fix was reused is linked (SIMILAR_TO) and its reuse count
+goes up: the past case is strengthened, the new one kept for the audit trail.
 """
 
 from __future__ import annotations
 
-from knowledge.embedding import Embedder, text_key
+from knowledge.domain import Domain
+from knowledge.embedding import Embedder
 from knowledge.graph import KnowledgeGraph
+from knowledge.importer import Importer
 from loop.models import Case, Decision, RCAReport
 
 
@@ -22,8 +26,7 @@ def outcome_case(
         title=f"{top.fault} on {report.target}",
         text=report.text(),
         symptoms=report.symptoms(),
-        device_type=top.component,
-        environment=report.target,
+        target=report.target,
         fault=top.fault,
         solution_id=decision.solution_id,
         outcome="resolved" if resolved else "failed",
@@ -34,11 +37,7 @@ def outcome_case(
 def record_outcome(
     graph: KnowledgeGraph, embedder: Embedder, case: Case, decision: Decision
 ) -> None:
-    graph.record_outcome(
-        case,
-        embedder.embed(case.text),
-        text_key(case.text),
-        success=case.outcome == "resolved",
-        matched_case_id=decision.match.case_id if decision.match else None,
-        similarity=decision.match.similarity if decision.match else None,
-    )
+    """Same write path as an import: idempotent, so a retried write never counts twice."""
+    Importer(graph, embedder, Domain.load()).write([case])
+    if decision.match is not None:
+        graph.link_reuse(case.id, decision.match.case_id, decision.match.similarity)

@@ -109,18 +109,26 @@ class RCAReport(Frozen):
 
 
 class Case(Frozen):
-    """A past problem in the knowledge graph and how it ended."""
+    """A past problem in the knowledge graph and how it ended.
 
-    id: str
-    title: str
-    text: str
+    ``symptoms`` are ``series:direction`` tags, optionally with a magnitude band
+    (``series:high:severe``); ``environment`` maps parameters of knowledge/domain.yaml
+    (load, season, coverage, ...) to a value; ``region`` is a path province > city >
+    district > station area. What is allowed is checked by knowledge.domain on import.
+    """
+
+    id: str = Field(min_length=1, max_length=200)
+    title: str = Field(min_length=1, max_length=500)
+    text: str = Field(min_length=1, max_length=20_000)
     symptoms: tuple[str, ...] = ()
     device_type: str = ""
-    environment: str = ""
+    environment: dict[str, str] = Field(default_factory=dict)
+    target: str = ""
+    region: tuple[str, ...] = ()
     fault: str
     solution_id: str
     outcome: Literal["resolved", "failed", "unknown"] = "resolved"
-    time_to_resolve_s: float | None = None
+    time_to_resolve_s: float | None = Field(None, ge=0)
 
 
 class Solution(Frozen):
@@ -133,11 +141,17 @@ class Solution(Frozen):
     description: str = ""
     successes: int = 0
     failures: int = 0
+    resolve_s_total: float = 0.0
 
     @property
     def success_rate(self) -> float:
-        """Laplace-smoothed, so a new solution neither scores 0 nor 1."""
+        """Mean of the Beta(1 + successes, 1 + failures) posterior (a uniform prior), so a
+        new solution scores 0.5, neither 0 nor 1, and each verified outcome moves it."""
         return (self.successes + 1) / (self.successes + self.failures + 2)
+
+    @property
+    def mean_time_to_resolve_s(self) -> float | None:
+        return self.resolve_s_total / self.successes if self.successes else None
 
 
 class Match(Frozen):
@@ -146,6 +160,9 @@ class Match(Frozen):
     solution_id: str
     solution_success_rate: float = Field(ge=0, le=1)
     explanation: str
+    features: dict[str, float | None] = Field(
+        default_factory=dict, description="what matched: text cosine, fault, symptoms, ..."
+    )
 
 
 class DecisionMode(StrEnum):

@@ -1,7 +1,10 @@
-"""Candidate ranking is pure: these pin the policy without Neo4j (the integration test in
-tests/knowledge covers the graph query itself)."""
+"""Candidate ranking is pure: these pin the policy without Neo4j (the integration tests in
+tests/knowledge cover the graph query itself)."""
 
-from loop.decide import autonomy_mode, rank_candidates
+from knowledge.graph import Candidate as Hit
+from knowledge.matcher import score_candidates
+from knowledge.similarity import Calibration
+from loop.decide import autonomy_mode, match_query, rank_candidates
 from loop.models import Case, DecisionMode, Evidence, RCAReport, RootCause, Solution
 
 EVIDENCE = (
@@ -18,18 +21,30 @@ REPORT = RCAReport(
         ),
     ),
 )
+SYMPTOMS = ("cache_hit_ratio:low", "db_penetration_pct:high")
+CALIBRATION = Calibration.load()
 
 
-def case(cid, symptoms, outcome="resolved", solution="s1", fault="cache_saturation"):
-    return Case(
+def hit(
+    cid,
+    symptoms,
+    cosine,
+    outcome="resolved",
+    solution=None,
+    fault="cache_saturation",
+    component="cache",
+):
+    solution = solution or sol("s1")
+    case = Case(
         id=cid,
         title=cid,
         text="x",
         symptoms=symptoms,
         fault=fault,
-        solution_id=solution,
+        solution_id=solution.id,
         outcome=outcome,
     )
+    return Hit(case, solution, cosine, tuple(symptoms), component)
 
 
 def sol(sid, risk="low", successes=0, failures=0):
@@ -38,36 +53,48 @@ def sol(sid, risk="low", successes=0, failures=0):
     )
 
 
-SYMPTOMS = ("cache_hit_ratio:low", "db_penetration_pct:high")
+def rank(hits):
+    return rank_candidates(score_candidates(match_query(REPORT), hits, CALIBRATION), 0.8)
+
+
+def test_the_query_carries_what_the_report_knows():
+    query = match_query(REPORT)
+    assert query.fault == "cache_saturation" and query.component == "cache"
+    assert query.symptom_keys == SYMPTOMS
 
 
 def test_below_threshold_and_unresolved_cases_cannot_propose():
-    hits = [
-        (case("weak", ()), sol("s1"), 0.5),
-        (case("failed", SYMPTOMS, outcome="failed"), sol("s2"), 0.99),
-    ]
-    eligible, matches = rank_candidates(REPORT, hits, 0.8)
+    eligible, matches = rank(
+        [
+            hit("weak", (), 0.1, fault="db_io_wait"),
+            hit("failed", SYMPTOMS, 0.99, outcome="failed", solution=sol("s2")),
+        ]
+    )
     assert eligible == []
     assert [m.case_id for m in matches] == ["failed", "weak"]
 
 
 def test_track_record_and_risk_can_beat_raw_similarity():
-    hits = [
-        (case("close-risky", SYMPTOMS, solution="risky"), sol("risky", "high", 1, 5), 0.95),
-        (case("close-safe", SYMPTOMS, solution="safe"), sol("safe", "low", 8, 0), 0.9),
-    ]
-    eligible, _ = rank_candidates(REPORT, hits, 0.8)
+    eligible, _ = rank(
+        [
+            hit("close-risky", SYMPTOMS, 0.95, solution=sol("risky", "high", 1, 5)),
+            hit("close-safe", SYMPTOMS, 0.9, solution=sol("safe", "low", 8, 0)),
+        ]
+    )
     assert [c.solution.id for c in eligible] == ["safe", "risky"]
 
 
-def test_fault_and_symptoms_lift_a_paraphrase_over_the_bar():
-    other_fault = [(case("c", SYMPTOMS, fault="db_io_wait"), sol("s1"), 0.65)]
-    eligible, matches = rank_candidates(REPORT, other_fault, 0.8)
-    assert matches[0].similarity == 0.5 * 0.65 + 0.5 * 0.5  # symptoms agree, fault does not
-    assert eligible == []
-    eligible, matches = rank_candidates(REPORT, [(case("c", SYMPTOMS), sol("s1"), 0.65)], 0.8)
-    assert matches[0].similarity == round(0.5 * 0.65 + 0.5, 4)
-    assert len(eligible) == 1 and "symptoms 2 shared of 2" in matches[0].explanation
+def test_fault_and_symptoms_decide_between_a_paraphrase_and_a_look_alike():
+    eligible, matches = rank(
+        [hit("other", SYMPTOMS, 0.65, fault="db_io_wait", component="database")]
+    )
+    assert matches[0].similarity < 0.8 and eligible == []
+    # even a look-alike that reads and shows exactly the same never proposes its fix
+    eligible, matches = rank([hit("twin", SYMPTOMS, 0.95, fault="db_io_wait")])
+    assert matches[0].features["fault"] == 0.0 and eligible == []
+    eligible, matches = rank([hit("same", SYMPTOMS, 0.65)])
+    assert len(eligible) == 1 and matches[0].similarity >= 0.8
+    assert "fault 1.00" in matches[0].explanation and "symptoms 1.00" in matches[0].explanation
 
 
 def test_autonomy():

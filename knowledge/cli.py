@@ -1,0 +1,227 @@
+"""`mendloop kb ...`: import, search, inspect, export, generate and calibrate the knowledge."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from loop.config import Settings
+from loop.errors import MendloopError
+
+
+def _emit(args: argparse.Namespace, result: object) -> None:
+    if args.json:
+        print(json.dumps(result, default=str))
+    else:
+        print(json.dumps(result, indent=2, default=str))
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _vocabulary(settings: Settings) -> tuple[Any, Any, dict[str, Any]]:
+    from knowledge.domain import Domain
+    from loop.solutions import load_solutions
+    from rules.catalog import load_catalog
+
+    return (
+        Domain.load(),
+        load_catalog(settings.rules_dir / "metrics.yaml"),
+        load_solutions(settings.playbooks_dir),
+    )
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    from knowledge.tickets import BadRow, GoodRow, read_tickets
+
+    domain, catalog, solutions = _vocabulary(settings)
+    rows = list(read_tickets(Path(args.file), domain, catalog, solutions))
+    good = [r.case for r in rows if isinstance(r, GoodRow)]
+    bad = [r for r in rows if isinstance(r, BadRow)]
+    for row in bad[: args.show_bad]:
+        _progress(f"{args.file}: {row}")
+    if len(bad) > args.show_bad:
+        _progress(f"... and {len(bad) - args.show_bad} more bad rows")
+    result: dict[str, Any] = {
+        "file": args.file,
+        "rows": len(rows),
+        "good": len(good),
+        "bad": len(bad),
+        "bad_rows": [{"line": r.line, "id": r.id, "reason": r.reason} for r in bad[:1000]],
+    }
+    if not args.check:
+        from knowledge.embedding import Embedder
+        from knowledge.graph import KnowledgeGraph
+        from knowledge.importer import Importer
+
+        graph = KnowledgeGraph.connect(settings)
+        try:
+            graph.ensure_schema(domain)
+            for solution in solutions.values():
+                graph.upsert_solution(solution)
+            importer = Importer(
+                graph, Embedder.shared(), domain, batch_size=args.batch, progress=_progress
+            )
+            result["import"] = importer.write(good, total=len(good)).as_dict()
+        finally:
+            graph.close()
+    _emit(args, result)
+    return 0 if not bad or args.allow_bad else 1
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    from knowledge.domain import Domain, symptom_keys
+    from knowledge.embedding import Embedder
+    from knowledge.graph import KnowledgeGraph
+    from knowledge.matcher import Matcher
+    from knowledge.similarity import MatchQuery
+
+    if not args.text.strip():
+        raise MendloopError("kb search needs a non-empty TEXT")
+    domain = Domain.load()
+    if args.fault and args.fault not in domain.faults:
+        raise MendloopError(f"unknown fault {args.fault!r}; known: {', '.join(domain.faults)}")
+    query = MatchQuery(
+        text=args.text,
+        fault=args.fault,
+        symptom_keys=tuple(symptom_keys([s for s in args.symptoms.split(",") if s])),
+        device_type=args.device or "",
+        component=domain.device_types.get(args.device or "", ""),
+    )
+    graph = KnowledgeGraph.connect(settings)
+    try:
+        scored, timing = Matcher(graph, Embedder.shared()).match(query)
+    finally:
+        graph.close()
+    _emit(
+        args,
+        {
+            "matches": [
+                {
+                    "case": s.candidate.case.id,
+                    "title": s.candidate.case.title,
+                    "fault": s.candidate.case.fault,
+                    "outcome": s.candidate.case.outcome,
+                    "solution": s.candidate.solution.id,
+                    "similarity": round(s.similarity, 4),
+                    "same_problem": s.similarity >= settings.match_min_similarity,
+                    "features": s.features.as_dict(),
+                }
+                for s in scored[: args.k]
+            ],
+            "timing_ms": {k: round(v, 2) for k, v in timing.__dict__.items()},
+        },
+    )
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
+    from knowledge.graph import KnowledgeGraph
+
+    graph = KnowledgeGraph.connect(settings)
+    try:
+        _emit(args, graph.stats())
+    finally:
+        graph.close()
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from knowledge.graph import KnowledgeGraph
+    from knowledge.tickets import ticket_of
+
+    graph = KnowledgeGraph.connect(settings)
+    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
+    count = 0
+    try:
+        for case in graph.export_cases():
+            out.write(json.dumps(ticket_of(case), ensure_ascii=False) + "\n")
+            count += 1
+    finally:
+        graph.close()
+        if args.out:
+            out.close()
+    _progress(f"exported {count} cases" + (f" to {args.out}" if args.out else ""))
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
+    from knowledge.embedding import Embedder
+    from knowledge.graph import KnowledgeGraph
+    from knowledge.seed import load_cases, seed_graph
+
+    _, _, solutions = _vocabulary(settings)
+    graph = KnowledgeGraph.connect(settings)
+    try:
+        result = seed_graph(graph, Embedder.shared(), list(solutions.values()), load_cases())
+    finally:
+        graph.close()
+    _emit(args, result)
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    from knowledge.generator import Generator
+    from knowledge.tickets import ticket_of
+
+    domain, catalog, solutions = _vocabulary(settings)
+    generator = Generator(domain, catalog, list(solutions.values()), args.stories)
+    with open(args.out, "w", encoding="utf-8") as out:
+        for case in generator.cases(args.cases, seed=args.seed):
+            out.write(json.dumps(ticket_of(case)) + "\n")
+    _progress(f"wrote {args.cases} cases to {args.out}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
+    from knowledge.calibration import calibrate
+    from knowledge.embedding import Embedder
+
+    calibration, report = calibrate(Embedder.shared())
+    if args.write:
+        calibration.save()
+        _progress("wrote knowledge/calibration.json")
+    _emit(args, {"bias": calibration.bias, "weights": calibration.weights, **report})
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add `kb` and its sub-commands to the top-level sub-parsers."""
+    kb = sub.add_parser("kb", help="the knowledge graph: cases, solutions, similarity")
+    kb_sub = kb.add_subparsers(dest="kb_command", required=True)
+
+    def add(name: str, func: Any, help_: str) -> argparse.ArgumentParser:
+        p = kb_sub.add_parser(name, help=help_)
+        p.set_defaults(func=func)
+        p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+        return p
+
+    imp = add("import", cmd_import, "import historical tickets (JSONL or CSV)")
+    imp.add_argument("file")
+    imp.add_argument("--check", action="store_true", help="validate only, write nothing")
+    imp.add_argument("--batch", type=int, default=1000, help="cases per transaction")
+    imp.add_argument("--show-bad", type=int, default=20, help="bad rows printed on stderr")
+    imp.add_argument(
+        "--allow-bad", action="store_true", help="exit 0 even when some rows were bad"
+    )
+    search = add("search", cmd_search, "the most similar past cases to a description")
+    search.add_argument("text")
+    search.add_argument("--fault", help="the fault, when known (as the RCA names it)")
+    search.add_argument("--symptoms", default="", help="series:direction,... observed")
+    search.add_argument("--device", help="device type")
+    search.add_argument("-k", type=int, default=5)
+    add("stats", cmd_stats, "what the graph holds, solutions' track record")
+    export = add("export", cmd_export, "every case as JSONL (importable again)")
+    export.add_argument("--out", help="file (default stdout)")
+    add("seed", cmd_seed, "load the built-in cases and the solution library")
+    gen = add("generate", cmd_generate, "synthetic cases for scale tests (JSONL)")
+    gen.add_argument("--cases", type=int, default=100_000)
+    gen.add_argument("--out", required=True)
+    gen.add_argument("--seed", type=int, default=7)
+    gen.add_argument("--stories", type=int, default=400, help="distinct texts per pool")
+    cal = add("calibrate", cmd_calibrate, "fit the similarity on the labelled set")
+    cal.add_argument("--write", action="store_true", help="save knowledge/calibration.json")
