@@ -14,6 +14,7 @@ written to knowledge/calibration.json. ``mendloop kb calibrate`` reruns this.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,7 @@ def build_pairs(
         for named in (True, False):
             query = labelled.query
             if named:
-                query = MatchQuery(**{**query.__dict__, "fault": labelled.fault})
+                query = dataclasses.replace(query, fault=labelled.fault)
             for ci, case in enumerate(cases):
                 features = match_features(
                     query,

@@ -205,9 +205,7 @@ def register(sub: Any) -> None:
     imp.add_argument("--check", action="store_true", help="validate only, write nothing")
     imp.add_argument("--batch", type=int, default=1000, help="cases per transaction")
     imp.add_argument("--show-bad", type=int, default=20, help="bad rows printed on stderr")
-    imp.add_argument(
-        "--allow-bad", action="store_true", help="exit 0 even when some rows were bad"
-    )
+    imp.add_argument("--allow-bad", action="store_true", help="exit 0 even when some rows were bad")
     search = add("search", cmd_search, "the most similar past cases to a description")
     search.add_argument("text")
     search.add_argument("--fault", help="the fault, when known (as the RCA names it)")

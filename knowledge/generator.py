@@ -394,9 +394,11 @@ class Generator:
         for index in range(count):
             yield self.case(rng, index)
 
-    def query(self, rng: random.Random, named_fault: bool) -> LabelledMatchQuery:
+    def query(
+        self, rng: random.Random, named_fault: bool, fault: str | None = None
+    ) -> LabelledMatchQuery:
         """A new incident as the RCA reports it: summary, component, observed values."""
-        fault = rng.choice(self.faults)
+        fault = fault or rng.choice(self.faults)
         symptoms = self._symptoms(rng, fault, fewest=1)[: rng.randint(1, 3)]
         component = self.domain.faults[fault]
         parts = []

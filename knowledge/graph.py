@@ -33,6 +33,7 @@ from neo4j.exceptions import (
     ConfigurationError,
     ServiceUnavailable,
     SessionExpired,
+    TransientError,
 )
 
 from knowledge import schema
@@ -282,10 +283,12 @@ class KnowledgeGraph:
         return cls(driver, settings.neo4j_uri)
 
     def _run(self, query: LiteralString, **params: Any) -> list[neo4j.Record]:
-        """One managed transaction (the driver retries transient errors within it)."""
+        """One managed transaction (the driver retries transient errors within it). A server
+        that is gone, restarting or still starting is GraphUnavailable, which callers may
+        retry: every write of ours is idempotent."""
         try:
             records, _, _ = self._driver.execute_query(query, params, database_=self._database)
-        except (ServiceUnavailable, SessionExpired, AuthError) as exc:
+        except (ServiceUnavailable, SessionExpired, TransientError, AuthError) as exc:
             raise GraphUnavailable(self.uri, str(exc) or type(exc).__name__) from exc
         return records
 

@@ -74,15 +74,17 @@ class Matcher:
         embedder: Embedder,
         calibration: Calibration | None = None,
         k: int = CANDIDATES_K,
+        cache: bool = True,
     ) -> None:
         self.graph = graph
         self.embedder = embedder
         self.calibration = calibration or Calibration.load()
         self.k = k
+        self.cache = cache
 
     def match(self, query: MatchQuery) -> tuple[list[Scored], MatchTiming]:
         t0 = time.perf_counter()
-        vector = self.embedder.embed(query.text)
+        vector = self.embedder.embed_many([query.text], cache=self.cache)[0]
         t1 = time.perf_counter()
         candidates = self.graph.candidates(vector, k=self.k)
         t2 = time.perf_counter()

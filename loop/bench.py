@@ -96,3 +96,16 @@ def bench_ingest(catalog: Catalog, targets: int = 10, ticks: int = 3600) -> dict
         "rss_growth_mb": round(rss_end - rss_warm, 1),
         "window_mb": round(stats["window_bytes"] / 2**20, 1),
     }
+
+
+def register_rca(bench_sub: Any) -> None:
+    """`mendloop bench rca`: analysis compute per tick for 286 metrics x N targets."""
+    rca = bench_sub.add_parser("rca", help="analysis compute latency (p50/p95 per tick)")
+    rca.set_defaults(func=_cmd_bench_rca)
+    rca.add_argument("--json", action="store_true")
+
+
+def _cmd_bench_rca(args: Any, settings: Any) -> int:
+    from loop.errors import MendloopError
+
+    raise MendloopError("bench rca is not implemented yet")

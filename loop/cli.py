@@ -181,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--targets", type=int, default=10)
     ingest.add_argument("--ticks", type=int, default=3600, help="simulated 1 s ticks")
     ingest.add_argument("--json", action="store_true")
+    from knowledge.bench import register as register_bench_match
+    from loop.bench import register_rca as register_bench_rca
+
+    register_bench_rca(bench_sub)
+    register_bench_match(bench_sub)
     # Areas with several commands register their own (each module imports only argparse at
     # the top, so `mendloop --help` stays fast).
     from evaluation.cli import register as register_eval
