@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict
 from loop.errors import RuleFileError
 from rules import RULES_DIR
 from rules.catalog import Catalog
-from rules.loader import FAULTS_FILE, check_file, check_paths, load_faults
+from rules.loader import check_file, check_paths, load_faults
 from rules.spec import Condition, RuleSpec
 
 __all__ = [
@@ -89,9 +89,10 @@ class AbnormalFact(BaseModel):
         return self.model_copy(update={"key": self.signal + OCCURRENCE})
 
 
-def faults_for(rules_dir: Path) -> dict[str, str]:
-    path = rules_dir / FAULTS_FILE
-    return load_faults(path if path.exists() else RULES_DIR / FAULTS_FILE)
+def faults_for(rules_dir: Path | None = None) -> dict[str, str]:
+    """The faults a rule may name (fault -> component). One registry for every rules
+    directory: ``knowledge/domain.yaml``; ``rules_dir`` is accepted for old callers."""
+    return load_faults()
 
 
 def load_rule_file(
@@ -105,7 +106,7 @@ def load_rule_file(
 
 
 def load_rules(catalog: Catalog, rules_dir: Path = RULES_DIR) -> list[RuleSpec]:
-    """Every rule file in ``rules_dir`` (catalog and fault registry excluded); ids unique.
+    """Every rule file in ``rules_dir`` (the catalog excluded); ids unique.
     Raises the first RuleFileError; ``rules.loader.check_paths`` returns them all."""
     specs, errors = check_paths([rules_dir], catalog, faults_for(rules_dir))
     if errors:

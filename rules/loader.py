@@ -18,13 +18,13 @@ import yaml
 from pydantic import ValidationError
 
 from loop.errors import RuleFileError
-from rules import RULES_DIR
 from rules.catalog import Catalog
 from rules.spec import OPERATORS, ConditionKind, RuleSpec, fmt_duration
 
 CATALOG_FILE = "metrics.yaml"
-FAULTS_FILE = "faults.yaml"
-NOT_RULES = {CATALOG_FILE, FAULTS_FILE}
+NOT_RULES = {CATALOG_FILE}
+# where a rule's fault names must come from: the one fault registry of the platform
+FAULT_REGISTRY = "knowledge/domain.yaml"
 
 
 # -- YAML with line numbers ---------------------------------------------------------------
@@ -68,17 +68,16 @@ def line_at(node: yaml.Node, loc: Iterable[str | int]) -> int:
     return line
 
 
-def load_faults(path: Path = RULES_DIR / FAULTS_FILE) -> dict[str, str]:
-    """Fault name -> component, from the fault registry (``rules/faults.yaml``)."""
-    data, _ = _compose(path)
-    if not isinstance(data, dict) or not isinstance(data.get("faults"), list):
-        raise RuleFileError(str(path), 1, "expected a top-level `faults:` list")
-    faults: dict[str, str] = {}
-    for entry in data["faults"]:
-        if not isinstance(entry, dict) or "name" not in entry or "component" not in entry:
-            raise RuleFileError(str(path), None, f"fault entry {entry!r}: needs name, component")
-        faults[str(entry["name"])] = str(entry["component"])
-    return faults
+def load_faults() -> dict[str, str]:
+    """Fault name -> component, from the platform's one fault registry
+    (``knowledge/domain.yaml``, which the knowledge graph mirrors too)."""
+    from knowledge.domain import DOMAIN_FILE, Domain
+    from loop.errors import KnowledgeError
+
+    try:
+        return dict(Domain.load().faults)
+    except KnowledgeError as exc:
+        raise RuleFileError(str(DOMAIN_FILE), None, f"fault registry unreadable: {exc}") from exc
 
 
 # -- checks beyond the schema ---------------------------------------------------------------
@@ -109,7 +108,7 @@ def semantic_errors(
                 problems.append(((field, index, "series"), f"unknown metric {cond.series!r}"))
     for fault in spec.faults:
         if fault not in faults:
-            problems.append((("faults",), f"unknown fault {fault!r} (not in rules/{FAULTS_FILE})"))
+            problems.append((("faults",), f"unknown fault {fault!r} (not in {FAULT_REGISTRY})"))
     if spec.within is not None:
         field = "sequence" if spec.sequence else "all"
         for index, cond in enumerate(spec.conditions):
@@ -182,7 +181,7 @@ def check_file(
 
 
 def rule_files(rules_dir: Path) -> list[Path]:
-    """Every rule file in a directory: ``*.yaml`` except the catalog and fault registry."""
+    """Every rule file in a directory: ``*.yaml`` except the metric catalog."""
     return [p for p in sorted(rules_dir.glob("*.yaml")) if p.name not in NOT_RULES]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from loop.errors import RuleFileError
 from rules.catalog import Catalog
 from rules.compiler import faults_for
-from rules.loader import FAULTS_FILE, check_paths, rule_files
+from rules.loader import check_paths, rule_files
 from rules.spec import RuleSpec
 
 Stamp = tuple[tuple[str, int, int], ...]
@@ -28,8 +28,8 @@ class RuleSource:
         self._stamp = self.stamp()
 
     def stamp(self) -> Stamp:
-        """(name, mtime_ns, size) of every rule file and the fault registry."""
-        paths = [*rule_files(self.rules_dir), self.rules_dir / FAULTS_FILE]
+        """(name, mtime_ns, size) of every rule file."""
+        paths = rule_files(self.rules_dir)
         out = []
         for path in paths:
             try:

@@ -164,7 +164,7 @@ def test_cli_exit_2_one_line_per_error(tmp_path):
     assert run.returncode == 2, run
     assert run.stdout.strip().splitlines() == [
         f"{bad}:6: rule good-one: unknown metric 'nope'",
-        f"{bad}:8: rule other: unknown fault 'bogus' (not in rules/faults.yaml)",
+        f"{bad}:8: rule other: unknown fault 'bogus' (not in knowledge/domain.yaml)",
     ]
     as_json = subprocess.run(
         [sys.executable, "-m", "loop.cli", "rules", "check", str(bad), "--json"],
