@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ml.hygiene import longest_flat_run, robust_scale
+from ml.hygiene import longest_flat_run
 from ml.types import PointScore, SeriesState
 
 
@@ -42,6 +42,23 @@ class StreamingParams:
     refractory: float = 0.15
     embed: int = 8
     max_history: int = 50_000
+
+
+def recent_max_ratio(x: np.ndarray, lookback: int) -> np.ndarray:
+    """``x[t] / max(x[t-lookback:t])`` (0 where that maximum is 0 or there is no past):
+    how many times a deviation exceeds everything of its kind in the recent past. The
+    vectorised twin of what :class:`StreamingDetector` computes point by point."""
+    from scipy.ndimage import maximum_filter1d  # scipy comes with scikit-learn
+
+    x = np.asarray(x, dtype=np.float64)
+    if x.size == 0:
+        return x.copy()
+    lookback = max(int(lookback), 1)
+    # maximum over x[t-lookback+1 .. t], shifted by one so that it covers the past only
+    mx = maximum_filter1d(x, size=lookback, origin=(lookback - 1) // 2, mode="nearest")
+    ref = np.concatenate([[0.0], mx[:-1]])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(ref > 0, x / np.where(ref > 0, ref, 1.0), 0.0)
 
 
 def alarms_from_scores(scores: np.ndarray, margin: float, refractory: int) -> np.ndarray:
@@ -59,16 +76,24 @@ def alarms_from_scores(scores: np.ndarray, margin: float, refractory: int) -> np
 
 
 class _Grow:
-    """An append-only float buffer with amortised O(1) append and a numpy view."""
+    """An append-only buffer with amortised O(1) append, a numpy view, and a bounded
+    memory: once it holds more than ``2 * keep`` items it drops all but the last ``keep``."""
 
-    def __init__(self, width: int = 0) -> None:
-        self._shape = (1024, width) if width else (1024,)
-        self._a = np.zeros(self._shape)
+    def __init__(self, keep: int, width: int = 0) -> None:
+        self._a = np.zeros((1024, width) if width else (1024,))
         self.n = 0
+        self.keep = keep
+        self.dropped = 0  # items dropped from the front so far
 
     def append(self, x: float | np.ndarray) -> None:
         if self.n == self._a.shape[0]:
-            self._a = np.concatenate([self._a, np.zeros_like(self._a)])
+            if self.n > 2 * self.keep:
+                cut = self.n - self.keep
+                self._a[: self.keep] = self._a[cut : self.n]
+                self.n = self.keep
+                self.dropped += cut
+            else:
+                self._a = np.concatenate([self._a, np.zeros_like(self._a)])
         self._a[self.n] = x
         self.n += 1
 
@@ -82,41 +107,43 @@ class StreamingDetector:
 
     def __init__(self, params: StreamingParams | None = None) -> None:
         self.p = params or StreamingParams()
-        self._vals = _Grow()
-        self._feats = [_Grow(), _Grow(), _Grow()]  # level, step, shape
-        self._emb = _Grow(self.p.embed)
-        self._emb_sq = _Grow()
-        self._scale = 1.0
+        self.window = max(self.p.warmup, 50)
+        self.lookback = max(int(self.p.lookback * self.p.warmup), 2)
+        hist = max(self.p.max_history, self.window + 2)
+        self._vals = _Grow(hist)
+        self._feats = [_Grow(self.lookback) for _ in range(3)]  # level, step, shape
+        self._emb = _Grow(hist, self.p.embed)
+        self._emb_sq = _Grow(hist)
         self._stale_after = math.inf
         self._run = 0
         self._last: float | None = None
         self._last_alarm = -(10**12)
         self.count = 0
+        # the last point's raw deviations (level, step, shape) and each one relative to
+        # its recent maximum: which kind of change raised the alarm
+        self.last_features = (0.0, 0.0, 0.0)
+        self.last_ratios = (0.0, 0.0, 0.0)
 
-    @property
-    def window(self) -> int:
-        return max(self.p.warmup, 50)
-
-    def _robust_z(self, x: float, past: np.ndarray) -> float:
+    @staticmethod
+    def _robust_z(x: float, past: np.ndarray) -> float:
         if past.size < 3:
             return 0.0
         med = np.median(past)
         mad = 1.4826 * np.median(np.abs(past - med))
-        return abs(x - med) / (mad + 1e-9)
+        return float(abs(x - med) / (mad + 1e-9))
 
     def _shape_distance(self, vals: np.ndarray) -> float:
         m = self.p.embed
         if vals.size < m:
             return 0.0
-        e = vals[-m:] / self._scale
+        e = vals[-m:]  # unscaled: the score is a ratio of distances, the scale cancels
         self._emb.append(e)
         self._emb_sq.append(float(e @ e))
         k = self._emb.n - 1 - m  # neighbours must end before this stretch starts
         if k <= 0:
             return 0.0
-        lo = max(0, k - self.p.max_history)
-        emb = self._emb.view[lo:k]
-        d2 = self._emb_sq.view[lo:k] + float(e @ e) - 2.0 * (emb @ e)
+        emb = self._emb.view[:k]
+        d2 = self._emb_sq.view[:k] + float(e @ e) - 2.0 * (emb @ e)
         return math.sqrt(max(float(d2.min()), 0.0))
 
     def update(self, ts: float, value: float) -> PointScore:
@@ -132,23 +159,23 @@ class StreamingDetector:
         i = self.count - 1
         w = self.window
         if i == self.p.warmup:
-            # learn the scale of the data and how long it may legitimately stay flat
-            _, self._scale = robust_scale(vals[: self.p.warmup])
+            # learn how long the series may legitimately stay flat
             self._stale_after = 2 * longest_flat_run(vals[: self.p.warmup]) + 1
         diffs_past = np.diff(vals[-w - 2 :])
         feats = (
             self._robust_z(value, vals[-w - 1 : -1]),
             self._robust_z(diffs_past[-1], diffs_past[:-1]) if diffs_past.size else 0.0,
-            self._shape_distance(vals) if i >= self.p.warmup else 0.0,
+            self._shape_distance(vals),
         )
-        look = max(int(self.p.lookback * self.p.warmup), 2)
-        ratio = 0.0
+        ratios = []
         for buf, f in zip(self._feats, feats, strict=True):
-            past = buf.view[-look:]
+            past = buf.view[-self.lookback :]
             ref = float(past.max()) if past.size else 0.0
             buf.append(f)
-            if ref > 0:
-                ratio = max(ratio, f / ref)
+            ratios.append(f / ref if ref > 0 else 0.0)
+        self.last_features = feats
+        self.last_ratios = (ratios[0], ratios[1], ratios[2])
+        ratio = max(ratios)
         if i < self.p.warmup:
             return PointScore(ts, value, SeriesState.WARMING_UP, nan, nan)
         if self._run > self._stale_after:
