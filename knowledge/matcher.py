@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from knowledge.embedding import Embedder
 from knowledge.graph import Candidate, KnowledgeGraph
 from knowledge.similarity import Calibration, MatchFeatures, MatchQuery, match_features
+from loop.errors import GraphUnavailable
 from loop.models import Match
 
 CANDIDATES_K = 50
@@ -75,19 +76,34 @@ class Matcher:
         calibration: Calibration | None = None,
         k: int = CANDIDATES_K,
         cache: bool = True,
+        retry_s: float = 30.0,
     ) -> None:
         self.graph = graph
         self.embedder = embedder
         self.calibration = calibration or Calibration.load()
         self.k = k
         self.cache = cache
+        self.retry_s = retry_s
 
     def match(self, query: MatchQuery) -> tuple[list[Scored], MatchTiming]:
         t0 = time.perf_counter()
         vector = self.embedder.embed_many([query.text], cache=self.cache)[0]
         t1 = time.perf_counter()
-        candidates = self.graph.candidates(vector, k=self.k)
+        candidates = self._candidates(vector)
         t2 = time.perf_counter()
         scored = score_candidates(query, candidates, self.calibration)
         t3 = time.perf_counter()
         return scored, MatchTiming((t1 - t0) * 1000, (t2 - t1) * 1000, (t3 - t2) * 1000)
+
+    def _candidates(self, vector: list[float]) -> list[Candidate]:
+        """A read is safe to repeat: ride out a Neo4j restart for up to ``retry_s``."""
+        deadline = time.monotonic() + self.retry_s
+        delay = 0.5
+        while True:
+            try:
+                return self.graph.candidates(vector, k=self.k)
+            except GraphUnavailable:
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)

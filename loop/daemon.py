@@ -372,7 +372,7 @@ class Engine:
             self.settings.verify_timeout_s,
         )
         resolved = verification.status == VerificationStatus.passed
-        self._learn(incident, resolved)
+        await self._learn(incident, resolved)
         if resolved:
             self._move(
                 incident,
@@ -404,11 +404,14 @@ class Engine:
             status = run.status if run else "no rollback playbook"
             self._escalate(incident, f"{why}; rollback: {status}", **payload)
 
-    def _learn(self, incident: IncidentView, resolved: bool) -> None:
+    async def _learn(self, incident: IncidentView, resolved: bool) -> None:
         assert incident.report is not None and incident.decision is not None
         seconds = (utcnow() - incident.opened_at).total_seconds()
         case = outcome_case(incident.id, incident.report, incident.decision, resolved, seconds)
         try:
-            record_outcome(self.graph, self.embedder, case, incident.decision)
+            # in a thread: the write retries through a Neo4j restart, the loop must not wait
+            await asyncio.to_thread(
+                record_outcome, self.graph, self.embedder, case, incident.decision
+            )
         except MendloopError as exc:
             log.warning("incident %s: outcome not written to the graph: %s", incident.id, exc)

@@ -10,6 +10,8 @@ from knowledge import local_neo4j
 from knowledge.domain import Domain
 from knowledge.generator import Generator
 from knowledge.importer import Importer
+from knowledge.matcher import Matcher
+from knowledge.similarity import MatchQuery
 from knowledge.tickets import ticket_of
 from loop.cli import main
 from loop.config import REPO_ROOT
@@ -99,3 +101,11 @@ def test_a_neo4j_restart_mid_import_loses_and_doubles_nothing(graph, embedder, n
     assert counts.retries > 0 and any("retrying" in m for m in messages)
     assert counts.written + counts.unchanged == 1500
     assert graph.stats()["cases"] == 1500 and statistics_agree_with_cases(graph)
+
+    # a query while Neo4j restarts waits for it instead of failing the decision
+    local_neo4j.stop(neo4j_settings)
+    threading.Timer(1.0, local_neo4j.start, args=(neo4j_settings,)).start()
+    scored, _ = Matcher(graph, embedder, retry_s=120).match(
+        MatchQuery(text="cache hit ratio collapsed", fault="cache_saturation")
+    )
+    assert scored and scored[0].candidate.case.fault == "cache_saturation"
