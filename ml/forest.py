@@ -4,8 +4,15 @@ subsystem), with per-metric attribution.
 Every metric is first put on its own robust scale (median/MAD of the training window), so
 the forest and the attribution speak the same units. A row's features are the scaled
 values and their mean over the last ``window`` rows (a short-lived spike and a sustained
-shift both show). The alarm threshold is the ``1 - false_alarm_rate`` quantile of the
-training scores: learnt from the data, given as a false-alarm budget, never a constant.
+shift both show).
+
+Two scores guard each other: the forest's (a row unlike the training rows as a whole) and
+the largest |z| of any metric (one metric far outside its own range, which an
+IsolationForest under-rates when the other metrics are normal: its axis-parallel splits
+rarely pick the one metric that moved). Each gets half of the false-alarm budget: its
+threshold is the ``1 - false_alarm_rate / 2`` quantile of its scores on the training
+rows. A row's score is the larger of the two, each divided by its threshold, so
+``score > 1`` means anomalous. Learnt from the data, never a constant.
 
     forest = GroupForest(metrics).fit(train)          # train: (rows, metrics), NaN allowed
     result = forest.score(test)                       # GroupScores: .scores .anomalous
@@ -30,8 +37,8 @@ class GroupScores:
     row is missing, STALE when every metric stayed flat over the whole window, otherwise OK
     or ANOMALOUS."""
 
-    scores: np.ndarray
-    threshold: float
+    scores: np.ndarray  # max(forest score / its threshold, max |z| / its threshold)
+    threshold: float  # always 1.0: the scores are already relative to the thresholds
     states: tuple[SeriesState, ...]
 
     @property
@@ -59,7 +66,9 @@ class GroupForest:
         self.random_state = random_state
         self.median = np.zeros(len(self.metrics))
         self.scale = np.ones(len(self.metrics))
-        self.threshold = float("nan")
+        self.forest_threshold = float("nan")
+        self.z_threshold = float("nan")
+        self.threshold = 1.0
         self.train_scores = np.zeros(0)
         self._forest: IsolationForest | None = None
 
@@ -76,10 +85,17 @@ class GroupForest:
         mean = (c[idx] - c[lo]) / (idx - lo)[:, None]
         return np.hstack([z, mean])
 
-    def _raw_scores(self, x: np.ndarray) -> np.ndarray:
+    def _parts(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self._forest is None:
             raise RuntimeError("GroupForest.fit() first")
-        return -self._forest.score_samples(self._features(x))  # higher = more anomalous
+        feats = self._features(x)
+        forest = -self._forest.score_samples(feats)  # higher = more anomalous
+        zmax = np.abs(feats[:, : len(self.metrics)]).max(axis=1)
+        return forest, zmax
+
+    def _raw_scores(self, x: np.ndarray) -> np.ndarray:
+        forest, zmax = self._parts(x)
+        return np.maximum(forest / self.forest_threshold, zmax / self.z_threshold)
 
     # -- API ------------------------------------------------------------------------
     def fit(self, train: np.ndarray) -> GroupForest:
@@ -94,8 +110,11 @@ class GroupForest:
             max_samples=min(self.max_samples, x.shape[0]),
             random_state=self.random_state,
         ).fit(self._features(x))
+        forest, zmax = self._parts(x)
+        q = 1.0 - self.false_alarm_rate / 2
+        self.forest_threshold = float(np.quantile(forest, q))
+        self.z_threshold = max(float(np.quantile(zmax, q)), 1e-12)
         self.train_scores = self._raw_scores(x)
-        self.threshold = float(np.quantile(self.train_scores, 1.0 - self.false_alarm_rate))
         return self
 
     def score(self, x: np.ndarray) -> GroupScores:

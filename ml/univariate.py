@@ -80,7 +80,8 @@ class _Grow:
     memory: once it holds more than ``2 * keep`` items it drops all but the last ``keep``."""
 
     def __init__(self, keep: int, width: int = 0) -> None:
-        self._a = np.zeros((1024, width) if width else (1024,))
+        cap = min(1024, 2 * keep + 1)
+        self._a = np.zeros((cap, width) if width else (cap,))
         self.n = 0
         self.keep = keep
         self.dropped = 0  # items dropped from the front so far
