@@ -152,6 +152,13 @@ def top1(pairs: list[Pair], scores: np.ndarray) -> float:
     return round(sum(same for _, same in best.values()) / len(best), 4)
 
 
+def _fixed_weights(features: MatchFeatures) -> float:
+    """The walking skeleton's guess, for comparison: 0.5 text + 0.5 mean of the known
+    structured features."""
+    known = [v for k, v in features.__dict__.items() if k != "text" and v is not None]
+    return 0.5 * features.text + 0.5 * sum(known) / len(known) if known else features.text
+
+
 def cross_validate(pairs: list[Pair], folds: int = FOLDS) -> np.ndarray:
     """Held-out P(same) for every pair: each fold's queries scored by a model fitted
     without them."""
@@ -192,5 +199,7 @@ def calibrate(
         ) | {"top1": top1(subset, held_out[mask])}
     text_only = np.array([p.features.text for p in pairs])
     report["text_cosine_alone"] = precision_recall(text_only, labels, THRESHOLD)
+    fixed = np.array([_fixed_weights(p.features) for p in pairs])
+    report["uncalibrated_half_and_half"] = precision_recall(fixed, labels, THRESHOLD)
     final = fit(pairs)
     return final.model_copy(update={"fitted_on": report}), report

@@ -3,11 +3,12 @@
     importer = Importer(graph, embedder, domain, progress=print)
     counts = importer.write(cases)          # {"written", "unchanged", "embedded", ...}
 
-Re-importing is idempotent and cheap: a case whose content is unchanged is skipped, a
-text already embedded anywhere in the graph (same model, same words) reuses the stored
-vector. A batch is all or nothing; when Neo4j goes away mid-import the batch is retried
-(the write is idempotent) until ``retry_s`` has passed, then the import stops with how far
-it got, and running it again continues where it stopped.
+Embedding batch n+1 overlaps with Neo4j committing batch n (one writer thread, batches
+committed in order). Re-importing is idempotent and cheap: a case whose content is
+unchanged is skipped, a text already embedded anywhere in the graph (same model, same
+words) reuses the stored vector. A batch is all or nothing; when Neo4j goes away
+mid-import the batch is retried (the write is idempotent) until ``retry_s`` has passed,
+then the import stops with how far it got, and running it again continues where it stopped.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, TypeVar
@@ -26,6 +28,7 @@ from loop.errors import GraphUnavailable, KnowledgeError
 from loop.models import Case
 
 T = TypeVar("T")
+R = TypeVar("R")
 Progress = Callable[[str], None]
 
 
@@ -84,7 +87,7 @@ class WriteCounts:
     batches: int = 0
     retries: int = 0
     seconds: float = 0.0
-    timings: dict[str, float] = field(default_factory=lambda: {"embed_s": 0.0, "write_s": 0.0})
+    timings: dict[str, float] = field(default_factory=lambda: {"embed_s": 0.0})
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -117,68 +120,109 @@ class Importer:
         self.progress = progress or (lambda _: None)
 
     def write(self, cases: Iterable[Case], total: int | None = None) -> WriteCounts:
+        """Embed batch n+1 while Neo4j commits batch n (one writer thread, in order)."""
         counts = WriteCounts()
         started = time.perf_counter()
-        done = 0
-        for batch in batched(cases, self.batch_size):
-            self._retrying(lambda b=batch: self._write_batch(b, counts), counts, done)
-            done += len(batch)
-            counts.batches += 1
-            rate = done / max(time.perf_counter() - started, 1e-9)
-            of = f"/{total}" if total else ""
-            self.progress(
-                f"cases {done}{of} ({rate:.0f}/s): {counts.written} written, "
-                f"{counts.unchanged} unchanged, {counts.embedded} texts embedded"
-            )
-        self._retrying(self.graph.await_indexes, counts, done)
+        recent: dict[str, list[float]] = {}
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-writer") as writer:
+            pending: tuple[Future[None], Prepared] | None = None
+            for batch in batched(cases, self.batch_size):
+                prepared = self._retrying(lambda b=batch, r=recent: self._prepare(b, r), counts)
+                recent = prepared.vectors
+                if pending is not None:
+                    self._finish(*pending, counts, started, total)
+                pending = (
+                    writer.submit(self._retrying, lambda p=prepared: self._commit(p), counts),
+                    prepared,
+                )
+            if pending is not None:
+                self._finish(*pending, counts, started, total)
+        self._retrying(self.graph.await_indexes, counts)
         counts.seconds = time.perf_counter() - started
         return counts
 
-    def _retrying(self, step: Callable[[], object], counts: WriteCounts, done: int) -> None:
+    def _finish(
+        self,
+        future: Future[None],
+        prepared: Prepared,
+        counts: WriteCounts,
+        started: float,
+        total: int | None,
+    ) -> None:
+        """The counters move only once the batch's transaction has committed."""
+        future.result()
+        counts.written += len(prepared.rows)
+        counts.unchanged += prepared.unchanged
+        counts.embedded += prepared.embedded
+        counts.vectors_reused += prepared.reused
+        counts.batches += 1
+        counts.timings["embed_s"] += prepared.embed_s
+        done = counts.written + counts.unchanged
+        rate = done / max(time.perf_counter() - started, 1e-9)
+        of = f"/{total}" if total else ""
+        self.progress(
+            f"cases {done}{of} ({rate:.0f}/s): {counts.written} written, "
+            f"{counts.unchanged} unchanged, {counts.embedded} texts embedded"
+        )
+
+    def _retrying(self, step: Callable[[], R], counts: WriteCounts) -> R:
         deadline = time.monotonic() + self.retry_s
         delay = 0.5
         while True:
             try:
-                step()
-                return
+                return step()
             except GraphUnavailable as exc:
                 if time.monotonic() + delay > deadline:
                     raise KnowledgeError(
-                        f"Neo4j unavailable for {self.retry_s:.0f} s after {done} cases were "
-                        f"stored; nothing of the failed batch was written; run the same "
-                        f"import again to continue ({exc})"
+                        f"Neo4j unavailable for {self.retry_s:.0f} s after "
+                        f"{counts.written + counts.unchanged} cases were stored; nothing of "
+                        f"the failed batch was written; run the same import again to "
+                        f"continue ({exc})"
                     ) from exc
                 counts.retries += 1
                 self.progress(f"Neo4j unavailable, retrying the batch in {delay:.1f} s")
                 time.sleep(delay)
                 delay = min(delay * 2, 8.0)
 
-    def _write_batch(self, batch: list[Case], counts: WriteCounts) -> None:
-        """All or nothing: the counters move only once the transaction has committed."""
-        t0 = time.perf_counter()
+    def _prepare(self, batch: list[Case], recent: dict[str, list[float]]) -> Prepared:
+        """What to write and with which vectors: unchanged cases are left out, a text
+        already embedded (in the graph, or in the batch still being committed) reused."""
         stored = self.graph.stored_keys([c.id for c in batch])
         changed = [c for c in batch if stored.get(c.id, (None, None))[1] != content_key(c)]
-        if not changed:
-            counts.unchanged += len(batch)
-            return
         needs_vector = {
             text_key(c.text): c.text
             for c in changed
             if stored.get(c.id, (None, None))[0] != text_key(c.text)
         }
-        vectors = self.graph.vectors_for(list(needs_vector)) if needs_vector else {}
+        vectors = {k: recent[k] for k in needs_vector if k in recent}
+        lookup = [k for k in needs_vector if k not in vectors]
+        vectors |= self.graph.vectors_for(lookup) if lookup else {}
         reused = len(vectors)
         missing = [k for k in needs_vector if k not in vectors]
-        t1 = time.perf_counter()
+        t0 = time.perf_counter()
         if missing:
             fresh = self.embedder.embed_many([needs_vector[k] for k in missing], cache=False)
             vectors.update(zip(missing, fresh, strict=True))
-        t2 = time.perf_counter()
         rows = [case_row(c, self.domain, vectors.get(text_key(c.text))) for c in changed]
-        self.graph.write_cases(rows)
-        counts.written += len(changed)
-        counts.unchanged += len(batch) - len(changed)
-        counts.embedded += len(missing)
-        counts.vectors_reused += reused
-        counts.timings["embed_s"] += t2 - t1
-        counts.timings["write_s"] += (t1 - t0) + (time.perf_counter() - t2)
+        return Prepared(
+            rows=rows,
+            vectors=vectors,
+            unchanged=len(batch) - len(changed),
+            embedded=len(missing),
+            reused=reused,
+            embed_s=time.perf_counter() - t0,
+        )
+
+    def _commit(self, prepared: Prepared) -> None:
+        if prepared.rows:
+            self.graph.write_cases(prepared.rows)
+
+
+@dataclass
+class Prepared:
+    rows: list[dict[str, Any]]
+    vectors: dict[str, list[float]]
+    unchanged: int
+    embedded: int
+    reused: int
+    embed_s: float
