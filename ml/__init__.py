@@ -5,6 +5,8 @@
   (level, step and shape deviations against the series' own recent past);
 - :class:`GroupForest` — IsolationForest over short windows of a group of series (a target
   or subsystem) with per-metric attribution (:meth:`GroupForest.attribute`);
+- :class:`DetectorBank` — one StreamingDetector per (target, series), emitting
+  :class:`SeriesEvent` (alarm with onset time and kind, or the start of STALE/NO_DATA);
 - :func:`onset_index` — when a series started to deviate;
 - :func:`save_model` / :func:`load_model` / :class:`RetrainSchedule` — persistence.
 
@@ -13,6 +15,7 @@ i.e. a false-alarm budget), never constants. Bad input (NaN, gaps, flat lines) y
 NO_DATA / STALE states of :class:`SeriesState`, never ANOMALOUS.
 """
 
+from ml.bank import DetectorBank, SeriesEvent
 from ml.baseline import ScoredBlock, SeasonalBaseline
 from ml.forest import GroupForest, GroupScores
 from ml.onset import elevated_level, onset_index, onset_order
@@ -31,6 +34,7 @@ from ml.univariate import StreamingDetector, StreamingParams, alarms_from_scores
 __all__ = [
     "FORMAT_VERSION",
     "Attribution",
+    "DetectorBank",
     "GroupForest",
     "GroupScores",
     "ModelFileError",
@@ -39,6 +43,7 @@ __all__ = [
     "RetrainSchedule",
     "ScoredBlock",
     "SeasonalBaseline",
+    "SeriesEvent",
     "SeriesState",
     "StreamingDetector",
     "StreamingParams",
