@@ -269,6 +269,8 @@ class KnowledgeGraph:
                 auth=(settings.neo4j_user, settings.neo4j_password),
                 connection_timeout=5.0,
                 max_transaction_retry_time=5.0,
+                # "property key does not exist" on a fresh graph is expected, not news
+                notifications_min_severity="OFF",
             )
             driver.verify_connectivity()
         except (
