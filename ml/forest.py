@@ -17,6 +17,7 @@ rows. A row's score is the larger of the two, each divided by its threshold, so
     forest = GroupForest(metrics).fit(train)          # train: (rows, metrics), NaN allowed
     result = forest.score(test)                       # GroupScores: .scores .anomalous
     causes = forest.attribute(test[rows])             # [Attribution], most telling first
+    onsets = forest.onsets(recent_rows, recent_ts)    # {metric: when it started to deviate}
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 from sklearn.ensemble import IsolationForest
 
 from ml.hygiene import robust_scale
+from ml.onset import onset_index
 from ml.types import Attribution, SeriesState
 
 
@@ -70,6 +72,8 @@ class GroupForest:
         self.z_threshold = float("nan")
         self.threshold = 1.0
         self.train_scores = np.zeros(0)
+        self.z_typical = np.zeros(len(self.metrics))  # per metric: median |z| in training
+        self.z_high = np.zeros(len(self.metrics))  # per metric: its (1 - budget) |z| quantile
         self._forest: IsolationForest | None = None
 
     # -- pure helpers -------------------------------------------------------------
@@ -115,6 +119,12 @@ class GroupForest:
         self.forest_threshold = float(np.quantile(forest, q))
         self.z_threshold = max(float(np.quantile(zmax, q)), 1e-12)
         self.train_scores = self._raw_scores(x)
+        with np.errstate(all="ignore"):
+            absz = np.abs(self.zscores(x))
+            self.z_typical = np.nan_to_num(np.nanquantile(absz, 0.5, axis=0), nan=0.0)
+            self.z_high = np.nan_to_num(
+                np.nanquantile(absz, 1.0 - self.false_alarm_rate, axis=0), nan=0.0
+            )
         return self
 
     def score(self, x: np.ndarray) -> GroupScores:
@@ -145,6 +155,28 @@ class GroupForest:
             signed = np.nan_to_num(np.nanmean(z, axis=0), nan=0.0)
         order = np.argsort(-contrib, kind="stable")
         return [Attribution(self.metrics[j], float(contrib[j]), float(signed[j])) for j in order]
+
+    def onsets(
+        self, rows: np.ndarray, ts: np.ndarray, metrics: Sequence[str] | None = None
+    ) -> dict[str, float]:
+        """When each metric started to deviate, for the last of ``rows`` (the recent history
+        of the group, oldest first, ``ts`` their times). By default only the metrics
+        that are out of their usual range at the last row (|z| above their own training
+        ``1 - false_alarm_rate`` quantile); the excursion is the run of rows, ending at the
+        last one, whose |z| stays above the metric's training median |z|."""
+        z = np.abs(self.zscores(np.atleast_2d(rows)))
+        ts = np.asarray(ts, dtype=np.float64)
+        if z.shape[0] != ts.size or ts.size == 0:
+            raise ValueError("rows and ts must have the same, non-zero length")
+        if metrics is None:
+            wanted = [j for j in range(len(self.metrics)) if z[-1, j] > self.z_high[j]]
+        else:
+            wanted = [self.metrics.index(m) for m in metrics]
+        last = ts.size - 1
+        return {
+            self.metrics[j]: float(ts[onset_index(z[:, j], float(self.z_typical[j]), last)])
+            for j in wanted
+        }
 
 
 def _flat_rows(x: np.ndarray, window: int) -> np.ndarray:

@@ -34,6 +34,20 @@ def test_anomaly_is_detected_and_attributed_to_the_metrics_that_moved():
     assert next(a for a in ranked if a.metric == "m5").deviation < 0
 
 
+def test_onsets_date_each_deviating_metric():
+    forest = GroupForest(METRICS).fit(data(3000, 0))
+    rows = data(100, 4)
+    rows[60:, 1] += np.linspace(0, 10, 40)  # m1 ramps from row 60
+    rows[90:, 4] += 8  # m4 jumps at row 90
+    ts = 1000.0 + 10 * np.arange(100)
+    onsets = forest.onsets(rows, ts)
+    assert set(onsets) == {"m1", "m4"}  # only the metrics out of range now
+    assert 1000 + 10 * 55 <= onsets["m1"] <= 1000 + 10 * 70
+    # a jump: back to row 90, or a few rows earlier where noise was above its median
+    assert 1000 + 10 * 80 <= onsets["m4"] <= 1000 + 10 * 90
+    assert list(forest.onsets(rows, ts, ["m0"])) == ["m0"]
+
+
 def test_bad_rows_are_no_data_or_stale_not_anomalous():
     forest = GroupForest(METRICS).fit(data(2000, 0))
     test = data(60, 2)
