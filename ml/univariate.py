@@ -5,7 +5,7 @@ Each new point is scored only against the past. Three deviations are measured:
 - level: robust z-score of the value against the median/MAD of the last ``window`` points;
 - step: the same for the first difference (spikes, sudden level shifts);
 - shape: distance of the last ``embed`` values to their nearest neighbour among all earlier
-  stretches of the series (a pattern never seen before).
+  stretches of the series (a pattern never seen before; at most ``max_history`` kept).
 
 Each deviation is divided by its own maximum over the last ``lookback`` points: the
 threshold is learnt from the series itself (a point is anomalous when it deviates
@@ -13,11 +13,14 @@ threshold is learnt from the series itself (a point is anomalous when it deviate
 data. After an alarm the detector stays quiet for ``refractory`` points so that one event
 raises one alarm. The first ``warmup`` points only train.
 
-    det = StreamingDetector(warmup=750)
+    det = StreamingDetector(StreamingParams(warmup=750))
     for ts, value in stream:
         point = det.update(ts, value)
         if point.alarm: ...            # open a finding
         elif point.state is SeriesState.STALE: ...
+
+Cost: O(window) for the medians plus O(history) for the nearest neighbour per point; use
+:class:`ml.baseline.SeasonalBaseline` (O(1)) where a series has a known daily shape.
 """
 
 from __future__ import annotations
