@@ -4,8 +4,9 @@
     findings = analyzer.observe(samples)          # after monitor.ingest: rule findings
     analyzer.sweep()                              # housekeeping: gaps, absences, windows
     analyzer.quality_findings()                   # no_data / stale findings (bad input)
+    analyzer.sqi_findings()                       # SQI < 80 per target (context, opens nothing)
     result = analyzer.reload(new_specs)           # hot reload: atomic swap, state kept
-    report = build_report(incident_id, target, findings, analyzer.rules)
+    report = analyzer.report(incident_id, target, findings)   # ranked RCA (loop/rca.py)
 
 A series becomes *abnormal* when it has been past its crit threshold for the catalog's
 ``duration_s`` and stays abnormal until it is back within warn (hysteresis, so a value
@@ -17,19 +18,31 @@ samples' time: a replay (``mendloop rules test``) judges exactly like the daemon
 Bad input never becomes an abnormal fact: samples too far in the future or past (against
 ``clock``, when given), frozen series and gaps become ``no_data``/``stale`` findings,
 kept apart from rule findings so they cannot open a remediation.
+
+Two more evidence sources run on the same points, vectorised per target: the SQI
+(loop/sqi.py, from the newest value of each SQI metric; below 80 is an ``sqi`` finding)
+and the ML baselines (loop/anomaly.py: per-target seasonal baselines learnt from normal
+operation, anomaly scores and onsets). Neither opens an incident; the RCA ranking
+(loop/rca.py) weighs them with the rule hits and the component topology.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import numpy as np
+
+from loop.anomaly import BaselineBank
 from loop.models import Evidence, Finding, FindingKind, RCAReport, RootCause, Sample
 from loop.monitor import Point
-from rules.catalog import Catalog
+from loop.rca import Context, Topology, assemble, rank
+from loop.sqi import SQIModel, SQIResult
+from rules.catalog import Catalog, load_catalog
 from rules.compiler import AbnormalFact, CompiledRules, RuleSpec
 from rules.signals import Change, QualityEvent, SignalTracker, ThresholdTracker
 
@@ -42,6 +55,7 @@ __all__ = [
     "finding_from_rule",
     "quality_finding",
     "rank_causes",
+    "sqi_finding",
 ]
 
 
@@ -88,6 +102,32 @@ def quality_finding(event: QualityEvent) -> Finding:
     )
 
 
+def sqi_finding(target: str, result: SQIResult, since: float) -> Finding:
+    """SQI below 80, naming the metrics (and so the components) that drag it down."""
+    evidence = tuple(
+        Evidence(
+            series=d.series,
+            value=d.value,
+            threshold=d.score,
+            direction="low",
+            since=since,
+            source="sqi",
+            component=d.component,
+            deviation=d.cost,
+        )
+        for d in result.dragging
+    )
+    return Finding(
+        kind=FindingKind.sqi,
+        target=target,
+        series=tuple(d.series for d in result.dragging),
+        rule_id=f"sqi:{result.sqi:.1f}:" + ",".join(result.components),
+        started_at=since,
+        score=max(0.0, min(1.0, 1.0 - result.sqi / 100.0)),
+        evidence=evidence,
+    )
+
+
 @dataclass(frozen=True)
 class ReloadResult:
     """What a hot reload did: rule ids added/removed/changed, findings it fired."""
@@ -126,8 +166,17 @@ class Analyzer:
         max_lag_s: float = 600.0,
         gap_s: float = 60.0,
         flat_after_s: float = 120.0,
+        baselines: BaselineBank | None = None,
+        topology: Topology | None = None,
     ) -> None:
         self.catalog = catalog
+        self.baselines = baselines or BaselineBank(catalog)
+        self.topology = topology or _default_topology()
+        self.sqi_model = SQIModel(catalog)
+        self._sqi_values: dict[str, np.ndarray] = {}
+        self._sqi_now: dict[str, SQIResult] = {}
+        self._sqi_low_since: dict[str, float] = {}
+        self._sqi_found: list[Finding] = []
         self.clock = clock
         self.max_future_s = max_future_s
         self.max_lag_s = max_lag_s
@@ -185,6 +234,8 @@ class Analyzer:
         with self._observe_lock:
             now = self.clock() if self.clock is not None else None
             changes: list[Change] = []
+            ml_index, sqi_index = self.baselines.index, self.sqi_model.index
+            touched: dict[str, tuple[list[int], list[float], list[float]]] = {}
             for sample in samples:
                 target, series, ts, value = sample.target, sample.series, sample.ts, sample.value
                 if not self._admissible(target, series, ts, value, now):
@@ -194,6 +245,14 @@ class Analyzer:
                 if change := self.tracker.update(target, series, ts, value):
                     changes.append(change)
                 changes += self._signals.update(target, series, ts, value)
+                cols = touched.get(target)
+                if cols is None:
+                    cols = touched[target] = ([], [], [])
+                cols[0].append(ml_index[series])
+                cols[1].append(ts)
+                cols[2].append(value)
+            for target, (idx, tss, vals) in touched.items():
+                self._evidence(target, idx, tss, vals, sqi_index)
             for target, tnow in list(self._now.items()):
                 if tnow - self._swept.get(target, -math.inf) >= 1.0:
                     changes += self._sweep_target(target, tnow)
@@ -248,6 +307,43 @@ class Analyzer:
             else:
                 self._engine.retract_abnormal(change.fact)
 
+    def _evidence(
+        self,
+        target: str,
+        idx: list[int],
+        tss: list[float],
+        vals: list[float],
+        sqi_index: dict[str, int],
+    ) -> None:
+        """The ML baselines and the SQI on one target's newest points (vectorised)."""
+        ts, values = np.asarray(tss), np.asarray(vals)
+        tnow = float(ts.max())
+        healthy = False
+        if self.baselines.wants_row(target, tnow):  # a baseline row: only of normal operation
+            healthy = not self.tracker.abnormal(target) and not self._signals.abnormal(target)
+        self.baselines.update(target, np.asarray(idx), ts, values, healthy)
+        current = self._sqi_values.get(target)
+        if current is None:
+            current = self._sqi_values[target] = self.sqi_model.empty()
+        series = self.baselines.series
+        hit = False
+        for i, j in enumerate(idx):
+            k = sqi_index.get(series[j])
+            if k is not None:
+                current[k] = vals[i]
+                hit = True
+        if not hit:
+            return
+        result = self.sqi_model.score(current)
+        if result is None:
+            return
+        self._sqi_now[target] = result
+        if result.alert and target not in self._sqi_low_since:
+            self._sqi_low_since[target] = tnow
+            self._sqi_found.append(sqi_finding(target, result, tnow))
+        elif not result.alert:
+            self._sqi_low_since.pop(target, None)
+
     def _drain(self) -> list[Finding]:
         with self._fired_lock:
             fired, self._fired = self._fired, []
@@ -265,6 +361,75 @@ class Analyzer:
         """Every signal true on ``target`` now (catalog thresholds and the rules' own)."""
         with self._observe_lock:
             return self.tracker.abnormal(target) + self._signals.abnormal(target)
+
+    def sqi_findings(self) -> list[Finding]:
+        """``sqi`` findings since the last call: a target's SQI fell below 80 (once per
+        episode). Context for people and the RCA; they never open an incident."""
+        with self._observe_lock:
+            found, self._sqi_found = self._sqi_found, []
+        return found
+
+    def sqi(self, target: str) -> SQIResult | None:
+        """The target's SQI on its newest values."""
+        with self._observe_lock:
+            return self._sqi_now.get(target)
+
+    def anomalies(self, target: str) -> list[Evidence]:
+        """Series of ``target`` beyond their learnt baseline now (empty before training)."""
+        with self._observe_lock:
+            return self.baselines.anomalies(target)
+
+    def context(self, target: str, findings: Iterable[Finding] = ()) -> Context:
+        """Everything the ranking weighs besides the incident's findings, at this moment."""
+        with self._observe_lock:
+            return Context(
+                abnormal=tuple(self.tracker.abnormal(target) + self._signals.abnormal(target)),
+                anomalies=tuple(self.baselines.anomalies(target)),
+                findings=tuple(findings),
+                sqi=self._sqi_now.get(target),
+                # the report's time: the clock when there is one (the daemon), else the
+                # target's newest sample (a replay)
+                now=self.clock() if self.clock is not None else self._now.get(target),
+            )
+
+    def report(
+        self,
+        incident_id: str,
+        target: str,
+        findings: Iterable[Finding],
+        started: float | None = None,
+    ) -> RCAReport:
+        """The ranked RCA report of an incident's findings, with the target's context."""
+        t0 = time.perf_counter() if started is None else started
+        context = self.context(target)
+        return build_report(
+            incident_id,
+            target,
+            findings,
+            self.rules,
+            t0,
+            catalog=self.catalog,
+            topology=self.topology,
+            context=context,
+            active=self.active_rules,
+        )
+
+    def retrain_due(self, now: float) -> list[str]:
+        """Retrain the baselines that are due (fitting runs outside the observe lock, so
+        call it from a worker thread); returns the targets retrained."""
+        with self._observe_lock:
+            due = self.baselines.due(now)
+            windows = {t: self.baselines.training_window(t) for t in due}
+        done = []
+        for target in due:
+            ts, rows = windows[target]
+            if ts.size < 2:
+                continue
+            model, meta = self.baselines.fit(target, ts, rows, now)
+            with self._observe_lock:
+                self.baselines.install(target, model, meta)
+            done.append(target)
+        return done
 
     # -- hot reload --------------------------------------------------------------------
 
@@ -319,22 +484,18 @@ class Analyzer:
 
 
 def rank_causes(findings: Iterable[Finding], rules: dict[str, RuleSpec]) -> tuple[RootCause, ...]:
-    """One candidate per fault: the best-scoring finding, more evidence and earlier onset
-    breaking ties (the cause shows before its effects)."""
-    best: dict[str, tuple[tuple[float, int, float], RootCause]] = {}
-    for finding in findings:
-        rule = rules[finding.rule_id]
-        key = (finding.score, len(finding.evidence), -finding.started_at)
-        cause = RootCause(
-            fault=rule.fault,
-            component=rule.component,
-            score=finding.score,
-            summary=rule.summary,
-            evidence=finding.evidence,
-        )
-        if rule.fault not in best or key > best[rule.fault][0]:
-            best[rule.fault] = (key, cause)
-    return tuple(cause for _, cause in sorted(best.values(), key=lambda kv: kv[0], reverse=True))
+    """Ranked causes of ``findings`` alone (no context): see loop/rca.py."""
+    return rank(findings, rules, _default_catalog(), _default_topology(), Context(), active={})
+
+
+@functools.cache
+def _default_catalog() -> Catalog:
+    return load_catalog()
+
+
+@functools.cache
+def _default_topology() -> Topology:
+    return Topology.from_domain()
 
 
 def build_report(
@@ -343,13 +504,30 @@ def build_report(
     findings: Iterable[Finding],
     rules: dict[str, RuleSpec],
     started: float | None = None,
+    *,
+    catalog: Catalog | None = None,
+    topology: Topology | None = None,
+    context: Context | None = None,
+    active: dict[str, RuleSpec] | None = None,
 ) -> RCAReport:
-    """The RCA report; ``latency_ms`` is the compute time from ``started`` (perf_counter)."""
+    """The RCA report; ``latency_ms`` is the compute time from ``started`` (perf_counter).
+    Without ``context`` only the findings themselves are ranked."""
     t0 = time.perf_counter() if started is None else started
-    candidates = rank_causes(findings, rules)
-    return RCAReport(
-        incident_id=incident_id,
-        target=target,
-        candidates=candidates,
-        latency_ms=(time.perf_counter() - t0) * 1000,
+    catalog = catalog or _default_catalog()
+    context = context or Context()
+    candidates = rank(
+        findings,
+        rules,
+        catalog,
+        topology or _default_topology(),
+        context,
+        active=active if active is not None else {},
+    )
+    return assemble(
+        incident_id,
+        target,
+        candidates,
+        context,
+        (time.perf_counter() - t0) * 1000,
+        catalog,
     )

@@ -26,7 +26,8 @@ from typing import Any
 
 from knowledge.embedding import Embedder
 from knowledge.graph import KnowledgeGraph
-from loop.analyze import Analyzer, ReloadResult, build_report
+from loop.analyze import Analyzer, ReloadResult
+from loop.anomaly import BaselineBank
 from loop.config import Settings
 from loop.decide import Decider
 from loop.errors import IllegalTransition, MendloopError, RuleFileError
@@ -81,7 +82,11 @@ class Engine:
         self.embedder = embedder
         self.catalog = catalog
         self.monitor = Monitor(catalog, settings.window_s)
-        self.analyzer = Analyzer(catalog, rules, clock=self.monitor.clock)
+        # ML baselines per target: learnt from normal operation, persisted under var/models
+        baselines = BaselineBank(catalog, model_dir=settings.var_dir / "models")
+        self.analyzer = Analyzer(catalog, rules, clock=self.monitor.clock, baselines=baselines)
+        if loaded := baselines.load():
+            log.info("loaded %d ML baseline(s) from %s", loaded, baselines.model_dir)
         # hot reload: rule files are polled; a broken set is refused, its errors kept here
         self.rule_source = RuleSource(settings.rules_dir, catalog)
         self.rules_errors: tuple[RuleFileError, ...] = ()
@@ -164,6 +169,8 @@ class Engine:
                 bad_input[(finding.kind, finding.target, finding.rule_id)] += finding.series
             for (kind, target, why), series in bad_input.items():
                 log.warning("%s on %s (%s): %s", kind, target, why, ", ".join(series[:5]))
+            for finding in self.analyzer.sqi_findings():  # context for people, opens nothing
+                log.warning("SQI below 80 on %s: %s", finding.target, finding.rule_id)
 
     async def start(self) -> None:
         with self._intake_lock:
@@ -211,6 +218,9 @@ class Engine:
             freed = self.monitor.expire()
             if freed:
                 log.info("expired %d quiet series", freed)
+            retrained = await asyncio.to_thread(self.analyzer.retrain_due, self.monitor.clock())
+            if retrained:
+                log.info("ML baselines retrained: %s", ", ".join(retrained))
 
     async def _consume(self) -> None:
         while True:
@@ -295,7 +305,7 @@ class Engine:
                 log.exception("stage listener failed")
 
     async def _analyze(self, incident: IncidentView) -> None:
-        report = build_report(incident.id, incident.target, incident.findings, self.analyzer.rules)
+        report = self.analyzer.report(incident.id, incident.target, incident.findings)
         top = report.top
         if top is None:
             self._escalate(incident, "no rule explains the findings")

@@ -49,6 +49,7 @@ class FindingKind(StrEnum):
     anomaly = "anomaly"
     no_data = "no_data"  # a series went silent (gap): not evidence of a fault
     stale = "stale"  # frozen, skewed or late samples: not evidence of a fault
+    sqi = "sqi"  # a target's Service Quality Index fell below 80: context, opens nothing
 
 
 class Evidence(Frozen):
@@ -59,6 +60,15 @@ class Evidence(Frozen):
     threshold: float
     direction: Literal["high", "low"]
     since: float = Field(description="unix seconds the series first crossed the threshold")
+    # added for the ranked RCA (all optional, so stored findings still load)
+    source: Literal["rule", "threshold", "anomaly", "sqi"] = "rule"
+    rule_id: str | None = Field(None, description="the rule whose condition this is")
+    component: str | None = None
+    deviation: float | None = Field(
+        None,
+        description="how far off: past the threshold as a share of warn..crit (threshold, "
+        "rule), or the anomaly score in units of its learnt threshold (anomaly)",
+    )
 
 
 class Finding(Frozen):
@@ -72,11 +82,22 @@ class Finding(Frozen):
 
 
 class RootCause(Frozen):
+    """A ranked hypothesis. ``evidence`` is what the rule saw (it feeds symptom matching);
+    ``anomalies`` is what the ML baselines add on the same component (context only)."""
+
     fault: str
     component: str
     score: float = Field(ge=0, le=1)
     summary: str
     evidence: tuple[Evidence, ...]
+    confidence: float | None = Field(None, ge=0, le=1, description="share of the belief")
+    fired: bool = Field(True, description="a rule fired; False: its signature only matched")
+    rules: tuple[str, ...] = ()
+    severity: str | None = None
+    onset: float | None = Field(None, description="unix s its component first went abnormal")
+    explains: tuple[str, ...] = Field((), description="abnormal dependants it accounts for")
+    anomalies: tuple[Evidence, ...] = ()
+    why: str = ""
 
 
 class RCAReport(Frozen):
@@ -85,20 +106,43 @@ class RCAReport(Frozen):
     candidates: tuple[RootCause, ...]
     generated_at: datetime = Field(default_factory=utcnow)
     latency_ms: float = Field(ge=0, description="compute time of the analysis itself")
+    first_abnormal_at: float | None = Field(
+        None, description="unix s of the earliest abnormal sample behind the report"
+    )
+    reported_at: float | None = Field(None, description="unix s (the samples' clock)")
+    time_to_report_s: float | None = Field(
+        None, ge=0, description="first abnormal sample -> report (paper: 30 s; goal: 5 s)"
+    )
+    sqi: float | None = Field(None, ge=0, le=100, description="the target's SQI at report")
+    sqi_roles: dict[str, float] = Field(default_factory=dict)
+    abnormal_components: dict[str, float] = Field(
+        default_factory=dict, description="component -> onset (unix s), earliest first"
+    )
 
     @property
     def top(self) -> RootCause | None:
         return self.candidates[0] if self.candidates else None
 
+    def _named(self) -> tuple[RootCause, ...]:
+        """Candidates a rule fired for: only they describe the incident to the matcher, so
+        context candidates never shift the case match."""
+        return tuple(c for c in self.candidates if c.fired)
+
     def symptoms(self) -> tuple[str, ...]:
         """Normalised symptom tags (``series:high``) that structured matching compares."""
-        tags = {f"{e.series}:{e.direction}" for c in self.candidates for e in c.evidence}
+        tags = {f"{e.series}:{e.direction}" for c in self._named() for e in c.evidence}
         return tuple(sorted(tags))
+
+    def markdown(self) -> str:
+        """The report for chat and the web page (loop/rca.py renders it)."""
+        from loop.rca import render_markdown
+
+        return render_markdown(self)
 
     def text(self) -> str:
         """The report in words; this is what gets embedded and matched against past cases."""
         parts = []
-        for cause in self.candidates:
+        for cause in self._named():
             observed = "; ".join(
                 f"{e.series} {'above' if e.direction == 'high' else 'below'} "
                 f"{e.threshold:g} at {e.value:g}"

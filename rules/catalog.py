@@ -18,6 +18,8 @@ from rules import RULES_DIR
 from rules.source import entry_name, line_of, read_yaml_list
 
 Direction = Literal["high", "low"]
+# host series are named host_<role>_<nn>_...: the component each role serves
+HOST_ROLES = {"db": "database", "cache": "cache", "esb": "esb", "app": "api"}
 
 
 class MetricSpec(BaseModel):
@@ -49,6 +51,16 @@ class MetricSpec(BaseModel):
     def is_healthy(self, value: float) -> bool:
         """Within the warn threshold: the bar a repaired metric must clear."""
         return not self.is_breach(value, "warn")
+
+    @property
+    def component(self) -> str:
+        """The platform component (knowledge/domain.yaml) the series tells about: its
+        subsystem, except host series, which belong to what the host serves
+        (``host_db_01_cpu_util_pct`` -> database), as in the RCA topology."""
+        if self.subsystem != "host":
+            return self.subsystem
+        role = self.name.split("_")[1] if self.name.count("_") >= 2 else ""
+        return HOST_ROLES.get(role, "host")
 
 
 class Catalog(Mapping[str, MetricSpec]):

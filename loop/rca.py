@@ -1,0 +1,417 @@
+"""Root-cause ranking: rule hits + ML anomalies + onset order + the dependency topology.
+
+    topology = Topology.from_domain()                       # knowledge/domain.yaml
+    causes = rank(findings, rules, catalog, topology, context)
+    report = assemble(incident_id, target, causes, context, started)
+
+Pure functions (no I/O, no clock): the analyzer gathers the :class:`Context` under its
+lock and calls these. How a candidate is scored:
+
+1. **Candidates.** Every fault a fired rule names (``fired``), and every fault whose rule
+   *signature* is more than half present right now although the rule did not fire (its
+   conditions abnormal by threshold, or beyond their ML baseline in the bad direction; a
+   vetoed rule is one). Signature candidates are context: they always rank below fired
+   ones, never reach the case matcher (``RCAReport.text``), and so cannot start a fix.
+2. **Onsets.** Each component's onset is its earliest abnormal sample: rule evidence,
+   catalog-threshold facts, or the start of an ML excursion (which often precedes the
+   crit crossing).
+3. **Topology.** A candidate on component C *explains* every abnormal dependant of C
+   (transitively, ``depends_on`` reversed) whose onset is not before C's. ``coverage`` is
+   the share of the abnormal components it accounts for (itself included). If an
+   upstream of C went abnormal strictly earlier, C is likely a symptom: halved.
+4. **Score** = strength x (1 + coverage) / 2 x (1/2 if a symptom), where strength is the
+   rule's confidence (x the matched share for a signature). Ties: earlier onset first.
+   ``confidence`` is the candidate's share of all candidates' scores.
+
+So the earliest abnormal upstream component whose symptoms explain the most downstream
+findings ranks first, as issue 4 asks, without ever letting context outrank a rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from loop.models import Evidence, Finding, FindingKind, RCAReport, RootCause
+from loop.sqi import SQIResult
+from rules.catalog import Catalog
+from rules.compiler import AbnormalFact
+from rules.spec import Condition, ConditionKind, RuleSpec
+
+SEVERITY_ORDER = ("critical", "major", "minor", "warning")
+MIN_SIGNATURE = 0.5  # a signature candidate needs more than half of its rule's conditions
+
+
+class Topology:
+    """Component dependencies (``component -> upstreams``) and their transitive closures."""
+
+    def __init__(self, upstreams: Mapping[str, Sequence[str]]) -> None:
+        self.upstreams = {c: tuple(u) for c, u in upstreams.items()}
+        dependants: dict[str, set[str]] = {c: set() for c in self.upstreams}
+        for comp, ups in self.upstreams.items():
+            for up in ups:
+                dependants.setdefault(up, set()).add(comp)
+        self.dependants = {c: frozenset(d) for c, d in dependants.items()}
+        self._down = {c: self._closure(c, self.dependants) for c in self.dependants}
+        self._up = {c: self._closure(c, self.upstreams) for c in self.dependants}
+
+    @staticmethod
+    def _closure(start: str, edges: Mapping[str, Iterable[str]]) -> frozenset[str]:
+        seen: set[str] = set()
+        todo = list(edges.get(start, ()))
+        while todo:
+            node = todo.pop()
+            if node not in seen:
+                seen.add(node)
+                todo.extend(edges.get(node, ()))
+        return frozenset(seen)
+
+    @classmethod
+    def from_domain(cls) -> Topology:
+        """The platform topology of knowledge/domain.yaml (also mirrored in Neo4j)."""
+        from knowledge.domain import Domain
+
+        return cls(Domain.load().components)
+
+    def downstream(self, component: str) -> frozenset[str]:
+        return self._down.get(component, frozenset())
+
+    def upstream(self, component: str) -> frozenset[str]:
+        return self._up.get(component, frozenset())
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the analyzer knows of the target besides the incident's own findings."""
+
+    abnormal: tuple[AbnormalFact, ...] = ()  # signals true now (catalog and rule thresholds)
+    anomalies: tuple[Evidence, ...] = ()  # ML: series beyond their baseline
+    findings: tuple[Finding, ...] = ()  # other rule findings of the target (context only)
+    sqi: SQIResult | None = None
+    now: float | None = None  # the samples' clock at report time
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def threshold_evidence(
+    fact: AbnormalFact, catalog: Catalog, rule_id: str | None = None
+) -> Evidence:
+    """A fact as evidence, with how far past its threshold in units of warn..crit."""
+    spec = catalog.get(fact.series)
+    span = abs(spec.crit - spec.warn) if spec is not None else 0.0
+    past = fact.value - fact.threshold if fact.direction == "high" else fact.threshold - fact.value
+    return Evidence(
+        series=fact.series,
+        value=fact.value,
+        threshold=fact.threshold,
+        direction="high" if fact.direction == "high" else "low",
+        since=fact.since,
+        source="rule" if rule_id else "threshold",
+        rule_id=rule_id,
+        component=spec.component if spec is not None else None,
+        deviation=past / span if span > 0 else None,
+    )
+
+
+def _annotate(ev: Evidence, catalog: Catalog, rule_id: str) -> Evidence:
+    spec = catalog.get(ev.series)
+    if spec is None:
+        return ev.model_copy(update={"rule_id": rule_id})
+    span = abs(spec.crit - spec.warn)
+    past = ev.value - ev.threshold if ev.direction == "high" else ev.threshold - ev.value
+    return ev.model_copy(
+        update={
+            "rule_id": rule_id,
+            "component": spec.component,
+            "deviation": past / span if span > 0 else None,
+        }
+    )
+
+
+def _bad_direction(cond: Condition, catalog: Catalog) -> str | None:
+    if cond.kind == ConditionKind.absent:
+        return None
+    if cond.kind == ConditionKind.rate:
+        return "high" if cond.rises_by is not None else "low"
+    if cond.above is not None:
+        return "high"
+    if cond.below is not None:
+        return "low"
+    spec = catalog.get(cond.series)
+    return spec.bad if spec is not None else None
+
+
+@dataclass
+class _Candidate:
+    fault: str
+    component: str
+    summary: str
+    strength: float
+    fired: bool
+    evidence: tuple[Evidence, ...]
+    rules: tuple[str, ...]
+    severity: str | None
+    since: float
+
+
+def _fired(
+    findings: Iterable[Finding], rules: Mapping[str, RuleSpec], catalog: Catalog
+) -> dict[str, _Candidate]:
+    best: dict[str, tuple[tuple[float, int, float], _Candidate]] = {}
+    seen_rules: dict[str, list[str]] = {}
+    severities: dict[str, list[str]] = {}
+    for finding in findings:
+        if finding.kind != FindingKind.rule or finding.rule_id not in rules:
+            continue
+        rule = rules[finding.rule_id]
+        seen_rules.setdefault(rule.fault, []).append(rule.id)
+        severities.setdefault(rule.fault, []).append(str(rule.severity))
+        key = (finding.score, len(finding.evidence), -finding.started_at)
+        cand = _Candidate(
+            fault=rule.fault,
+            component=rule.component,
+            summary=rule.summary,
+            strength=finding.score,
+            fired=True,
+            evidence=tuple(_annotate(e, catalog, rule.id) for e in finding.evidence),
+            rules=(),
+            severity=None,
+            since=finding.started_at,
+        )
+        if rule.fault not in best or key > best[rule.fault][0]:
+            best[rule.fault] = (key, cand)
+    out = {}
+    for fault, (_, cand) in best.items():
+        cand.rules = tuple(dict.fromkeys(seen_rules[fault]))
+        cand.severity = min(severities[fault], key=SEVERITY_ORDER.index)
+        out[fault] = cand
+    return out
+
+
+def _signatures(
+    rules: Mapping[str, RuleSpec],
+    skip: set[str],
+    context: Context,
+    catalog: Catalog,
+) -> dict[str, _Candidate]:
+    """Faults whose rule conditions are mostly present now although the rule did not fire."""
+    facts = {f.signal: f for f in context.abnormal}
+    anomalous = {(e.series, e.direction): e for e in context.anomalies}
+    out: dict[str, _Candidate] = {}
+    for rule in rules.values():
+        if rule.fault in skip:
+            continue
+        matched: list[Evidence] = []
+        for cond in rule.conditions:
+            if cond.key in facts:
+                matched.append(threshold_evidence(facts[cond.key], catalog, rule.id))
+                continue
+            direction = _bad_direction(cond, catalog)
+            hit = anomalous.get((cond.series, direction)) if direction else None
+            if hit is not None:
+                matched.append(hit.model_copy(update={"rule_id": rule.id}))
+        share = len(matched) / len(rule.conditions)
+        if share <= MIN_SIGNATURE:
+            continue
+        cand = _Candidate(
+            fault=rule.fault,
+            component=rule.component,
+            summary=rule.summary,
+            strength=rule.confidence * share,
+            fired=False,
+            evidence=tuple(matched),
+            rules=(rule.id,),
+            severity=str(rule.severity),
+            since=min(e.since for e in matched),
+        )
+        if rule.fault not in out or cand.strength > out[rule.fault].strength:
+            out[rule.fault] = cand
+    return out
+
+
+def component_onsets(
+    candidates: Iterable[_Candidate], context: Context, catalog: Catalog
+) -> dict[str, float]:
+    """Earliest abnormal sample per component, from every kind of evidence."""
+    onsets: dict[str, float] = {}
+
+    def see(component: str | None, since: float) -> None:
+        if component is not None and since < onsets.get(component, float("inf")):
+            onsets[component] = since
+
+    for fact in context.abnormal:
+        spec = catalog.get(fact.series)
+        see(spec.component if spec else None, fact.since)
+    for ev in context.anomalies:
+        see(ev.component, ev.since)
+    for finding in context.findings:
+        for ev in finding.evidence:
+            spec = catalog.get(ev.series)
+            see(spec.component if spec else None, ev.since)
+    for cand in candidates:
+        for ev in cand.evidence:
+            see(ev.component, ev.since)
+    return onsets
+
+
+def rank(
+    findings: Iterable[Finding],
+    rules: Mapping[str, RuleSpec],
+    catalog: Catalog,
+    topology: Topology,
+    context: Context | None = None,
+    active: Mapping[str, RuleSpec] | None = None,
+) -> tuple[RootCause, ...]:
+    """Ranked root causes (see the module docstring). ``rules`` explains the findings;
+    ``active`` (default: ``rules``) is the rule set whose signatures are looked for."""
+    context = context or Context()
+    fired = _fired(findings, rules, catalog)
+    signatures = _signatures(active if active is not None else rules, set(fired), context, catalog)
+    candidates = [*fired.values(), *signatures.values()]
+    if not candidates:
+        return ()
+    onsets = component_onsets(candidates, context, catalog)
+    abnormal = set(onsets)
+    scored: list[tuple[tuple[bool, float, float, str], RootCause, float]] = []
+    for cand in candidates:
+        comp = cand.component
+        t_c = onsets.get(comp, cand.since)
+        considered = abnormal | {comp}
+        explains = sorted(d for d in topology.downstream(comp) & abnormal if onsets[d] >= t_c)
+        coverage = (1 + len(explains)) / len(considered)
+        earlier_up = sorted(
+            (u for u in topology.upstream(comp) & abnormal if onsets[u] < t_c),
+            key=lambda u: onsets[u],
+        )
+        score = cand.strength * (1 + coverage) / 2 * (0.5 if earlier_up else 1.0)
+        why = [
+            f"rule {', '.join(cand.rules)} fired (confidence {cand.strength:.2f})"
+            if cand.fired
+            else f"signature of rule {cand.rules[0]} present ({len(cand.evidence)} condition(s))"
+        ]
+        why.append(f"explains {', '.join(explains)}" if explains else "explains no dependant")
+        if earlier_up:
+            why.append(f"upstream {', '.join(earlier_up)} abnormal earlier: may be a symptom")
+        anomalies = sorted(
+            (e for e in context.anomalies if e.component == comp),
+            key=lambda e: -(e.deviation or 0.0),
+        )[:8]
+        if anomalies:
+            why.append(f"{len(anomalies)} series of {comp} beyond their learnt baseline")
+        cause = RootCause(
+            fault=cand.fault,
+            component=comp,
+            score=min(1.0, max(0.0, score)),
+            summary=cand.summary,
+            evidence=cand.evidence,
+            fired=cand.fired,
+            rules=cand.rules,
+            severity=cand.severity,
+            onset=t_c,
+            explains=tuple(explains),
+            anomalies=tuple(anomalies),
+            why="; ".join(why),
+        )
+        scored.append(((cand.fired, score, -t_c, cand.fault), cause, score))
+    scored.sort(key=lambda item: (not item[0][0], -item[0][1], -item[0][2], item[0][3]))
+    total = sum(s for _, _, s in scored) or 1.0
+    return tuple(c.model_copy(update={"confidence": s / total}) for _, c, s in scored)
+
+
+def assemble(
+    incident_id: str,
+    target: str,
+    candidates: tuple[RootCause, ...],
+    context: Context,
+    latency_ms: float,
+    catalog: Catalog | None = None,
+) -> RCAReport:
+    """The report around ranked candidates: first abnormal sample, time to report, SQI."""
+    named = [c for c in candidates if c.fired] or list(candidates)
+    # the first sample past a threshold behind the named causes (an ML onset is earlier:
+    # where a deviation began, not a sample anybody would call abnormal yet)
+    crossings = [e.since for c in named for e in c.evidence if e.source != "anomaly"]
+    first = min(crossings) if crossings else None
+    ttr = max(0.0, context.now - first) if first is not None and context.now is not None else None
+    comps = component_onsets((), context, catalog) if catalog is not None else {}
+    for cand in candidates:
+        if cand.onset is not None:
+            comps[cand.component] = min(cand.onset, comps.get(cand.component, cand.onset))
+    return RCAReport(
+        incident_id=incident_id,
+        target=target,
+        candidates=candidates,
+        latency_ms=latency_ms,
+        first_abnormal_at=first,
+        reported_at=context.now,
+        time_to_report_s=ttr,
+        sqi=None if context.sqi is None else round(context.sqi.sqi, 2),
+        sqi_roles={}
+        if context.sqi is None
+        else {k: round(v, 2) for k, v in context.sqi.roles.items()},
+        abnormal_components=dict(sorted(comps.items(), key=lambda kv: (kv[1], kv[0]))),
+    )
+
+
+def _when(ts: float | None, origin: float | None) -> str:
+    if ts is None:
+        return "-"
+    stamp = datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S")
+    return f"{stamp}Z" if origin is None else f"{stamp}Z ({ts - origin:+.1f} s)"
+
+
+def _evidence_line(e: Evidence, origin: float | None) -> str:
+    side = "above" if e.direction == "high" else "below"
+    what = "baseline bound" if e.source == "anomaly" else "threshold"
+    off = ""
+    if e.deviation is not None:
+        off = (
+            f", {e.deviation:.1f}x its learnt threshold"
+            if e.source == "anomaly"
+            else f", {e.deviation:+.2f} of warn..crit past it"
+        )
+    rule = (
+        f" [rule {e.rule_id}]" if e.rule_id else " [ML baseline]" if e.source == "anomaly" else ""
+    )
+    return (
+        f"- `{e.series}` = {e.value:g}, {side} {what} {e.threshold:g}{off}, "
+        f"since {_when(e.since, origin)}{rule}"
+    )
+
+
+def render_markdown(report: RCAReport) -> str:
+    """The report for chat and the web page: headline, table, evidence per candidate."""
+    origin = report.first_abnormal_at
+    top = report.top
+    lines = [f"### Root-cause analysis: {report.target} (incident `{report.incident_id}`)", ""]
+    if top is None:
+        lines.append("No candidate: no rule explains the findings.")
+        return "\n".join(lines)
+    conf = f"{top.confidence:.0%}" if top.confidence is not None else f"score {top.score:.2f}"
+    lines.append(f"**Most likely cause: `{top.fault}` on {top.component}** ({conf}). {top.summary}")
+    facts = []
+    if report.time_to_report_s is not None:
+        facts.append(f"first abnormal sample -> report: {report.time_to_report_s:.1f} s")
+    facts.append(f"analysis {report.latency_ms:.1f} ms")
+    if report.sqi is not None:
+        roles = ", ".join(f"{k.replace('_', ' ')} {v:.0f}" for k, v in report.sqi_roles.items())
+        facts.append(f"SQI {report.sqi:.1f}{' (below 80)' if report.sqi < 80 else ''}: {roles}")
+    lines += ["", "; ".join(facts), ""]
+    lines += [
+        "| # | fault | component | confidence | onset | explains | basis |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for i, c in enumerate(report.candidates, 1):
+        basis = ("rule " if c.fired else "signature ") + ", ".join(c.rules)
+        confidence = f"{c.confidence:.0%}" if c.confidence is not None else f"{c.score:.2f}"
+        lines.append(
+            f"| {i} | `{c.fault}` | {c.component} | {confidence} | {_when(c.onset, origin)} "
+            f"| {', '.join(c.explains) or '-'} | {basis} |"
+        )
+    for i, c in enumerate(report.candidates, 1):
+        lines += ["", f"**{i}. `{c.fault}`** ({c.component}): {c.why}"]
+        lines += [_evidence_line(e, origin) for e in (*c.evidence, *c.anomalies)]
+    if report.abnormal_components:
+        order = ", ".join(f"{k} {_when(v, origin)}" for k, v in report.abnormal_components.items())
+        lines += ["", f"Abnormal components in onset order: {order}"]
+    return "\n".join(lines)

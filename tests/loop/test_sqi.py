@@ -1,0 +1,90 @@
+"""SQI (loop/sqi.py): pure, against the real catalog's thresholds."""
+
+import math
+
+import numpy as np
+import pytest
+
+from loop.sqi import ALERT_BELOW, WEIGHTS, SQIModel, metric_scores
+from rules.catalog import load_catalog
+
+
+@pytest.fixture(scope="module")
+def model():
+    return SQIModel(load_catalog())
+
+
+def healthy(model):
+    """Every SQI metric comfortably on the good side of warn."""
+    values = {}
+    for name, warn, crit in zip(model.series, model.warn, model.crit, strict=True):
+        values[name] = warn - abs(crit - warn) if crit > warn else warn + abs(crit - warn)
+    return values
+
+
+def test_weights_are_the_papers():
+    assert WEIGHTS == {
+        "response_time": 0.4,
+        "success_rate": 0.3,
+        "utilisation": 0.2,
+        "error_rate": 0.1,
+    }
+    assert math.isclose(sum(WEIGHTS.values()), 1.0)
+    assert ALERT_BELOW == 80
+
+
+def test_metric_score_runs_from_warn_to_crit_both_directions():
+    warn = np.array([300.0, 300.0, 300.0, 300.0, 99.5, 99.5, 99.5])
+    crit = np.array([800.0, 800.0, 800.0, 800.0, 99.0, 99.0, 99.0])
+    high = np.array([True, True, True, True, False, False, False])
+    values = np.array([100.0, 300.0, 550.0, 2000.0, 99.9, 99.25, 90.0])
+    assert metric_scores(values, warn, crit, high).tolist() == [
+        100.0,
+        100.0,
+        50.0,
+        0.0,
+        100.0,
+        pytest.approx(50.0),
+        0.0,
+    ]
+    assert np.isnan(metric_scores(np.array([np.nan]), warn[:1], crit[:1], high[:1]))[0]
+
+
+def test_a_healthy_target_scores_100(model):
+    result = model.score(healthy(model))
+    assert result.sqi == 100.0 and not result.alert and result.dragging == ()
+    assert set(result.roles) == set(WEIGHTS)
+
+
+@pytest.mark.parametrize(
+    ("series", "value", "expected"),
+    [
+        ("api_response_time_ms", 800.0, 60.0),  # response time at crit: 100 - 40
+        ("api_response_time_ms", 550.0, 80.0),  # half way warn..crit: on the line
+        ("payment_success_rate_pct", 99.0, 70.0),  # success rate at crit
+        ("cache_utilization_pct", 95.0, 80.0),  # utilisation past crit
+        ("api_error_rate_pct", 5.0, 90.0),  # error rate alone never alerts
+    ],
+)
+def test_one_metric_moves_the_index_by_its_roles_weight(model, series, value, expected):
+    values = healthy(model) | {series: value}
+    result = model.score(values)
+    assert result.sqi == pytest.approx(expected)
+    assert result.alert == (expected < ALERT_BELOW)
+    assert result.dragging[0].series == series
+
+
+def test_the_worst_metric_of_a_role_counts_and_components_are_named(model):
+    values = healthy(model) | {"db_query_latency_ms": 500.0, "api_response_time_ms": 550.0}
+    result = model.score(values)
+    assert result.roles["response_time"] == 0.0
+    assert result.sqi == pytest.approx(60.0)
+    assert result.components == ("database", "api")
+
+
+def test_roles_without_data_are_left_out_and_weights_rescaled(model):
+    result = model.score({"api_response_time_ms": 800.0, "payment_success_rate_pct": 99.9})
+    assert set(result.roles) == {"response_time", "success_rate"}
+    assert result.sqi == pytest.approx(0.3 / 0.7 * 100)
+    assert model.score({}) is None
+    assert model.score({"cache_hit_ratio": 0.1}) is None  # not an SQI metric
