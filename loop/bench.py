@@ -98,14 +98,120 @@ def bench_ingest(catalog: Catalog, targets: int = 10, ticks: int = 3600) -> dict
     }
 
 
+def bench_rca(
+    catalog: Catalog,
+    rules: list[Any],
+    targets: int = 10,
+    ticks: int = 600,
+    seed: int = 5,
+) -> dict[str, Any]:
+    """Analysis compute per tick: the twin's 286 series x ``targets`` (faults injected on
+    some of them so rules fire and reports are built) through the monitor, then timed:
+    ``Analyzer.observe`` (thresholds, signals, durable_rules, ML baselines, SQI) plus the
+    RCA report of every incident the tick opens. Then, per twin fault, the time from the
+    first abnormal sample to the report (simulated seconds, as the daemon sees them)."""
+    from evaluation.rca import Bench, Scenario, local_time, train_baseline
+    from loop.analyze import Analyzer
+    from loop.anomaly import BaselineBank
+    from twin.faults import FAULTS
+    from twin.model import Twin
+
+    baseline = train_baseline(catalog, BaselineBank(catalog))
+    names = [f"site-{t}" for t in range(targets)]
+    twin = Twin(targets=tuple(names), seed=seed)
+    now = [local_time(10.0)]
+    monitor = Monitor(catalog, clock=lambda: now[0], max_batch=10**7, max_in_flight=10**8)
+    analyzer = Analyzer(catalog, rules)
+    for name in names:
+        analyzer.baselines.install(name, baseline)
+    layout = monitor.layout(
+        [t for t in names for _ in twin.series], [s for _ in names for s in twin.series]
+    )
+    faults = sorted(FAULTS)
+    per_tick: list[float] = []
+    with_ingest: list[float] = []
+    reports: list[float] = []
+    try:
+        for tick in range(ticks):
+            now[0] += 1.0
+            if tick % 60 == 30:  # a fault on one target every minute, cleared a minute later
+                victim = names[(tick // 60) % targets]
+                twin.clear(victim, now=now[0])
+                twin.inject(victim, faults[(tick // 60) % len(faults)], now=now[0])
+            values = twin.advance(now[0]).reshape(-1)
+            t0 = time.perf_counter()
+            result = monitor.ingest_columns(layout, ts=np.full(values.shape, now[0]), values=values)
+            t1 = time.perf_counter()
+            fired = analyzer.observe(result.latest)
+            by_target: dict[str, list[Any]] = {}
+            for finding in fired:
+                by_target.setdefault(finding.target, []).append(finding)
+            for target, group in by_target.items():
+                report = analyzer.report("bench", target, group)
+                reports.append(report.latency_ms)
+            t2 = time.perf_counter()
+            per_tick.append((t2 - t1) * 1000)
+            with_ingest.append((t2 - t0) * 1000)
+    finally:
+        analyzer.close()
+
+    # report latency on every twin fault: first abnormal sample -> report (simulated s)
+    latency = Bench(catalog, rules, baseline)
+    try:
+        outcomes = [
+            latency.scenario(Scenario(f, (f,), 1.0, 10.0, seed), warmup_s=30, observe_s=60)
+            for f in faults
+        ]
+    finally:
+        latency.close()
+    ttr = {o.scenario.faults[0]: o.time_to_report_s for o in outcomes}
+    found = [v for v in ttr.values() if v is not None]
+    skip = min(60, ticks // 10)  # the first ticks allocate state
+    warm, warm_ingest = per_tick[skip:], with_ingest[skip:]
+    return {
+        "p50_ms": round(float(np.percentile(warm, 50)), 2),
+        "p95_ms": round(float(np.percentile(warm, 95)), 2),
+        "metrics": len(catalog),
+        "targets": targets,
+        "ticks": ticks,
+        "max_ms": round(max(warm), 2),
+        "with_ingest_p95_ms": round(float(np.percentile(warm_ingest, 95)), 2),
+        "reports": len(reports),
+        "report_ms_p95": round(float(np.percentile(reports, 95)), 3) if reports else None,
+        "time_to_report_s": ttr,
+        "time_to_report_s_p50": round(float(np.median(found)), 2) if found else None,
+        "time_to_report_s_max": round(max(found), 2) if found else None,
+        "detected_after_injection_s": {o.scenario.faults[0]: o.detected_after_s for o in outcomes},
+    }
+
+
 def register_rca(bench_sub: Any) -> None:
     """`mendloop bench rca`: analysis compute per tick for 286 metrics x N targets."""
     rca = bench_sub.add_parser("rca", help="analysis compute latency (p50/p95 per tick)")
     rca.set_defaults(func=_cmd_bench_rca)
+    rca.add_argument("--targets", type=int, default=10)
+    rca.add_argument("--ticks", type=int, default=600, help="simulated 1 s ticks")
     rca.add_argument("--json", action="store_true")
 
 
 def _cmd_bench_rca(args: Any, settings: Any) -> int:
-    from loop.errors import MendloopError
+    import sys
 
-    raise MendloopError("bench rca is not implemented yet")
+    from loop.cli import print_json
+    from rules.catalog import load_catalog
+    from rules.compiler import load_rules
+
+    catalog = load_catalog(settings.rules_dir / "metrics.yaml")
+    rules = load_rules(catalog, settings.rules_dir)
+    print(f"bench rca: {len(catalog)} metrics x {args.targets} targets ...", file=sys.stderr)
+    result = bench_rca(catalog, rules, targets=args.targets, ticks=args.ticks)
+    if args.json:
+        print_json(result)
+    else:
+        print(
+            f"analysis per tick ({result['metrics']} metrics x {result['targets']} targets): "
+            f"p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms (max {result['max_ms']} ms); "
+            f"report compute p95 {result['report_ms_p95']} ms; first abnormal sample -> "
+            f"report p50 {result['time_to_report_s_p50']} s, max {result['time_to_report_s_max']} s"
+        )
+    return 0
