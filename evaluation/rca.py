@@ -83,6 +83,7 @@ class Outcome:
     first_top: str | None = None
     ranked: tuple[str, ...] = ()
     wrong: list[str] = field(default_factory=list)  # findings naming a fault not injected
+    fired: set[str] = field(default_factory=set)  # faults named by a rule that fired
     warmup_false: int = 0
     time_to_report_s: float | None = None
     report_ms: float = 0.0
@@ -182,6 +183,7 @@ class Bench:
                 continue
             for finding in fired:
                 fault = self.analyzer.rules[finding.rule_id].fault
+                out.fired.add(fault)
                 if fault not in sc.faults:
                     out.wrong.append(fault)
             if out.detected_after_s is None:
@@ -307,6 +309,11 @@ def evaluate(
         "pairs": n_pair,
         "top1": round(sum(o.top1 for o in single_out) / max(1, n_single), 4),
         "top3": round(sum(o.top3 for o in pair_out) / max(1, n_pair), 4),
+        # what the rules alone would give (both faults named by a fired rule): the rest
+        # of top3 is the ranking's signature candidates (rules vetoed by the other fault)
+        "pairs_both_fired": round(
+            sum(set(o.scenario.faults) <= o.fired for o in pair_out) / max(1, n_pair), 4
+        ),
         "pairs_top1_either": round(
             sum(bool(o.ranked) and o.ranked[0] in o.scenario.faults for o in pair_out)
             / max(1, n_pair),
