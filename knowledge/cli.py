@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loop.config import Settings
 from loop.errors import MendloopError
+
+if TYPE_CHECKING:
+    from loop.models import Case
 
 
 def _emit(args: argparse.Namespace, result: object) -> None:
@@ -36,24 +40,29 @@ def _vocabulary(settings: Settings) -> tuple[Any, Any, dict[str, Any]]:
 
 
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
-    from knowledge.tickets import BadRow, GoodRow, read_tickets
+    """Streams the file: rows are validated and written batch by batch, so a file of
+    millions of tickets needs the memory of one batch, not of the file."""
+    from knowledge.tickets import BadRow, read_tickets
 
     domain, catalog, solutions = _vocabulary(settings)
-    rows = list(read_tickets(Path(args.file), domain, catalog, solutions))
-    good = [r.case for r in rows if isinstance(r, GoodRow)]
-    bad = [r for r in rows if isinstance(r, BadRow)]
-    for row in bad[: args.show_bad]:
-        _progress(f"{args.file}: {row}")
-    if len(bad) > args.show_bad:
-        _progress(f"... and {len(bad) - args.show_bad} more bad rows")
-    result: dict[str, Any] = {
-        "file": args.file,
-        "rows": len(rows),
-        "good": len(good),
-        "bad": len(bad),
-        "bad_rows": [{"line": r.line, "id": r.id, "reason": r.reason} for r in bad[:1000]],
-    }
-    if not args.check:
+    bad: list[BadRow] = []
+    rows = 0
+
+    def good_cases() -> Iterator[Case]:
+        nonlocal rows
+        for row in read_tickets(Path(args.file), domain, catalog, solutions):
+            rows += 1
+            if isinstance(row, BadRow):
+                if len(bad) < args.show_bad:
+                    _progress(f"{args.file}: {row}")
+                bad.append(row)
+            else:
+                yield row.case
+
+    result: dict[str, Any] = {"file": args.file}
+    if args.check:
+        good = sum(1 for _ in good_cases())
+    else:
         from knowledge.embedding import Embedder
         from knowledge.graph import KnowledgeGraph
         from knowledge.importer import Importer
@@ -66,9 +75,19 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
             importer = Importer(
                 graph, Embedder.shared(), domain, batch_size=args.batch, progress=_progress
             )
-            result["import"] = importer.write(good, total=len(good)).as_dict()
+            counts = importer.write(good_cases())
         finally:
             graph.close()
+        good = counts.written + counts.unchanged
+        result["import"] = counts.as_dict()
+    if len(bad) > args.show_bad:
+        _progress(f"... and {len(bad) - args.show_bad} more bad rows")
+    result |= {
+        "rows": rows,
+        "good": good,
+        "bad": len(bad),
+        "bad_rows": [{"line": r.line, "id": r.id, "reason": r.reason} for r in bad[:1000]],
+    }
     _emit(args, result)
     return 0 if not bad or args.allow_bad else 1
 

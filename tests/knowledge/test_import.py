@@ -52,6 +52,11 @@ def test_cli_import_reports_bad_rows_and_reimport_is_idempotent(
     path = tmp_path / "tickets.jsonl"
     path.write_text("\n".join(lines) + "\n")
 
+    assert main(["kb", "import", str(path), "--check", "--json"]) == 1  # validates only
+    checked = json.loads(capsys.readouterr().out)
+    assert (checked["good"], checked["bad"], "import" in checked) == (40, 2, False)
+    assert graph.stats()["cases"] == 0
+
     assert main(["kb", "import", str(path), "--json", "--batch", "16"]) == 1  # bad rows: 1
     first = json.loads(capsys.readouterr().out)
     assert (first["rows"], first["good"], first["bad"]) == (42, 40, 2)
