@@ -38,17 +38,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from loop.analyze import Analyzer
-from loop.anomaly import BaselineBank, TargetBaseline
-from loop.config import Settings
-from loop.models import Finding, RCAReport
-from loop.monitor import Monitor
-from rules.catalog import Catalog, load_catalog
-from rules.compiler import RuleSpec, load_rules
+if TYPE_CHECKING:  # the engine is imported by the command, not by `mendloop --help`
+    from loop.anomaly import BaselineBank, TargetBaseline
+    from loop.config import Settings
+    from loop.models import Finding, RCAReport
+    from rules.catalog import Catalog
+    from rules.compiler import RuleSpec
 
 DEV_SEEDS = (101, 102, 103)
 EVAL_SEEDS = (7001, 7002, 7003)
@@ -113,6 +110,8 @@ def train_baseline(
 ) -> TargetBaseline:
     """A fault-free simulated day of the twin, sampled like the daemon samples its
     baseline window, fitted with the daemon's own BaselineBank.fit."""
+    import numpy as np
+
     from twin.model import Twin
 
     twin = Twin(targets=("baseline",), seed=seed)
@@ -132,6 +131,9 @@ class Bench:
     name (so no state leaks between them) and its own twin."""
 
     def __init__(self, catalog: Catalog, rules: Sequence[RuleSpec], baseline: TargetBaseline):
+        from loop.analyze import Analyzer
+        from loop.monitor import Monitor
+
         self.catalog = catalog
         self.now = 0.0
         self.monitor = Monitor(catalog, clock=lambda: self.now)
@@ -147,6 +149,8 @@ class Bench:
         return f"{prefix}-{self._n:04d}"
 
     def _tick(self, twin: Any, layout: Any, now: float) -> list[Finding]:
+        import numpy as np
+
         self.now = now
         values = twin.advance(now).reshape(-1)
         result = self.monitor.ingest_columns(layout, ts=np.full(values.shape, now), values=values)
@@ -244,6 +248,8 @@ def scenarios(seeds: Sequence[int], quick: bool) -> tuple[list[Scenario], list[S
 
 
 def _pct(values: list[float], q: float) -> float | None:
+    import numpy as np
+
     return round(float(np.percentile(values, q)), 2) if values else None
 
 
@@ -258,6 +264,8 @@ def evaluate(
     progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """Run every scenario and the control hours; the figures of docs/EVALUATION.md."""
+    from loop.anomaly import BaselineBank
+
     started = time.perf_counter()
     bank = BaselineBank(catalog)
     baseline = train_baseline(catalog, bank)
@@ -359,6 +367,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_rca_eval(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     """`mendloop eval rca [--quick] [--seeds A,B]`: the JSON object of the command."""
+    from rules.catalog import load_catalog
+    from rules.compiler import load_rules
+
     catalog = load_catalog(settings.rules_dir / "metrics.yaml")
     rules = load_rules(catalog, settings.rules_dir)
     raw = getattr(args, "seeds", None)

@@ -31,21 +31,15 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from loop.models import Evidence
-from ml import (
-    FORMAT_VERSION,
-    ModelFileError,
-    ModelMeta,
-    RetrainSchedule,
-    SeasonalBaseline,
-    elevated_level,
-    load_model,
-    save_model,
-)
 from rules.catalog import Catalog
+
+if TYPE_CHECKING:  # ml/ pulls in scikit-learn: imported where a model is fitted or read
+    from ml import ModelMeta
 
 log = logging.getLogger("mendloop.analyze.ml")
 
@@ -91,6 +85,8 @@ def fit_baseline(
     series: tuple[str, ...], ts: np.ndarray, rows: np.ndarray, policy: BaselinePolicy
 ) -> TargetBaseline:
     """Fit every series of ``rows`` ([time, series], NaN allowed) with SeasonalBaseline."""
+    from ml import SeasonalBaseline, elevated_level
+
     n_buckets = max(1, int(np.ceil(policy.period_s / policy.bucket_s)))
     shape = (len(series), n_buckets)
     median, scale = np.zeros(shape), np.ones(shape)
@@ -165,7 +161,6 @@ class BaselineBank:
         self.catalog = catalog
         self.model_dir = model_dir
         self.policy = policy or BaselinePolicy()
-        self.schedule = RetrainSchedule(self.policy.every_s, self.policy.window_s)
         self.series = tuple(catalog)
         self.index = {name: i for i, name in enumerate(self.series)}
         self.duration = np.array([catalog[s].duration_s for s in self.series])
@@ -198,6 +193,8 @@ class BaselineBank:
         skipped (the target retrains). Returns how many were loaded."""
         if self.model_dir is None or not self.model_dir.is_dir():
             return 0
+        from ml import ModelFileError, load_model
+
         loaded = 0
         for path in sorted(self.model_dir.glob("*.joblib")):
             try:
@@ -214,7 +211,9 @@ class BaselineBank:
         for target, state in self._targets.items():
             if not state.row_ts or state.row_ts[-1] - state.row_ts[0] < self.policy.min_span_s:
                 continue
-            if self.schedule.due(state.meta, now):
+            from ml import RetrainSchedule
+
+            if RetrainSchedule(self.policy.every_s, self.policy.window_s).due(state.meta, now):
                 out.append(target)
         return out
 
@@ -227,6 +226,8 @@ class BaselineBank:
     ) -> tuple[TargetBaseline, ModelMeta]:
         """Fit a baseline on a training window and persist it (when ``model_dir`` is set);
         pure apart from the file, so it may run outside the analyzer's lock."""
+        from ml import FORMAT_VERSION, ModelMeta, save_model
+
         model = fit_baseline(self.series, ts, rows, self.policy)
         if self.model_dir is not None:
             meta = save_model(
