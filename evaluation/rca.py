@@ -282,7 +282,7 @@ def evaluate(
         for seed in seeds[:1] if quick else seeds:
             f, h = bench.control(control_hours, seed, control_s if not quick else 600)
             control_false, hours = control_false + f, hours + h
-        progress(f"{hours:g} fault-free hours done")
+        progress(f"{hours:.2f} fault-free hours done")
     finally:
         bench.close()
     everything = single_out + pair_out
@@ -380,4 +380,27 @@ def run_rca_eval(settings: Settings, args: argparse.Namespace) -> dict[str, Any]
         seeds,
         quick=bool(getattr(args, "quick", False)),
         progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+    )
+
+
+def summary(result: dict[str, Any]) -> str:
+    """The human view of `mendloop eval rca` (without --json)."""
+    return "\n".join(
+        [
+            f"{result['scenarios']} scenarios ({result['single']} single faults, "
+            f"{result['pairs']} overlapping pairs), seeds {result['seeds']}, "
+            f"{result['run_time_s']} s",
+            f"  top-1 on single faults: {result['top1']:.1%} (goal >= 90 %); detected by a "
+            f"rule {result['detected']:.1%}",
+            f"  top-3 on pairs (both faults): {result['top3']:.1%} (goal >= 90 %)",
+            f"  false incidents per fault-free hour: {result['false_incidents_per_hour']} "
+            f"({result['false_incidents']} in {result['fault_free_hours']} h; goal <= 0.1)",
+            f"  detection delay p50 {result['detection_delay_s_p50']} s, p95 "
+            f"{result['detection_delay_s_p95']} s; first abnormal sample -> report p50 "
+            f"{result['time_to_report_s_p50']} s, p95 {result['time_to_report_s_p95']} s",
+            *(
+                f"  miss: {m['scenario']} (seed {m['seed']}): ranked {m['ranked']}"
+                for m in result["misses"]
+            ),
+        ]
     )
