@@ -1,44 +1,314 @@
-"""The solution library: playbooks/solutions.yaml, validated against the playbooks on disk.
+"""The solution library: YAML metadata + Ansible playbooks, validated whole on load.
 
-    library = load_solutions(settings.playbooks_dir)
-    library["sol-cache-scale-out"].playbook      # 'cache_scale_out.yml'
+    library = load_library(settings.playbooks_dir)          # id -> SolutionSpec
+    spec = library["sol-cache-scale-out"]
+    spec.render_vars({"twin_url": url, "target": "pm-site-1"})   # validated extra vars
+    load_solutions(settings.playbooks_dir)                  # id -> Solution (graph view)
 
-A bad entry, a duplicate id or a playbook that is not there refuses the file whole.
+The format is documented in docs/REMEDIATION.md. Every entry names the faults it fixes,
+its risk, typed parameters (rendered into extra vars), whether its playbook supports
+check mode, how it is verified (metrics, conditions, hold, deadline, SQI floor), its
+rollback, its blast radius and preconditions. A file with any error is refused whole and
+every error is reported with file:line, as rule files are (rules/loader.py).
 """
 
 from __future__ import annotations
 
+import operator
+import re
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any, Literal
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from loop.errors import PlaybookError
 from loop.models import Solution
 
-SOLUTIONS_FILE = "solutions.yaml"
+SOLUTIONS_FILE = "solutions.yaml"  # the platform's library (twin faults; seeded into the graph)
+GENERIC_FILE = "generic.yaml"  # solutions acting on local resources (processes, disk, cache)
+LIBRARY_FILES = (SOLUTIONS_FILE, GENERIC_FILE)
+DEFAULT_DEADLINE_S = 600.0  # the paper: effect verified within 10 minutes
+
+Scalar = str | int | float | bool
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+_CONDITION = re.compile(
+    r"^\s*(?P<series>[A-Za-z_][A-Za-z0-9_]*)\s+"
+    r"(?:(?P<word>healthy|unhealthy)|(?P<op><=|>=|==|!=|<|>)\s*(?P<value>-?[0-9.]+(?:e-?[0-9]+)?))"
+    r"\s*$"
+)
 
 
-def load_solutions(playbooks_dir: Path) -> dict[str, Solution]:
-    path = playbooks_dir / SOLUTIONS_FILE
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Condition(_Strict):
+    """``series op number`` (``cache_hit_ratio >= 0.8``) or ``series healthy|unhealthy``
+    (within the catalog's warn threshold or not)."""
+
+    series: str
+    op: Literal["<", "<=", ">", ">=", "==", "!=", "healthy", "unhealthy"]
+    value: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Condition:
+        m = _CONDITION.match(text)
+        if m is None:
+            raise ValueError(
+                f"condition {text!r}: expected 'series <op> number' (op one of "
+                "< <= > >= == !=) or 'series healthy' / 'series unhealthy'"
+            )
+        if m["word"]:
+            return cls(series=m["series"], op=m["word"])
+        return cls(series=m["series"], op=m["op"], value=float(m["value"]))
+
+    def holds(self, value: float | None, is_healthy: Callable[[float], bool] | None) -> bool:
+        """Pure: missing data never satisfies a condition."""
+        if value is None:
+            return False
+        if self.op == "healthy":
+            return bool(is_healthy and is_healthy(value))
+        if self.op == "unhealthy":
+            return bool(is_healthy is not None and not is_healthy(value))
+        assert self.value is not None
+        return _OPS[self.op](value, self.value)
+
+    def __str__(self) -> str:
+        return f"{self.series} {self.op}" + (f" {self.value:g}" if self.value is not None else "")
+
+
+def _conditions(value: Any) -> tuple[Condition, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ValueError("must be a list of condition strings")
+    return tuple(c if isinstance(c, Condition) else Condition.parse(str(c)) for c in value)
+
+
+class Parameter(_Strict):
+    """A typed, bounded playbook parameter; its value is rendered into the extra vars."""
+
+    type: Literal["str", "int", "float", "bool"]
+    default: Scalar | None = None
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[Scalar, ...] | None = None
+    pattern: str | None = Field(None, description="regex a str value must fully match")
+    description: str = ""
+
+    def coerce(self, name: str, value: Any) -> Scalar:
+        """The value in its declared type, or ValueError saying why not."""
+        kind = {"str": str, "int": int, "float": float, "bool": bool}[self.type]
+        if self.type == "float" and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ValueError(f"parameter {name}: {value!r} is not a {self.type}")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if self.min is not None and value < self.min:
+                raise ValueError(f"parameter {name}: {value} is below the minimum {self.min:g}")
+            if self.max is not None and value > self.max:
+                raise ValueError(f"parameter {name}: {value} is above the maximum {self.max:g}")
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"parameter {name}: {value!r} is not one of {list(self.choices)}")
+        if self.pattern is not None and not re.fullmatch(self.pattern, str(value)):
+            raise ValueError(f"parameter {name}: {value!r} does not match {self.pattern}")
+        return value
+
+
+class VerificationSpec(_Strict):
+    """What must hold after the run: every ``metrics`` series (and those that opened the
+    incident) within warn, every condition, the SQI at least ``sqi_min``, continuously for
+    ``hold_s`` (None: the daemon's setting), before ``deadline_s``."""
+
+    metrics: tuple[str, ...] = ()
+    conditions: tuple[Condition, ...] = ()
+    hold_s: float | None = Field(None, gt=0)
+    deadline_s: float = Field(DEFAULT_DEADLINE_S, gt=0, le=3600)
+    sqi_min: float | None = Field(80.0, ge=0, le=100)
+
+    _conds = field_validator("conditions", mode="before")(_conditions)
+
+
+class SolutionSpec(_Strict):
+    """One entry of the library, as docs/REMEDIATION.md documents it."""
+
+    id: str = Field(pattern=r"^sol-[a-z0-9-]+$")
+    title: str = Field(min_length=1)
+    faults: tuple[str, ...] = Field(min_length=1)
+    risk: Literal["low", "medium", "high"]
+    playbook: str
+    check_mode: bool = True
+    rollback_playbook: str | None = None
+    parameters: dict[str, Parameter] = Field(default_factory=dict)
+    verification: VerificationSpec = Field(default_factory=VerificationSpec)
+    blast_radius: int = Field(1, ge=1, le=1000, description="targets it may run on at once")
+    preconditions: tuple[Condition, ...] = ()
+    description: str = ""
+
+    _conds = field_validator("preconditions", mode="before")(_conditions)
+
+    def render_vars(
+        self, base: Mapping[str, Scalar], overrides: Mapping[str, Any] | None = None
+    ) -> dict[str, Scalar]:
+        """Extra vars: ``base`` (twin_url, target, ...) + every parameter, defaults filled
+        in and overrides validated; ValueError names the first bad or missing one."""
+        overrides = dict(overrides or {})
+        unknown = set(overrides) - set(self.parameters)
+        if unknown:
+            raise ValueError(f"unknown parameter(s): {', '.join(sorted(unknown))}")
+        rendered: dict[str, Scalar] = dict(base)
+        for name, param in self.parameters.items():
+            value = overrides.get(name, param.default)
+            if value is None:
+                raise ValueError(f"parameter {name}: no value and no default")
+            rendered[name] = param.coerce(name, value)
+        return rendered
+
+    def solution(self) -> Solution:
+        """The graph's view of this entry (success counters start at zero)."""
+        return Solution(
+            id=self.id,
+            title=self.title,
+            playbook=self.playbook,
+            rollback_playbook=self.rollback_playbook,
+            risk=self.risk,
+            fixes=",".join(self.faults),
+            description=self.description,
+        )
+
+
+# -- loading with file:line -----------------------------------------------------------------
+
+
+def _line_at(node: yaml.Node, loc: Iterable[str | int]) -> int:
+    """The line (1-based) of the deepest node along ``loc`` that exists."""
+    line = node.start_mark.line + 1
+    for step in loc:
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            child = next(((k, v) for k, v in reversed(node.value) if k.value == step), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int):
+            child = (None, node.value[step]) if step < len(node.value) else None
+        if child is None:
+            break
+        key, node = child
+        line = (key or node).start_mark.line + 1
+    return line
+
+
+def check_file(
+    path: Path,
+    playbooks_dir: Path,
+    known_series: Iterable[str] | None = None,
+    known_faults: Iterable[str] | None = None,
+) -> tuple[dict[str, SolutionSpec], list[str]]:
+    """Every entry of one library file, or every error as ``path:line: reason``."""
     try:
         text = path.read_text()
         entries = yaml.safe_load(text)
-    except (OSError, yaml.YAMLError) as exc:
-        raise PlaybookError(f"{path}: cannot read the solution library: {exc}") from exc
-    if not isinstance(entries, list):
-        raise PlaybookError(f"{path}: expected a list of solutions")
-    library: dict[str, Solution] = {}
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except OSError as exc:
+        return {}, [f"{path}: cannot read the solution library: {exc}"]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        return {}, [f"{path}:{mark.line + 1 if mark else '?'}: {exc}"]
+    if not isinstance(entries, list) or not isinstance(root, yaml.SequenceNode):
+        return {}, [f"{path}:1: expected a list of solutions"]
+    series = set(known_series) if known_series is not None else None
+    faults = set(known_faults) if known_faults is not None else None
+    specs: dict[str, SolutionSpec] = {}
+    errors: list[str] = []
     for index, entry in enumerate(entries):
-        where = f"{path} entry #{index + 1}"
+        node = root.value[index]
         try:
-            solution = Solution.model_validate(entry)
+            spec = SolutionSpec.model_validate(entry)
         except ValidationError as exc:
-            raise PlaybookError(f"{where}: {exc}") from exc
-        if solution.id in library:
-            raise PlaybookError(f"{where}: solution id {solution.id} is defined twice")
-        for playbook in filter(None, (solution.playbook, solution.rollback_playbook)):
-            if not (playbooks_dir / playbook).is_file():
-                raise PlaybookError(f"{where}: playbook {playbook} not found in {playbooks_dir}")
-        library[solution.id] = solution
+            for err in exc.errors():
+                loc = ".".join(map(str, err["loc"])) or "entry"
+                line = _line_at(node, err["loc"])
+                errors.append(f"{path}:{line}: solution #{index + 1}: {loc}: {err['msg']}")
+            continue
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        if spec.id in specs:
+            problems.append((("id",), f"solution id {spec.id} is defined twice"))
+        for field in ("playbook", "rollback_playbook"):
+            playbook = getattr(spec, field)
+            if playbook and not (playbooks_dir / playbook).is_file():
+                problems.append(((field,), f"playbook {playbook} not found in {playbooks_dir}"))
+        for name, param in spec.parameters.items():
+            if param.default is not None:
+                try:
+                    param.coerce(name, param.default)
+                except ValueError as exc:
+                    problems.append((("parameters", name, "default"), str(exc)))
+        if faults is not None:
+            for i, fault in enumerate(spec.faults):
+                if fault not in faults:
+                    problems.append((("faults", i), f"unknown fault {fault}"))
+        if series is not None:
+            named = [
+                (("verification", "metrics", i), s) for i, s in enumerate(spec.verification.metrics)
+            ]
+            named += [
+                (("verification", "conditions", i), c.series)
+                for i, c in enumerate(spec.verification.conditions)
+            ]
+            named += [(("preconditions", i), c.series) for i, c in enumerate(spec.preconditions)]
+            problems += [(loc, f"unknown metric {s}") for loc, s in named if s not in series]
+        for loc, reason in problems:
+            errors.append(f"{path}:{_line_at(node, loc)}: {spec.id}: {reason}")
+        if not problems:
+            specs[spec.id] = spec
+    return specs, errors
+
+
+def check_library(
+    playbooks_dir: Path,
+    files: Iterable[str] = LIBRARY_FILES,
+    known_series: Iterable[str] | None = None,
+    known_faults: Iterable[str] | None = None,
+) -> tuple[dict[str, SolutionSpec], list[str]]:
+    """All library files of a folder (a missing optional file is skipped)."""
+    library: dict[str, SolutionSpec] = {}
+    errors: list[str] = []
+    series = list(known_series) if known_series is not None else None
+    for name in files:
+        path = playbooks_dir / name
+        if name != SOLUTIONS_FILE and not path.exists():
+            continue
+        specs, errs = check_file(path, playbooks_dir, series, known_faults)
+        errors += errs
+        for sid in set(specs) & set(library):
+            errors.append(f"{path}: solution id {sid} is defined in two library files")
+        library.update(specs)
+    return library, errors
+
+
+def load_library(
+    playbooks_dir: Path,
+    files: Iterable[str] = LIBRARY_FILES,
+    known_series: Iterable[str] | None = None,
+    known_faults: Iterable[str] | None = None,
+) -> dict[str, SolutionSpec]:
+    """The validated library; any error refuses it whole (PlaybookError lists them all)."""
+    library, errors = check_library(playbooks_dir, files, known_series, known_faults)
+    if errors:
+        raise PlaybookError("solution library refused:\n" + "\n".join(errors))
     return library
+
+
+def load_solutions(playbooks_dir: Path) -> dict[str, Solution]:
+    """The platform library (solutions.yaml) as the knowledge graph stores it."""
+    return {
+        sid: spec.solution()
+        for sid, spec in load_library(playbooks_dir, files=(SOLUTIONS_FILE,)).items()
+    }
