@@ -28,7 +28,6 @@ operation, anomaly scores and onsets). Neither opens an incident; the RCA rankin
 
 from __future__ import annotations
 
-import functools
 import math
 import threading
 import time
@@ -38,11 +37,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from loop.anomaly import BaselineBank
-from loop.models import Evidence, Finding, FindingKind, RCAReport, RootCause, Sample
+from loop.models import Evidence, Finding, FindingKind, RCAReport, Sample
 from loop.monitor import Point
-from loop.rca import Context, Topology, assemble, rank
-from loop.sqi import SQIModel, SQIResult
-from rules.catalog import Catalog, load_catalog
+from loop.rca import Context, Topology
+from loop.report import build_report, default_topology, rank_causes
+from loop.sqi import SQIModel, SQIResult, sqi_finding
+from rules.catalog import Catalog
 from rules.compiler import AbnormalFact, CompiledRules, RuleSpec
 from rules.signals import Change, QualityEvent, SignalTracker, ThresholdTracker
 
@@ -102,32 +102,6 @@ def quality_finding(event: QualityEvent) -> Finding:
     )
 
 
-def sqi_finding(target: str, result: SQIResult, since: float) -> Finding:
-    """SQI below 80, naming the metrics (and so the components) that drag it down."""
-    evidence = tuple(
-        Evidence(
-            series=d.series,
-            value=d.value,
-            threshold=d.score,
-            direction="low",
-            since=since,
-            source="sqi",
-            component=d.component,
-            deviation=d.cost,
-        )
-        for d in result.dragging
-    )
-    return Finding(
-        kind=FindingKind.sqi,
-        target=target,
-        series=tuple(d.series for d in result.dragging),
-        rule_id=f"sqi:{result.sqi:.1f}:" + ",".join(result.components),
-        started_at=since,
-        score=max(0.0, min(1.0, 1.0 - result.sqi / 100.0)),
-        evidence=evidence,
-    )
-
-
 @dataclass(frozen=True)
 class ReloadResult:
     """What a hot reload did: rule ids added/removed/changed, findings it fired."""
@@ -171,7 +145,7 @@ class Analyzer:
     ) -> None:
         self.catalog = catalog
         self.baselines = baselines or BaselineBank(catalog)
-        self.topology = topology or _default_topology()
+        self.topology = topology or default_topology()
         self.sqi_model = SQIModel(catalog)
         self._sqi_values: dict[str, np.ndarray] = {}
         self._sqi_now: dict[str, SQIResult] = {}
@@ -481,53 +455,3 @@ class Analyzer:
 
     def close(self) -> None:
         self._engine.close()
-
-
-def rank_causes(findings: Iterable[Finding], rules: dict[str, RuleSpec]) -> tuple[RootCause, ...]:
-    """Ranked causes of ``findings`` alone (no context): see loop/rca.py."""
-    return rank(findings, rules, _default_catalog(), _default_topology(), Context(), active={})
-
-
-@functools.cache
-def _default_catalog() -> Catalog:
-    return load_catalog()
-
-
-@functools.cache
-def _default_topology() -> Topology:
-    return Topology.from_domain()
-
-
-def build_report(
-    incident_id: str,
-    target: str,
-    findings: Iterable[Finding],
-    rules: dict[str, RuleSpec],
-    started: float | None = None,
-    *,
-    catalog: Catalog | None = None,
-    topology: Topology | None = None,
-    context: Context | None = None,
-    active: dict[str, RuleSpec] | None = None,
-) -> RCAReport:
-    """The RCA report; ``latency_ms`` is the compute time from ``started`` (perf_counter).
-    Without ``context`` only the findings themselves are ranked."""
-    t0 = time.perf_counter() if started is None else started
-    catalog = catalog or _default_catalog()
-    context = context or Context()
-    candidates = rank(
-        findings,
-        rules,
-        catalog,
-        topology or _default_topology(),
-        context,
-        active=active if active is not None else {},
-    )
-    return assemble(
-        incident_id,
-        target,
-        candidates,
-        context,
-        (time.perf_counter() - t0) * 1000,
-        catalog,
-    )

@@ -134,8 +134,8 @@ class RCAReport(Frozen):
         return tuple(sorted(tags))
 
     def markdown(self) -> str:
-        """The report for chat and the web page (loop/rca.py renders it)."""
-        from loop.rca import render_markdown
+        """The report for chat and the web page (loop/report.py renders it)."""
+        from loop.report import render_markdown
 
         return render_markdown(self)
 

@@ -2,7 +2,7 @@
 
     topology = Topology.from_domain()                       # knowledge/domain.yaml
     causes = rank(findings, rules, catalog, topology, context)
-    report = assemble(incident_id, target, causes, context, started)
+    # loop/report.py turns them into the RCAReport (and its Markdown)
 
 Pure functions (no I/O, no clock): the analyzer gathers the :class:`Context` under its
 lock and calls these. How a candidate is scored:
@@ -31,9 +31,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
-from loop.models import Evidence, Finding, FindingKind, RCAReport, RootCause
+from loop.models import Evidence, Finding, FindingKind, RootCause
 from loop.sqi import SQIResult
 from rules.catalog import Catalog
 from rules.compiler import AbnormalFact
@@ -316,102 +315,3 @@ def rank(
     scored.sort(key=lambda item: (not item[0][0], -item[0][1], -item[0][2], item[0][3]))
     total = sum(s for _, _, s in scored) or 1.0
     return tuple(c.model_copy(update={"confidence": s / total}) for _, c, s in scored)
-
-
-def assemble(
-    incident_id: str,
-    target: str,
-    candidates: tuple[RootCause, ...],
-    context: Context,
-    latency_ms: float,
-    catalog: Catalog | None = None,
-) -> RCAReport:
-    """The report around ranked candidates: first abnormal sample, time to report, SQI."""
-    named = [c for c in candidates if c.fired] or list(candidates)
-    # the first sample past a threshold behind the named causes (an ML onset is earlier:
-    # where a deviation began, not a sample anybody would call abnormal yet)
-    crossings = [e.since for c in named for e in c.evidence if e.source != "anomaly"]
-    first = min(crossings) if crossings else None
-    ttr = max(0.0, context.now - first) if first is not None and context.now is not None else None
-    comps = component_onsets((), context, catalog) if catalog is not None else {}
-    for cand in candidates:
-        if cand.onset is not None:
-            comps[cand.component] = min(cand.onset, comps.get(cand.component, cand.onset))
-    return RCAReport(
-        incident_id=incident_id,
-        target=target,
-        candidates=candidates,
-        latency_ms=latency_ms,
-        first_abnormal_at=first,
-        reported_at=context.now,
-        time_to_report_s=ttr,
-        sqi=None if context.sqi is None else round(context.sqi.sqi, 2),
-        sqi_roles={}
-        if context.sqi is None
-        else {k: round(v, 2) for k, v in context.sqi.roles.items()},
-        abnormal_components=dict(sorted(comps.items(), key=lambda kv: (kv[1], kv[0]))),
-    )
-
-
-def _when(ts: float | None, origin: float | None) -> str:
-    if ts is None:
-        return "-"
-    stamp = datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S")
-    return f"{stamp}Z" if origin is None else f"{stamp}Z ({ts - origin:+.1f} s)"
-
-
-def _evidence_line(e: Evidence, origin: float | None) -> str:
-    side = "above" if e.direction == "high" else "below"
-    what = "baseline bound" if e.source == "anomaly" else "threshold"
-    off = ""
-    if e.deviation is not None:
-        off = (
-            f", {e.deviation:.1f}x its learnt threshold"
-            if e.source == "anomaly"
-            else f", {e.deviation:+.2f} of warn..crit past it"
-        )
-    rule = (
-        f" [rule {e.rule_id}]" if e.rule_id else " [ML baseline]" if e.source == "anomaly" else ""
-    )
-    return (
-        f"- `{e.series}` = {e.value:g}, {side} {what} {e.threshold:g}{off}, "
-        f"since {_when(e.since, origin)}{rule}"
-    )
-
-
-def render_markdown(report: RCAReport) -> str:
-    """The report for chat and the web page: headline, table, evidence per candidate."""
-    origin = report.first_abnormal_at
-    top = report.top
-    lines = [f"### Root-cause analysis: {report.target} (incident `{report.incident_id}`)", ""]
-    if top is None:
-        lines.append("No candidate: no rule explains the findings.")
-        return "\n".join(lines)
-    conf = f"{top.confidence:.0%}" if top.confidence is not None else f"score {top.score:.2f}"
-    lines.append(f"**Most likely cause: `{top.fault}` on {top.component}** ({conf}). {top.summary}")
-    facts = []
-    if report.time_to_report_s is not None:
-        facts.append(f"first abnormal sample -> report: {report.time_to_report_s:.1f} s")
-    facts.append(f"analysis {report.latency_ms:.1f} ms")
-    if report.sqi is not None:
-        roles = ", ".join(f"{k.replace('_', ' ')} {v:.0f}" for k, v in report.sqi_roles.items())
-        facts.append(f"SQI {report.sqi:.1f}{' (below 80)' if report.sqi < 80 else ''}: {roles}")
-    lines += ["", "; ".join(facts), ""]
-    lines += [
-        "| # | fault | component | confidence | onset | explains | basis |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for i, c in enumerate(report.candidates, 1):
-        basis = ("rule " if c.fired else "signature ") + ", ".join(c.rules)
-        confidence = f"{c.confidence:.0%}" if c.confidence is not None else f"{c.score:.2f}"
-        lines.append(
-            f"| {i} | `{c.fault}` | {c.component} | {confidence} | {_when(c.onset, origin)} "
-            f"| {', '.join(c.explains) or '-'} | {basis} |"
-        )
-    for i, c in enumerate(report.candidates, 1):
-        lines += ["", f"**{i}. `{c.fault}`** ({c.component}): {c.why}"]
-        lines += [_evidence_line(e, origin) for e in (*c.evidence, *c.anomalies)]
-    if report.abnormal_components:
-        order = ", ".join(f"{k} {_when(v, origin)}" for k, v in report.abnormal_components.items())
-        lines += ["", f"Abnormal components in onset order: {order}"]
-    return "\n".join(lines)

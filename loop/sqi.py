@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from loop.models import Evidence, Finding, FindingKind
 from rules.catalog import Catalog
 
 WEIGHTS: dict[str, float] = {
@@ -140,3 +141,29 @@ class SQIModel:
                 )
         dragging.sort(key=lambda d: (-d.cost, d.series))
         return SQIResult(float(sqi), roles, tuple(dragging))
+
+
+def sqi_finding(target: str, result: SQIResult, since: float) -> Finding:
+    """SQI below 80, naming the metrics (and so the components) that drag it down."""
+    evidence = tuple(
+        Evidence(
+            series=d.series,
+            value=d.value,
+            threshold=d.score,
+            direction="low",
+            since=since,
+            source="sqi",
+            component=d.component,
+            deviation=d.cost,
+        )
+        for d in result.dragging
+    )
+    return Finding(
+        kind=FindingKind.sqi,
+        target=target,
+        series=tuple(d.series for d in result.dragging),
+        rule_id=f"sqi:{result.sqi:.1f}:" + ",".join(result.components),
+        started_at=since,
+        score=max(0.0, min(1.0, 1.0 - result.sqi / 100.0)),
+        evidence=evidence,
+    )

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from loop.models import Evidence, Finding, FindingKind, RCAReport
-from loop.rca import Context, Topology, assemble, rank
+from loop.rca import Context, Topology, rank
+from loop.report import assemble
 from rules.catalog import load_catalog
 from rules.compiler import AbnormalFact, load_rules
 
