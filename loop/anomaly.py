@@ -19,7 +19,10 @@ persisted with ``ml.save_model``. Nothing in this path is a constant in data uni
 - its onset is the start of the excursion: the first point of the unbroken run above the
   series' usual deviation (``ml.elevated_level`` at the 0.9 quantile of its training z:
   with the median, noise alone starts a run every other point), as in ``ml.onset_index``;
-- an hour of the day that had too few training rows is not judged at all.
+- an hour of the day that had too few training rows is not judged at all;
+- bad input is never an anomaly: a series silent for ``gap_s`` (while its target still
+  reports) or frozen at one value for longer than it ever stayed put in training
+  (``SeasonalBaseline.stale_after``) drops out of the evidence.
 
 Anomalies never open an incident: they are evidence that the RCA weighs (onset order,
 which components are abnormal), next to the rules that do.
@@ -74,6 +77,7 @@ class TargetBaseline:
     judged: np.ndarray  # [series, bucket]: enough training rows in this hour to judge it
     threshold: np.ndarray
     elevated: np.ndarray
+    stale_after: np.ndarray  # [series]: longer flat than this (points) is a frozen source
     trained_from: float
     trained_to: float
 
@@ -93,6 +97,7 @@ def fit_baseline(
     judged = np.zeros(shape, dtype=bool)
     threshold = np.full(len(series), np.inf)
     elevated = np.full(len(series), np.inf)
+    stale_after = np.full(len(series), np.inf)
     for j in range(len(series)):
         values = rows[:, j]
         ok = np.isfinite(values)
@@ -105,6 +110,7 @@ def fit_baseline(
             min_bucket=policy.min_bucket,
         ).fit(ts, values)
         median[j], scale[j], threshold[j] = base.median, base.scale, base.threshold
+        stale_after[j] = base.stale_after
         counts = np.bincount(base._bucket(ts[ok]), minlength=n_buckets)[:n_buckets]
         judged[j] = counts >= policy.min_bucket
         z = base.score_many(ts[ok], values[ok]).scores
@@ -119,6 +125,7 @@ def fit_baseline(
         judged=judged,
         threshold=threshold,
         elevated=elevated,
+        stale_after=stale_after,
         trained_from=float(np.nanmin(ts)),
         trained_to=float(np.nanmax(ts)),
     )
@@ -133,6 +140,7 @@ class _TargetState:
     expected: np.ndarray = field(init=False)
     beyond_since: np.ndarray = field(init=False)  # first point of the run past threshold
     onset: np.ndarray = field(init=False)  # first point of the run above the usual level
+    run: np.ndarray = field(init=False)  # consecutive identical values (a frozen source)
     rows: list[np.ndarray] = field(default_factory=list)  # the baseline window
     row_ts: list[float] = field(default_factory=list)
     model: TargetBaseline | None = None
@@ -141,6 +149,7 @@ class _TargetState:
     def __post_init__(self) -> None:
         for name in ("value", "ts", "z", "expected", "beyond_since", "onset"):
             setattr(self, name, np.full(self.n, np.nan))
+        self.run = np.zeros(self.n)
 
 
 def _file_name(target: str) -> str:
@@ -157,8 +166,10 @@ class BaselineBank:
         catalog: Catalog,
         model_dir: Path | None = None,
         policy: BaselinePolicy | None = None,
+        gap_s: float = 60.0,
     ) -> None:
         self.catalog = catalog
+        self.gap_s = gap_s
         self.model_dir = model_dir
         self.policy = policy or BaselinePolicy()
         self.series = tuple(catalog)
@@ -261,6 +272,7 @@ class BaselineBank:
         """Score the newest points of ``target`` (``idx`` into ``self.series``) and keep a
         baseline row every ``stride_s`` while the target is ``healthy``."""
         state = self._state(target)
+        state.run[idx] = np.where(state.value[idx] == values, state.run[idx] + 1, 1)
         state.value[idx], state.ts[idx] = values, ts
         model = state.model
         if model is not None:
@@ -297,9 +309,11 @@ class BaselineBank:
         state = self._targets.get(target)
         if state is None or state.model is None:
             return []
-        held = state.ts - state.beyond_since
-        hits = np.flatnonzero(np.isfinite(held) & (held >= self.duration))
         model = state.model
+        held = state.ts - state.beyond_since
+        live = state.ts >= np.nanmax(state.ts) - self.gap_s  # a silent series: no data
+        moving = state.run <= model.stale_after  # a frozen one: stale
+        hits = np.flatnonzero(np.isfinite(held) & (held >= self.duration) & live & moving)
         out = []
         for j in hits:
             value, expected = float(state.value[j]), float(state.expected[j])

@@ -154,3 +154,26 @@ def test_the_baseline_window_is_learnt_persisted_and_retrained_on_schedule(
     assert again.due(loop.now) == []  # no window of its own yet: nothing to retrain on
     (tmp_path / "models" / "broken.joblib").write_text("not a model")
     assert BaselineBank(catalog, model_dir=tmp_path / "models").load() == 1
+
+
+def test_a_silent_or_frozen_series_is_not_an_anomaly(make_loop):
+    from loop.monitor import Point
+
+    loop = make_loop()
+    loop.run(20)
+    loop.twin.inject(TARGET, "edge_cpu_saturation", now=loop.now)
+    loop.run(20)
+    anomalous = {e.series for e in loop.analyzer.anomalies(TARGET)}
+    assert {"edge_cpu_util_pct", "edge_latency_ms"} <= anomalous
+    frozen = loop.twin.state(TARGET)["values"]["edge_latency_ms"]
+    for _ in range(150):  # edge_cpu_util_pct goes silent, edge_latency_ms repeats a value
+        loop.now += 1
+        row = loop.twin.advance(loop.now)[0].tolist()
+        values = dict(zip(loop.twin.series, row, strict=True))
+        values["edge_latency_ms"] = frozen
+        del values["edge_cpu_util_pct"]
+        loop.analyzer.observe([Point(TARGET, s, loop.now, v) for s, v in values.items()])
+    anomalous = {e.series for e in loop.analyzer.anomalies(TARGET)}
+    assert "edge_cpu_util_pct" not in anomalous  # no data
+    assert "edge_latency_ms" not in anomalous  # stale
+    assert "edge_dropped_points_per_s" in anomalous  # the fault itself is still seen
