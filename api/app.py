@@ -1,26 +1,28 @@
 """FastAPI app factory.
 
-    app = create_app(store, submit=engine.submit)
+    app = create_app(store, submit=engine.submit, approvals=engine)
 
 GET /healthz, GET /v1/incidents, GET /v1/incidents/{id} (timeline + RCA report),
 POST /v1/samples (JSON batch: ``{"samples": [...]}`` or a bare list), POST
 /v1/samples/prometheus (text exposition), POST /v1/metrics (OTLP/HTTP JSON), GET /v1/intake
-(counters by reason). One bad sample is rejected with its index and reason; the rest of
-the batch is still taken; a busy intake answers 429 with Retry-After, never a silent drop.
+(counters by reason), POST /v1/incidents/{id}/approve and /reject (``{"comment", "by"}``:
+move an incident waiting in awaiting_approval on; 404 unknown, 409 not waiting). One bad
+sample is rejected with its index and reason; the rest of the batch is still taken; a busy
+intake answers 429 with Retry-After, never a silent drop.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import Body, FastAPI, HTTPException, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.ingest import busy, ingest_router, push_status
 from loop import __version__
-from loop.errors import Overloaded
+from loop.errors import IllegalTransition, Overloaded
 from loop.monitor import IngestResult
 from loop.state import State
 from loop.store import IncidentStore, IncidentView
@@ -40,6 +42,24 @@ class IngestOut(BaseModel):
     late: int
     duplicate: int
     rejected: list[RejectionOut]
+
+
+class Approvals(Protocol):
+    """What approving needs from the daemon (loop.daemon.Engine has both)."""
+
+    def approve(self, incident_id: str, by: str = ..., comment: str = ...) -> IncidentView: ...
+
+    def reject(self, incident_id: str, by: str = ..., comment: str = ...) -> IncidentView: ...
+
+
+class ApprovalIn(BaseModel):
+    comment: str = Field("", max_length=2000)
+    by: str = Field(
+        "api",
+        min_length=1,
+        max_length=200,
+        description="who decides (issue 7: taken from the caller's token instead)",
+    )
 
 
 class IncidentSummary(BaseModel):
@@ -88,6 +108,7 @@ def create_app(
     submit: Submit | None = None,
     stats: Callable[[], dict[str, Any]] | None = None,
     units: Mapping[str, str] | None = None,
+    approvals: Approvals | None = None,
 ) -> FastAPI:
     app = FastAPI(title="mendloop", version=__version__)
     if submit is not None:  # Prometheus text and OTLP/HTTP JSON pushes (api/ingest.py)
@@ -111,6 +132,27 @@ def create_app(
         if incident is None:
             raise HTTPException(status_code=404, detail=f"no incident {incident_id}")
         return incident
+
+    def _decide(incident_id: str, body: ApprovalIn | None, approve: bool) -> IncidentSummary:
+        """Small on purpose: issue 7 wraps it with tokens, roles and ChatOps."""
+        if approvals is None:
+            raise HTTPException(status_code=503, detail="this server does not take approvals")
+        if store.get(incident_id) is None:
+            raise HTTPException(status_code=404, detail=f"no incident {incident_id}")
+        body = body or ApprovalIn()
+        act = approvals.approve if approve else approvals.reject
+        try:
+            return _summary(act(incident_id, by=body.by, comment=body.comment))
+        except IllegalTransition as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from exc
+
+    @app.post("/v1/incidents/{incident_id}/approve", response_model=IncidentSummary)
+    def approve(incident_id: str, body: ApprovalIn | None = None) -> IncidentSummary:
+        return _decide(incident_id, body, approve=True)
+
+    @app.post("/v1/incidents/{incident_id}/reject", response_model=IncidentSummary)
+    def reject(incident_id: str, body: ApprovalIn | None = None) -> IncidentSummary:
+        return _decide(incident_id, body, approve=False)
 
     @app.post("/v1/samples", response_model=IngestOut)
     def post_samples(payload: Annotated[Any, Body()]) -> Any:

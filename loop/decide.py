@@ -14,6 +14,7 @@ among them the solution with the best similarity x success rate x risk wins.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from knowledge.domain import symptom_keys
@@ -22,6 +23,10 @@ from knowledge.graph import KnowledgeGraph
 from knowledge.matcher import Matcher, Scored
 from knowledge.similarity import MatchQuery, solution_score
 from loop.models import Case, Decision, DecisionMode, Match, RCAReport, Solution
+from loop.solutions import SolutionSpec
+
+# (solution with its graph track record, fault, target) -> (mode, why); loop/policy.py
+Autonomy = Callable[[Solution, str, str], tuple[DecisionMode, str]]
 
 
 @dataclass(frozen=True)
@@ -53,12 +58,20 @@ def match_query(report: RCAReport) -> MatchQuery:
 
 
 def autonomy_mode(solution: Solution) -> DecisionMode:
-    """How far to trust a fix: low/medium risk runs on its own, high risk waits for a person.
-
-    Earned autonomy from track record (suggest -> approval -> auto) comes with the
-    remediation issue; the seam is here.
-    """
+    """Without an autonomy policy only risk decides: high risk waits for a person."""
     return DecisionMode.approval if solution.risk == "high" else DecisionMode.auto
+
+
+def choose_autonomy(
+    solution: Solution, fault: str, target: str, autonomy: Autonomy | None = None
+) -> tuple[DecisionMode, str]:
+    """How far to trust a fix, and why. With ``autonomy`` (the daemon passes the earned
+    autonomy of loop/policy.py, persisted in SQL) the solution's level for this fault and
+    target class decides; without it, ``autonomy_mode``."""
+    if autonomy is not None:
+        return autonomy(solution, fault, target)
+    mode = autonomy_mode(solution)
+    return mode, f"risk {solution.risk} -> {mode} (no autonomy policy)"
 
 
 def rank_candidates(
@@ -95,10 +108,14 @@ class Decider:
         embedder: Embedder,
         min_similarity: float,
         base_vars: dict[str, str | int | float | bool],
+        autonomy: Autonomy | None = None,
+        library: Mapping[str, SolutionSpec] | None = None,
     ) -> None:
         self.matcher = Matcher(graph, embedder)
         self.min_similarity = min_similarity
         self.base_vars = base_vars
+        self.autonomy = autonomy
+        self.library = library or {}
 
     def decide(self, report: RCAReport) -> DecideOutcome:
         if report.top is None:
@@ -115,18 +132,27 @@ class Decider:
                 **timing,
             )
         chosen = eligible[0]
-        mode = autonomy_mode(chosen.solution)
+        fault = report.top.fault
+        mode, why = choose_autonomy(chosen.solution, fault, report.target, self.autonomy)
+        base = {**self.base_vars, "target": report.target}
+        spec = self.library.get(chosen.solution.id)
+        try:  # the library's typed parameters, defaults filled in and validated
+            extra_vars = spec.render_vars(base) if spec else base
+        except ValueError as exc:
+            return DecideOutcome(
+                None, f"{chosen.solution.id}: bad parameters: {exc}", tuple(matches[:3]), **timing
+            )
         decision = Decision(
             incident_id=report.incident_id,
             solution_id=chosen.solution.id,
             playbook=chosen.solution.playbook,
             rollback_playbook=chosen.solution.rollback_playbook,
-            extra_vars={**self.base_vars, "target": report.target},
+            extra_vars=extra_vars,
             mode=mode,
             reason=(
                 f"case {chosen.case.id} similarity {chosen.match.similarity:.2f}; "
                 f"{chosen.solution.id} success rate {chosen.solution.success_rate:.2f}, "
-                f"risk {chosen.solution.risk} -> {mode}"
+                f"risk {chosen.solution.risk} -> {mode}; {why}"
             ),
             match=chosen.match,
         )

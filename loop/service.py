@@ -81,6 +81,7 @@ async def run_daemon(settings: Settings) -> None:
         submit=engine.submit,
         stats=engine.monitor.stats,
         units={name: spec.unit for name, spec in engine.catalog.items()},
+        approvals=engine,
     )
     server = uvicorn.Server(
         uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning")

@@ -1,12 +1,16 @@
 """Verify: did the fix work? The series that opened the incident must be healthy again.
 
-    verification = await verify(execution, series, reader, target, catalog, hold_s, timeout_s)
+    verification = await verify(execution, series, reader, target, catalog, hold_s, timeout_s,
+                                conditions=spec.verification.conditions, read_sqi=analyzer_sqi,
+                                sqi_min=80)
 
 Healthy means within the *warn* threshold (stricter than the crit line that opened the
 incident), on samples newer than the end of the playbook run, continuously for
 ``hold_s``. Passed as soon as that holds; timed_out if it has not by ``timeout_s``
 (paper: 10 min); failed if a series sent no fresh sample at all, since then nothing
-can be verified.
+can be verified. The solution's verification spec adds its own metrics (to ``series``),
+conditions (``cache_utilization_pct < 85``) and the SQI floor (paper: alert below 80);
+every one of them must hold at the same time for the whole hold period.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ import time
 from collections.abc import Callable, Iterable
 
 from loop.models import Execution, MetricCheck, Verification, VerificationStatus
+from loop.solutions import Condition
 from rules.catalog import Catalog
 
 LatestReader = Callable[[str, str], tuple[float, float] | None]
+SQIReader = Callable[[str], float | None]
 
 
 def check_metrics(
@@ -37,6 +43,32 @@ def check_metrics(
     return tuple(checks)
 
 
+def check_conditions(
+    catalog: Catalog,
+    conditions: Iterable[Condition],
+    latest: dict[str, tuple[float, float] | None],
+    fresh_after: float,
+) -> tuple[MetricCheck, ...]:
+    """Pure: one check per condition, on fresh samples only."""
+    checks = []
+    for cond in conditions:
+        point = latest.get(cond.series)
+        fresh = point is not None and point[0] > fresh_after
+        value = point[1] if point is not None else None
+        spec = catalog.get(cond.series)
+        ok = fresh and cond.holds(value, spec.is_healthy if spec else None)
+        threshold = cond.value if cond.value is not None else (spec.warn if spec else 0.0)
+        checks.append(MetricCheck(series=str(cond), healthy=ok, value=value, threshold=threshold))
+    return tuple(checks)
+
+
+def check_sqi(sqi: float | None, sqi_min: float | None) -> tuple[MetricCheck, ...]:
+    """Pure: the SQI floor, when there is one and the target reports SQI metrics."""
+    if sqi_min is None or sqi is None:
+        return ()
+    return (MetricCheck(series="sqi", healthy=sqi >= sqi_min, value=sqi, threshold=sqi_min),)
+
+
 async def verify(
     execution: Execution,
     series: Iterable[str],
@@ -47,15 +79,26 @@ async def verify(
     timeout_s: float,
     poll_s: float = 0.5,
     clock: Callable[[], float] = time.time,
+    *,
+    conditions: Iterable[Condition] = (),
+    read_sqi: SQIReader | None = None,
+    sqi_min: float | None = None,
 ) -> Verification:
-    names = sorted(set(series))
+    conds = tuple(conditions)
+    metric_names = sorted(set(series))
+    names = sorted(set(metric_names) | {c.series for c in conds})
     fresh_after = execution.ended.timestamp()
     start = clock()
     healthy_since: float | None = None
     checks: tuple[MetricCheck, ...] = ()
     while True:
         now = clock()
-        checks = check_metrics(catalog, {s: read_latest(target, s) for s in names}, fresh_after)
+        latest = {s: read_latest(target, s) for s in names}
+        checks = (
+            check_metrics(catalog, {s: latest[s] for s in metric_names}, fresh_after)
+            + check_conditions(catalog, conds, latest, fresh_after)
+            + check_sqi(read_sqi(target) if read_sqi else None, sqi_min)
+        )
         if all(c.healthy for c in checks):
             healthy_since = now if healthy_since is None else healthy_since
             if now - healthy_since >= hold_s:

@@ -63,17 +63,18 @@ def test_restart_never_reruns_a_playbook_that_was_running(engine_settings, graph
     assert incident.execution is None
 
 
-def test_open_incident_resumes_and_a_failed_dry_run_escalates(engine_settings, graph):
+def test_open_incident_resumes_and_unmet_preconditions_run_nothing(engine_settings, graph):
     def prepare(engine):
         return [engine.store.open_incident("t2", cache_findings(engine, "t2"))]
 
     (incident,) = asyncio.run(restart_with(engine_settings, prepare))
     states = [t.to_state for t in incident.timeline]
     assert incident.decision is not None, incident.reason
-    assert states == [State.open, State.analyzed, State.decided, State.executing, State.escalated]
+    assert states == [State.open, State.analyzed, State.decided, State.escalated]
     assert incident.report.top.fault == "cache_saturation"
-    assert "dry run of cache_scale_out.yml ended failed" in incident.reason
-    assert incident.execution.run is None  # the real run never started
+    # no sample says the cache is still saturated: the fix's precondition does not hold
+    assert "preconditions of sol-cache-scale-out not met" in incident.reason
+    assert incident.execution is None  # nothing ran (a failed dry run: tests/loop/test_execute*)
 
 
 def test_a_fault_already_in_flight_opens_nothing_a_different_one_does(engine_settings, graph):

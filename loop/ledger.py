@@ -1,0 +1,273 @@
+"""What remediation remembers in SQL beside the incidents: autonomy, runs, automatic actions.
+
+    ledger = Ledger(store.engine)
+    ledger.begin_run("abc12/sol-x/run", "abc12", "run", "x.yml")   # committed BEFORE the run
+    ledger.finish_run("abc12/sol-x/run", playbook_run, detail)
+    ledger.autonomy(key) / ledger.record_outcome(...)            # earned autonomy (policy.py)
+
+Tables (additive next to incident / incident_transition, same database):
+``execution_run`` one row per playbook invocation, keyed by its idempotency key, written
+before ansible starts and completed when it ends (a row left ``started`` after a crash is
+an interrupted run, which the daemon reconciles); ``autonomy`` one row per (solution,
+fault, target class); ``autonomy_outcome`` which incidents were already counted (so a
+resumed incident never counts twice); ``auto_action`` one row per automatic execution,
+for the hourly limits.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, func
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Field, Session, SQLModel, select
+
+from loop.models import DecisionMode, PlaybookRun, utcnow
+from loop.policy import AutonomyKey, AutonomyState, PolicyConfig, after_outcome
+from loop.store import _aware
+
+STARTED = "started"
+INTERRUPTED = "interrupted"
+
+
+class ExecutionRunRecord(SQLModel, table=True):
+    __tablename__ = "execution_run"
+
+    key: str = Field(primary_key=True, max_length=200)
+    incident_id: str = Field(index=True, max_length=32)
+    phase: str = Field(max_length=32)  # check | run | rollback | rollback_check | reconcile
+    playbook: str = Field(max_length=300)
+    status: str = Field(max_length=32)  # started, then a RunStatus value or interrupted
+    rc: int | None = None
+    changed: int = 0
+    started_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    ended_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    events: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+    diff: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    artifacts: str | None = None
+    note: str = ""
+
+
+class AutonomyRecord(SQLModel, table=True):
+    __tablename__ = "autonomy"
+
+    key: str = Field(primary_key=True, max_length=400)
+    solution_id: str = Field(max_length=200)
+    fault: str = Field(max_length=200)
+    target_class: str = Field(max_length=200)
+    level: str = Field(max_length=16)
+    successes: int = 0
+    failures: int = 0
+    streak: int = 0
+    reason: str = ""
+    updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class AutonomyOutcomeRecord(SQLModel, table=True):
+    __tablename__ = "autonomy_outcome"
+
+    incident_id: str = Field(primary_key=True, max_length=32)
+    key: str = Field(max_length=400)
+    verified: bool
+    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class AutoActionRecord(SQLModel, table=True):
+    __tablename__ = "auto_action"
+
+    incident_id: str = Field(primary_key=True, max_length=32)
+    target: str = Field(index=True, max_length=200)
+    solution_id: str = Field(max_length=200)
+    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+
+
+_TABLES = [
+    ExecutionRunRecord.__table__,  # type: ignore[attr-defined]
+    AutonomyRecord.__table__,  # type: ignore[attr-defined]
+    AutonomyOutcomeRecord.__table__,  # type: ignore[attr-defined]
+    AutoActionRecord.__table__,  # type: ignore[attr-defined]
+]
+
+
+def _state(record: AutonomyRecord) -> AutonomyState:
+    key = AutonomyKey(record.solution_id, record.fault, record.target_class)
+    return AutonomyState(
+        key,
+        DecisionMode(record.level),
+        record.successes,
+        record.failures,
+        record.streak,
+        record.reason,
+    )
+
+
+class Ledger:
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        SQLModel.metadata.create_all(engine, tables=_TABLES)
+
+    # -- runs (idempotency keys) ---------------------------------------------------------
+
+    def begin_run(self, key: str, incident_id: str, phase: str, playbook: str) -> bool:
+        """Record that a run is about to start; False when the key was used already (the
+        run must then not start again)."""
+        with Session(self.engine) as session:
+            session.add(
+                ExecutionRunRecord(
+                    key=key,
+                    incident_id=incident_id,
+                    phase=phase,
+                    playbook=playbook,
+                    status=STARTED,
+                    started_at=utcnow(),
+                )
+            )
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                return False
+        return True
+
+    def finish_run(
+        self,
+        key: str,
+        run: PlaybookRun,
+        events: list[dict[str, Any]],
+        diff: list[str],
+        artifacts: str | None,
+        note: str = "",
+    ) -> None:
+        with Session(self.engine) as session:
+            record = session.get(ExecutionRunRecord, key)
+            assert record is not None, f"run {key} was never begun"
+            record.status = run.status.value
+            record.rc = run.rc
+            record.changed = run.changed
+            record.ended_at = run.ended
+            record.events = events
+            record.diff = diff
+            record.artifacts = artifacts
+            record.note = note
+            session.add(record)
+            session.commit()
+
+    def mark_interrupted(self, key: str, note: str) -> None:
+        with Session(self.engine) as session:
+            record = session.get(ExecutionRunRecord, key)
+            if record is not None and record.status == STARTED:
+                record.status = INTERRUPTED
+                record.ended_at = utcnow()
+                record.note = note
+                session.add(record)
+                session.commit()
+
+    def run(self, key: str) -> ExecutionRunRecord | None:
+        with Session(self.engine) as session:
+            record = session.get(ExecutionRunRecord, key)
+            if record is not None:
+                session.expunge(record)
+            return record
+
+    def runs(self, incident_id: str) -> list[ExecutionRunRecord]:
+        """Every run of an incident, in the order they started (the timeline's runs)."""
+        with Session(self.engine) as session:
+            records = list(
+                session.exec(
+                    select(ExecutionRunRecord)
+                    .where(ExecutionRunRecord.incident_id == incident_id)
+                    .order_by(ExecutionRunRecord.started_at)  # type: ignore[arg-type]
+                )
+            )
+            for record in records:
+                record.started_at = _aware(record.started_at)
+                record.ended_at = _aware(record.ended_at) if record.ended_at else None
+                session.expunge(record)
+            return records
+
+    # -- autonomy -----------------------------------------------------------------------
+
+    def autonomy(self, key: AutonomyKey) -> AutonomyState | None:
+        with Session(self.engine) as session:
+            record = session.get(AutonomyRecord, str(key))
+            return _state(record) if record else None
+
+    def autonomy_states(self) -> list[AutonomyState]:
+        with Session(self.engine) as session:
+            return [_state(r) for r in session.exec(select(AutonomyRecord))]
+
+    def save_autonomy(self, state: AutonomyState) -> None:
+        with Session(self.engine) as session:
+            record = session.get(AutonomyRecord, str(state.key)) or AutonomyRecord(
+                key=str(state.key),
+                solution_id=state.key.solution_id,
+                fault=state.key.fault,
+                target_class=state.key.target_class,
+                level=state.level,
+                updated_at=utcnow(),
+            )
+            record.level = state.level.value
+            record.successes = state.successes
+            record.failures = state.failures
+            record.streak = state.streak
+            record.reason = state.reason
+            record.updated_at = utcnow()
+            session.add(record)
+            session.commit()
+
+    def record_outcome(
+        self,
+        incident_id: str,
+        state: AutonomyState,
+        verified: bool,
+        cfg: PolicyConfig | None = None,
+    ) -> AutonomyState:
+        """Count one verified outcome once (by incident) and store the key's new state."""
+        with Session(self.engine) as session:
+            if session.get(AutonomyOutcomeRecord, incident_id) is not None:
+                return state
+            new = after_outcome(state, verified, incident_id, cfg)
+            session.add(
+                AutonomyOutcomeRecord(
+                    incident_id=incident_id, key=str(state.key), verified=verified, at=utcnow()
+                )
+            )
+            record = session.get(AutonomyRecord, str(state.key)) or AutonomyRecord(
+                key=str(state.key),
+                solution_id=state.key.solution_id,
+                fault=state.key.fault,
+                target_class=state.key.target_class,
+                level=new.level,
+                updated_at=utcnow(),
+            )
+            record.level = new.level.value
+            record.successes = new.successes
+            record.failures = new.failures
+            record.streak = new.streak
+            record.reason = new.reason
+            record.updated_at = utcnow()
+            session.add(record)
+            session.commit()
+        return new
+
+    # -- automatic actions (hourly limits) ------------------------------------------------
+
+    def note_auto_action(self, incident_id: str, target: str, solution_id: str) -> None:
+        with Session(self.engine) as session:
+            if session.get(AutoActionRecord, incident_id) is None:
+                session.add(
+                    AutoActionRecord(
+                        incident_id=incident_id, target=target, solution_id=solution_id, at=utcnow()
+                    )
+                )
+                session.commit()
+
+    def auto_actions(self, target: str | None, within: timedelta) -> int:
+        since = utcnow() - within
+        with Session(self.engine) as session:
+            query = select(func.count()).select_from(AutoActionRecord)
+            query = query.where(AutoActionRecord.at >= since)  # type: ignore[operator]
+            if target is not None:
+                query = query.where(AutoActionRecord.target == target)
+            return int(session.exec(query).one())
