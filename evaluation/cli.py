@@ -81,7 +81,11 @@ def _print_smd(r: dict[str, Any]) -> None:
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     if args.kind == "rca":
-        raise MendloopError("eval rca is not implemented yet (twin fault scenarios, issue 4)")
+        from evaluation.rca import run_rca_eval, summary
+
+        result = run_rca_eval(settings, args)
+        print(json.dumps(result, default=str) if args.json else summary(result))
+        return 0
     result = _nab(args) if args.kind == "nab" else _smd(args)
     if args.json:
         print(json.dumps(result, default=str))
@@ -114,3 +118,6 @@ def register(sub: Any) -> None:
         help="smd: share of training rows allowed above the threshold (default 0.01)",
     )
     ev.add_argument("--limit", type=int, help="smd: only the first N train and test rows")
+    from evaluation.rca import add_arguments as add_rca_arguments
+
+    add_rca_arguments(ev)  # --quick, --seeds
