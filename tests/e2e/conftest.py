@@ -1,0 +1,135 @@
+"""A whole loop on real components for the end-to-end tests: the twin (HTTP control surface),
+the engine (durable_rules, Neo4j, ansible-runner, SQLite) and the REST API, running in a
+background thread's event loop so several tests can share one of them.
+
+    with LoopHarness(settings, targets) as loop:
+        loop.inject("e2e-1", "cache_saturation")
+        incident = loop.wait_settled(loop.wait_opened("e2e-1"))
+        loop.approve(incident.id)            # through POST /v1/incidents/{id}/approve
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Coroutine, Iterable
+from typing import Any
+
+import httpx
+import uvicorn
+
+from api.app import create_app
+from loop.config import Settings
+from loop.daemon import Engine
+from loop.service import build_engine
+from loop.state import State
+from loop.store import IncidentView
+from twin.model import Twin
+from twin.server import TwinRunner
+
+
+def empty_graph(settings: Settings) -> None:
+    """The tests own the test database: start from an empty graph (seeded by the engine)."""
+    from knowledge.graph import KnowledgeGraph
+
+    graph = KnowledgeGraph.connect(settings)
+    try:
+        graph._run("MATCH (n) DETACH DELETE n")
+    finally:
+        graph.close()
+
+
+class LoopHarness:
+    def __init__(self, settings: Settings, targets: Iterable[str], seed: int = 7) -> None:
+        self.settings = settings
+        self.twin = TwinRunner(Twin(targets=tuple(targets), seed=seed), tick_s=0.5, port=0)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.engine: Engine | None = None
+        self.server: uvicorn.Server | None = None
+        self._serve: asyncio.Task[None] | None = None
+        self.api_url = ""
+
+    def call(self, coro: Coroutine[Any, Any, Any], timeout: float = 120) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def __enter__(self) -> LoopHarness:
+        self.thread.start()
+        self.twin.start()
+        self.call(self._start())
+        return self
+
+    async def _start(self) -> None:
+        engine = build_engine(self.settings, {"twin_url": self.twin.url}, progress=lambda _: None)
+        self.engine = engine
+        self.twin.sink = engine.submit
+        await engine.start()
+        app = create_app(engine.store, submit=engine.submit, approvals=engine)
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+        )
+        self._serve = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            await asyncio.sleep(0.05)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.api_url = f"http://127.0.0.1:{port}"
+
+    async def _stop(self) -> None:
+        if self.server is not None and self._serve is not None:
+            self.server.should_exit = True
+            await self._serve
+        if self.engine is not None:
+            await self.engine.stop()
+            self.engine.close()
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.call(self._stop())
+        finally:
+            self.twin.stop()
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+
+    # -- driving ------------------------------------------------------------------------
+
+    def inject(self, target: str, fault: str) -> float:
+        at = time.time()
+        with self.twin.locked() as model:
+            model.inject(target, fault)
+        return at
+
+    def twin_state(self, target: str) -> dict[str, Any]:
+        with self.twin.locked() as model:
+            return model.state(target)
+
+    def wait_opened(self, target: str, timeout_s: float = 60) -> str:
+        assert self.engine is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            opened = self.engine.store.list(target=target)
+            if opened:
+                return opened[-1].id
+            time.sleep(0.2)
+        raise AssertionError(f"no incident opened on {target}")
+
+    def wait_settled(self, incident_id: str, timeout_s: float = 240) -> IncidentView:
+        """Until the incident ended or waits for a person."""
+        assert self.engine is not None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            incident = self.engine.store.get(incident_id)
+            assert incident is not None
+            if incident.terminal or incident.state == State.awaiting_approval:
+                return incident
+            if time.monotonic() > deadline:
+                raise AssertionError(f"incident {incident_id} still {incident.state}")
+            time.sleep(0.2)
+
+    def approve(self, incident_id: str, comment: str = "looks right") -> httpx.Response:
+        """The way a person approves: the REST API."""
+        return httpx.post(
+            f"{self.api_url}/v1/incidents/{incident_id}/approve",
+            json={"by": "e2e-operator", "comment": comment},
+            timeout=30,
+        )
