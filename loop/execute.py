@@ -252,9 +252,10 @@ class PlaybookRunner:
 
     def _keep_artifacts(self, private: Path, keep_as: str | None) -> str | None:
         """Move the run's artifacts (stdout, job events; not the env/extravars) aside."""
-        source = private / "artifacts"
-        if keep_as is None or not source.is_dir():
+        idents = [p for p in (private / "artifacts").glob("*") if p.is_dir()]
+        if keep_as is None or len(idents) != 1:
             return None
+        source = idents[0]  # artifacts/<ident>/{stdout, status, rc, job_events/}
         dest = self.artifacts_dir / re.sub(r"[^A-Za-z0-9_.-]+", "_", keep_as)
         shutil.rmtree(dest, ignore_errors=True)
         dest.parent.mkdir(parents=True, exist_ok=True)
