@@ -503,9 +503,9 @@ class Engine:
             hold_s = spec.verification.hold_s or hold_s
             timeout_s = min(spec.verification.deadline_s, timeout_s)
 
-        def read_sqi(target: str) -> float | None:
+        def read_sqi(target: str) -> tuple[float, tuple[str, ...]] | None:
             result = self.analyzer.sqi(target)
-            return result.sqi if result is not None else None
+            return (result.sqi, result.components) if result is not None else None
 
         verification = await verify(
             incident.execution,
@@ -518,6 +518,9 @@ class Engine:
             conditions=conditions,
             read_sqi=read_sqi,
             sqi_min=sqi_min,
+            component=incident.report.top.component
+            if incident.report and incident.report.top
+            else None,
         )
         resolved = verification.status == VerificationStatus.passed
         await self._learn(incident, resolved)

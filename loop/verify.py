@@ -24,7 +24,7 @@ from loop.solutions import Condition
 from rules.catalog import Catalog
 
 LatestReader = Callable[[str, str], tuple[float, float] | None]
-SQIReader = Callable[[str], float | None]
+SQIReader = Callable[[str], tuple[float, tuple[str, ...]] | None]  # (sqi, dragging components)
 
 
 def check_metrics(
@@ -62,11 +62,31 @@ def check_conditions(
     return tuple(checks)
 
 
-def check_sqi(sqi: float | None, sqi_min: float | None) -> tuple[MetricCheck, ...]:
-    """Pure: the SQI floor, when there is one and the target reports SQI metrics."""
+def check_sqi(
+    sqi: float | None,
+    sqi_min: float | None,
+    dragging: Iterable[str] = (),
+    component: str | None = None,
+) -> tuple[MetricCheck, ...]:
+    """Pure: the SQI floor, when there is one and the target reports SQI metrics. With the
+    incident's ``component``, an SQI held down only by *other* components (another fault
+    on the same target) does not fail this fix: that component must just not drag it."""
     if sqi_min is None or sqi is None:
         return ()
-    return (MetricCheck(series="sqi", healthy=sqi >= sqi_min, value=sqi, threshold=sqi_min),)
+    others_only = component is not None and component not in set(dragging)
+    healthy = sqi >= sqi_min or others_only
+    name = "sqi" if sqi >= sqi_min or component is None else f"sqi (dragged by {component})"
+    if healthy and sqi < sqi_min:
+        name = f"sqi (not dragged by {component})"
+    return (MetricCheck(series=name, healthy=healthy, value=sqi, threshold=sqi_min),)
+
+
+def _sqi_checks(
+    reading: tuple[float, tuple[str, ...]] | None, sqi_min: float | None, component: str | None
+) -> tuple[MetricCheck, ...]:
+    if reading is None:
+        return ()
+    return check_sqi(reading[0], sqi_min, reading[1], component)
 
 
 async def verify(
@@ -83,6 +103,7 @@ async def verify(
     conditions: Iterable[Condition] = (),
     read_sqi: SQIReader | None = None,
     sqi_min: float | None = None,
+    component: str | None = None,
 ) -> Verification:
     conds = tuple(conditions)
     metric_names = sorted(set(series))
@@ -97,7 +118,7 @@ async def verify(
         checks = (
             check_metrics(catalog, {s: latest[s] for s in metric_names}, fresh_after)
             + check_conditions(catalog, conds, latest, fresh_after)
-            + check_sqi(read_sqi(target) if read_sqi else None, sqi_min)
+            + _sqi_checks(read_sqi(target) if read_sqi else None, sqi_min, component)
         )
         if all(c.healthy for c in checks):
             healthy_since = now if healthy_since is None else healthy_since

@@ -11,9 +11,11 @@ background thread's event loop so several tests can share one of them.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import threading
 import time
 from collections.abc import Coroutine, Iterable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,6 +29,8 @@ from loop.state import State
 from loop.store import IncidentView
 from twin.model import Twin
 from twin.server import TwinRunner
+
+PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
 
 
 def empty_graph(settings: Settings) -> None:
@@ -133,3 +137,32 @@ class LoopHarness:
             json={"by": "e2e-operator", "comment": comment},
             timeout=30,
         )
+
+
+def gated_playbooks(dest: Path, gate: Path, playbooks: Iterable[str]) -> Path:
+    """A copy of the library where the given playbooks, after doing their work, wait for
+    ``gate`` to exist: a run can be held open (to kill the daemon in the middle of it, or
+    to see two runs at once) without any sleep."""
+    shutil.copytree(PLAYBOOKS, dest)
+    for name in playbooks:
+        text = (dest / name).read_text()
+        text += (
+            "  post_tasks:\n"
+            "    - name: Wait for the test's gate (not in check mode)\n"
+            "      ansible.builtin.wait_for:\n"
+            f"        path: {gate}\n"
+            "        timeout: 600\n"
+            "      when: not ansible_check_mode\n"
+        )
+        (dest / name).write_text(text)
+    return dest
+
+
+def settings_for(neo4j_settings: Settings, var_dir: Path, **overrides: Any) -> Settings:
+    return Settings(
+        var_dir=var_dir,
+        neo4j_uri=neo4j_settings.neo4j_uri,
+        neo4j_user=neo4j_settings.neo4j_user,
+        neo4j_password=neo4j_settings.neo4j_password,
+        **overrides,
+    )

@@ -17,14 +17,13 @@ from collections.abc import Iterator
 import pytest
 
 from loop.analyze import finding_from_rule
-from loop.config import Settings
 from loop.models import Decision, DecisionMode, RunStatus, VerificationStatus
 from loop.policy import AutonomyKey
 from loop.state import State
 from rules.compiler import AbnormalFact
 from twin.model import ACTIONS, FAULTS
 
-from .conftest import LoopHarness, empty_graph
+from .conftest import LoopHarness, empty_graph, settings_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.neo4j]
 
@@ -47,14 +46,8 @@ APPROVAL_PATH = [
 def settled(neo4j_settings, tmp_path_factory) -> Iterator[tuple[LoopHarness, dict]]:
     """Inject every fault (own target each) plus the wrong-remedy case; wait for all."""
     empty_graph(neo4j_settings)
-    settings = Settings(
-        var_dir=tmp_path_factory.mktemp("e2e") / "var",
-        neo4j_uri=neo4j_settings.neo4j_uri,
-        neo4j_user=neo4j_settings.neo4j_user,
-        neo4j_password=neo4j_settings.neo4j_password,
-        verify_hold_s=3.0,
-        verify_timeout_s=45.0,
-    )
+    var_dir = tmp_path_factory.mktemp("e2e") / "var"
+    settings = settings_for(neo4j_settings, var_dir, verify_hold_s=3.0, verify_timeout_s=45.0)
     with LoopHarness(settings, [*TARGETS.values(), WRONG_TARGET]) as loop:
         engine = loop.engine
         time.sleep(2)  # a healthy baseline first
@@ -162,7 +155,7 @@ def test_every_failure_mode_is_detected_analysed_matched_executed_and_verified(f
     assert fault in ACTIONS[action].clears
     # verify: the solution's metrics and the SQI held
     assert incident.verification.status == VerificationStatus.passed
-    assert {c.series for c in incident.verification.checks} >= {"sqi"}
+    assert any(c.series.startswith("sqi") for c in incident.verification.checks)
 
 
 def test_both_autonomy_paths_are_exercised(settled):
