@@ -1,0 +1,140 @@
+"""`kill -9` of the daemon (`mendloop run`, a real process) while its playbook runs, then a
+restart: the incident completes and the playbook did not run twice.
+
+The twin runs in the test and pushes its samples to the daemon's REST API. The cache
+playbook is held open after its change (it waits for a gate file), so the kill lands in
+the middle of a run that has already taken effect; the restarted daemon finds the run
+``started`` in SQL, asks the playbook's check mode, sees nothing left to do and goes on
+to verification instead of repeating it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from loop.ledger import INTERRUPTED, Ledger
+from loop.store import IncidentStore
+from twin.model import Twin
+from twin.server import TwinRunner, http_sink
+
+from .conftest import empty_graph, gated_playbooks
+
+pytestmark = [pytest.mark.e2e, pytest.mark.neo4j]
+TARGET = "pm-site-1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_daemon(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "loop.cli", "run"],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: the test can clean up after it
+    )
+
+
+def wait_for(predicate, what: str, proc: subprocess.Popen[bytes], timeout_s: float = 240):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            value = predicate()
+        except (httpx.HTTPError, OSError):
+            value = None
+        if value:
+            return value
+        assert proc.poll() is None, f"the daemon exited ({proc.returncode}) before: {what}"
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.3)
+
+
+def test_kill_9_during_the_playbook_then_restart_completes_without_a_second_run(
+    neo4j_settings, tmp_path
+) -> None:
+    empty_graph(neo4j_settings)
+    gate = tmp_path / "gate"
+    playbooks = gated_playbooks(tmp_path / "playbooks", gate, ["cache_scale_out.yml"])
+    api_port = free_port()
+    api = f"http://127.0.0.1:{api_port}"
+    twin = TwinRunner(Twin(targets=(TARGET,), seed=3), tick_s=0.5, port=0)
+    twin.start()
+    env = {
+        **os.environ,
+        "MENDLOOP_VAR_DIR": str(tmp_path / "var"),
+        "MENDLOOP_API_PORT": str(api_port),
+        "MENDLOOP_TWIN_PORT": str(twin.port),
+        "MENDLOOP_PLAYBOOKS_DIR": str(playbooks),
+        "MENDLOOP_VERIFY_HOLD_S": "3",
+        "MENDLOOP_VERIFY_TIMEOUT_S": "90",
+        "NEO4J_URI": neo4j_settings.neo4j_uri,
+        "NEO4J_USER": neo4j_settings.neo4j_user,
+        "NEO4J_PASSWORD": neo4j_settings.neo4j_password,
+    }
+    log = tmp_path / "daemon.log"
+    daemon = start_daemon(env, log)
+    store = IncidentStore(f"sqlite:///{tmp_path / 'var' / 'mendloop.db'}")
+    try:
+        wait_for(lambda: httpx.get(f"{api}/healthz").status_code == 200, "API up", daemon)
+        twin.sink = http_sink(f"{api}/v1/samples")
+        time.sleep(2)  # a healthy baseline first
+        with twin.locked() as model:
+            model.inject(TARGET, "cache_saturation")
+
+        def applied() -> bool:
+            with twin.locked() as model:
+                return bool(model.state(TARGET)["actions"])
+
+        wait_for(applied, "the real run changed the twin", daemon)
+        (incident,) = store.list(target=TARGET)
+        assert incident.state == "executing"
+        runs = Ledger(store.engine).runs(incident.id)
+        assert [(r.phase, r.status) for r in runs][-1] == ("run", "started")
+
+        os.killpg(daemon.pid, signal.SIGKILL)  # the daemon and its ansible-playbook
+        daemon.wait(30)
+        gate.touch()
+        daemon = start_daemon(env, log)  # the restart
+
+        def finished() -> dict | None:
+            body = httpx.get(f"{api}/v1/incidents/{incident.id}").json()
+            return body if body["state"] in ("resolved", "rolled_back", "escalated") else None
+
+        body = wait_for(finished, "the incident finished", daemon)
+    finally:
+        if daemon.poll() is None:
+            daemon.send_signal(signal.SIGINT)
+            try:
+                daemon.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(daemon.pid, signal.SIGKILL)
+        twin.stop()
+
+    assert body["state"] == "resolved", (body["reason"], log.read_text()[-3000:])
+    with twin.locked() as model:
+        state = model.state(TARGET)
+    assert [a["action"] for a in state["actions"]] == ["scale_out_cache"]  # ran once
+    assert state["faults"] == []
+    runs = Ledger(store.engine).runs(incident.id)
+    assert [(r.phase, r.status) for r in runs] == [
+        ("check", "successful"),
+        ("run", INTERRUPTED),
+        ("reconcile-run", "successful"),
+    ]
+    assert runs[2].changed == 0  # check mode: nothing left to do
+    notes = [t["note"] for t in body["timeline"]]
+    assert any("verifying" in n for n in notes)
+    store.close()
