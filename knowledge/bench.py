@@ -9,7 +9,8 @@ MENDLOOP_BENCH_NEO4J_URI), never on the development graph, in three parts:
    learn path), so later recurrences can reuse it. Reuse rate = incidents fixed by a
    reused solution that fixes their fault / all incidents;
 2. bulk import of generated cases (knowledge.generator) through the import path, timed,
-   embeddings included (each distinct text embedded once);
+   embeddings included (each distinct text embedded once; with ``--cold`` the on-disk
+   embedding cache is emptied first, otherwise a previous run's vectors are reused);
 3. labelled queries (RCA-style, with the true fault): latency of the whole match path
    (embedding, vector search with structured fields, scoring) and of the graph query
    alone, p50/p95; top-1 accuracy = the decision's solution fixes the query's fault;
@@ -170,7 +171,7 @@ def query_workload(graph: Any, embedder: Any, generator: Any, queries: int, seed
 def bench_match(settings: Any, args: argparse.Namespace) -> dict[str, Any]:
     from knowledge import local_neo4j
     from knowledge.domain import Domain
-    from knowledge.embedding import Embedder
+    from knowledge.embedding import Embedder, VectorCache
     from knowledge.generator import Generator
     from knowledge.graph import KnowledgeGraph
     from knowledge.importer import Importer
@@ -197,7 +198,17 @@ def bench_match(settings: Any, args: argparse.Namespace) -> dict[str, Any]:
             )
             _progress(f"reuse rate {result['reuse']['reuse_rate']}")
         _progress(f"importing {args.cases} generated cases")
-        importer = Importer(graph, embedder, domain, batch_size=1000, progress=_progress)
+        cache_file = bench.var_dir / "embeddings.sqlite"
+        if args.cold:
+            cache_file.unlink(missing_ok=True)
+        importer = Importer(
+            graph,
+            embedder,
+            domain,
+            batch_size=1000,
+            progress=_progress,
+            disk_cache=VectorCache(cache_file),
+        )
         counts = importer.write(generator.cases(args.cases, seed=args.seed), total=args.cases)
         result["import"] = counts.as_dict() | {
             "cases_per_s": round(counts.written / counts.seconds, 1) if counts.seconds else None
@@ -246,4 +257,9 @@ def register(bench_sub: Any) -> None:
         "--keep", action="store_true", help="reuse the bench graph of a previous run"
     )
     match.add_argument("--keep-running", action="store_true", help="leave the bench Neo4j running")
+    match.add_argument(
+        "--cold",
+        action="store_true",
+        help="empty the on-disk embedding cache first (every text embedded by the model)",
+    )
     match.add_argument("--json", action="store_true")

@@ -63,7 +63,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     if args.check:
         good = sum(1 for _ in good_cases())
     else:
-        from knowledge.embedding import Embedder
+        from knowledge.embedding import Embedder, VectorCache
         from knowledge.graph import KnowledgeGraph
         from knowledge.importer import Importer
 
@@ -73,7 +73,12 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
             for solution in solutions.values():
                 graph.upsert_solution(solution)
             importer = Importer(
-                graph, Embedder.shared(), domain, batch_size=args.batch, progress=_progress
+                graph,
+                Embedder.shared(),
+                domain,
+                batch_size=args.batch,
+                progress=_progress,
+                disk_cache=VectorCache(settings.var_dir / "embeddings.sqlite"),
             )
             counts = importer.write(good_cases())
         finally:

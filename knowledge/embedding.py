@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import threading
+from array import array
 from collections import OrderedDict
+from pathlib import Path
 from typing import ClassVar
 
 MODEL_NAME = "all-MiniLM-L6-v2"
@@ -70,3 +73,39 @@ class Embedder:
 
     def embed(self, text: str) -> list[float]:
         return self.embed_many([text])[0]
+
+
+class VectorCache:
+    """Embeddings on disk (SQLite, float32 blobs) by text key, so re-importing a corpus into
+    a new or migrated graph does not pay the model again. The key includes the model name:
+    another model never reads these vectors."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, v BLOB)")
+        self._lock = threading.Lock()
+
+    def get_many(self, keys: list[str]) -> dict[str, list[float]]:
+        found: dict[str, list[float]] = {}
+        with self._lock:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    f"SELECT key, v FROM vectors WHERE key IN ({marks})", chunk
+                ).fetchall()
+                found.update({k: array("f", v).tolist() for k, v in rows})
+        return found
+
+    def put_many(self, vectors: dict[str, list[float]]) -> None:
+        with self._lock, self._db:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO vectors (key, v) VALUES (?, ?)",
+                [(k, array("f", v).tobytes()) for k, v in vectors.items()],
+            )
+
+    def close(self) -> None:
+        self._db.close()

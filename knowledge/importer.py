@@ -5,10 +5,12 @@
 
 Embedding batch n+1 overlaps with Neo4j committing batch n (one writer thread, batches
 committed in order). Re-importing is idempotent and cheap: a case whose content is
-unchanged is skipped, a text already embedded anywhere in the graph (same model, same
-words) reuses the stored vector. A batch is all or nothing; when Neo4j goes away
-mid-import the batch is retried (the write is idempotent) until ``retry_s`` has passed,
-then the import stops with how far it got, and running it again continues where it stopped.
+unchanged is skipped; a text already embedded anywhere in the graph (same model, same
+words) reuses the stored vector, and so does one in the on-disk VectorCache when given
+(a corpus re-imported into a new graph is not embedded twice). A batch is all or
+nothing; when Neo4j goes away mid-import the batch is retried (the write is idempotent)
+until ``retry_s`` has passed, then the import stops with how far it got, and running it
+again continues where it stopped.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from itertools import islice
 from typing import Any, TypeVar
 
 from knowledge.domain import Domain, parse_symptom, symptom_keys
-from knowledge.embedding import Embedder, text_key
+from knowledge.embedding import Embedder, VectorCache, text_key
 from knowledge.graph import KnowledgeGraph
 from loop.errors import GraphUnavailable, KnowledgeError
 from loop.models import Case
@@ -84,6 +86,7 @@ class WriteCounts:
     unchanged: int = 0
     embedded: int = 0
     vectors_reused: int = 0
+    vectors_from_disk: int = 0
     batches: int = 0
     retries: int = 0
     seconds: float = 0.0
@@ -95,6 +98,7 @@ class WriteCounts:
             "unchanged": self.unchanged,
             "embedded": self.embedded,
             "vectors_reused": self.vectors_reused,
+            "vectors_from_disk": self.vectors_from_disk,
             "batches": self.batches,
             "retries": self.retries,
             "seconds": round(self.seconds, 2),
@@ -111,6 +115,7 @@ class Importer:
         batch_size: int = 1000,
         retry_s: float = 90.0,
         progress: Progress | None = None,
+        disk_cache: VectorCache | None = None,
     ) -> None:
         self.graph = graph
         self.embedder = embedder
@@ -118,6 +123,7 @@ class Importer:
         self.batch_size = batch_size
         self.retry_s = retry_s
         self.progress = progress or (lambda _: None)
+        self.disk_cache = disk_cache
 
     def write(self, cases: Iterable[Case], total: int | None = None) -> WriteCounts:
         """Embed batch n+1 while Neo4j commits batch n (one writer thread, in order)."""
@@ -155,6 +161,7 @@ class Importer:
         counts.unchanged += prepared.unchanged
         counts.embedded += prepared.embedded
         counts.vectors_reused += prepared.reused
+        counts.vectors_from_disk += prepared.from_disk
         counts.batches += 1
         counts.timings["embed_s"] += prepared.embed_s
         done = counts.written + counts.unchanged
@@ -197,12 +204,26 @@ class Importer:
         vectors = {k: recent[k] for k in needs_vector if k in recent}
         lookup = [k for k in needs_vector if k not in vectors]
         vectors |= self.graph.vectors_for(lookup) if lookup else {}
-        reused = len(vectors)
         missing = [k for k in needs_vector if k not in vectors]
+        from_disk = 0
+        if missing and self.disk_cache is not None:
+            on_disk = self.disk_cache.get_many(missing)
+            from_disk = len(on_disk)
+            vectors |= on_disk
+            missing = [k for k in needs_vector if k not in vectors]
+        reused = len(vectors)
         t0 = time.perf_counter()
         if missing:
-            fresh = self.embedder.embed_many([needs_vector[k] for k in missing], cache=False)
-            vectors.update(zip(missing, fresh, strict=True))
+            fresh = dict(
+                zip(
+                    missing,
+                    self.embedder.embed_many([needs_vector[k] for k in missing], cache=False),
+                    strict=True,
+                )
+            )
+            if self.disk_cache is not None:
+                self.disk_cache.put_many(fresh)
+            vectors |= fresh
         rows = [case_row(c, self.domain, vectors.get(text_key(c.text))) for c in changed]
         return Prepared(
             rows=rows,
@@ -210,6 +231,7 @@ class Importer:
             unchanged=len(batch) - len(changed),
             embedded=len(missing),
             reused=reused,
+            from_disk=from_disk,
             embed_s=time.perf_counter() - t0,
         )
 
@@ -225,4 +247,5 @@ class Prepared:
     unchanged: int
     embedded: int
     reused: int
+    from_disk: int
     embed_s: float

@@ -44,7 +44,7 @@ def test_cli_import_reports_bad_rows_and_reimport_is_idempotent(
     graph, neo4j_settings, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.setenv("NEO4J_URI", neo4j_settings.neo4j_uri)
-    monkeypatch.setenv("MENDLOOP_VAR_DIR", str(neo4j_settings.var_dir))
+    monkeypatch.setenv("MENDLOOP_VAR_DIR", str(tmp_path / "var"))  # its own embedding cache
     cases = list(generator().cases(40, seed=3))
     lines = [json.dumps(ticket_of(c)) for c in cases]
     lines.insert(5, json.dumps({**ticket_of(cases[0]), "id": "bad-1", "device": "toaster"}))
@@ -67,6 +67,13 @@ def test_cli_import_reports_bad_rows_and_reimport_is_idempotent(
     again = json.loads(capsys.readouterr().out)["import"]
     assert again["written"] == 0 and again["unchanged"] == 40 and again["embedded"] == 0
     assert graph.stats()["cases"] == 40 and statistics_agree_with_cases(graph)
+
+    # a new, empty graph: the vectors come from the on-disk cache, not from the model
+    graph._run("MATCH (n) DETACH DELETE n")
+    assert main(["kb", "import", str(path), "--json", "--allow-bad"]) == 0
+    fresh = json.loads(capsys.readouterr().out)["import"]
+    assert fresh["written"] == 40 and fresh["embedded"] == 0
+    assert fresh["vectors_from_disk"] == first["import"]["embedded"]
 
     assert main(["kb", "export", "--out", str(tmp_path / "out.jsonl")]) == 0
     exported = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
