@@ -24,7 +24,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from knowledge.embedding import Embedder
@@ -34,33 +34,21 @@ from loop.anomaly import BaselineBank
 from loop.config import Settings
 from loop.decide import Decider
 from loop.errors import IllegalTransition, MendloopError, RuleFileError
-from loop.execute import PlaybookRunner, execute, reconcile, rollback
-from loop.learn import outcome_case, record_outcome
+from loop.execute import PlaybookRunner
 from loop.ledger import Ledger
 from loop.models import (
-    Decision,
-    DecisionMode,
-    Execution,
     Finding,
-    RunStatus,
     Sample,
-    Solution,
-    VerificationStatus,
     utcnow,
 )
 from loop.monitor import IngestResult, Monitor
 from loop.policy import (
-    AutonomyKey,
     PolicyConfig,
-    choose_mode,
-    initial_state,
-    limit_reached,
-    target_class,
 )
+from loop.remediate import Remediation
 from loop.solutions import SolutionSpec, load_library
 from loop.state import State
 from loop.store import IncidentStore, IncidentView
-from loop.verify import verify
 from rules.catalog import Catalog
 from rules.compiler import RuleSpec
 from rules.reload import RuleSource
@@ -80,7 +68,7 @@ class StageEvent:
 Listener = Callable[[StageEvent], None]
 
 
-class Engine:
+class Engine(Remediation):
     def __init__(
         self,
         settings: Settings,
@@ -350,233 +338,3 @@ class Engine:
             self._escalate(incident, outcome.reason)
             return
         self._move(incident, State.decided, outcome.reason, decision=outcome.decision)
-
-    # -- remediation: autonomy, approval, execution, verification ---------------------------
-
-    def autonomy(self, solution: Solution, fault: str, target: str) -> tuple[DecisionMode, str]:
-        """The earned mode of a (solution, fault, target class) now, and why (policy.py);
-        a key seen for the first time starts from the solution's graph track record."""
-        key = AutonomyKey(solution.id, fault, target_class(target))
-        state = self.ledger.autonomy(key)
-        if state is None:
-            state = initial_state(key, solution.successes, solution.failures, self.policy)
-            self.ledger.save_autonomy(state)
-        hour = timedelta(hours=1)
-        return choose_mode(
-            state,
-            solution.risk,
-            self.ledger.auto_actions(target, hour),
-            self.ledger.auto_actions(None, hour),
-            self.policy,
-        )
-
-    def approve(self, incident_id: str, by: str = "api", comment: str = "") -> IncidentView:
-        """A person approves the waiting fix: the incident moves on to the real run.
-        Thread-safe (the API calls it from its worker threads); IllegalTransition when the
-        incident does not wait for an approval."""
-        note = f"approved by {by}" + (f": {comment}" if comment else "")
-        view = self.store.transition(incident_id, State.approved, note)
-        self._emit(incident_id, view.target, State.approved, note)
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._spawn, incident_id)
-        return view
-
-    def reject(self, incident_id: str, by: str = "api", comment: str = "") -> IncidentView:
-        """A person rejects the waiting fix: the incident ends ``rejected``, nothing runs."""
-        note = f"rejected by {by}" + (f": {comment}" if comment else "")
-        view = self.store.transition(incident_id, State.rejected, note, reason=note)
-        self._emit(incident_id, view.target, State.rejected, note)
-        return view
-
-    def _spec(self, decision: Decision) -> SolutionSpec | None:
-        return self.library.get(decision.solution_id)
-
-    async def _dispatch(self, incident: IncidentView) -> None:
-        decision = incident.decision
-        assert decision is not None
-        if decision.mode == DecisionMode.auto:
-            # the hourly limits again, now: incidents decided together must not overrun them
-            hour = timedelta(hours=1)
-            limit = limit_reached(
-                self.ledger.auto_actions(incident.target, hour),
-                self.ledger.auto_actions(None, hour),
-                self.policy,
-            )
-            if limit is not None:
-                self._move(incident, State.awaiting_approval, limit)
-                return
-            self.ledger.note_auto_action(incident.id, incident.target, decision.solution_id)
-            await self._execute(incident)
-        elif decision.mode == DecisionMode.approval:
-            self._move(
-                incident, State.awaiting_approval, f"needs a person's approval: {decision.reason}"
-            )
-        else:
-            self._escalate(incident, f"suggested fix {decision.solution_id}; no autonomy")
-
-    def _preconditions_unmet(self, incident: IncidentView, spec: SolutionSpec) -> list[str]:
-        unmet = []
-        for cond in spec.preconditions:
-            point = self.monitor.latest(incident.target, cond.series)
-            metric = self.catalog.get(cond.series)
-            value = point[1] if point else None
-            if not cond.holds(value, metric.is_healthy if metric else None):
-                unmet.append(f"{cond} (now {value})")
-        return unmet
-
-    def _blast_radius(self, decision: Decision) -> asyncio.Semaphore:
-        spec = self._spec(decision)
-        radius = spec.blast_radius if spec else 1
-        return self._blast.setdefault(decision.solution_id, asyncio.Semaphore(radius))
-
-    async def _execute(self, incident: IncidentView) -> None:
-        decision = incident.decision
-        assert decision is not None
-        spec = self._spec(decision)
-        if spec is not None and (unmet := self._preconditions_unmet(incident, spec)):
-            self._escalate(incident, f"preconditions of {spec.id} not met: {'; '.join(unmet)}")
-            return
-        async with self._blast_radius(decision):
-            incident = self._move(
-                incident,
-                State.executing,
-                f"running {decision.playbook} (idempotency key {decision.incident_id}/"
-                f"{decision.solution_id})",
-            )
-            check_mode = spec.check_mode if spec else True
-            execution = await execute(decision, self.runner, self.ledger, check_mode)
-        await self._after_run(incident, decision, execution)
-
-    async def _after_run(
-        self, incident: IncidentView, decision: Decision, execution: Execution
-    ) -> None:
-        if execution.status == RunStatus.successful:
-            changed = execution.run.changed if execution.run else 0
-            self._move(
-                incident,
-                State.verifying,
-                f"{decision.playbook} ran ({changed} changed); verifying",
-                execution=execution,
-            )
-            return
-        if execution.run is None:  # the dry run failed: nothing was changed
-            failed = execution.check_result.failed_tasks if execution.check_result else ()
-            self._escalate(
-                incident,
-                f"dry run of {decision.playbook} ended {execution.status}: {'; '.join(failed)}",
-                execution=execution,
-            )
-            return
-        await self._roll_back(
-            incident, f"{decision.playbook} ended {execution.status}", execution=execution
-        )
-
-    async def _reconcile(self, incident: IncidentView) -> None:
-        """Found in ``executing`` after a restart: what happened to the run decides."""
-        decision = incident.decision
-        if decision is None:
-            self._escalate(incident, "found executing without a decision; not re-run")
-            return
-        spec = self._spec(decision)
-        async with self._blast_radius(decision):
-            execution, why = await reconcile(
-                decision, self.runner, self.ledger, spec.check_mode if spec else True
-            )
-        log.info("incident %s reconciled: %s", incident.id, why)
-        if execution is None:
-            self._escalate(incident, f"the daemon stopped during the run: {why}")
-            return
-        self._emit(incident.id, incident.target, State.executing, f"reconciled: {why}")
-        await self._after_run(incident, decision, execution)
-
-    async def _verify(self, incident: IncidentView) -> None:
-        assert incident.execution is not None and incident.decision is not None
-        spec = self._spec(incident.decision)
-        series = {e.series for f in incident.findings for e in f.evidence}
-        hold_s, timeout_s = self.settings.verify_hold_s, self.settings.verify_timeout_s
-        conditions: tuple[Any, ...] = ()
-        sqi_min: float | None = None
-        if spec is not None:
-            series |= set(spec.verification.metrics)
-            conditions = spec.verification.conditions
-            sqi_min = spec.verification.sqi_min
-            hold_s = spec.verification.hold_s or hold_s
-            timeout_s = min(spec.verification.deadline_s, timeout_s)
-
-        def read_sqi(target: str) -> tuple[float, tuple[str, ...]] | None:
-            result = self.analyzer.sqi(target)
-            return (result.sqi, result.components) if result is not None else None
-
-        verification = await verify(
-            incident.execution,
-            series,
-            self.monitor.latest,
-            incident.target,
-            self.catalog,
-            hold_s,
-            timeout_s,
-            conditions=conditions,
-            read_sqi=read_sqi,
-            sqi_min=sqi_min,
-            component=incident.report.top.component
-            if incident.report and incident.report.top
-            else None,
-        )
-        resolved = verification.status == VerificationStatus.passed
-        await self._learn(incident, resolved)
-        if resolved:
-            self._move(
-                incident,
-                State.resolved,
-                f"{len(verification.checks)} check(s) healthy for "
-                f"{hold_s:g} s after {verification.waited_s:.1f} s",
-                verification=verification,
-            )
-            return
-        unhealthy = ", ".join(c.series for c in verification.checks if not c.healthy)
-        await self._roll_back(
-            incident,
-            f"verification {verification.status}: {unhealthy}",
-            verification=verification,
-        )
-
-    async def _roll_back(self, incident: IncidentView, why: str, **payload: Any) -> None:
-        """Rollback, re-check it (its check mode must show nothing left to revert), then a
-        person takes over: ``rolled_back`` when it held, ``escalated`` when it did not."""
-        decision = incident.decision
-        assert decision is not None
-        spec = self._spec(decision)
-        run, recheck = await rollback(
-            decision, self.runner, self.ledger, spec.check_mode if spec else True
-        )
-        held = run is not None and run.status == RunStatus.successful
-        if held and "still to revert" not in recheck and "ended" not in recheck:
-            self._move(
-                incident,
-                State.rolled_back,
-                f"{why}; rolled back with {run.playbook} ({recheck}), a person is needed",
-                reason=f"{why}; rolled back ({recheck})",
-                **payload,
-            )
-        else:
-            status = run.status if run else "no rollback"
-            self._escalate(incident, f"{why}; rollback: {status} ({recheck})", **payload)
-
-    async def _learn(self, incident: IncidentView, resolved: bool) -> None:
-        """The outcome goes to the graph (a new case, solution statistics) and to the
-        autonomy of (solution, fault, target class): a verified fix climbs, a failure drops."""
-        assert incident.report is not None and incident.decision is not None
-        decision = incident.decision
-        key = AutonomyKey(decision.solution_id, incident.fault or "", target_class(incident.target))
-        state = self.ledger.autonomy(key) or initial_state(key, 0, 0, self.policy)
-        state = self.ledger.record_outcome(incident.id, state, resolved, self.policy)
-        log.info(
-            "incident %s: autonomy of %s now %s (%s)", incident.id, key, state.level, state.reason
-        )
-        seconds = (utcnow() - incident.opened_at).total_seconds()
-        case = outcome_case(incident.id, incident.report, decision, resolved, seconds)
-        try:
-            # in a thread: the write retries through a Neo4j restart, the loop must not wait
-            await asyncio.to_thread(record_outcome, self.graph, self.embedder, case, decision)
-        except MendloopError as exc:
-            log.warning("incident %s: outcome not written to the graph: %s", incident.id, exc)

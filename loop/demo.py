@@ -4,6 +4,11 @@ by one, each loop closed in front of you.
 Prints each stage as it happens (stderr) and the summary of DESIGN.md: one JSON object
 on stdout with ``--json``, a table otherwise. Uses its own SQLite file (var/demo.db,
 fresh each run) so a previous run's incidents cannot block the twin's target.
+
+Both autonomy paths show: a fix whose solution has earned ``auto`` (its verified track
+record) runs on its own; one that needs approval (high risk, or the hourly limit of
+automatic actions on the target) waits in ``awaiting_approval`` until the demo approves
+it through the REST API, exactly as a person would (``POST /v1/incidents/{id}/approve``).
 """
 
 from __future__ import annotations
@@ -15,6 +20,10 @@ import sys
 import time
 from typing import Any
 
+import httpx
+import uvicorn
+
+from api.app import create_app
 from loop.config import Settings
 from loop.daemon import Engine, StageEvent
 from loop.service import build_engine, stderr_progress
@@ -39,7 +48,11 @@ def _stage_printer(t0: list[float]) -> Any:
 
 
 def incident_summary(
-    fault: str, injected_at: float, incident: IncidentView | None
+    fault: str,
+    injected_at: float,
+    incident: IncidentView | None,
+    approved_via: str | None = None,
+    runs: list[str] | None = None,
 ) -> dict[str, Any]:
     """One row of the demo's JSON: timings are measured from the moment of injection."""
     if incident is None:
@@ -77,7 +90,17 @@ def incident_summary(
         "verified": incident.verification is not None and incident.verification.status == "passed",
         "mttr_s": round(resolved_at - injected_at, 2) if resolved_at else None,
         "reason": incident.reason,
+        "autonomy": _autonomy_why(incident.decision.reason) if incident.decision else None,
+        "approved_via": approved_via,
+        "runs": runs or [],
+        "rolled_back": incident.state == State.rolled_back,
     }
+
+
+def _autonomy_why(reason: str) -> str:
+    """The autonomy part of a decision's reason (loop/policy.py wrote it)."""
+    _, found, rest = reason.partition("autonomy of ")
+    return f"autonomy of {rest}" if found else reason
 
 
 async def _wait_opened(engine: Engine, since: float, timeout_s: float) -> IncidentView | None:
@@ -97,8 +120,23 @@ async def _wait_calm(engine: Engine, timeout_s: float) -> None:
         await asyncio.sleep(0.5)
 
 
+async def _approve(api_url: str, incident_id: str) -> str:
+    """Approve the way a person would: through the REST API."""
+    path = f"/v1/incidents/{incident_id}/approve"
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
+        answer = await client.post(path, json={"by": "demo", "comment": "approved by the demo"})
+    answer.raise_for_status()
+    stderr_progress(f"  approved through POST {path}")
+    return f"POST {path}"
+
+
 async def _inject_each(
-    engine: Engine, twin: TwinRunner, faults: list[str], t0: list[float], settings: Settings
+    engine: Engine,
+    twin: TwinRunner,
+    faults: list[str],
+    t0: list[float],
+    settings: Settings,
+    api_url: str,
 ) -> list[dict[str, Any]]:
     rows = []
     stderr_progress("warming up: waiting for healthy baselines")
@@ -110,11 +148,23 @@ async def _inject_each(
         with twin.locked() as model:
             model.inject(TARGET, fault)
         incident = await _wait_opened(engine, injected_at, 60)
+        approved_via = None
+        runs: list[str] = []
         if incident is not None:
-            incident = await engine.wait_settled(
-                incident.id, settings.verify_timeout_s + settings.playbook_timeout_s * 3
-            )
-        rows.append(incident_summary(fault, injected_at, incident))
+            budget = settings.verify_timeout_s + settings.playbook_timeout_s * 3
+            incident = await engine.wait_settled(incident.id, budget)
+            if incident.state == State.awaiting_approval:
+                approved_via = await _approve(api_url, incident.id)
+                incident = await engine.wait_settled(incident.id, budget)
+            runs = [r.phase for r in engine.ledger.runs(incident.id)]
+        row = incident_summary(fault, injected_at, incident, approved_via, runs)
+        spec = (
+            engine.library.get(incident.decision.solution_id)
+            if incident and incident.decision
+            else None
+        )
+        row["remedy_fixes_fault"] = None if spec is None else fault in spec.faults
+        rows.append(row)
         with twin.locked() as model:
             model.clear(TARGET)
     return rows
@@ -131,19 +181,43 @@ async def _run(settings: Settings, faults: list[str]) -> dict[str, Any]:
         t0 = [time.time()]
         engine.listeners.append(_stage_printer(t0))
         await engine.start()
+        app = create_app(engine.store, submit=engine.submit, approvals=engine)
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+        )
+        serving = asyncio.create_task(server.serve())
         try:
-            rows = await _inject_each(engine, twin, faults, t0, settings)
+            while not server.started:
+                await asyncio.sleep(0.05)
+            port = server.servers[0].sockets[0].getsockname()[1]
+            api_url = f"http://127.0.0.1:{port}"
+            stderr_progress(f"REST API (approvals): {api_url}")
+            rows = await _inject_each(engine, twin, faults, t0, settings, api_url)
         finally:
+            server.should_exit = True
+            await serving
             await engine.stop()
             engine.close()
+    return {"incidents": rows, "summary": summarise(rows)}
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """DESIGN.md's summary plus how each fix was allowed to run and how it ended."""
     mttrs = [r["mttr_s"] for r in rows if r["mttr_s"] is not None]
+    auto = [r["mttr_s"] for r in rows if r["mode"] == "auto" and r["mttr_s"] is not None]
     return {
-        "incidents": rows,
-        "summary": {
-            "faults": len(rows),
-            "resolved": sum(1 for r in rows if r["state"] == State.resolved),
-            "mttr_s_p50": round(statistics.median(mttrs), 2) if mttrs else None,
-        },
+        "faults": len(rows),
+        "resolved": sum(1 for r in rows if r["state"] == State.resolved),
+        "mttr_s_p50": round(statistics.median(mttrs), 2) if mttrs else None,
+        "automatic": sum(1 for r in rows if r["mode"] == "auto"),
+        "approved_via_api": sum(1 for r in rows if r["approved_via"]),
+        "mttr_s_p50_automatic": round(statistics.median(auto), 2) if auto else None,
+        "rolled_back": sum(1 for r in rows if r["rolled_back"]),
+        # a remedy that ran but is not one for the injected fault (paper goal: 0)
+        "wrong_remedies": sum(
+            1 for r in rows if "run" in r["runs"] and r.get("remedy_fixes_fault") is False
+        ),
+        "rca_top1": sum(1 for r in rows if r["top_cause"] == r["fault"]),
     }
 
 
@@ -154,12 +228,18 @@ def print_human(result: dict[str, Any]) -> None:
             f"- {row['fault']}: {row['state']}; detected after {row['detected_after_s']} s, "
             f"RCA after {row['rca_after_s']} s -> {row['top_cause']}; matched "
             f"{row['matched_case']} (similarity {row['similarity']}); ran {row['playbook']} "
-            f"({row['mode']}); verified={row['verified']}; MTTR {row['mttr_s']} s"
+            f"({row['mode']}{', approved via the API' if row.get('approved_via') else ''}); "
+            f"verified={row['verified']}; MTTR {row['mttr_s']} s"
         )
+        if row.get("autonomy"):
+            print(f"  {row['autonomy']}")
         if row.get("reason"):
             print(f"  reason: {row['reason']}")
     s = result["summary"]
-    print(f"{s['resolved']}/{s['faults']} resolved; MTTR p50 {s['mttr_s_p50']} s")
+    print(
+        f"{s['resolved']}/{s['faults']} resolved ({s['automatic']} automatic, "
+        f"{s['approved_via_api']} approved through the API); MTTR p50 {s['mttr_s_p50']} s"
+    )
 
 
 def run_demo(settings: Settings, faults: list[str] | None, as_json: bool) -> int:

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from knowledge.seed import load_cases
+from loop.errors import PlaybookError
 from loop.solutions import check_library, load_library, load_solutions
 from rules.catalog import load_catalog
 from twin.model import ACTIONS, FAULTS, Twin
@@ -225,3 +226,35 @@ def test_the_library_is_ansible_lint_clean() -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_bad_library_is_refused_whole_with_file_and_line(tmp_path: Path) -> None:
+    shutil.copy(PLAYBOOKS / "cache_scale_out.yml", tmp_path)
+    good = "  faults: [cache_saturation]\n  risk: low\n  playbook: cache_scale_out.yml\n"
+    (tmp_path / "solutions.yaml").write_text(
+        "- id: sol-a\n  title: A\n"
+        + good  # lines 1-5
+        + "- id: sol-b\n  title: B\n  faults: [cache_saturation]\n  risk: extreme\n"  # 6-9
+        "  playbook: cache_scale_out.yml\n"  # 10
+        "- id: sol-c\n  title: C\n  faults: [no_such_fault]\n  risk: low\n"  # 11-14
+        "  playbook: missing.yml\n  parameters:\n    n: {type: int, default: 99, max: 5}\n"
+        "  verification:\n    metrics: [no_such_metric]\n"  # 15-19
+        "- id: sol-d\n  title: D\n" + good + "  preconditions: ['cache_hit_ratio >> 3']\n"
+        "- id: sol-a\n  title: A again\n" + good  # 26-30
+    )
+    library, errors = check_library(tmp_path, known_series=load_catalog(), known_faults=FAULTS)
+    where = tmp_path / "solutions.yaml"
+    assert errors == [
+        f"{where}:9: solution #2: risk: Input should be 'low', 'medium' or 'high'",
+        f"{where}:15: sol-c: playbook missing.yml not found in {tmp_path}",
+        f"{where}:17: sol-c: parameter n: 99 is above the maximum 5",
+        f"{where}:13: sol-c: unknown fault no_such_fault",
+        f"{where}:19: sol-c: unknown metric no_such_metric",
+        f"{where}:25: solution #4: preconditions: Value error, condition 'cache_hit_ratio >> 3'"
+        ": expected 'series <op> number' (op one of < <= > >= == !=) or 'series healthy' / "
+        "'series unhealthy'",
+        f"{where}:26: sol-a: solution id sol-a is defined twice",
+    ]
+    assert set(library) == {"sol-a"}  # what check_library could read; load_library: nothing
+    with pytest.raises(PlaybookError, match="solution library refused"):
+        load_library(tmp_path)
