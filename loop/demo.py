@@ -68,10 +68,18 @@ def incident_summary(
             "verified": False,
             "mttr_s": None,
             "state": "not_detected",
+            "decision_after_s": None,
+            "autonomy": None,
+            "approved_via": None,
+            "runs": [],
+            "rolled_back": False,
         }
     match = incident.decision.match if incident.decision else None
     resolved_at = next(
         (t.at.timestamp() for t in incident.timeline if t.to_state == State.resolved), None
+    )
+    decided_at = next(
+        (t.at.timestamp() for t in incident.timeline if t.to_state == State.decided), None
     )
     return {
         "fault": fault,
@@ -88,6 +96,7 @@ def incident_summary(
         "playbook": incident.decision.playbook if incident.decision else None,
         "mode": incident.decision.mode if incident.decision else None,
         "verified": incident.verification is not None and incident.verification.status == "passed",
+        "decision_after_s": round(decided_at - injected_at, 2) if decided_at else None,
         "mttr_s": round(resolved_at - injected_at, 2) if resolved_at else None,
         "reason": incident.reason,
         "autonomy": _autonomy_why(incident.decision.reason) if incident.decision else None,

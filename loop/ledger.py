@@ -11,7 +11,7 @@ before ansible starts and completed when it ends (a row left ``started`` after a
 an interrupted run, which the daemon reconciles); ``autonomy`` one row per (solution,
 fault, target class); ``autonomy_outcome`` which incidents were already counted (so a
 resumed incident never counts twice); ``auto_action`` one row per automatic execution,
-for the hourly limits.
+for the hourly limits; ``shadow_decision`` what shadow mode would have done.
 """
 
 from __future__ import annotations
@@ -82,7 +82,22 @@ class AutoActionRecord(SQLModel, table=True):
     at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
 
 
+class ShadowRecord(SQLModel, table=True):
+    """What the loop would have done in shadow mode (nothing was executed)."""
+
+    __tablename__ = "shadow_decision"
+
+    incident_id: str = Field(primary_key=True, max_length=32)
+    target: str = Field(index=True, max_length=200)
+    solution_id: str = Field(max_length=200)
+    playbook: str = Field(max_length=300)
+    mode: str = Field(max_length=16)  # what it would have used: auto | approval | suggest
+    reason: str = ""
+    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
 _TABLES = [
+    ShadowRecord.__table__,  # type: ignore[attr-defined]
     ExecutionRunRecord.__table__,  # type: ignore[attr-defined]
     AutonomyRecord.__table__,  # type: ignore[attr-defined]
     AutonomyOutcomeRecord.__table__,  # type: ignore[attr-defined]
@@ -250,6 +265,36 @@ class Ledger:
             session.add(record)
             session.commit()
         return new
+
+    # -- shadow mode --------------------------------------------------------------------
+
+    def record_shadow(
+        self, incident_id: str, target: str, solution_id: str, playbook: str, mode: str, reason: str
+    ) -> None:
+        with Session(self.engine) as session:
+            if session.get(ShadowRecord, incident_id) is None:
+                session.add(
+                    ShadowRecord(
+                        incident_id=incident_id,
+                        target=target,
+                        solution_id=solution_id,
+                        playbook=playbook,
+                        mode=mode,
+                        reason=reason,
+                        at=utcnow(),
+                    )
+                )
+                session.commit()
+
+    def shadowed(self, target: str | None = None) -> list[ShadowRecord]:
+        with Session(self.engine) as session:
+            query = select(ShadowRecord)
+            if target is not None:
+                query = query.where(ShadowRecord.target == target)
+            records = list(session.exec(query.order_by(ShadowRecord.at)))  # type: ignore[arg-type]
+            for record in records:
+                session.expunge(record)
+            return records
 
     # -- automatic actions (hourly limits) ------------------------------------------------
 

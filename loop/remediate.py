@@ -34,6 +34,7 @@ from loop.models import (
 from loop.policy import (
     AutonomyKey,
     PolicyConfig,
+    ShadowScope,
     choose_mode,
     initial_state,
     limit_reached,
@@ -71,6 +72,14 @@ class Remediation:
     policy: PolicyConfig
     _blast: dict[str, asyncio.Semaphore]
     _loop: asyncio.AbstractEventLoop | None
+    shadow: ShadowScope | None = None  # None: from settings.shadow when it exists, else none
+
+    def shadow_scope(self) -> ShadowScope:
+        """Shadow mode: this attribute, or a ``shadow`` setting (``all``, ``target:X``,
+        ``solution:Y``) once loop/config.py has one."""
+        if self.shadow is not None:
+            return self.shadow
+        return ShadowScope.parse(str(getattr(self.settings, "shadow", "") or ""))
 
     def _spawn(self, incident_id: str) -> None:
         raise NotImplementedError
@@ -125,6 +134,21 @@ class Remediation:
     async def _dispatch(self, incident: IncidentView) -> None:
         decision = incident.decision
         assert decision is not None
+        if why := self.shadow_scope().applies(incident.target, decision.solution_id):
+            self.ledger.record_shadow(
+                incident.id,
+                incident.target,
+                decision.solution_id,
+                decision.playbook,
+                decision.mode,
+                decision.reason,
+            )
+            self._escalate(
+                incident,
+                f"{why}: would have run {decision.playbook} ({decision.mode}); nothing executed, "
+                "a person handles it",
+            )
+            return
         if decision.mode == DecisionMode.auto:
             # the hourly limits again, now: incidents decided together must not overrun them
             hour = timedelta(hours=1)

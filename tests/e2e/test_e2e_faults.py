@@ -6,7 +6,7 @@ twin's control surface, the metrics recover and the outcome is learnt.
 One engine, twin and API serve the whole module (CI cost): every fault gets a target of
 its own and all are injected at once, so the module also shows remediations on different
 targets running side by side. One more target gets a deliberately wrong remedy, which
-verification must catch and the rollback undo.
+verification must catch and the rollback undo; another is in shadow mode.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 
 from loop.analyze import finding_from_rule
 from loop.models import Decision, DecisionMode, RunStatus, VerificationStatus
-from loop.policy import AutonomyKey
+from loop.policy import AutonomyKey, ShadowScope
 from loop.state import State
 from rules.compiler import AbnormalFact
 from twin.model import ACTIONS, FAULTS
@@ -30,6 +30,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.neo4j]
 FAULT_NAMES = sorted(FAULTS)
 TARGETS = {fault: f"e2e-{i + 1}" for i, fault in enumerate(FAULT_NAMES)}
 WRONG_TARGET = "wrong-1"
+SHADOW_TARGET = "shadow-1"
 AUTO_PATH = [State.open, State.analyzed, State.decided, State.executing, State.verifying]
 APPROVAL_PATH = [
     State.open,
@@ -48,12 +49,14 @@ def settled(neo4j_settings, tmp_path_factory) -> Iterator[tuple[LoopHarness, dic
     empty_graph(neo4j_settings)
     var_dir = tmp_path_factory.mktemp("e2e") / "var"
     settings = settings_for(neo4j_settings, var_dir, verify_hold_s=3.0, verify_timeout_s=45.0)
-    with LoopHarness(settings, [*TARGETS.values(), WRONG_TARGET]) as loop:
+    with LoopHarness(settings, [*TARGETS.values(), WRONG_TARGET, SHADOW_TARGET]) as loop:
         engine = loop.engine
+        engine.shadow = ShadowScope(targets=frozenset({SHADOW_TARGET}))
         time.sleep(2)  # a healthy baseline first
         wrong = _start_wrong_remedy(loop)
         for fault, target in TARGETS.items():
             loop.inject(target, fault)
+        loop.inject(SHADOW_TARGET, "cache_saturation")
         opened = {fault: loop.wait_opened(target) for fault, target in TARGETS.items()}
         settled = {}
         approvals = {}
@@ -72,6 +75,9 @@ def settled(neo4j_settings, tmp_path_factory) -> Iterator[tuple[LoopHarness, dic
             "wrong_twin": loop.twin_state(WRONG_TARGET),
             "wrong_runs": engine.ledger.runs(wrong),
             "autonomy": {str(s.key): s for s in engine.ledger.autonomy_states()},
+            "shadow": loop.wait_settled(loop.wait_opened(SHADOW_TARGET)),
+            "shadow_twin": loop.twin_state(SHADOW_TARGET),
+            "shadowed": engine.ledger.shadowed(SHADOW_TARGET),
         }
         yield loop, results
 
@@ -191,3 +197,15 @@ def test_a_wrong_remedy_is_caught_by_verification_and_rolled_back(settled):
     state = results["autonomy"][key]
     assert state.failures == 1 and "verification failed" in state.reason
     assert isinstance(incident.decision, Decision)
+
+
+def test_shadow_mode_runs_the_loop_but_executes_nothing(settled):
+    _, results = settled
+    incident = results["shadow"]
+    assert incident.state == State.escalated
+    assert incident.reason.startswith("shadow mode for target shadow-1: would have run ")
+    assert incident.decision.solution_id == "sol-cache-scale-out" and incident.execution is None
+    (record,) = results["shadowed"]
+    assert (record.incident_id, record.playbook) == (incident.id, "cache_scale_out.yml")
+    assert record.mode in ("auto", "approval")
+    assert results["shadow_twin"]["actions"] == []  # the platform was not touched

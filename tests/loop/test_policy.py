@@ -11,6 +11,7 @@ from loop.models import DecisionMode
 from loop.policy import (
     AutonomyKey,
     PolicyConfig,
+    ShadowScope,
     after_outcome,
     choose_mode,
     initial_state,
@@ -98,3 +99,14 @@ def test_ledger_persists_states_counts_each_outcome_once_and_limits(tmp_path) ->
     assert ledger.auto_actions(None, timedelta(hours=1)) == 3
     assert ledger.auto_actions(None, timedelta(seconds=-1)) == 0
     store.close()
+
+
+def test_shadow_scopes() -> None:
+    assert ShadowScope.parse("").applies("pm-site-1", "sol-a") is None
+    assert ShadowScope.parse("all").applies("x", "y") == "shadow mode everywhere"
+    scope = ShadowScope.parse("target:pm-site-2, solution:sol-voltage-dvr")
+    assert scope.applies("pm-site-2", "sol-a") == "shadow mode for target pm-site-2"
+    assert scope.applies("x", "sol-voltage-dvr") == "shadow mode for solution sol-voltage-dvr"
+    assert scope.applies("pm-site-1", "sol-a") is None
+    with pytest.raises(ValueError, match="expected all, target:NAME or solution:ID"):
+        ShadowScope.parse("pm-site-1")
