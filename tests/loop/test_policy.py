@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import text
 
 from loop.ledger import Ledger
 from loop.models import DecisionMode
@@ -18,7 +21,9 @@ from loop.policy import (
     limit_reached,
     target_class,
 )
-from loop.store import IncidentStore
+from loop.store import IncidentStore, make_engine
+
+POSTGRES = os.environ.get("MENDLOOP_TEST_POSTGRES_URL")
 
 KEY = AutonomyKey("sol-cache-scale-out", "cache_saturation", "pm-site")
 auto, approval, suggest = DecisionMode.auto, DecisionMode.approval, DecisionMode.suggest
@@ -80,8 +85,37 @@ def test_hourly_limits_make_a_runaway_loop_impossible() -> None:
     assert choose_mode(initial_state(KEY, 1, 0, cfg), "low", 99, 99, cfg)[0] == approval
 
 
-def test_ledger_persists_states_counts_each_outcome_once_and_limits(tmp_path) -> None:
-    store = IncidentStore(f"sqlite:///{tmp_path / 'm.db'}")
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param(
+            "postgresql",
+            marks=pytest.mark.skipif(not POSTGRES, reason="MENDLOOP_TEST_POSTGRES_URL not set"),
+        ),
+    ]
+)
+def store(request, tmp_path):
+    """The ledger's tables live beside the incidents: SQLite, and PostgreSQL when CI has it."""
+    if request.param == "sqlite":
+        store = IncidentStore(f"sqlite:///{tmp_path / 'm.db'}")
+        yield store
+        store.close()
+        return
+    schema = f"t_{uuid.uuid4().hex[:8]}"
+    engine = make_engine(POSTGRES)
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    store = IncidentStore(
+        f"{POSTGRES}{'&' if '?' in POSTGRES else '?'}options=-csearch_path%3D{schema}"
+    )
+    yield store
+    store.close()
+    with engine.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    engine.dispose()
+
+
+def test_ledger_persists_states_counts_each_outcome_once_and_limits(store) -> None:
     ledger = Ledger(store.engine)
     state = initial_state(KEY, 1, 0)
     ledger.save_autonomy(state)
@@ -98,7 +132,19 @@ def test_ledger_persists_states_counts_each_outcome_once_and_limits(tmp_path) ->
     assert ledger.auto_actions("pm-site-1", timedelta(hours=1)) == 2
     assert ledger.auto_actions(None, timedelta(hours=1)) == 3
     assert ledger.auto_actions(None, timedelta(seconds=-1)) == 0
-    store.close()
+
+
+def test_ledger_runs_are_keyed_once(store) -> None:
+    ledger = Ledger(store.engine)
+    assert ledger.begin_run("i1/sol-a/run", "i1", "run", "a.yml")
+    assert not ledger.begin_run("i1/sol-a/run", "i1", "run", "a.yml")  # never twice
+    assert ledger.run("i1/sol-a/run").status == "started"
+    ledger.mark_interrupted("i1/sol-a/run", "crash")
+    (record,) = ledger.runs("i1")
+    assert (record.status, record.note) == ("interrupted", "crash")
+    ledger.record_shadow("i2", "t", "sol-a", "a.yml", "auto", "why")
+    ledger.record_shadow("i2", "t", "sol-a", "a.yml", "auto", "why")
+    assert [r.incident_id for r in ledger.shadowed("t")] == ["i2"]
 
 
 def test_shadow_scopes() -> None:
