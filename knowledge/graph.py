@@ -367,13 +367,24 @@ class KnowledgeGraph:
         }
 
     def write_cases(self, rows: list[dict[str, Any]]) -> int:
-        """Write prepared rows (knowledge.importer.case_row) in one transaction."""
-        written = self._run(_WRITE_CASES, rows=rows)[0]["written"] if rows else 0
-        if written != len(rows):
-            known = {s.id for s in self.solutions()}
-            missing = sorted({r["solution_id"] for r in rows} - known)
-            raise KnowledgeError(f"cases name unknown solutions: {', '.join(missing)}")
-        return written
+        """Write prepared rows (knowledge.importer.case_row) in one transaction: all of
+        them, or none when any names a solution the graph does not have."""
+        if not rows:
+            return 0
+
+        def work(tx: neo4j.ManagedTransaction) -> int:
+            written: int = tx.run(_WRITE_CASES, rows=rows).single(strict=True)["written"]
+            if written != len(rows):  # raising inside rolls the whole batch back
+                known = {r["id"] for r in tx.run("MATCH (s:Solution) RETURN s.id AS id")}
+                missing = sorted({r["solution_id"] for r in rows} - known)
+                raise KnowledgeError(f"cases name unknown solutions: {', '.join(missing)}")
+            return written
+
+        try:
+            with self._driver.session(database=self._database) as session:
+                return session.execute_write(work)
+        except (ServiceUnavailable, SessionExpired, TransientError, AuthError) as exc:
+            raise GraphUnavailable(self.uri, str(exc) or type(exc).__name__) from exc
 
     def link_reuse(self, case_id: str, matched_case_id: str, similarity: float | None) -> None:
         """The new case reused the matched one's fix: link them and count the reuse once."""

@@ -168,12 +168,15 @@ def test_export_gives_back_what_was_imported(seeded):
     assert exported == {c.id: c for c in load_cases()}
 
 
-def test_case_with_unknown_solution_is_refused(graph, embedder):
-    graph.ensure_schema()
-    case = Case(id="c", title="t", text="x", fault="db_io_wait", solution_id="missing")
+def test_a_batch_naming_an_unknown_solution_is_refused_whole(seeded, embedder):
+    graph, _, _ = seeded
+    good = Case(id="ok", title="t", text="x", fault="db_io_wait", solution_id="sol-db-io-tune")
+    bad = Case(id="c", title="t", text="y", fault="db_io_wait", solution_id="missing")
+    before = graph.get_solution("sol-db-io-tune")
     with pytest.raises(KnowledgeError, match="missing"):
-        Importer(graph, embedder, Domain.load()).write([case])
-    assert graph.get_case("c") is None
+        Importer(graph, embedder, Domain.load()).write([good, bad])
+    assert graph.get_case("c") is None and graph.get_case("ok") is None  # nothing half-written
+    assert graph.get_solution("sol-db-io-tune") == before
 
 
 def test_unreachable_neo4j_names_the_uri_and_the_fix():
