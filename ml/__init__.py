@@ -3,6 +3,12 @@
 - :class:`SeasonalBaseline` — per series, median/MAD per time-of-day bucket, O(1) per point;
 - :class:`StreamingDetector` — per series of unknown shape, causal, self-calibrating
   (level, step and shape deviations against the series' own recent past);
+- :class:`SequenceDetector` — per series, causal: a learnt model of normal sequences
+  (:class:`ContextualDetector`, contexts of bit-pair facts) gated by the streaming
+  detector's deviation, one alarm per event (NAB: 68.8 cross-validated);
+- :class:`DeviationRanker` — which metrics explain a multivariate anomaly: deviation from
+  each metric's recent baseline relative to its training behaviour, shared between
+  correlated metrics;
 - :class:`GroupForest` — IsolationForest over short windows of a group of series (a target
   or subsystem) with per-metric attribution (:meth:`GroupForest.attribute`);
 - :class:`DetectorBank` — one StreamingDetector per (target, series), emitting
@@ -15,8 +21,10 @@ i.e. a false-alarm budget), never constants. Bad input (NaN, gaps, flat lines) y
 NO_DATA / STALE states of :class:`SeriesState`, never ANOMALOUS.
 """
 
+from ml.attribution import DeviationRanker
 from ml.bank import DetectorBank, SeriesEvent
 from ml.baseline import ScoredBlock, SeasonalBaseline
+from ml.contextual import ContextualDetector, rest_period_alarms
 from ml.forest import GroupForest, GroupScores
 from ml.onset import elevated_level, onset_index, onset_order
 from ml.persist import (
@@ -28,13 +36,16 @@ from ml.persist import (
     retrain_due,
     save_model,
 )
+from ml.sequence import SequenceDetector, SequenceParams, sequence_alarms
 from ml.types import Attribution, PointScore, SeriesState
 from ml.univariate import StreamingDetector, StreamingParams, alarms_from_scores
 
 __all__ = [
     "FORMAT_VERSION",
     "Attribution",
+    "ContextualDetector",
     "DetectorBank",
+    "DeviationRanker",
     "GroupForest",
     "GroupScores",
     "ModelFileError",
@@ -43,6 +54,8 @@ __all__ = [
     "RetrainSchedule",
     "ScoredBlock",
     "SeasonalBaseline",
+    "SequenceDetector",
+    "SequenceParams",
     "SeriesEvent",
     "SeriesState",
     "StreamingDetector",
@@ -52,6 +65,8 @@ __all__ = [
     "load_model",
     "onset_index",
     "onset_order",
+    "rest_period_alarms",
     "retrain_due",
     "save_model",
+    "sequence_alarms",
 ]

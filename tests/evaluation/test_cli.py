@@ -3,11 +3,6 @@ import json
 from loop.cli import main
 
 
-def test_eval_rca_says_not_implemented(capsys):
-    assert main(["eval", "rca"]) == 2
-    assert "not implemented yet" in capsys.readouterr().err
-
-
 def test_eval_nab_json_is_one_object_on_stdout(nab_root, capsys):
     rc = main(["eval", "nab", "--files", "artificialWithAnomaly/art_daily_jumpsup.csv", "--json"])
     out = capsys.readouterr()

@@ -1,4 +1,4 @@
-"""A small real run: two NAB files through the streaming detector and the scorer."""
+"""A small real run: two NAB files through the detectors and the scorer."""
 
 from evaluation.nab_eval import evaluate_nab, folds
 
@@ -24,3 +24,6 @@ def test_two_files_end_to_end(nab_root):
     assert len(r["cv_settings"]["standard"]) == 2
     assert set(r["cv"]) == {"standard", "reward_low_FP", "reward_low_FN"}
     assert r["published"] == {}  # published figures only next to a whole-corpus run
+    # the streaming detector alone is scored from the same run, as the earlier baseline
+    assert r["streaming_detector"]["default_counts"]["windows_detected"] == 2
+    assert set(r["streaming_detector"]["cv"]) == set(r["cv"])

@@ -45,3 +45,5 @@ def test_one_machine_truncated(smd_root):
     assert r["point_adjusted"]["f1"] >= r["point_wise"]["f1"] > 0
     # better than ranking the 38 metrics at random (which gets ~1.5|G|/38 at 150 %)
     assert r["hitrate_per_point"]["@150%"] > 0.5
+    # the earlier ranking (|z| against training) is reported next to it
+    assert r["hitrate_per_point_abs_z"]["@150%"] > 0.5

@@ -1,0 +1,100 @@
+"""Which metrics explain a multivariate anomaly: a drift-aware, per-metric ranking.
+
+Ranking metrics by their |z| against the training baseline favours metrics that drift or
+are spiky by nature: they are far from their training median at every anomaly, whatever
+its cause. Here a metric's deviation is measured against its own *recent* baseline (the
+median of a window that ends ``gap`` rows before the row, so the anomaly's own start is
+not in it), in units of its training scale, and divided by how large that same
+deviation usually is for this metric in training (its ``quantile``): 1 means "as far
+off as it is one time in ten", whatever the metric's units, noise or drift.
+
+Metrics that move together in training (|correlation| >= ``corr``) share the blame: a
+metric's score is ``(1 - share) * own + share * max(own, its mates')``, so that a group
+of related metrics (e.g. the CPU counters of one host) ranks together even when only
+one of them moved far.
+
+    ranker = DeviationRanker().fit(train)           # train: (rows, metrics)
+    s = ranker.scores(history_and_rows)[-k:]        # per row and metric, >= 0
+    order = np.argsort(-s, axis=1)                  # most telling metric first
+
+Everything is learnt from the training rows; nothing looks at labels or the future.
+Cost: one running median per metric (scipy), about 0.1 s per 20k rows x 38 metrics.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.ndimage import median_filter
+
+from ml.hygiene import robust_scale
+
+
+def lagged_median(x: np.ndarray, window: int, gap: int) -> np.ndarray:
+    """Per row t and column: the median of rows ``t-gap-window .. t-gap-1`` (the first
+    row stands in for rows before the start). Causal: row t never sees itself."""
+    x = np.asarray(x, dtype=np.float64)
+    pad = window + gap
+    full = np.vstack([np.repeat(x[:1], pad, axis=0), x])
+    # median over rows i-window+1 .. i of ``full``; row t of x is full row t+pad
+    med = median_filter(full, size=(window, 1), origin=((window - 1) // 2, 0), mode="nearest")
+    return med[window - 1 : window - 1 + x.shape[0]]
+
+
+class DeviationRanker:
+    """See the module docstring. ``window``/``gap`` in rows (6 h / 10 min on SMD's
+    1-minute rows); ``quantile`` of the training deviations that maps to 1."""
+
+    def __init__(
+        self,
+        window: int = 360,
+        gap: int = 10,
+        quantile: float = 0.9,
+        corr: float = 0.8,
+        share: float = 0.5,
+    ) -> None:
+        if not 0 < quantile < 1:
+            raise ValueError("quantile must be in (0, 1)")
+        if not 0 <= share <= 1:
+            raise ValueError("share must be in [0, 1]")
+        self.window = window
+        self.gap = gap
+        self.quantile = quantile
+        self.corr = corr
+        self.share = share
+        self.scale = np.ones(0)
+        self.typical = np.ones(0)
+        self.mates: list[np.ndarray] = []  # per metric: the metrics it moves with (itself too)
+
+    def _deviation(self, x: np.ndarray) -> np.ndarray:
+        x = np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0)
+        return np.abs(x - lagged_median(x, self.window, self.gap)) / self.scale
+
+    def fit(self, train: np.ndarray) -> DeviationRanker:
+        """Learn each metric's scale and how far it usually strays from its recent past."""
+        x = np.asarray(train, dtype=np.float64)
+        if x.ndim != 2 or x.shape[0] < 2:
+            raise ValueError(f"train must be (rows >= 2, metrics), got {x.shape}")
+        self.scale = np.array([robust_scale(x[:, j])[1] for j in range(x.shape[1])])
+        dev = self._deviation(x)
+        floor = 1e-3  # a metric that never moves in training: any move is telling
+        self.typical = np.maximum(np.quantile(dev, self.quantile, axis=0), floor)
+        xs = np.nan_to_num(x, nan=0.0)
+        sd = xs.std(axis=0)
+        c = np.zeros((x.shape[1], x.shape[1]))
+        live = sd > 0  # a constant metric correlates with nothing
+        if live.any():
+            c[np.ix_(live, live)] = np.corrcoef(xs[:, live].T)
+        np.fill_diagonal(c, 1.0)
+        self.mates = [np.flatnonzero(np.abs(row) >= self.corr) for row in c]
+        return self
+
+    def scores(self, rows: np.ndarray) -> np.ndarray:
+        """Per row and metric, the deviation in units of its training ``quantile``. Pass
+        at least ``window + gap`` rows of history before the rows of interest."""
+        if self.typical.size == 0:
+            raise RuntimeError("DeviationRanker.fit() first")
+        own = self._deviation(rows) / self.typical
+        if self.share == 0:
+            return own
+        mates = np.column_stack([own[:, m].max(axis=1) for m in self.mates])
+        return (1 - self.share) * own + self.share * mates

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+
+from ml.attribution import DeviationRanker, lagged_median
+
+
+def test_lagged_median_sees_only_rows_before_the_gap():
+    x = np.arange(10, dtype=float)[:, None]
+    med = lagged_median(x, window=3, gap=1)
+    # row 6: rows 2..4 -> median 3; row 0: only the padded first row
+    assert med[6, 0] == 3.0 and med[0, 0] == 0.0
+    # a jump at row 8 is not in its own baseline
+    y = x.copy()
+    y[8] = 100.0
+    assert lagged_median(y, 3, 1)[8, 0] == med[8, 0]
+
+
+def _train(n: int = 3000, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(n, 1))
+    return np.hstack(
+        [
+            base + 0.05 * rng.normal(size=(n, 1)),  # 0 and 1 move together
+            base + 0.05 * rng.normal(size=(n, 1)),
+            rng.normal(0, 5, size=(n, 1)),  # 2: noisy by nature
+            rng.normal(size=(n, 1)),
+        ]
+    )
+
+
+def test_a_drifting_metric_is_not_blamed_for_ever():
+    train = _train()
+    test = _train(600, seed=1)
+    test[:, 3] += 10  # metric 3 drifted long before the anomaly (a new normal)
+    test[500:, 2] += 30  # the anomaly: metric 2 leaves its recent range
+    r = DeviationRanker(window=100, gap=5, share=0).fit(train)
+    s = r.scores(np.vstack([train, test]))[-100:-60]  # the first 40 rows of the anomaly
+    assert (np.argmax(s, axis=1) == 2).all()
+
+
+def test_correlated_metrics_share_the_blame():
+    train = _train()
+    test = _train(300, seed=2)
+    test[250:, 0] += 8  # only metric 0 moved; metric 1 usually moves with it
+    r = DeviationRanker(window=100, gap=5).fit(train)
+    s = r.scores(np.vstack([train, test]))[-50:].mean(axis=0)
+    assert [int(j) for j in np.argsort(-s)[:2]] == [0, 1]
+    assert list(r.mates[0]) == [0, 1] and list(r.mates[2]) == [2]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError):
+        DeviationRanker(quantile=1.5)
+    with pytest.raises(RuntimeError):
+        DeviationRanker().scores(np.zeros((5, 2)))
