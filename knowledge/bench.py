@@ -140,6 +140,7 @@ def query_workload(graph: Any, embedder: Any, generator: Any, queries: int, seed
     rng = random.Random(seed)
     total_ms: list[float] = []
     graph_ms: list[float] = []
+    embed_ms: list[float] = []
     correct = decided = text_only_correct = 0
     for _ in range(queries):
         labelled = generator.query(rng, named_fault=True)
@@ -149,6 +150,7 @@ def query_workload(graph: Any, embedder: Any, generator: Any, queries: int, seed
         eligible, _ = rank_candidates(scored, 0.8)
         total_ms.append((time.perf_counter() - t0) * 1000)
         graph_ms.append(timing.query_ms)
+        embed_ms.append(timing.embed_ms)
         if eligible:
             decided += 1
             correct += eligible[0].solution.id in fixes
@@ -162,6 +164,8 @@ def query_workload(graph: Any, embedder: Any, generator: Any, queries: int, seed
         "p95_ms": _percentile(total_ms, 95),
         "graph_p50_ms": _percentile(graph_ms, 50),
         "graph_p95_ms": _percentile(graph_ms, 95),
+        "embed_p50_ms": _percentile(embed_ms, 50),
+        "embed_p95_ms": _percentile(embed_ms, 95),
         "top1_accuracy": round(correct / queries, 4) if queries else None,
         "decided": decided,
         "text_only_top1": round(text_only_correct / queries, 4) if queries else None,
