@@ -17,8 +17,10 @@ from collections.abc import Iterator
 import pytest
 
 from loop.analyze import finding_from_rule
+from loop.decide import Decider
 from loop.models import Decision, DecisionMode, RunStatus, VerificationStatus
 from loop.policy import AutonomyKey, ShadowScope
+from loop.replay import backtest
 from loop.state import State
 from rules.compiler import AbnormalFact
 from twin.model import ACTIONS, FAULTS
@@ -78,6 +80,17 @@ def settled(neo4j_settings, tmp_path_factory) -> Iterator[tuple[LoopHarness, dic
             "shadow": loop.wait_settled(loop.wait_opened(SHADOW_TARGET)),
             "shadow_twin": loop.twin_state(SHADOW_TARGET),
             "shadowed": engine.ledger.shadowed(SHADOW_TARGET),
+            "backtest": backtest(
+                [engine.store.get(i.id) for i in settled.values()],
+                engine.analyzer,
+                Decider(
+                    engine.graph,
+                    engine.embedder,
+                    settings.match_min_similarity,
+                    {"twin_url": loop.twin.url},
+                    library=engine.library,
+                ),
+            ),
         }
         yield loop, results
 
@@ -209,3 +222,12 @@ def test_shadow_mode_runs_the_loop_but_executes_nothing(settled):
     assert (record.incident_id, record.playbook) == (incident.id, "cache_scale_out.yml")
     assert record.mode in ("auto", "approval")
     assert results["shadow_twin"]["actions"] == []  # the platform was not touched
+
+
+def test_replay_backtests_recorded_incidents_through_todays_analysis_and_decision(settled):
+    _, results = settled
+    summary = results["backtest"]
+    assert summary["incidents"] == len(FAULT_NAMES)
+    assert summary["same_fault"] == len(FAULT_NAMES)
+    # the graph has learnt from these very incidents: the same solutions are chosen again
+    assert summary["same_solution"] == len(FAULT_NAMES), summary["changed"]
