@@ -229,7 +229,10 @@ class Ledger:
             record.reason = state.reason
             record.updated_at = utcnow()
             session.add(record)
-            session.commit()
+            try:
+                session.commit()
+            except IntegrityError:  # two first decisions of one key at once: one row wins
+                session.rollback()
 
     def record_outcome(
         self,
