@@ -20,8 +20,8 @@ from loop.errors import GraphUnavailable
 TEST_NEO4J_URI = os.environ.get("MENDLOOP_TEST_NEO4J_URI", "bolt://127.0.0.1:7688")
 # another port gets its own data directory, so two test runs never share a store
 _TEST_PORT = TEST_NEO4J_URI.rsplit(":", 1)[-1]
-TEST_NEO4J_HOME = REPO_ROOT / "var" / (
-    "test-neo4j" if _TEST_PORT == "7688" else f"test-neo4j-{_TEST_PORT}"
+TEST_NEO4J_HOME = (
+    REPO_ROOT / "var" / ("test-neo4j" if _TEST_PORT == "7688" else f"test-neo4j-{_TEST_PORT}")
 )
 
 
