@@ -214,21 +214,7 @@ class Ledger:
 
     def save_autonomy(self, state: AutonomyState) -> None:
         with Session(self.engine) as session:
-            record = session.get(AutonomyRecord, str(state.key)) or AutonomyRecord(
-                key=str(state.key),
-                solution_id=state.key.solution_id,
-                fault=state.key.fault,
-                target_class=state.key.target_class,
-                level=state.level,
-                updated_at=utcnow(),
-            )
-            record.level = state.level.value
-            record.successes = state.successes
-            record.failures = state.failures
-            record.streak = state.streak
-            record.reason = state.reason
-            record.updated_at = utcnow()
-            session.add(record)
+            _store_state(session, state)
             try:
                 session.commit()
             except IntegrityError:  # two first decisions of one key at once: one row wins
@@ -251,21 +237,7 @@ class Ledger:
                     incident_id=incident_id, key=str(state.key), verified=verified, at=utcnow()
                 )
             )
-            record = session.get(AutonomyRecord, str(state.key)) or AutonomyRecord(
-                key=str(state.key),
-                solution_id=state.key.solution_id,
-                fault=state.key.fault,
-                target_class=state.key.target_class,
-                level=new.level,
-                updated_at=utcnow(),
-            )
-            record.level = new.level.value
-            record.successes = new.successes
-            record.failures = new.failures
-            record.streak = new.streak
-            record.reason = new.reason
-            record.updated_at = utcnow()
-            session.add(record)
+            _store_state(session, new)
             session.commit()
         return new
 
@@ -319,3 +291,22 @@ class Ledger:
             if target is not None:
                 query = query.where(AutoActionRecord.target == target)
             return int(session.exec(query).one())
+
+
+def _store_state(session: Session, state: AutonomyState) -> None:
+    """Insert or update the key's row (the caller commits)."""
+    record = session.get(AutonomyRecord, str(state.key)) or AutonomyRecord(
+        key=str(state.key),
+        solution_id=state.key.solution_id,
+        fault=state.key.fault,
+        target_class=state.key.target_class,
+        level=state.level,
+        updated_at=utcnow(),
+    )
+    record.level = state.level.value
+    record.successes = state.successes
+    record.failures = state.failures
+    record.streak = state.streak
+    record.reason = state.reason
+    record.updated_at = utcnow()
+    session.add(record)

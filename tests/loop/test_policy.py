@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import text
 
 from loop.ledger import Ledger
 from loop.models import DecisionMode
@@ -21,9 +18,6 @@ from loop.policy import (
     limit_reached,
     target_class,
 )
-from loop.store import IncidentStore, make_engine
-
-POSTGRES = os.environ.get("MENDLOOP_TEST_POSTGRES_URL")
 
 KEY = AutonomyKey("sol-cache-scale-out", "cache_saturation", "pm-site")
 auto, approval, suggest = DecisionMode.auto, DecisionMode.approval, DecisionMode.suggest
@@ -83,36 +77,6 @@ def test_hourly_limits_make_a_runaway_loop_impossible() -> None:
     assert limit_reached(0, 0, cfg) is None
     # levels below auto are never raised by a limit
     assert choose_mode(initial_state(KEY, 1, 0, cfg), "low", 99, 99, cfg)[0] == approval
-
-
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param(
-            "postgresql",
-            marks=pytest.mark.skipif(not POSTGRES, reason="MENDLOOP_TEST_POSTGRES_URL not set"),
-        ),
-    ]
-)
-def store(request, tmp_path):
-    """The ledger's tables live beside the incidents: SQLite, and PostgreSQL when CI has it."""
-    if request.param == "sqlite":
-        store = IncidentStore(f"sqlite:///{tmp_path / 'm.db'}")
-        yield store
-        store.close()
-        return
-    schema = f"t_{uuid.uuid4().hex[:8]}"
-    engine = make_engine(POSTGRES)
-    with engine.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    store = IncidentStore(
-        f"{POSTGRES}{'&' if '?' in POSTGRES else '?'}options=-csearch_path%3D{schema}"
-    )
-    yield store
-    store.close()
-    with engine.begin() as conn:
-        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-    engine.dispose()
 
 
 def test_ledger_persists_states_counts_each_outcome_once_and_limits(store) -> None:

@@ -1,48 +1,14 @@
 """The Incident table and its audit trail on a real SQL database: SQLite always, and
 PostgreSQL when MENDLOOP_TEST_POSTGRES_URL names one (CI starts one)."""
 
-import os
-import uuid
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import text
 
 from loop.errors import ConfigError, IllegalTransition
 from loop.models import Decision, DecisionMode, Evidence, Finding, FindingKind, RCAReport, RootCause
 from loop.state import State
-from loop.store import IncidentStore, make_engine
-
-POSTGRES = os.environ.get("MENDLOOP_TEST_POSTGRES_URL")
-
-
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param(
-            "postgresql",
-            marks=pytest.mark.skipif(not POSTGRES, reason="MENDLOOP_TEST_POSTGRES_URL not set"),
-        ),
-    ]
-)
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        store = IncidentStore(f"sqlite:///{tmp_path / 'sub' / 'm.db'}")
-        yield store
-        store.close()
-        return
-    schema = f"t_{uuid.uuid4().hex[:8]}"  # a schema per test: tests never see each other
-    engine = make_engine(POSTGRES)
-    with engine.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    store = IncidentStore(
-        f"{POSTGRES}{'&' if '?' in POSTGRES else '?'}options=-csearch_path%3D{schema}"
-    )
-    yield store
-    store.close()
-    with engine.begin() as conn:
-        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-    engine.dispose()
+from loop.store import IncidentStore
 
 
 def finding():
