@@ -3,6 +3,7 @@ idempotent, and a Neo4j restart in the middle of an import loses and doubles not
 
 import json
 import threading
+import time
 
 import pytest
 
@@ -97,15 +98,17 @@ def test_a_neo4j_restart_mid_import_loses_and_doubles_nothing(graph, embedder, n
     restarted = threading.Event()
     messages: list[str] = []
 
-    def restart() -> None:
-        local_neo4j.stop(neo4j_settings)
+    def start_again() -> None:
+        time.sleep(8)  # longer than the driver's own retries: the importer's must act
         local_neo4j.start(neo4j_settings)
         restarted.set()
 
     def progress(message: str) -> None:
+        # called between batches: Neo4j is down before the next batch is written, for sure
         messages.append(message)
-        if len(messages) == 2 and not restarted.is_set():
-            threading.Thread(target=restart, daemon=True).start()
+        if len(messages) == 2:
+            local_neo4j.stop(neo4j_settings)
+            threading.Thread(target=start_again, daemon=True).start()
 
     importer = Importer(graph, embedder, Domain.load(), batch_size=100, progress=progress)
     counts = importer.write(cases)
@@ -116,8 +119,10 @@ def test_a_neo4j_restart_mid_import_loses_and_doubles_nothing(graph, embedder, n
 
     # a query while Neo4j restarts waits for it instead of failing the decision
     local_neo4j.stop(neo4j_settings)
-    threading.Timer(1.0, local_neo4j.start, args=(neo4j_settings,)).start()
+    starter = threading.Timer(1.0, local_neo4j.start, args=(neo4j_settings,))
+    starter.start()
     scored, _ = Matcher(graph, embedder, retry_s=120).match(
         MatchQuery(text="cache hit ratio collapsed", fault="cache_saturation")
     )
+    starter.join()  # start() returns only once it has checked the server is fully up
     assert scored and scored[0].candidate.case.fault == "cache_saturation"
