@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,11 @@ from typing import Any
 from loop.config import REPO_ROOT, Settings
 from loop.errors import MendloopError
 
-DEFAULT_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+# the team's checkout keeps the public data beside the repo; MENDLOOP_DATASETS points
+# elsewhere (a clone in another folder, a CI cache)
+DEFAULT_DATASETS = Path(
+    os.environ.get("MENDLOOP_DATASETS", str(REPO_ROOT.parent / "shared" / "datasets"))
+)
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -102,7 +107,9 @@ def register(sub: Any) -> None:
     ev.set_defaults(func=cmd_eval)
     ev.add_argument("kind", choices=("rca", "nab", "smd"))
     ev.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    ev.add_argument("--data", help="dataset folder (default ../shared/datasets/<kind>)")
+    ev.add_argument(
+        "--data", help="dataset folder (default $MENDLOOP_DATASETS or ../shared/datasets/<kind>)"
+    )
     ev.add_argument("--files", help="nab: comma-separated subset, e.g. realKnownCause/nyc_taxi.csv")
     ev.add_argument(
         "--profile",
