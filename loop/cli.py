@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -120,6 +121,30 @@ def cmd_twin_control(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_verdict(args: argparse.Namespace, settings: Settings) -> int:
+    """Approve or reject a waiting fix through the running daemon's REST API, the same
+    call a person or the chat integration makes."""
+    import httpx
+
+    url = args.url or f"http://{settings.api_host}:{settings.api_port}"
+    endpoint = f"{url}/v1/incidents/{args.incident}/{args.command}"
+    try:
+        response = httpx.post(endpoint, json={"by": args.by, "comment": args.comment}, timeout=30)
+    except httpx.HTTPError as exc:
+        raise MendloopError(
+            f"daemon not reachable at {url} ({exc}); is `mendloop run` up?"
+        ) from exc
+    if response.status_code >= 400:
+        detail = response.json().get("detail", response.text) if response.content else ""
+        raise MendloopError(f"{args.command} refused: HTTP {response.status_code} {detail}")
+    incident = response.json()
+    if args.json:
+        print_json(incident)
+    else:
+        print(f"incident {incident['id']}: {incident['state']}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from loop.bench import bench_ingest
     from rules.catalog import load_catalog
@@ -154,6 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--faults", help="comma-separated fault names, or `all` (default cache_saturation)"
     )
     add("doctor", cmd_doctor, "check every component and say how to fix it")
+    for verdict, help_ in (
+        ("approve", "let a fix waiting for approval run"),
+        ("reject", "refuse a fix waiting for approval"),
+    ):
+        p = add(verdict, cmd_verdict, help_)
+        p.add_argument("incident", help="incident id")
+        p.add_argument("--comment", default="", help="why (kept in the timeline)")
+        p.add_argument("--by", default=os.environ.get("USER", "cli"), help="who decides")
+        p.add_argument("--url", help="daemon API (default from MENDLOOP_API_HOST/PORT)")
     neo = add("neo4j", cmd_neo4j, "the local Neo4j for development and tests")
     neo.add_argument("action", choices=("start", "stop", "status"))
     twin = sub.add_parser("twin", help="the digital twin")

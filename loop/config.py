@@ -63,10 +63,24 @@ class Settings(BaseSettings):
     playbook_timeout_s: int = Field(300, gt=0)
     match_min_similarity: float = Field(0.8, ge=0, le=1)
 
+    shadow: str = Field(
+        "", description="run without executing: `all`, or `target:NAME,solution:ID,...`"
+    )
+    autonomy_max_per_target_per_hour: int = Field(
+        6, ge=0, description="automatic fixes on one target per hour; more wait for approval"
+    )
+    autonomy_max_per_hour: int = Field(30, ge=0, description="automatic fixes per hour in all")
+
     @model_validator(mode="after")
     def _defaults_and_safety(self) -> Settings:
         if not self.database_url:
             object.__setattr__(self, "database_url", f"sqlite:///{self.var_dir / 'mendloop.db'}")
+        from loop.policy import ShadowScope
+
+        try:
+            ShadowScope.parse(self.shadow)
+        except ValueError as exc:
+            raise ConfigError(f"MENDLOOP_SHADOW: {exc}") from exc
         if self.environment == "production" and self.neo4j_password == DEV_NEO4J_PASSWORD:
             raise ConfigError("NEO4J_PASSWORD is the development default; set a real one")
         return self

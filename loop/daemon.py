@@ -86,7 +86,10 @@ class Engine(Remediation):
         # remediation: the solution library, earned autonomy, runs keyed before they start
         self.library: dict[str, SolutionSpec] = load_library(settings.playbooks_dir)
         self.ledger = Ledger(store.engine)
-        self.policy = policy or PolicyConfig()
+        self.policy = policy or PolicyConfig(
+            max_auto_per_target_per_hour=settings.autonomy_max_per_target_per_hour,
+            max_auto_per_hour=settings.autonomy_max_per_hour,
+        )
         self._blast: dict[str, asyncio.Semaphore] = {}
         self.graph = graph
         self.embedder = embedder

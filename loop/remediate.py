@@ -72,14 +72,14 @@ class Remediation:
     policy: PolicyConfig
     _blast: dict[str, asyncio.Semaphore]
     _loop: asyncio.AbstractEventLoop | None
-    shadow: ShadowScope | None = None  # None: from settings.shadow when it exists, else none
+    shadow: ShadowScope | None = None  # None: from settings.shadow (MENDLOOP_SHADOW)
 
     def shadow_scope(self) -> ShadowScope:
-        """Shadow mode: this attribute, or a ``shadow`` setting (``all``, ``target:X``,
-        ``solution:Y``) once loop/config.py has one."""
+        """Shadow mode: this attribute, else the ``shadow`` setting (MENDLOOP_SHADOW:
+        ``all``, or ``target:X,solution:Y,...``)."""
         if self.shadow is not None:
             return self.shadow
-        return ShadowScope.parse(str(getattr(self.settings, "shadow", "") or ""))
+        return ShadowScope.parse(self.settings.shadow)
 
     def _spawn(self, incident_id: str) -> None:
         raise NotImplementedError

@@ -78,3 +78,46 @@ def test_unknown_not_waiting_and_no_daemon(store) -> None:
         assert client.post(f"/v1/incidents/{open_one}/reject", json=too_long).status_code == 422
     with TestClient(create_app(store)) as client:
         assert client.post(f"/v1/incidents/{open_one}/approve").status_code == 503
+
+
+@pytest.fixture
+def live_api(store):
+    """The API on a real socket, as `mendloop approve` reaches a running daemon."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    approvals = StoreApprovals(store)
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(store, approvals=approvals), port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        thread.join(0.05)
+    yield f"http://127.0.0.1:{port}", approvals
+    server.should_exit = True
+    thread.join()
+
+
+def test_cli_approve_and_reject_go_through_the_api(store, live_api, capsys) -> None:
+    from loop.cli import main
+
+    url, approvals = live_api
+    first, second = waiting(store), waiting(store)
+    assert main(["approve", first, "--url", url, "--by", "bob", "--comment", "ok", "--json"]) == 0
+    assert '"state": "approved"' in capsys.readouterr().out
+    assert approvals.approved == [first]
+    assert store.get(first).timeline[-1].note == "approved by bob: ok"
+    assert main(["approve", first, "--url", url]) == 2  # not waiting any more
+    assert "HTTP 409" in capsys.readouterr().err
+    assert main(["reject", second, "--url", url, "--comment", "too risky"]) == 0
+    assert store.get(second).state == State.rejected
+    assert main(["approve", "nope", "--url", url]) == 2
+    assert "HTTP 404" in capsys.readouterr().err
+    assert main(["approve", first, "--url", "http://127.0.0.1:1"]) == 2
+    assert "daemon not reachable" in capsys.readouterr().err
