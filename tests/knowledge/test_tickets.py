@@ -127,3 +127,12 @@ def test_unreadable_or_unknown_files_are_one_clear_error(tmp_path):
     (tmp_path / "t.csv").write_text("title,text\na,b\n")
     with pytest.raises(KnowledgeError, match="header"):
         list(read_tickets(tmp_path / "t.csv", DOMAIN, SERIES, SOLUTIONS))
+
+
+def test_the_seed_cases_are_valid_against_the_domain():
+    from knowledge.seed import load_cases
+
+    cases = load_cases()
+    assert {c.fault for c in cases} == set(DOMAIN.faults)
+    assert all(DOMAIN.problems(c, SERIES) == [] for c in cases)
+    assert all(c.solution_id in SOLUTIONS for c in cases)
