@@ -45,6 +45,7 @@ from loop.monitor import IngestResult, Monitor
 from loop.policy import (
     PolicyConfig,
 )
+from loop.rca import independent_problems
 from loop.remediate import Remediation
 from loop.solutions import SolutionSpec, load_library
 from loop.state import State
@@ -249,12 +250,18 @@ class Engine(Remediation):
                 if not fresh:
                     log.info("findings on %s belong to incidents in flight", target)
                     continue
-                incident_id = self.store.open_incident(target, fresh)
-                self._emit(incident_id, target, State.open, f"{len(fresh)} rule finding(s)")
-                self._spawn(incident_id)
+                for problem in independent_problems(
+                    fresh, self._component_of, self.analyzer.topology
+                ):
+                    incident_id = self.store.open_incident(target, problem)
+                    self._emit(incident_id, target, State.open, f"{len(problem)} rule finding(s)")
+                    self._spawn(incident_id)
 
     def _fault_of(self, finding: Finding) -> str:
         return self.analyzer.rules[finding.rule_id].fault
+
+    def _component_of(self, finding: Finding) -> str:
+        return self.analyzer.rules[finding.rule_id].component
 
     def _faults_in_flight(self, target: str) -> set[str]:
         """Faults a live incident of the target already handles: more findings of the same

@@ -29,7 +29,7 @@ findings ranks first, as issue 4 asks, without ever letting context outrank a ru
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from loop.models import Evidence, Finding, FindingKind, RootCause
@@ -315,3 +315,33 @@ def rank(
     scored.sort(key=lambda item: (not item[0][0], -item[0][1], -item[0][2], item[0][3]))
     total = sum(s for _, _, s in scored) or 1.0
     return tuple(c.model_copy(update={"confidence": s / total}) for _, c, s in scored)
+
+
+def independent_problems(
+    findings: Sequence[Finding], component_of: Callable[[Finding], str], topology: Topology
+) -> list[list[Finding]]:
+    """Findings that arrive together, split into problems of their own: two findings stay
+    in one problem when their components are the same or one depends on the other (the
+    ranking then says which is the cause); findings on unrelated components (an edge
+    terminal and the power quality of the same site) are separate incidents, so neither
+    fault is swallowed by the other's remediation."""
+    groups: list[tuple[set[str], list[Finding]]] = []
+    for finding in findings:
+        component = component_of(finding)
+        related = [
+            g
+            for g in groups
+            if any(
+                c == component
+                or c in topology.upstream(component)
+                or c in topology.downstream(component)
+                for c in g[0]
+            )
+        ]
+        merged: tuple[set[str], list[Finding]] = ({component}, [finding])
+        for group in related:
+            merged[0].update(group[0])
+            merged[1][:0] = group[1]
+            groups.remove(group)
+        groups.append(merged)
+    return [members for _, members in groups]

@@ -235,3 +235,27 @@ def test_old_reports_without_the_new_fields_still_load():
     }
     report = RCAReport.model_validate(stored)
     assert report.top.fired and report.symptoms() == ("a:high",)
+
+
+def test_findings_that_arrive_together_split_into_independent_problems():
+    from loop.models import Finding, FindingKind
+    from loop.rca import Topology, independent_problems
+
+    topology = Topology({"cache": [], "database": ["cache"], "edge": [], "power_quality": []})
+
+    def finding(rule_id: str) -> Finding:
+        return Finding(
+            kind=FindingKind.rule,
+            target="t",
+            series=("x",),
+            rule_id=rule_id,
+            started_at=0.0,
+            score=1.0,
+            evidence=(),
+        )
+
+    component = {"c": "cache", "d": "database", "e": "edge", "p": "power_quality"}
+    found = [finding(r) for r in ("e", "p", "d", "c")]
+    problems = independent_problems(found, lambda f: component[f.rule_id], topology)
+    assert sorted(sorted(f.rule_id for f in p) for p in problems) == [["c", "d"], ["e"], ["p"]]
+    assert independent_problems([], lambda f: "", topology) == []
