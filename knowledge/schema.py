@@ -56,6 +56,18 @@ MIGRATIONS: tuple[Migration, ...] = (
             "MATCH (c:Case) WHERE c.environment IS :: STRING SET c.environment = []",
         ),
     ),
+    Migration(
+        3,
+        "cases written before version 2 keep their solution and symptom keys as properties "
+        "(candidates are read without a second hop)",
+        (
+            "MATCH (c:Case)-[:SOLVED_BY]->(s:Solution) WHERE c.solution_id IS NULL "
+            "SET c.solution_id = s.id",
+            "MATCH (c:Case) WHERE c.symptom_keys IS NULL "
+            "SET c.symptom_keys = [t IN coalesce(c.symptoms, []) | "
+            "split(t, ':')[0] + ':' + split(t, ':')[1]]",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

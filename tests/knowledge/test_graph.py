@@ -34,6 +34,23 @@ def test_migrations_are_recorded_idempotent_and_refuse_a_newer_graph(graph):
         graph.ensure_schema()
 
 
+def test_a_graph_written_by_the_walking_skeleton_is_migrated_and_readable(graph, embedder):
+    vector = embedder.embed("cache hit ratio collapsed")
+    graph._run(  # what the first version wrote: no solution_id, no symptom keys, env a word
+        "CREATE (s:Solution {id: 'sol-old', title: 't', playbook: 'p.yml', risk: 'low', "
+        "fixes: 'cache_saturation', description: '', successes: 1, failures: 0}) "
+        "CREATE (c:Case {id: 'incident-old', title: 't', text: 'cache hit ratio collapsed', "
+        "symptoms: ['cache_hit_ratio:low'], device_type: 'cache', environment: 'pm-site-1', "
+        "fault: 'cache_saturation', outcome: 'resolved', embedding: $v})"
+        "-[:SOLVED_BY {outcome: 'resolved'}]->(s)",
+        v=vector,
+    )
+    graph.ensure_schema()
+    [hit] = graph.candidates(vector, k=1)
+    assert hit.case.solution_id == "sol-old" and hit.solution.id == "sol-old"
+    assert hit.symptom_keys == ("cache_hit_ratio:low",) and hit.case.environment == {}
+
+
 def test_the_domain_is_mirrored_with_its_topology(graph):
     graph.ensure_schema()
     domain = Domain.load()
