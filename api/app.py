@@ -16,11 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any, Protocol
 
-from fastapi import Body, FastAPI, HTTPException, Query
+from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from api.ingest import busy, ingest_router, push_status
+from api.auth import Approver, Auth, Principal, Role, install, note_audit, require
+from api.ingest import MAX_BODY_BYTES, busy, ingest_router, push_status
 from loop import __version__
 from loop.errors import IllegalTransition, Overloaded
 from loop.monitor import IngestResult
@@ -58,7 +59,7 @@ class ApprovalIn(BaseModel):
         "api",
         min_length=1,
         max_length=200,
-        description="who decides (issue 7: taken from the caller's token instead)",
+        description="who decides, when authentication is off; otherwise the caller's token",
     )
 
 
@@ -109,16 +110,22 @@ def create_app(
     stats: Callable[[], dict[str, Any]] | None = None,
     units: Mapping[str, str] | None = None,
     approvals: Approvals | None = None,
+    auth: Auth | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:
     app = FastAPI(title="mendloop", version=__version__)
+    install(app, auth, max_body_bytes)
+    viewer = [Depends(require(Role.viewer))]
     if submit is not None:  # Prometheus text and OTLP/HTTP JSON pushes (api/ingest.py)
-        app.include_router(ingest_router(submit, units=units))
+        app.include_router(
+            ingest_router(submit, units=units), dependencies=[Depends(require(Role.operator))]
+        )
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "version": __version__, "intake": submit is not None}
 
-    @app.get("/v1/incidents", response_model=list[IncidentSummary])
+    @app.get("/v1/incidents", response_model=list[IncidentSummary], dependencies=viewer)
     def list_incidents(
         state: State | None = None,
         target: str | None = None,
@@ -126,35 +133,50 @@ def create_app(
     ) -> list[IncidentSummary]:
         return [_summary(i) for i in store.list(state=state, target=target, limit=limit)]
 
-    @app.get("/v1/incidents/{incident_id}", response_model=IncidentView)
+    @app.get("/v1/incidents/{incident_id}", response_model=IncidentView, dependencies=viewer)
     def get_incident(incident_id: str) -> IncidentView:
         incident = store.get(incident_id)
         if incident is None:
             raise HTTPException(status_code=404, detail=f"no incident {incident_id}")
         return incident
 
-    def _decide(incident_id: str, body: ApprovalIn | None, approve: bool) -> IncidentSummary:
-        """Small on purpose: issue 7 wraps it with tokens, roles and ChatOps."""
+    def _decide(
+        request: Request, who: Principal, incident_id: str, body: ApprovalIn | None, approve: bool
+    ) -> IncidentSummary:
         if approvals is None:
             raise HTTPException(status_code=503, detail="this server does not take approvals")
         if store.get(incident_id) is None:
             raise HTTPException(status_code=404, detail=f"no incident {incident_id}")
         body = body or ApprovalIn()
+        by = body.by if who.via == "anonymous" else who.name
         act = approvals.approve if approve else approvals.reject
+        note_audit(request, f"{'approve' if approve else 'reject'} {incident_id} as {by}")
         try:
-            return _summary(act(incident_id, by=body.by, comment=body.comment))
+            return _summary(act(incident_id, by=by, comment=body.comment))
         except IllegalTransition as exc:
             raise HTTPException(status_code=409, detail=str(exc)) from exc
 
     @app.post("/v1/incidents/{incident_id}/approve", response_model=IncidentSummary)
-    def approve(incident_id: str, body: ApprovalIn | None = None) -> IncidentSummary:
-        return _decide(incident_id, body, approve=True)
+    def approve(
+        request: Request,
+        incident_id: str,
+        who: Approver,
+        body: ApprovalIn | None = None,
+    ) -> IncidentSummary:
+        return _decide(request, who, incident_id, body, approve=True)
 
     @app.post("/v1/incidents/{incident_id}/reject", response_model=IncidentSummary)
-    def reject(incident_id: str, body: ApprovalIn | None = None) -> IncidentSummary:
-        return _decide(incident_id, body, approve=False)
+    def reject(
+        request: Request,
+        incident_id: str,
+        who: Approver,
+        body: ApprovalIn | None = None,
+    ) -> IncidentSummary:
+        return _decide(request, who, incident_id, body, approve=False)
 
-    @app.post("/v1/samples", response_model=IngestOut)
+    @app.post(
+        "/v1/samples", response_model=IngestOut, dependencies=[Depends(require(Role.operator))]
+    )
     def post_samples(payload: Annotated[Any, Body()]) -> Any:
         if submit is None:
             raise HTTPException(status_code=503, detail="this server does not take samples")
@@ -169,7 +191,7 @@ def create_app(
             raise busy(exc) from exc
         return ingest_response(result)
 
-    @app.get("/v1/intake")
+    @app.get("/v1/intake", dependencies=viewer)
     def intake() -> dict[str, Any]:
         """What the monitor took and everything it did not, counted by reason."""
         if stats is None:

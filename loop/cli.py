@@ -121,6 +121,11 @@ def cmd_twin_control(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def auth_headers(settings: Settings) -> dict[str, str]:
+    """The CLI's token (MENDLOOP_API_TOKEN) for calls to the daemon's API."""
+    return {"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
+
+
 def cmd_verdict(args: argparse.Namespace, settings: Settings) -> int:
     """Approve or reject a waiting fix through the running daemon's REST API, the same
     call a person or the chat integration makes."""
@@ -129,7 +134,12 @@ def cmd_verdict(args: argparse.Namespace, settings: Settings) -> int:
     url = args.url or f"http://{settings.api_host}:{settings.api_port}"
     endpoint = f"{url}/v1/incidents/{args.incident}/{args.command}"
     try:
-        response = httpx.post(endpoint, json={"by": args.by, "comment": args.comment}, timeout=30)
+        response = httpx.post(
+            endpoint,
+            json={"by": args.by, "comment": args.comment},
+            headers=auth_headers(settings),
+            timeout=30,
+        )
     except httpx.HTTPError as exc:
         raise MendloopError(
             f"daemon not reachable at {url} ({exc}); is `mendloop run` up?"
@@ -186,7 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = add(verdict, cmd_verdict, help_)
         p.add_argument("incident", help="incident id")
         p.add_argument("--comment", default="", help="why (kept in the timeline)")
-        p.add_argument("--by", default=os.environ.get("USER", "cli"), help="who decides")
+        p.add_argument(
+            "--by",
+            default=os.environ.get("USER", "cli"),
+            help="who decides, when the API runs without authentication (else: the token's name)",
+        )
         p.add_argument("--url", help="daemon API (default from MENDLOOP_API_HOST/PORT)")
     neo = add("neo4j", cmd_neo4j, "the local Neo4j for development and tests")
     neo.add_argument("action", choices=("start", "stop", "status"))
@@ -222,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_bench_match(bench_sub)
     # Areas with several commands register their own (each module imports only argparse at
     # the top, so `mendloop --help` stays fast).
+    from api.cli import register as register_api
     from evaluation.cli import register as register_eval
     from knowledge.cli import register as register_kb
     from rules.cli import register as register_rules
@@ -229,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_rules(sub)
     register_kb(sub)
     register_eval(sub)
+    register_api(sub)
     return parser
 
 

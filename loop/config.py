@@ -34,6 +34,11 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, ge=0, le=65535)
+    api_auth: bool = Field(True, description="API tokens and roles; off: anonymous admin")
+    api_max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="413 beyond")
+    api_token: str = Field(
+        "", repr=False, description="the token CLI commands send to the daemon (a client secret)"
+    )
 
     neo4j_uri: str = Field(
         "bolt://127.0.0.1:7687", validation_alias=AliasChoices("NEO4J_URI", "MENDLOOP_NEO4J_URI")

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import uvicorn
 
 from api.app import create_app
+from api.auth import Auth
 from knowledge import local_neo4j
 from knowledge.embedding import Embedder
 from knowledge.graph import KnowledgeGraph
@@ -76,12 +77,20 @@ def build_engine(
 async def run_daemon(settings: Settings) -> None:
     """The loop and the REST API in one process until SIGINT/SIGTERM."""
     engine = build_engine(settings)
+    auth = Auth.on(engine.store.engine) if settings.api_auth else None
+    if auth is not None and not auth.tokens.list():
+        stderr_progress(
+            "no API tokens yet: every call will be refused; create one with "
+            "`mendloop token create NAME --role admin`"
+        )
     app = create_app(
         engine.store,
         submit=engine.submit,
         stats=engine.monitor.stats,
         units={name: spec.unit for name, spec in engine.catalog.items()},
         approvals=engine,
+        auth=auth,
+        max_body_bytes=settings.api_max_body_bytes,
     )
     server = uvicorn.Server(
         uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning")
