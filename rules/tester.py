@@ -15,10 +15,12 @@ Window file (JSONL), one sample per line::
 optional ``labels`` (extra labels) and ``received`` (when the sample arrived, unix s;
 default ``ts``): the replay clock follows ``received``, so clock skew can be replayed too.
 Lines are replayed in ``received`` order; blank lines and ``#`` comments are skipped.
+A ``.gz`` file is read through gzip (the daemon's incident recordings, loop/recorder.py).
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 from collections import Counter
@@ -137,7 +139,12 @@ def window_batches(path: Path) -> list[Batch]:
     """A JSONL window as replay batches; RuleFileError (file:line) on a line that is not a
     JSON object with target, series, ts and value."""
     rows: list[tuple[float, int, dict[str, Any]]] = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    if path.name.endswith(".gz"):  # an incident recording (loop/recorder.py)
+        with gzip.open(path, "rt", encoding="utf-8") as recording:
+            text = recording.read()
+    else:
+        text = path.read_text()
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
