@@ -59,11 +59,17 @@ log = logging.getLogger("mendloop.daemon")
 
 @dataclass(frozen=True)
 class StageEvent:
+    """What listeners (chat, the web page) hear. ``kind`` ``incident``: an incident moved
+    (or a step of it happened) and ``state`` is where it is; ``automation``: automation
+    was paused or resumed, ``incident_id`` is empty, ``target`` the paused target or
+    ``*`` (everywhere) and ``state`` None."""
+
     incident_id: str
     target: str
-    state: State
+    state: State | None
     note: str
     at: datetime
+    kind: str = "incident"
 
 
 Listener = Callable[[StageEvent], None]
@@ -282,15 +288,26 @@ class Engine(Remediation):
         task.add_done_callback(lambda _: self._tasks.pop(incident_id, None))
 
     async def _drive(self, incident_id: str) -> None:
+        """Walk one incident through the daemon's steps under its target's lock. A person
+        may move it meanwhile (approve, re-analyse, propose, close): then whoever moved it
+        owns the next step (a new walk is spawned), and this walk stops quietly."""
         incident = self.store.get(incident_id)
         assert incident is not None
         async with self._target_locks[incident.target]:
+            incident = self.store.get(incident_id)  # what it is now, after the wait
+            assert incident is not None
             while not incident.terminal and incident.state in self._steps:
-                before = incident.state
+                before, stamp = incident.state, incident.updated_at
                 try:
                     await self._steps[incident.state](incident)
                 except asyncio.CancelledError:
                     raise
+                except IllegalTransition as exc:
+                    now = self.store.get(incident_id)
+                    if now is not None and now.updated_at != stamp:
+                        log.info("incident %s was moved by someone else: %s", incident_id, exc)
+                        return
+                    self._escalate(incident, f"{incident.state} failed: {exc}")
                 except MendloopError as exc:
                     self._escalate(incident, f"{incident.state} failed: {exc}")
                 except Exception as exc:  # a bug must not take the daemon down
@@ -301,6 +318,8 @@ class Engine(Remediation):
                 incident = self.store.get(incident_id)  # type: ignore[assignment]
                 assert incident is not None
                 if incident.state == before:  # never run a step (a playbook!) twice in a row
+                    if incident.updated_at != stamp:  # a person put it back: their walk goes on
+                        return
                     log.error("incident %s did not leave %s; left to a person", incident_id, before)
                     return
 
@@ -318,8 +337,10 @@ class Engine(Remediation):
         except IllegalTransition:
             log.warning("incident %s could not be escalated from %s", incident.id, current.state)
 
-    def _emit(self, incident_id: str, target: str, state: State, note: str) -> None:
-        event = StageEvent(incident_id, target, state, note, utcnow())
+    def _emit(
+        self, incident_id: str, target: str, state: State | None, note: str, kind: str = "incident"
+    ) -> None:
+        event = StageEvent(incident_id, target, state, note, utcnow(), kind)
         for listener in self.listeners:
             try:
                 listener(event)

@@ -39,7 +39,8 @@ DEFAULT_FAULTS = ("cache_saturation",)
 def _stage_printer(t0: list[float]) -> Any:
     def show(event: StageEvent) -> None:
         print(
-            f"  [{time.time() - t0[0]:6.1f}s] {event.state:<17} {event.incident_id}  {event.note}",
+            f"  [{time.time() - t0[0]:6.1f}s] {event.state or event.kind:<17} "
+            f"{event.incident_id or event.target}  {event.note}",
             file=sys.stderr,
             flush=True,
         )

@@ -9,7 +9,9 @@
      ├── KnowledgeError         knowledge content that does not hold together (unknown solution)
      ├── Neo4jLauncherError     the local Neo4j could not be built, started or stopped
      ├── PlaybookError          a playbook that is missing or has bad metadata
-     └── IllegalTransition      an incident asked to move along an edge the state machine lacks
+     ├── IllegalTransition      an incident asked to move along an edge the state machine lacks
+     ├── PlanChanged            an approval named a plan hash that is no longer the incident's plan
+     └── ApprovalRefused        an approval the rules forbid (two-person rule for high risk)
 
 Outcomes of loop stages (a failed playbook, a failed verification) are *data*, recorded on
 the incident, never exceptions: these are for inputs and infrastructure.
@@ -75,6 +77,19 @@ class PlaybookError(MendloopError):
 
 class IllegalTransition(MendloopError):
     pass
+
+
+class PlanChanged(MendloopError):
+    """The approver saw another plan than the incident's current one (its hash differs):
+    they must look at the new plan (``Engine.plan``) and approve that one."""
+
+    def __init__(self, message: str, current_hash: str | None) -> None:
+        self.current_hash = current_hash
+        super().__init__(message)
+
+
+class ApprovalRefused(MendloopError):
+    """Who approves may not: the requester of a high-risk fix (two-person rule)."""
 
 
 def validation_reasons(exc: ValidationError) -> str:

@@ -4,6 +4,8 @@
     execution = await execute(decision, runner, ledger, check_mode=True)
     execution.status                      # RunStatus: an outcome, not an exception
     execution, why = await reconcile(decision, runner, ledger, check_mode=True)  # after a crash
+    detail = await dry_run(decision, runner, ledger, "plan")   # a keyed check run (approval plan)
+    outcome = await rollback(decision, runner, ledger, why="verification failed")
 
 ansible-runner blocks, so each run happens in a worker thread; cancelling the awaiting
 task sets the runner's ``cancel_callback`` and waits for the playbook to stop. Every run
@@ -15,7 +17,11 @@ Idempotency: every run has a key (``<incident>/<solution>/<phase>``) that is com
 SQL *before* ansible starts; a key is never run twice. A real run whose row is still
 ``started`` when the daemon comes back was interrupted: ``reconcile`` asks the playbook's
 check mode whether anything is left to do; nothing -> the run took effect; something ->
-it did not, and it runs once more under a new key (the playbooks are idempotent).
+it did not, and it runs once more under a new key (the playbooks are idempotent). The
+rollback is reconciled the same way: a ``rollback`` row left ``started`` is probed with
+the rollback playbook's check mode (nothing left to revert: it took effect; something
+left: it runs once more as ``rollback-2``). Dry runs (check mode changes nothing) take the
+next free key of their phase (``plan``, ``plan-2``, ...), so they may be repeated.
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ import tempfile
 import threading
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import ansible_runner
 
@@ -45,7 +52,7 @@ _EVENT_LINES = {
 }
 MAX_EVENTS = 300  # per run, in the ledger
 MAX_DIFF_CHARS = 20_000  # per run
-MAX_ATTEMPTS = 3  # real runs of one decision, counting reconciled re-runs
+MAX_ATTEMPTS = 3  # real runs of one decision (and of its rollback), counting re-runs
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,10 @@ class PlaybookRunner:
     def artifacts_dir(self) -> Path:
         return self.work_dir / "artifacts"
 
+    def hosts(self) -> tuple[str, ...]:
+        """The hosts every playbook runs against (the inventory), for approval plans."""
+        return tuple(sorted(self._inventory()["all"]["hosts"]))
+
     def _inventory(self) -> dict[str, Any]:
         local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
         return {"all": {"hosts": {"localhost": local}}}
@@ -168,6 +179,7 @@ class PlaybookRunner:
         started = utcnow()
         lines: list[str] = []
         failed: list[str] = []
+        changed_tasks: list[str] = []
         events: list[dict[str, Any]] = []
         diff: list[str] = []
         diff_chars = 0
@@ -184,6 +196,7 @@ class PlaybookRunner:
                 res = data.get("res", {}) or {}
                 if kind == "runner_on_ok" and res.get("changed"):
                     changed += 1
+                    changed_tasks.append(f"{data.get('host', '?')}: {task}")
                 if kind in ("runner_on_failed", "runner_on_unreachable"):
                     failed.append(f"{task}: {res.get('msg', '')}".strip())
                 text = _diff_text(res) if isinstance(res, dict) else ""
@@ -243,6 +256,7 @@ class PlaybookRunner:
             status=status,
             rc=rc,
             changed=changed,
+            changed_tasks=tuple(changed_tasks),
             failed_tasks=tuple(failed),
             events=tuple(lines),
             started=started,
@@ -293,15 +307,48 @@ async def run_once(
     phase: str,
     playbook: str,
     check: bool,
+    note: str = "",
 ) -> PlaybookRun | None:
     """One run under its idempotency key, committed before it starts; None when the key
     was used already (it must not run again)."""
+    detail = await _run_keyed(runner, ledger, decision, phase, playbook, check, note)
+    return detail.run if detail else None
+
+
+async def _run_keyed(
+    runner: PlaybookRunner,
+    ledger: Ledger,
+    decision: Decision,
+    phase: str,
+    playbook: str,
+    check: bool,
+    note: str = "",
+) -> RunDetail | None:
     key = run_key(decision, phase)
-    if not ledger.begin_run(key, decision.incident_id, phase, playbook):
+    if not ledger.begin_run(key, decision.incident_id, phase, playbook, note):
         return None
     detail = await runner.run_async(playbook, decision.extra_vars, check, keep_as=key)
-    ledger.finish_run(key, detail.run, detail.events, detail.diff, detail.artifacts)
-    return detail.run
+    ledger.finish_run(key, detail.run, detail.events, detail.diff, detail.artifacts, note)
+    return detail
+
+
+def free_phase(ledger: Ledger, decision: Decision, phase: str) -> str:
+    """The first unused key of a repeatable phase: ``phase``, ``phase-2``, ``phase-3``..."""
+    n = 1
+    while ledger.run(run_key(decision, phase if n == 1 else f"{phase}-{n}")) is not None:
+        n += 1
+    return phase if n == 1 else f"{phase}-{n}"
+
+
+async def dry_run(
+    decision: Decision, runner: PlaybookRunner, ledger: Ledger, phase: str = "plan"
+) -> RunDetail:
+    """Check mode of the decision's playbook under the next free key of ``phase`` (a dry
+    run changes nothing, so it may be repeated): what it would change, with its diff."""
+    key_phase = free_phase(ledger, decision, phase)
+    detail = await _run_keyed(runner, ledger, decision, key_phase, decision.playbook, check=True)
+    assert detail is not None  # the phase was free a moment ago; one task per incident
+    return detail
 
 
 def _execution(
@@ -332,18 +379,26 @@ def _already_used(decision: Decision, phase: str) -> Execution:
         started=now,
         ended=now,
     )
-    return _execution(decision, run if phase == "check" else None, None, now)
+    check = phase == "check"
+    return _execution(decision, run if check else None, None if check else run, now)
 
 
 async def execute(
-    decision: Decision, runner: PlaybookRunner, ledger: Ledger, check_mode: bool = True
+    decision: Decision,
+    runner: PlaybookRunner,
+    ledger: Ledger,
+    check_mode: bool = True,
+    checked: PlaybookRun | None = None,
 ) -> Execution:
     """Check mode first (when the playbook supports it); only a clean dry run earns the
-    real one. Each run happens at most once for the decision."""
+    real one. Each real run happens at most once for the decision. ``checked``: a dry run
+    made just now (the approval plan's, recomputed before the run) stands for the check."""
     started = utcnow()
-    check: PlaybookRun | None = None
+    check: PlaybookRun | None = checked
     if check_mode:
-        check = await run_once(runner, ledger, decision, "check", decision.playbook, check=True)
+        if check is None:
+            phase = free_phase(ledger, decision, "check")
+            check = await run_once(runner, ledger, decision, phase, decision.playbook, check=True)
         if check is None:
             return _already_used(decision, "check")
         if check.status != RunStatus.successful:
@@ -418,25 +473,115 @@ async def reconcile(
     )
 
 
+class RollbackOutcome(NamedTuple):
+    """The rollback run (None: none ran) and what its re-check said; ``held`` when it ran
+    (or had run) successfully and its check mode shows nothing left to revert."""
+
+    run: PlaybookRun | None
+    recheck: str
+    held: bool = False
+
+
 async def rollback(
-    decision: Decision, runner: PlaybookRunner, ledger: Ledger, check_mode: bool = True
-) -> tuple[PlaybookRun | None, str]:
+    decision: Decision,
+    runner: PlaybookRunner,
+    ledger: Ledger,
+    check_mode: bool = True,
+    why: str = "",
+) -> RollbackOutcome:
     """The rollback playbook (once), then its check mode to re-verify nothing is left to
-    revert. Returns the rollback run (None: there is none) and what the re-check said."""
+    revert. A rollback found begun already (the daemon stopped during it) is reconciled,
+    never repeated blindly: ended -> its result is re-checked; still ``started`` -> its
+    check mode tells whether it took effect (nothing left to revert) or not (run once
+    more as ``rollback-2``, at most MAX_ATTEMPTS runs). ``why`` is stored with the run."""
     if not decision.rollback_playbook:
-        return None, "no rollback playbook"
-    run = await run_once(
-        runner, ledger, decision, "rollback", decision.rollback_playbook, check=False
+        return RollbackOutcome(None, "no rollback playbook")
+    playbook = decision.rollback_playbook
+    attempts = ["rollback"] + [f"rollback-{n}" for n in range(2, MAX_ATTEMPTS + 1)]
+    used = [(p, r) for p in attempts if (r := ledger.run(run_key(decision, p))) is not None]
+    if not used:
+        run = await run_once(runner, ledger, decision, "rollback", playbook, check=False, note=why)
+        if run is None:
+            return RollbackOutcome(None, "the rollback had run already")
+        return await _recheck(decision, runner, ledger, run, check_mode)
+    phase, record = used[-1]
+    if record.status not in (STARTED, INTERRUPTED):  # it ended; only what followed was lost
+        run = PlaybookRun(
+            playbook=record.playbook,
+            check_mode=False,
+            status=RunStatus(record.status),
+            rc=record.rc,
+            changed=record.changed,
+            events=(f"rollback {record.key} had ended {record.status} before the restart",),
+            started=_aware_dt(record.started_at),
+            ended=_aware_dt(record.ended_at or utcnow()),
+        )
+        return await _recheck(decision, runner, ledger, run, check_mode)
+    if not check_mode:
+        return RollbackOutcome(
+            None,
+            f"rollback {record.key} was interrupted and {playbook} has no check mode to tell "
+            "whether it took effect; not re-run, check the target by hand",
+        )
+    probe_phase = free_phase(ledger, decision, f"reconcile-{phase}")
+    probe = await run_once(runner, ledger, decision, probe_phase, playbook, check=True)
+    if probe is None or probe.status != RunStatus.successful:
+        status = probe.status if probe else "already used"
+        return RollbackOutcome(
+            None, f"rollback {record.key} was interrupted and its check mode ended {status}"
+        )
+    if probe.changed == 0:
+        note = "interrupted; check mode shows nothing left to revert: it took effect"
+        ledger.mark_interrupted(record.key, note)
+        run = PlaybookRun(
+            playbook=playbook,
+            check_mode=False,
+            status=RunStatus.successful,
+            rc=record.rc,
+            events=(f"rollback {record.key} {note}",),
+            started=_aware_dt(record.started_at),
+            ended=utcnow(),
+        )
+        return RollbackOutcome(run, f"rollback {record.key} {note}; not re-run", held=True)
+    position = attempts.index(phase)
+    if position + 1 >= len(attempts):
+        return RollbackOutcome(
+            None, f"rollback {record.key} was interrupted {MAX_ATTEMPTS} times; left to a person"
+        )
+    ledger.mark_interrupted(record.key, "interrupted before it took effect (check mode)")
+    next_phase = attempts[position + 1]
+    again = await run_once(runner, ledger, decision, next_phase, playbook, False, note=record.note)
+    if again is None:
+        return RollbackOutcome(None, f"rollback key {next_phase} was used already")
+    outcome = await _recheck(decision, runner, ledger, again, check_mode)
+    return outcome._replace(
+        recheck=f"rollback {record.key} was interrupted before it took effect ({probe.changed} "
+        f"change(s) pending); ran once more as {next_phase}; {outcome.recheck}"
     )
-    if run is None:
-        return None, "the rollback had run already"
-    if run.status != RunStatus.successful or not check_mode:
-        return run, "not re-checked"
-    again = await run_once(
-        runner, ledger, decision, "rollback-check", decision.rollback_playbook, check=True
-    )
+
+
+def _aware_dt(value: Any) -> Any:
+    """SQLite hands datetimes back naive; they were stored as UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+async def _recheck(
+    decision: Decision,
+    runner: PlaybookRunner,
+    ledger: Ledger,
+    run: PlaybookRun,
+    check_mode: bool,
+) -> RollbackOutcome:
+    """The rollback's check mode after it ran: nothing left to revert means it held."""
+    if run.status != RunStatus.successful:
+        return RollbackOutcome(run, "not re-checked")
+    if not check_mode:
+        return RollbackOutcome(run, "not re-checked: no check mode", held=True)
+    assert decision.rollback_playbook is not None
+    phase = free_phase(ledger, decision, "rollback-check")
+    again = await run_once(runner, ledger, decision, phase, decision.rollback_playbook, check=True)
     if again is None or again.status != RunStatus.successful:
-        return run, f"re-check ended {again.status if again else 'already used'}"
+        return RollbackOutcome(run, f"re-check ended {again.status if again else 'already used'}")
     if again.changed:
-        return run, f"re-check: {again.changed} change(s) still to revert"
-    return run, "re-checked: nothing left to revert"
+        return RollbackOutcome(run, f"re-check: {again.changed} change(s) still to revert")
+    return RollbackOutcome(run, "re-checked: nothing left to revert", held=True)

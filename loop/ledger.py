@@ -11,7 +11,8 @@ before ansible starts and completed when it ends (a row left ``started`` after a
 an interrupted run, which the daemon reconciles); ``autonomy`` one row per (solution,
 fault, target class); ``autonomy_outcome`` which incidents were already counted (so a
 resumed incident never counts twice); ``auto_action`` one row per automatic execution,
-for the hourly limits; ``shadow_decision`` what shadow mode would have done.
+for the hourly limits; ``shadow_decision`` what shadow mode would have done;
+``automation_pause`` one row per pause of automatic fixes (target ``*``: everywhere).
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from sqlalchemy import JSON, Column, DateTime, func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, select
 
-from loop.models import DecisionMode, PlaybookRun, utcnow
+from loop.models import AutomationStatus, DecisionMode, PlaybookRun, TargetPause, utcnow
 from loop.policy import AutonomyKey, AutonomyState, PolicyConfig, after_outcome
 from loop.store import _aware
 
 STARTED = "started"
 INTERRUPTED = "interrupted"
+EVERYWHERE = "*"  # the automation_pause row of a global pause
 
 
 class ExecutionRunRecord(SQLModel, table=True):
@@ -96,7 +98,19 @@ class ShadowRecord(SQLModel, table=True):
     at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
+class PauseRecord(SQLModel, table=True):
+    """Automatic fixes paused everywhere (target ``*``) or on one target."""
+
+    __tablename__ = "automation_pause"
+
+    target: str = Field(primary_key=True, max_length=200)
+    by: str = Field(max_length=200)
+    reason: str = ""
+    since: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
 _TABLES = [
+    PauseRecord.__table__,  # type: ignore[attr-defined]
     ShadowRecord.__table__,  # type: ignore[attr-defined]
     ExecutionRunRecord.__table__,  # type: ignore[attr-defined]
     AutonomyRecord.__table__,  # type: ignore[attr-defined]
@@ -124,9 +138,11 @@ class Ledger:
 
     # -- runs (idempotency keys) ---------------------------------------------------------
 
-    def begin_run(self, key: str, incident_id: str, phase: str, playbook: str) -> bool:
+    def begin_run(
+        self, key: str, incident_id: str, phase: str, playbook: str, note: str = ""
+    ) -> bool:
         """Record that a run is about to start; False when the key was used already (the
-        run must then not start again)."""
+        run must then not start again). ``note`` says why it runs (e.g. why a rollback)."""
         with Session(self.engine) as session:
             session.add(
                 ExecutionRunRecord(
@@ -136,6 +152,7 @@ class Ledger:
                     playbook=playbook,
                     status=STARTED,
                     started_at=utcnow(),
+                    note=note,
                 )
             )
             try:
@@ -270,6 +287,45 @@ class Ledger:
             for record in records:
                 session.expunge(record)
             return records
+
+    # -- pause / resume of automatic fixes --------------------------------------------------
+
+    def pause(self, target: str | None, by: str, reason: str = "") -> None:
+        """Pause automatic fixes on ``target`` (None: everywhere); pausing again updates who
+        and why."""
+        with Session(self.engine) as session:
+            key = target or EVERYWHERE
+            record = session.get(PauseRecord, key) or PauseRecord(target=key, by=by, since=utcnow())
+            record.by, record.reason, record.since = by, reason, utcnow()
+            session.add(record)
+            session.commit()
+
+    def resume(self, target: str | None) -> bool:
+        """Lift the pause of ``target`` (None: the global one); False when there was none.
+        Lifting the global pause leaves per-target pauses in place."""
+        with Session(self.engine) as session:
+            record = session.get(PauseRecord, target or EVERYWHERE)
+            if record is None:
+                return False
+            session.delete(record)
+            session.commit()
+            return True
+
+    def automation(self) -> AutomationStatus:
+        with Session(self.engine) as session:
+            records = list(session.exec(select(PauseRecord).order_by(PauseRecord.target)))  # type: ignore[arg-type]
+        everywhere = next((r for r in records if r.target == EVERYWHERE), None)
+        return AutomationStatus(
+            paused=everywhere is not None,
+            by=everywhere.by if everywhere else None,
+            since=_aware(everywhere.since) if everywhere else None,
+            reason=everywhere.reason if everywhere else "",
+            targets=tuple(
+                TargetPause(target=r.target, by=r.by, reason=r.reason, since=_aware(r.since))
+                for r in records
+                if r.target != EVERYWHERE
+            ),
+        )
 
     # -- automatic actions (hourly limits) ------------------------------------------------
 

@@ -7,6 +7,8 @@
 Every transition is checked against the state machine and written in the same
 transaction as the incident row, guarded by the state it came from, so two workers can
 never both move an incident out of one state (the loser gets IllegalTransition).
+Payload columns added after a database was created (``plan``, ``approval``) are added to
+it on start (``ALTER TABLE ... ADD COLUMN``), so an older database keeps working.
 """
 
 from __future__ import annotations
@@ -17,15 +19,25 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
-from sqlalchemy import JSON, Column, DateTime, update
+from sqlalchemy import JSON, Column, DateTime, inspect, text, update
 from sqlalchemy.engine import make_url
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from loop.errors import ConfigError, IllegalTransition
-from loop.models import Decision, Execution, Finding, RCAReport, Verification, utcnow
+from loop.models import (
+    Approval,
+    ApprovalPlan,
+    Decision,
+    Execution,
+    Finding,
+    RCAReport,
+    Verification,
+    utcnow,
+)
 from loop.state import TERMINAL, State, check_transition
 
-_PAYLOAD_FIELDS = ("report", "decision", "execution", "verification")
+_PAYLOAD_FIELDS = ("report", "decision", "execution", "verification", "plan", "approval")
+_ADDED_COLUMNS = ("plan", "approval")  # JSON columns newer than the first schema
 
 
 class IncidentRecord(SQLModel, table=True):
@@ -43,6 +55,8 @@ class IncidentRecord(SQLModel, table=True):
     decision: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     execution: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     verification: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    plan: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    approval: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class TransitionRecord(SQLModel, table=True):
@@ -89,6 +103,8 @@ class IncidentView(BaseModel):
     decision: Decision | None
     execution: Execution | None
     verification: Verification | None
+    plan: ApprovalPlan | None = None  # what a person is asked to approve (awaiting_approval)
+    approval: Approval | None = None  # who approved which plan hash
     timeline: tuple[TransitionView, ...] = ()
 
     _aware = field_validator("opened_at", "updated_at")(_aware)
@@ -117,6 +133,15 @@ class IncidentStore:
         self.url = url
         self.engine = make_engine(url)
         SQLModel.metadata.create_all(self.engine)
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        """Additive migration: payload columns a database created earlier lacks."""
+        have = {c["name"] for c in inspect(self.engine).get_columns("incident")}
+        with self.engine.begin() as conn:
+            for name in _ADDED_COLUMNS:
+                if name not in have:
+                    conn.execute(text(f"ALTER TABLE incident ADD COLUMN {name} JSON"))
 
     def open_incident(
         self, target: str, findings: list[Finding], opened_at: datetime | None = None
@@ -155,9 +180,10 @@ class IncidentStore:
         *,
         fault: str | None = None,
         reason: str | None = None,
-        **payload: BaseModel,
+        **payload: BaseModel | None,
     ) -> IncidentView:
-        """Move an incident along one edge of the state machine, storing stage outputs."""
+        """Move an incident along one edge of the state machine, storing stage outputs
+        (a payload given as None clears that field, e.g. a plan that no longer holds)."""
         unknown = set(payload) - set(_PAYLOAD_FIELDS)
         if unknown:
             raise TypeError(f"unknown payload field(s): {', '.join(sorted(unknown))}")
@@ -169,7 +195,8 @@ class IncidentStore:
             current = State(record.state)
             check_transition(current, to_state)
             values: dict[str, Any] = {"state": to_state, "updated_at": now}
-            values.update({k: v.model_dump(mode="json") for k, v in payload.items()})
+            for name, value in payload.items():
+                values[name] = value.model_dump(mode="json") if value is not None else None
             if fault is not None:
                 values["fault"] = fault
             if reason is not None:

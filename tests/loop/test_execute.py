@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from loop.execute import PlaybookRunner, execute, prune_artifacts, reconcile, rollback, run_key
+from loop.execute import (
+    PlaybookRunner,
+    dry_run,
+    execute,
+    prune_artifacts,
+    reconcile,
+    rollback,
+    run_key,
+)
 from loop.ledger import INTERRUPTED, Ledger
 from loop.models import Decision, DecisionMode, RunStatus
 from loop.store import IncidentStore
@@ -87,9 +95,10 @@ def test_runs_are_recorded_with_events_and_artifacts_and_never_repeated(
     assert faults(site) == [] and actions(site) == ["scale_out_cache"]
 
     again = asyncio.run(execute(d, runner, ledger))  # the same decision, once more
-    assert again.status == RunStatus.error
-    assert "was used already; not run again" in again.check_result.events[0]
+    assert again.status == RunStatus.error  # a dry run may repeat (check-2), the run not
+    assert "was used already; not run again" in again.run.events[0]
     assert actions(site) == ["scale_out_cache"]
+    assert [r.phase for r in ledger.runs("inc1")] == ["check", "run", "check-2"]
 
 
 def test_a_failed_dry_run_never_starts_the_real_one(
@@ -136,10 +145,71 @@ def test_an_interrupted_run_that_did_not_take_effect_runs_once_more(
 def test_rollback_is_rechecked(site: TwinRunner, ledger: Ledger, runner: PlaybookRunner) -> None:
     d = decision(site)
     asyncio.run(execute(d, runner, ledger))
-    run, recheck = asyncio.run(rollback(d, runner, ledger))
+    run, recheck, held = asyncio.run(rollback(d, runner, ledger, why="verification failed"))
     assert run.status == RunStatus.successful and recheck == "re-checked: nothing left to revert"
-    assert faults(site) == ["cache_saturation"]
-    assert asyncio.run(rollback(d, runner, ledger)) == (None, "the rollback had run already")
+    assert held and faults(site) == ["cache_saturation"]
+    assert ledger.run(run_key(d, "rollback")).note == "verification failed"
+    # asked again (the transition after it was lost): its result is re-checked, not re-run
+    again = asyncio.run(rollback(d, runner, ledger))
+    assert again.held and "had ended successful" in again.run.events[0]
+    assert actions_rolled_back(site) == 1
+
+
+def actions_rolled_back(twin: TwinRunner) -> int:
+    with twin.locked() as model:
+        return sum(1 for a in model.state(SITE)["actions"] if a["rolled_back_at"] is not None)
+
+
+def test_an_interrupted_rollback_that_took_effect_is_not_run_again(
+    site: TwinRunner, ledger: Ledger, runner: PlaybookRunner
+) -> None:
+    """The ledger a kill -9 during the rollback leaves: its row ``started``, the twin
+    already rolled back. Check mode shows nothing left to revert: it is not run again."""
+    d = decision(site)
+    asyncio.run(execute(d, runner, ledger))
+    ledger.begin_run(run_key(d, "rollback"), "inc1", "rollback", d.rollback_playbook, "why")
+    with site.locked() as model:
+        model.rollback(SITE, "scale_out_cache")  # what the interrupted rollback had done
+    outcome = asyncio.run(rollback(d, runner, ledger))
+    assert outcome.held, outcome.recheck
+    assert "took effect; not re-run" in outcome.recheck
+    assert actions_rolled_back(site) == 1
+    runs = {r.phase: r for r in ledger.runs("inc1")}
+    assert runs["rollback"].status == INTERRUPTED and runs["reconcile-rollback"].changed == 0
+
+
+def test_an_interrupted_rollback_that_did_not_take_effect_runs_once_more(
+    site: TwinRunner, ledger: Ledger, runner: PlaybookRunner
+) -> None:
+    d = decision(site)
+    asyncio.run(execute(d, runner, ledger))
+    ledger.begin_run(run_key(d, "rollback"), "inc1", "rollback", d.rollback_playbook, "why")
+    outcome = asyncio.run(rollback(d, runner, ledger))
+    assert outcome.held, outcome.recheck
+    assert "ran once more as rollback-2" in outcome.recheck
+    assert actions_rolled_back(site) == 1 and faults(site) == ["cache_saturation"]
+    phases = [r.phase for r in ledger.runs("inc1")]
+    assert phases == [
+        "check",
+        "run",
+        "rollback",
+        "reconcile-rollback",
+        "rollback-2",
+        "rollback-check",
+    ]
+    assert ledger.run(run_key(d, "rollback-2")).note == "why"
+
+
+def test_a_dry_run_repeats_under_fresh_keys_and_names_what_would_change(
+    site: TwinRunner, ledger: Ledger, runner: PlaybookRunner
+) -> None:
+    d = decision(site)
+    first = asyncio.run(dry_run(d, runner, ledger, "plan"))
+    second = asyncio.run(dry_run(d, runner, ledger, "plan"))
+    assert first.run.changed == second.run.changed == 1
+    assert first.run.changed_tasks == ("localhost: Say what would be done (check mode only)",)
+    assert [r.phase for r in ledger.runs("inc1")] == ["plan", "plan-2"]
+    assert actions(site) == [] and faults(site) == ["cache_saturation"]
 
 
 def test_artifacts_are_pruned_oldest_first(tmp_path: Path) -> None:

@@ -4,11 +4,24 @@ PostgreSQL when MENDLOOP_TEST_POSTGRES_URL names one (CI starts one)."""
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import text
 
 from loop.errors import ConfigError, IllegalTransition
-from loop.models import Decision, DecisionMode, Evidence, Finding, FindingKind, RCAReport, RootCause
+from loop.ledger import Ledger
+from loop.models import (
+    Approval,
+    ApprovalPlan,
+    AutomationStatus,
+    Decision,
+    DecisionMode,
+    Evidence,
+    Finding,
+    FindingKind,
+    RCAReport,
+    RootCause,
+)
 from loop.state import State
-from loop.store import IncidentStore
+from loop.store import IncidentStore, make_engine
 
 
 def finding():
@@ -121,3 +134,87 @@ def test_opened_at_is_kept(store):
     when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     incident_id = store.open_incident("t", [], opened_at=when)
     assert store.get(incident_id).opened_at == when
+
+
+def plan(incident_id: str, **changes) -> ApprovalPlan:
+    fields = {
+        "incident_id": incident_id,
+        "solution_id": "sol-x",
+        "title": "X",
+        "risk": "high",
+        "target": "t",
+        "playbook": "x.yml",
+        "extra_vars": {"target": "t", "n": 2},
+        "hosts": ("localhost",),
+        "check_mode": True,
+        "check_status": "successful",
+        "changed": 1,
+        "changed_tasks": ("localhost: apply",),
+        "rollback_playbook": "x_rollback.yml",
+        "rollback_vars": {"target": "t", "n": 2},
+    }
+    return ApprovalPlan.build(**(fields | changes))
+
+
+def test_plan_hash_covers_what_would_run_and_says_what_changed():
+    a = plan("i")
+    assert len(a.plan_hash) == 64 and a.plan_hash == plan("i").plan_hash  # canonical
+    assert plan("i", requested_by="bob").plan_hash == a.plan_hash  # who asks: not run
+    b = plan("i", extra_vars={"target": "t", "n": 3}, changed=0)
+    assert b.plan_hash != a.plan_hash
+    assert a.differences(b) == ["extra_vars.n: 2 -> 3", "changed: 1 -> 0"]
+    assert plan("i", hosts=("a", "b")).plan_hash != a.plan_hash
+
+
+def test_plan_and_approval_are_stored_and_cleared(store):
+    incident_id = store.open_incident("t", [])
+    for state in (State.analyzed, State.decided):
+        store.transition(incident_id, state)
+    the_plan = plan(incident_id)
+    store.transition(incident_id, State.awaiting_approval, "ask", plan=the_plan)
+    approval = Approval(by="alice", plan_hash=the_plan.plan_hash)
+    view = store.transition(incident_id, State.approved, "ok", approval=approval)
+    assert view.plan == the_plan and view.approval == approval
+    view = store.transition(incident_id, State.awaiting_approval, "void", approval=None)
+    assert view.approval is None and view.plan == the_plan
+
+
+def test_an_older_database_gets_the_new_columns(tmp_path):
+    """A database created before plans and approvals existed keeps working."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TABLE incident (id VARCHAR(32) PRIMARY KEY, target VARCHAR(200) NOT NULL,"
+                " state VARCHAR(32) NOT NULL, fault VARCHAR(200), reason VARCHAR NOT NULL,"
+                " opened_at DATETIME NOT NULL, updated_at DATETIME NOT NULL, findings JSON,"
+                " report JSON, decision JSON, execution JSON, verification JSON)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO incident VALUES ('old1', 't', 'open', NULL, '', "
+                "'2026-01-01 00:00:00', '2026-01-01 00:00:00', '[]', NULL, NULL, NULL, NULL)"
+            )
+        )
+    engine.dispose()
+    store = IncidentStore(url)
+    assert store.get("old1").plan is None
+    store.transition("old1", State.analyzed)
+    store.close()
+
+
+def test_pauses_are_kept_in_sql(store):
+    ledger = Ledger(store.engine)
+    assert ledger.automation() == AutomationStatus()
+    ledger.pause("t1", "alice", "maintenance")
+    ledger.pause(None, "bob")
+    status = Ledger(store.engine).automation()  # a new ledger: what a restart sees
+    assert status.paused and status.by == "bob" and status.since is not None
+    assert [(p.target, p.by, p.reason) for p in status.targets] == [("t1", "alice", "maintenance")]
+    assert status.pause_for("t2") == "automation paused everywhere by bob"
+    assert ledger.resume(None) and not ledger.resume(None)
+    status = ledger.automation()
+    assert not status.paused and status.pause_for("t2") is None
+    assert status.pause_for("t1") == "automation paused on t1 by alice: maintenance"
