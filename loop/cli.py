@@ -94,6 +94,7 @@ def cmd_twin(args: argparse.Namespace, settings: Settings) -> int:
         host=settings.twin_host,
         port=settings.twin_port,
         push=args.push,
+        token=settings.api_token,
     )
     return 0
 
@@ -155,6 +156,76 @@ def cmd_verdict(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    """Backtest: recorded incidents through the rules, ML baselines and knowledge on disk
+    now (or ``--rules DIR``), from their recorded samples where there are any."""
+    from knowledge.embedding import Embedder
+    from loop.analyze import Analyzer
+    from loop.decide import Decider
+    from loop.recorder import recording_path
+    from loop.replay import backtest
+    from loop.service import connect_graph, stderr_progress
+    from loop.solutions import load_library
+    from loop.store import IncidentStore
+    from rules.catalog import load_catalog
+    from rules.compiler import load_rules
+    from rules.tester import window_batches
+
+    catalog = load_catalog(settings.rules_dir / "metrics.yaml")
+    rules = load_rules(catalog, args.rules or settings.rules_dir)
+    store = IncidentStore(settings.database_url)
+    if args.incident:
+        incidents = [store.get(i) for i in args.incident]
+        missing = [i for i, view in zip(args.incident, incidents, strict=True) if view is None]
+        if missing:
+            raise MendloopError(f"no incident {', '.join(missing)} in {settings.database_url}")
+    else:
+        incidents = store.list(target=args.target, limit=args.limit)
+    recordings = settings.var_dir / "recordings"
+    model_dir = settings.var_dir / "models"
+
+    def recording(incident):  # type: ignore[no-untyped-def]
+        path = recording_path(recordings, incident.id)
+        return window_batches(path) if path.exists() else None
+
+    graph = connect_graph(settings)
+    try:
+        decider = Decider(
+            graph,
+            Embedder.shared(),
+            settings.match_min_similarity,
+            {"twin_url": f"http://{settings.twin_host}:{settings.twin_port}"},
+            library=load_library(settings.playbooks_dir),
+        )
+        analyzer = Analyzer(catalog, rules)
+        stderr_progress(f"replaying {len(incidents)} incident(s) with {len(rules)} rule(s)")
+        summary = backtest(incidents, analyzer, decider, recording, model_dir)  # type: ignore[arg-type]
+        analyzer.close()
+    finally:
+        graph.close()
+        store.close()
+    if args.json:
+        print_json(summary)
+    else:
+        for r in summary["results"]:
+            when = (
+                f"fires {r['detected_after_s']:+.1f} s vs recorded"
+                if r["detected_after_s"] is not None
+                else ("not detected" if not r["detected"] else "from findings")
+            )
+            print(
+                f"{r['incident_id']} {r['target']}: {r['recorded_fault']} -> "
+                f"{r['replayed_fault']}; {r['recorded_solution']} -> {r['replayed_solution']} "
+                f"({r['source']}, {when})"
+            )
+        print(
+            f"{summary['incidents']} replayed ({summary['from_samples']} from samples): "
+            f"{summary['detected']} detected, {summary['same_fault']} same fault, "
+            f"{summary['same_solution']} same fix, {len(summary['changed'])} would change"
+        )
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from loop.bench import bench_ingest
     from rules.catalog import load_catalog
@@ -202,6 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
             help="who decides, when the API runs without authentication (else: the token's name)",
         )
         p.add_argument("--url", help="daemon API (default from MENDLOOP_API_HOST/PORT)")
+    replay = add("replay", cmd_replay, "backtest recorded incidents against rules/ML/knowledge")
+    replay.add_argument("incident", nargs="*", help="incident ids (default: the newest)")
+    replay.add_argument("--rules", type=Path, help="rule directory under test (default: rules/)")
+    replay.add_argument("--target", help="only incidents of this target")
+    replay.add_argument("--limit", type=int, default=50, help="newest N incidents (default 50)")
     neo = add("neo4j", cmd_neo4j, "the local Neo4j for development and tests")
     neo.add_argument("action", choices=("start", "stop", "status"))
     twin = sub.add_parser("twin", help="the digital twin")
@@ -211,7 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     twin_run.add_argument("--targets", default="pm-site-1")
     twin_run.add_argument("--seed", type=int, default=0)
     twin_run.add_argument("--tick", type=float, default=1.0, help="seconds between samples")
-    twin_run.add_argument("--push", help="POST samples to this URL (e.g. .../v1/samples)")
+    twin_run.add_argument(
+        "--push",
+        help="POST samples to this URL (e.g. .../v1/samples; token: MENDLOOP_API_TOKEN)",
+    )
     inject = twin_sub.add_parser("inject", help="inject a fault into a running twin")
     inject.set_defaults(func=cmd_twin_control)
     inject.add_argument("fault")

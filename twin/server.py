@@ -316,12 +316,18 @@ class HttpSink:
     """
 
     def __init__(
-        self, url: str, timeout: float = 5.0, retries: int = 3, max_wait_s: float = 2.0
+        self,
+        url: str,
+        timeout: float = 5.0,
+        retries: int = 3,
+        max_wait_s: float = 2.0,
+        token: str = "",
     ) -> None:
         self.url = url
         self.retries = retries
         self.max_wait_s = max_wait_s
-        self._client = httpx.Client(timeout=timeout)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}  # operator or above
+        self._client = httpx.Client(timeout=timeout, headers=headers)
 
     def __call__(self, samples: list[Sample]) -> None:
         body = {"samples": [s.model_dump() for s in samples]}
@@ -341,9 +347,10 @@ class HttpSink:
         self._client.close()
 
 
-def http_sink(url: str, timeout: float = 5.0) -> HttpSink:
-    """A sink for ``TwinRunner`` that pushes to the monitor's REST ingest endpoint."""
-    return HttpSink(url, timeout=timeout)
+def http_sink(url: str, timeout: float = 5.0, token: str = "") -> HttpSink:
+    """A sink for ``TwinRunner`` that pushes to the monitor's REST ingest endpoint (with
+    an API token of the operator role when the daemon checks them)."""
+    return HttpSink(url, timeout=timeout, token=token)
 
 
 def run_forever(
@@ -353,9 +360,10 @@ def run_forever(
     host: str = "127.0.0.1",
     port: int = 9108,
     push: str | None = None,
+    token: str = "",
 ) -> None:
     """Run the twin until SIGINT/SIGTERM (``mendloop twin run``); call from the main thread."""
-    sink = http_sink(push) if push else None
+    sink = http_sink(push, token=token) if push else None
     runner = TwinRunner(
         Twin(targets=targets, seed=seed), tick_s=tick_s, sink=sink, host=host, port=port
     )

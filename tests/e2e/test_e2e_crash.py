@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from api.auth import Role, TokenStore
 from loop.ledger import INTERRUPTED, Ledger
 from loop.store import IncidentStore
 from twin.model import Twin
@@ -85,11 +86,13 @@ def test_kill_9_during_the_playbook_then_restart_completes_without_a_second_run(
         "NEO4J_PASSWORD": neo4j_settings.neo4j_password,
     }
     log = tmp_path / "daemon.log"
-    daemon = start_daemon(env, log)
+    (tmp_path / "var").mkdir()
     store = IncidentStore(f"sqlite:///{tmp_path / 'var' / 'mendloop.db'}")
+    pusher = TokenStore(store.engine).create("twin", Role.operator).token  # auth is on
+    daemon = start_daemon(env, log)
     try:
         wait_for(lambda: httpx.get(f"{api}/healthz").status_code == 200, "API up", daemon)
-        twin.sink = http_sink(f"{api}/v1/samples")
+        twin.sink = http_sink(f"{api}/v1/samples", token=pusher)
         time.sleep(2)  # a healthy baseline first
         with twin.locked() as model:
             model.inject(TARGET, "cache_saturation")
@@ -110,7 +113,9 @@ def test_kill_9_during_the_playbook_then_restart_completes_without_a_second_run(
         daemon = start_daemon(env, log)  # the restart
 
         def finished() -> dict | None:
-            body = httpx.get(f"{api}/v1/incidents/{incident.id}").json()
+            body = httpx.get(
+                f"{api}/v1/incidents/{incident.id}", headers={"Authorization": f"Bearer {pusher}"}
+            ).json()
             return body if body["state"] in ("resolved", "rolled_back", "escalated") else None
 
         body = wait_for(finished, "the incident finished", daemon)
