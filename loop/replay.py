@@ -5,24 +5,37 @@ of rules, knowledge or policy before it goes live.
     summary = backtest(store.list(limit=500), analyzer, decider)
     summary["same_solution"], summary["changed"]      # what the change would do differently
 
-What is replayed is each incident's recorded *findings* (the rule hits with their
-evidence, stored with the incident): they are ranked again by the current rules and
-topology (``Analyzer.report``) and matched again against the current knowledge graph
-(``Decider.decide``). The decider should be built without the live autonomy callback so
-a backtest never touches the autonomy ledger; its mode is then the risk-only one.
-Limits: the raw samples are not recorded, so detection itself (thresholds, ``for``
-durations, ML) is not replayed, and the ML context is the analyzer's current one.
+Two depths:
+- from the *samples* (``replay_samples``): an incident recorded by loop/recorder.py (the
+  raw samples of its target from before it opened until it ended) goes through a fresh
+  Monitor and Analyzer built from the rules and ML baselines under test, on the
+  recording's own clock, exactly as the daemon would have seen it: does a rule still
+  fire, how much earlier or later than the recorded incident opened, which root cause
+  does the report name, which fix would be decided;
+- from the *findings* (``replay_incident``, for incidents without a recording): the
+  rule hits stored with the incident are ranked again by the current rules and topology
+  and matched again; detection itself is then not replayed.
+In both, the decider should be built without the live autonomy callback, so a backtest
+never touches the autonomy ledger; its mode is then the risk-only one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from loop.analyze import Analyzer
+from loop.anomaly import BaselineBank
 from loop.decide import Decider
+from loop.models import Finding, RCAReport
+from loop.monitor import Monitor
 from loop.store import IncidentView
+from rules.catalog import Catalog
+from rules.compiler import RuleSpec
+
+Batch = tuple[float, Sequence[Any]]
 
 
 @dataclass(frozen=True)
@@ -35,6 +48,9 @@ class ReplayResult:
     replayed_solution: str | None
     replayed_mode: str | None
     reason: str
+    source: str = "findings"  # findings | samples
+    detected: bool = True
+    detected_after_s: float | None = None  # replayed first firing - recorded opening
 
     @property
     def same_fault(self) -> bool:
@@ -45,11 +61,11 @@ class ReplayResult:
         return self.recorded_solution == self.replayed_solution
 
 
-def replay_incident(incident: IncidentView, analyzer: Analyzer, decider: Decider) -> ReplayResult:
-    """One recorded incident through the current analysis and decision."""
-    report = analyzer.report(incident.id, incident.target, incident.findings)
-    top = report.top
-    outcome = decider.decide(report) if top is not None else None
+def _result(
+    incident: IncidentView, report: RCAReport | None, decider: Decider, **extra: Any
+) -> ReplayResult:
+    top = report.top if report is not None else None
+    outcome = decider.decide(report) if report is not None and top is not None else None
     decision = outcome.decision if outcome else None
     return ReplayResult(
         incident_id=incident.id,
@@ -60,18 +76,102 @@ def replay_incident(incident: IncidentView, analyzer: Analyzer, decider: Decider
         replayed_solution=decision.solution_id if decision else None,
         replayed_mode=str(decision.mode) if decision else None,
         reason=outcome.reason if outcome else "no rule explains the findings",
+        **extra,
     )
 
 
-def backtest(
-    incidents: Iterable[IncidentView], analyzer: Analyzer, decider: Decider
-) -> dict[str, Any]:
-    """Replay every incident that has findings; count what would change."""
-    results = [replay_incident(i, analyzer, decider) for i in incidents if i.findings]
-    changed = [asdict(r) for r in results if not (r.same_fault and r.same_solution)]
+def replay_incident(incident: IncidentView, analyzer: Analyzer, decider: Decider) -> ReplayResult:
+    """One recorded incident's findings through the current analysis and decision."""
+    report = analyzer.report(incident.id, incident.target, incident.findings)
+    return _result(incident, report, decider)
+
+
+def first_report(
+    incident: IncidentView,
+    batches: Iterable[Batch],
+    catalog: Catalog,
+    rules: Sequence[RuleSpec],
+    model_dir: Path | None = None,
+) -> tuple[RCAReport | None, float | None]:
+    """The report the daemon would have built from these samples: at the first batch in
+    which a rule fires on the incident's target, over that batch's findings (as the
+    daemon opens an incident), with the analyzer's context at that moment; and when.
+    ``model_dir``: the ML baselines to judge with (a fresh copy per replay: their
+    streaming state must not leak from one incident into the next)."""
+    now = 0.0
+    baselines = BaselineBank(catalog, model_dir=model_dir) if model_dir else None
+    if baselines is not None:
+        baselines.load()
+
+    def clock() -> float:
+        return now
+
+    monitor = Monitor(catalog, clock=clock)
+    analyzer = Analyzer(catalog, rules, clock=clock, baselines=baselines)
+    try:
+        for now, batch in batches:
+            result = monitor.ingest(batch)
+            fired: list[Finding] = analyzer.observe(result.latest) + analyzer.sweep()
+            mine = [f for f in fired if f.target == incident.target]
+            if mine:
+                return analyzer.report(incident.id, incident.target, mine), now
+        return None, None
+    finally:
+        analyzer.close()
+
+
+def replay_samples(
+    incident: IncidentView,
+    batches: Iterable[Batch],
+    catalog: Catalog,
+    rules: Sequence[RuleSpec],
+    decider: Decider,
+    model_dir: Path | None = None,
+) -> ReplayResult:
+    """One recorded incident's raw samples through the rules, ML and knowledge under test."""
+    report, fired_at = first_report(incident, batches, catalog, rules, model_dir)
+    opened = incident.opened_at.timestamp()
+    return _result(
+        incident,
+        report,
+        decider,
+        source="samples",
+        detected=report is not None,
+        detected_after_s=round(fired_at - opened, 3) if fired_at is not None else None,
+    )
+
+
+def summarise(results: Sequence[ReplayResult]) -> dict[str, Any]:
+    """What a backtest found: how many replayed, and every incident that would change."""
+    changed = [asdict(r) for r in results if not (r.detected and r.same_fault and r.same_solution)]
     return {
         "incidents": len(results),
+        "from_samples": sum(r.source == "samples" for r in results),
+        "detected": sum(r.detected for r in results),
         "same_fault": sum(r.same_fault for r in results),
         "same_solution": sum(r.same_solution for r in results),
         "changed": changed,
+        "results": [asdict(r) for r in results],
     }
+
+
+def backtest(
+    incidents: Iterable[IncidentView],
+    analyzer: Analyzer,
+    decider: Decider,
+    recording: Callable[[IncidentView], Iterable[Batch] | None] | None = None,
+    model_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Replay every incident: from its samples when ``recording`` has them, else from its
+    findings (skipped when it has none); count what would change."""
+    results = []
+    for incident in incidents:
+        batches = recording(incident) if recording is not None else None
+        if batches is not None:
+            rules = list(analyzer.active_rules.values())
+            results.append(
+                replay_samples(incident, batches, analyzer.catalog, rules, decider, model_dir)
+            )
+        elif incident.findings:
+            results.append(replay_incident(incident, analyzer, decider))
+    return summarise(results)

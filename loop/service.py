@@ -23,6 +23,7 @@ from loop.config import Settings
 from loop.daemon import Engine
 from loop.errors import GraphUnavailable
 from loop.execute import PlaybookRunner
+from loop.recorder import IncidentRecorder
 from loop.solutions import load_solutions
 from loop.sources.prometheus import PrometheusPoller, PrometheusSource
 from loop.store import IncidentStore
@@ -71,7 +72,16 @@ def build_engine(
     runner = PlaybookRunner(
         settings.playbooks_dir, settings.var_dir / "runs", settings.playbook_timeout_s
     )
-    return Engine(settings, store, graph, embedder, catalog, rules, runner, playbook_vars)
+    engine = Engine(settings, store, graph, embedder, catalog, rules, runner, playbook_vars)
+    # every incident's raw samples, for `mendloop replay` (loop/recorder.py)
+    engine.listeners.append(IncidentRecorder(engine.monitor, settings.var_dir / "recordings"))
+    return engine
+
+
+def flush_recordings(engine: Engine) -> None:
+    for listener in engine.listeners:
+        if isinstance(listener, IncidentRecorder):
+            listener.flush()
 
 
 async def run_daemon(settings: Settings) -> None:
@@ -110,6 +120,7 @@ async def run_daemon(settings: Settings) -> None:
         if poller is not None:
             poller.stop()
         await engine.stop()
+        flush_recordings(engine)
         engine.close()
 
 
