@@ -76,6 +76,18 @@ class Settings(BaseSettings):
     )
     autonomy_max_per_hour: int = Field(30, ge=0, description="automatic fixes per hour in all")
 
+    # ChatOps (api/chatops, docs/CHATOPS.md): validated at start by ChatConfig.from_settings
+    chat_webhook_url: str = Field("", description="incoming webhook (Slack/Mattermost): no threads")
+    chat_api_url: str = Field("", description="Slack Web API base, e.g. https://slack.com/api")
+    chat_bot_token: str = Field("", repr=False, description="bot token for chat.postMessage")
+    chat_channel: str = Field("", description="channel id the Web API posts to")
+    chat_signing_secret: str = Field("", repr=False, description="verifies chat callbacks")
+    chat_users: str = Field("", description="CHATUSER=name:role,... (others are viewers)")
+    chat_queue_size: int = Field(1000, gt=0, description="messages waiting; more are dropped")
+    chat_max_attempts: int = Field(5, gt=0, description="deliveries of one message")
+    chat_backoff_s: float = Field(1.0, gt=0, description="first retry delay, doubling")
+    chat_timeout_s: float = Field(10.0, gt=0)
+
     @model_validator(mode="after")
     def _defaults_and_safety(self) -> Settings:
         if not self.database_url:
