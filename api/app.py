@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any, Protocol
 
-from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -112,9 +112,12 @@ def create_app(
     approvals: Approvals | None = None,
     auth: Auth | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    chat: APIRouter | None = None,
 ) -> FastAPI:
     app = FastAPI(title="mendloop", version=__version__)
     install(app, auth, max_body_bytes)
+    if chat is not None:  # signed chat callbacks (api/chatops): their own auth, not tokens
+        app.include_router(chat)
     viewer = [Depends(require(Role.viewer))]
     if submit is not None:  # Prometheus text and OTLP/HTTP JSON pushes (api/ingest.py)
         app.include_router(
