@@ -158,7 +158,8 @@ def cmd_verdict(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     """Backtest: recorded incidents through the rules, ML baselines and knowledge on disk
-    now (or ``--rules DIR``), from their recorded samples where there are any."""
+    now (or ``--rules DIR`` / ``--models DIR``), from their recorded samples where there
+    are any (else from their findings)."""
     from knowledge.embedding import Embedder
     from loop.analyze import Analyzer
     from loop.decide import Decider
@@ -182,7 +183,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     else:
         incidents = store.list(target=args.target, limit=args.limit)
     recordings = settings.var_dir / "recordings"
-    model_dir = settings.var_dir / "models"
+    model_dir = args.models or settings.var_dir / "models"
 
     def recording(incident):  # type: ignore[no-untyped-def]
         path = recording_path(recordings, incident.id)
@@ -276,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay = add("replay", cmd_replay, "backtest recorded incidents against rules/ML/knowledge")
     replay.add_argument("incident", nargs="*", help="incident ids (default: the newest)")
     replay.add_argument("--rules", type=Path, help="rule directory under test (default: rules/)")
+    replay.add_argument(
+        "--models", type=Path, help="ML baselines under test (default: var/models, the daemon's)"
+    )
     replay.add_argument("--target", help="only incidents of this target")
     replay.add_argument("--limit", type=int, default=50, help="newest N incidents (default 50)")
     neo = add("neo4j", cmd_neo4j, "the local Neo4j for development and tests")
