@@ -187,7 +187,13 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
     def recording(incident):  # type: ignore[no-untyped-def]
         path = recording_path(recordings, incident.id)
-        return window_batches(path) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return window_batches(path)
+        except (OSError, EOFError, MendloopError) as exc:  # a damaged file: say so, go on
+            stderr_progress(f"{incident.id}: recording unreadable ({exc}); replaying findings")
+            return None
 
     graph = connect_graph(settings)
     try:
