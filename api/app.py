@@ -113,11 +113,14 @@ def create_app(
     auth: Auth | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     chat: APIRouter | None = None,
+    web: APIRouter | None = None,
 ) -> FastAPI:
     app = FastAPI(title="mendloop", version=__version__)
     install(app, auth, max_body_bytes)
     if chat is not None:  # signed chat callbacks (api/chatops): their own auth, not tokens
         app.include_router(chat)
+    if web is not None:  # the web page, its event stream and data (api/web.py)
+        app.include_router(web)
     viewer = [Depends(require(Role.viewer))]
     if submit is not None:  # Prometheus text and OTLP/HTTP JSON pushes (api/ingest.py)
         app.include_router(
