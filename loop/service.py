@@ -15,6 +15,8 @@ import uvicorn
 
 from api.app import create_app
 from api.auth import Auth
+from api.events import EventHub
+from api.web import engine_web_router
 from knowledge import local_neo4j
 from knowledge.embedding import Embedder
 from knowledge.graph import KnowledgeGraph
@@ -93,6 +95,8 @@ async def run_daemon(settings: Settings) -> None:
             "no API tokens yet: every call will be refused; create one with "
             "`mendloop token create NAME --role admin`"
         )
+    hub = EventHub()  # the web page's live board: stage events -> Server-Sent Events
+    engine.listeners.append(hub.publish)
     app = create_app(
         engine.store,
         submit=engine.submit,
@@ -101,9 +105,16 @@ async def run_daemon(settings: Settings) -> None:
         approvals=engine,
         auth=auth,
         max_body_bytes=settings.api_max_body_bytes,
+        web=engine_web_router(engine, hub),
     )
     server = uvicorn.Server(
-        uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning")
+        uvicorn.Config(
+            app,
+            host=settings.api_host,
+            port=settings.api_port,
+            log_level="warning",
+            timeout_graceful_shutdown=3,  # open event streams never end on their own
+        )
     )
     poller = None
     if settings.prometheus_url:
