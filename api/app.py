@@ -1,107 +1,56 @@
-"""FastAPI app factory.
+"""FastAPI app factory: the routers of api/ assembled over the engine (or a store alone).
 
-    app = create_app(store, submit=engine.submit, approvals=engine)
+    app = app_for(engine, auth=Auth.on(engine.store.engine))      # the daemon
+    app = create_app(store, submit=monitor.ingest, approvals=...)  # one concern (tests)
 
-GET /healthz, GET /v1/incidents, GET /v1/incidents/{id} (timeline + RCA report),
-POST /v1/samples (JSON batch: ``{"samples": [...]}`` or a bare list), POST
-/v1/samples/prometheus (text exposition), POST /v1/metrics (OTLP/HTTP JSON), GET /v1/intake
-(counters by reason), POST /v1/incidents/{id}/approve and /reject (``{"comment", "by"}``:
-move an incident waiting in awaiting_approval on; 404 unknown, 409 not waiting). One bad
-sample is rejected with its index and reason; the rest of the batch is still taken; a busy
-intake answers 429 with Retry-After, never a silent drop.
+Routers: api/incidents.py (incidents, report, plan, approve/reject/reanalyze/close/
+escalate), api/knowledge_routes.py (similar cases, case CRUD + import, solutions),
+api/rules_routes.py (rules, metric catalog), api/operations.py (healthz, readyz, metrics,
+samples, intake, automation, whoami, audit, tokens) and api/ingest.py (Prometheus text,
+OTLP/HTTP JSON). Every route names its least role (api/auth.py: viewer < operator <
+approver < admin); the OpenAPI document carries it per operation (``x-mendloop-role`` and
+the bearer security scheme). What needs the engine answers 503 on a server built without it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from typing import Annotated, Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 
-from api.auth import Approver, Auth, Principal, Role, install, note_audit, require
-from api.ingest import MAX_BODY_BYTES, busy, ingest_router, push_status
+from api import incidents, knowledge_routes, operations, rules_routes
+from api.auth import Auth, Principal, Role, install, require
+from api.deps import Approvals, EngineApi, Services, Submit
+from api.ingest import MAX_BODY_BYTES, ingest_router
+from api.metrics import ApiMetrics, RequestMetrics
+from api.operations import IngestOut, RejectionOut, ingest_response
+from api.schemas import IncidentSummary
 from loop import __version__
-from loop.errors import IllegalTransition, Overloaded
-from loop.monitor import IngestResult
-from loop.state import State
-from loop.store import IncidentStore, IncidentView
+from loop.store import IncidentStore
 
-Submit = Callable[[Iterable[Mapping[str, Any]]], IngestResult]
-
-
-class RejectionOut(BaseModel):
-    index: int
-    error: str
-    reason: str
-
-
-class IngestOut(BaseModel):
-    accepted: int
-    stale: int
-    late: int
-    duplicate: int
-    rejected: list[RejectionOut]
+TAGS = [
+    {"name": "incidents", "description": "incidents, their timeline, report and actions"},
+    {"name": "knowledge", "description": "similar cases, cases, import, solutions"},
+    {"name": "rules", "description": "the rules running, validation, reload"},
+    {"name": "catalog", "description": "the metric catalog"},
+    {"name": "operations", "description": "probes, metrics, automation pause/resume"},
+    {"name": "ingest", "description": "samples in (JSON, Prometheus text, OTLP/HTTP JSON)"},
+    {"name": "security", "description": "the caller, the audit log, API tokens (admin)"},
+]
+DESCRIPTION = (
+    "The REST API of mendloop, a closed-loop AIOps remediation engine. Send "
+    "`Authorization: Bearer mlt_...` (`mendloop token create NAME --role ROLE`); each "
+    'operation names its least role in `x-mendloop-role`. Errors are `{"detail": ...}`.'
+)
 
 
-class Approvals(Protocol):
-    """What approving needs from the daemon (loop.daemon.Engine has both)."""
-
-    def approve(self, incident_id: str, by: str = ..., comment: str = ...) -> IncidentView: ...
-
-    def reject(self, incident_id: str, by: str = ..., comment: str = ...) -> IncidentView: ...
-
-
-class ApprovalIn(BaseModel):
-    comment: str = Field("", max_length=2000)
-    by: str = Field(
-        "api",
-        min_length=1,
-        max_length=200,
-        description="who decides, when authentication is off; otherwise the caller's token",
-    )
-
-
-class IncidentSummary(BaseModel):
-    id: str
-    target: str
-    state: State
-    fault: str | None
-    reason: str
-    opened_at: str
-    updated_at: str
-
-
-def _summary(incident: IncidentView) -> IncidentSummary:
-    return IncidentSummary(
-        id=incident.id,
-        target=incident.target,
-        state=incident.state,
-        fault=incident.fault,
-        reason=incident.reason,
-        opened_at=incident.opened_at.isoformat(),
-        updated_at=incident.updated_at.isoformat(),
-    )
-
-
-def ingest_response(result: IngestResult) -> JSONResponse:
-    """The answer to any push: 413 for a batch refused whole, 422 when nothing was usable."""
-    body = IngestOut(
-        accepted=result.accepted,
-        stale=result.stale,
-        late=result.late,
-        duplicate=result.duplicate,
-        rejected=[
-            RejectionOut(index=r.index, error=r.error, reason=r.reason) for r in result.rejected
-        ],
-    )
-    status = push_status(
-        any(r.reason == "oversized_batch" for r in result.rejected),
-        bool(result.rejected),
-        bool(result.accepted or result.stale),
-    )
-    return JSONResponse(body.model_dump(), status_code=status)
+def _ingest_role(request: Request) -> Principal:
+    """The push endpoints change state (operator); their counters are for viewers."""
+    needed = Role.viewer if request.method in ("GET", "HEAD") else Role.operator
+    return require(needed)(request)
 
 
 def create_app(
@@ -112,96 +61,142 @@ def create_app(
     approvals: Approvals | None = None,
     auth: Auth | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
-    chat: APIRouter | None = None,
+    engine: EngineApi | None = None,
     web: APIRouter | None = None,
+    chat: APIRouter | None = None,
 ) -> FastAPI:
-    app = FastAPI(title="mendloop", version=__version__)
+    """The API over ``store``; with ``engine`` (loop.daemon.Engine) also knowledge, rules,
+    catalog, automation, actions and the loop's metrics. ``auth=None``: no tokens (every
+    caller is the anonymous admin; the server logs that at start). ``web``: the web page's
+    router; ``chat``: the ChatOps router (signed callbacks, their own authentication)."""
+    app = FastAPI(title="mendloop", version=__version__, description=DESCRIPTION, openapi_tags=TAGS)
+    metrics = ApiMetrics(store, engine, stats)
+    if engine is not None:
+        engine.listeners.append(metrics.on_stage)
+    app.state.services = Services(
+        store=store,
+        engine=engine,
+        submit=submit,
+        stats=stats,
+        approvals=approvals if approvals is not None else engine,
+        metrics=metrics,
+    )
     install(app, auth, max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=metrics)
+    routers: list[tuple[APIRouter, bool]] = []  # (router, its roles come from ingest)
+    if submit is not None:  # Prometheus text and OTLP/HTTP JSON pushes (api/ingest.py)
+        pushes = ingest_router(submit, units=units, max_body_bytes=max_body_bytes)
+        app.include_router(pushes, dependencies=[Depends(_ingest_role)])
+        routers.append((pushes, True))
     if chat is not None:  # signed chat callbacks (api/chatops): their own auth, not tokens
         app.include_router(chat)
+    app.include_router(operations.router)
+    app.include_router(incidents.router)
+    app.include_router(knowledge_routes.router)
+    app.include_router(rules_routes.router)
     if web is not None:  # the web page, its event stream and data (api/web.py)
         app.include_router(web)
-    viewer = [Depends(require(Role.viewer))]
-    if submit is not None:  # Prometheus text and OTLP/HTTP JSON pushes (api/ingest.py)
-        app.include_router(
-            ingest_router(submit, units=units), dependencies=[Depends(require(Role.operator))]
+    routers += [
+        (r, False)
+        for r in (
+            web,
+            chat,
+            operations.router,
+            incidents.router,
+            knowledge_routes.router,
+            rules_routes.router,
         )
-
-    @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
-        return {"status": "ok", "version": __version__, "intake": submit is not None}
-
-    @app.get("/v1/incidents", response_model=list[IncidentSummary], dependencies=viewer)
-    def list_incidents(
-        state: State | None = None,
-        target: str | None = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    ) -> list[IncidentSummary]:
-        return [_summary(i) for i in store.list(state=state, target=target, limit=limit)]
-
-    @app.get("/v1/incidents/{incident_id}", response_model=IncidentView, dependencies=viewer)
-    def get_incident(incident_id: str) -> IncidentView:
-        incident = store.get(incident_id)
-        if incident is None:
-            raise HTTPException(status_code=404, detail=f"no incident {incident_id}")
-        return incident
-
-    def _decide(
-        request: Request, who: Principal, incident_id: str, body: ApprovalIn | None, approve: bool
-    ) -> IncidentSummary:
-        if approvals is None:
-            raise HTTPException(status_code=503, detail="this server does not take approvals")
-        if store.get(incident_id) is None:
-            raise HTTPException(status_code=404, detail=f"no incident {incident_id}")
-        body = body or ApprovalIn()
-        by = body.by if who.via == "anonymous" else who.name
-        act = approvals.approve if approve else approvals.reject
-        note_audit(request, f"{'approve' if approve else 'reject'} {incident_id} as {by}")
-        try:
-            return _summary(act(incident_id, by=by, comment=body.comment))
-        except IllegalTransition as exc:
-            raise HTTPException(status_code=409, detail=str(exc)) from exc
-
-    @app.post("/v1/incidents/{incident_id}/approve", response_model=IncidentSummary)
-    def approve(
-        request: Request,
-        incident_id: str,
-        who: Approver,
-        body: ApprovalIn | None = None,
-    ) -> IncidentSummary:
-        return _decide(request, who, incident_id, body, approve=True)
-
-    @app.post("/v1/incidents/{incident_id}/reject", response_model=IncidentSummary)
-    def reject(
-        request: Request,
-        incident_id: str,
-        who: Approver,
-        body: ApprovalIn | None = None,
-    ) -> IncidentSummary:
-        return _decide(request, who, incident_id, body, approve=False)
-
-    @app.post(
-        "/v1/samples", response_model=IngestOut, dependencies=[Depends(require(Role.operator))]
-    )
-    def post_samples(payload: Annotated[Any, Body()]) -> Any:
-        if submit is None:
-            raise HTTPException(status_code=503, detail="this server does not take samples")
-        batch = payload.get("samples") if isinstance(payload, dict) else payload
-        if not isinstance(batch, list):
-            raise HTTPException(
-                status_code=422, detail='expected {"samples": [...]} or a JSON list of samples'
-            )
-        try:
-            result = submit(batch)
-        except Overloaded as exc:
-            raise busy(exc) from exc
-        return ingest_response(result)
-
-    @app.get("/v1/intake", dependencies=viewer)
-    def intake() -> dict[str, Any]:
-        """What the monitor took and everything it did not, counted by reason."""
-        if stats is None:
-            raise HTTPException(status_code=503, detail="this server does not take samples")
-        return stats()
-
+        if r is not None
+    ]
+    app.openapi = lambda: _openapi(app, routers)  # type: ignore[method-assign]
     return app
+
+
+def app_for(
+    engine: EngineApi,
+    auth: Auth | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    web: APIRouter | None = None,
+    chat: APIRouter | None = None,
+) -> FastAPI:
+    """The daemon's whole API over a built engine (``web``, ``chat``: as create_app)."""
+    return create_app(
+        engine.store,
+        submit=engine.submit,
+        stats=engine.monitor.stats,  # type: ignore[attr-defined]
+        units={name: spec.unit for name, spec in engine.catalog.items()},
+        approvals=engine,
+        auth=auth,
+        max_body_bytes=max_body_bytes,
+        engine=engine,
+        web=web,
+        chat=chat,
+    )
+
+
+def route_role(route: APIRoute) -> Role | None:
+    """The least role a route demands (from its ``require_<role>`` dependency)."""
+    pending = list(route.dependant.dependencies)
+    while pending:
+        dependency = pending.pop()
+        name = getattr(dependency.call, "__name__", "")
+        if name.startswith("require_"):
+            return Role(name.removeprefix("require_"))
+        pending += dependency.dependencies
+    return None
+
+
+def _roles(routers: list[tuple[APIRouter, bool]]) -> dict[tuple[str, str], Role | None]:
+    """(path, method) -> the least role, read from each router's own routes."""
+    roles: dict[tuple[str, str], Role | None] = {}
+    for router, pushes in routers:
+        for route in router.routes:
+            if not isinstance(route, APIRoute):
+                continue
+            for method in route.methods:
+                role = route_role(route)
+                if pushes:
+                    role = Role.viewer if method in ("GET", "HEAD") else Role.operator
+                roles[(route.path, method.lower())] = role
+    return roles
+
+
+def _openapi(app: FastAPI, routers: list[tuple[APIRouter, bool]]) -> dict[str, Any]:
+    """FastAPI's schema plus who may call what: the bearer scheme and each operation's role."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+        tags=app.openapi_tags,
+    )
+    schema.setdefault("components", {})["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer", "description": "mlt_<id>_<secret>"}
+    }
+    roles = _roles(routers)
+    for path, operations_of in schema["paths"].items():
+        for method, operation in operations_of.items():
+            role = roles.get((path, method))
+            if role is None:
+                operation["x-mendloop-role"] = "none"
+                operation["security"] = []
+                continue
+            operation["x-mendloop-role"] = role.value
+            operation["security"] = [{"bearer": []}]
+            text = operation.get("description", "")
+            operation["description"] = f"{text}\n\nNeeds role: **{role.value}** or above.".strip()
+    app.openapi_schema = schema
+    return schema
+
+
+__all__ = [
+    "IncidentSummary",
+    "IngestOut",
+    "RejectionOut",
+    "app_for",
+    "create_app",
+    "ingest_response",
+    "route_role",
+]

@@ -211,6 +211,11 @@ _EXPORT: LiteralString = (
     "MATCH (c:Case) WHERE c.id > $after RETURN " + _CASE_PROJECTION + " ORDER BY c.id LIMIT $limit"
 )
 
+_LIST_CASES: LiteralString = (
+    "MATCH (c:Case) WHERE c.id > $after AND ($fault IS NULL OR c.fault = $fault) "
+    "RETURN " + _CASE_PROJECTION + " ORDER BY c.id LIMIT $limit"
+)
+
 _STATS: LiteralString = """
 CALL () { MATCH (m:SchemaMigration) RETURN max(m.version) AS schema_version }
 RETURN schema_version,
@@ -432,6 +437,11 @@ class KnowledgeGraph:
             for record in records:
                 yield case_from_record(record["case"])
             after = records[-1]["case"]["id"]
+
+    def list_cases(self, after: str = "", limit: int = 100, fault: str | None = None) -> list[Case]:
+        """One page of cases in id order (the REST API's case list), optionally of one fault."""
+        records = self._run(_LIST_CASES, after=after, limit=limit, fault=fault)
+        return [case_from_record(r["case"]) for r in records]
 
     def stats(self) -> dict[str, Any]:
         record = self._run(_STATS)[0]

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import uvicorn
 
-from api.app import create_app
+from api.app import app_for
 from api.auth import Auth
 from api.events import EventHub
 from api.web import engine_web_router
@@ -97,12 +97,8 @@ async def run_daemon(settings: Settings) -> None:
         )
     hub = EventHub()  # the web page's live board: stage events -> Server-Sent Events
     engine.listeners.append(hub.publish)
-    app = create_app(
-        engine.store,
-        submit=engine.submit,
-        stats=engine.monitor.stats,
-        units={name: spec.unit for name, spec in engine.catalog.items()},
-        approvals=engine,
+    app = app_for(
+        engine,
         auth=auth,
         max_body_bytes=settings.api_max_body_bytes,
         web=engine_web_router(engine, hub),

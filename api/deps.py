@@ -1,0 +1,127 @@
+"""What the routers reach, and how: one ``Services`` on ``app.state``, typed dependencies.
+
+    @router.get("/v1/solutions")
+    def solutions(svc: Svc, who: Viewer) -> ...:
+        engine = svc.need_engine()          # 503 on a server built without the engine
+
+``create_app`` fills ``Services``; a server built from a store alone (tests of one concern,
+a read-only API) answers 503 on what needs the engine, never 500. ``EngineApi`` is what the
+routes use of ``loop.daemon.Engine``, so anything shaped like it can stand behind the API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
+
+from fastapi import Depends, HTTPException, Request
+
+from loop.monitor import IngestResult
+from loop.store import IncidentStore, IncidentView
+
+if TYPE_CHECKING:
+    from api.metrics import ApiMetrics
+    from knowledge.embedding import Embedder
+    from knowledge.graph import KnowledgeGraph
+    from knowledge.matcher import Matcher
+    from loop.analyze import Analyzer, ReloadResult
+    from loop.config import Settings
+    from loop.errors import RuleFileError
+    from loop.ledger import Ledger
+    from loop.models import ApprovalPlan, AutomationStatus
+    from loop.solutions import SolutionSpec
+    from rules.catalog import Catalog
+
+Submit = Callable[[Iterable[Mapping[str, Any]]], IngestResult]
+
+
+class Approvals(Protocol):
+    """What approving needs from the daemon (loop.daemon.Engine has both); ``plan_hash``
+    is passed only when the caller named one."""
+
+    def approve(self, incident_id: str, by: str = ..., comment: str = ...) -> IncidentView: ...
+
+    def reject(self, incident_id: str, by: str = ..., comment: str = ...) -> IncidentView: ...
+
+
+class EngineApi(Approvals, Protocol):
+    """What the routes use of loop.daemon.Engine."""
+
+    settings: Settings
+    store: IncidentStore
+    graph: KnowledgeGraph
+    embedder: Embedder
+    catalog: Catalog
+    library: dict[str, SolutionSpec]
+    ledger: Ledger
+    analyzer: Analyzer
+    rules_errors: tuple[RuleFileError, ...]
+    listeners: list[Callable[[Any], None]]
+
+    def submit(self, batch: Iterable[Any]) -> IngestResult: ...
+
+    def reload_rules(self) -> ReloadResult | None: ...
+
+    def plan(self, incident_id: str) -> ApprovalPlan | None: ...
+
+    def pause(self, target: str | None, by: str, reason: str = "") -> AutomationStatus: ...
+
+    def resume(self, target: str | None, by: str) -> AutomationStatus: ...
+
+    def automation(self) -> AutomationStatus: ...
+
+    def reanalyze(self, incident_id: str, by: str) -> IncidentView: ...
+
+    def escalate(self, incident_id: str, by: str, comment: str) -> IncidentView: ...
+
+
+def engine_method(engine: object, *names: str) -> Callable[..., Any]:
+    """The first of ``names`` the engine has; 503 when it has none (an engine older than
+    the API). ``close`` is looked up as ``close_incident`` first: ``Engine.close()`` is
+    also the shutdown of its connections."""
+    for name in names:
+        method = getattr(engine, name, None)
+        if callable(method):
+            return method  # type: ignore[no-any-return]
+    raise HTTPException(503, f"this engine cannot {names[0].replace('_', ' ')}")
+
+
+@dataclass
+class Services:
+    store: IncidentStore
+    engine: EngineApi | None = None
+    submit: Submit | None = None
+    stats: Callable[[], dict[str, Any]] | None = None
+    approvals: Approvals | None = None
+    metrics: ApiMetrics | None = None
+    domain: Any = field(default=None, repr=False)  # knowledge.domain.Domain, loaded once
+    _matcher: Matcher | None = field(default=None, repr=False)
+
+    def need_engine(self) -> EngineApi:
+        if self.engine is None:
+            raise HTTPException(503, "this server runs without the engine (read-only API)")
+        return self.engine
+
+    def matcher(self) -> Matcher:
+        """One Matcher (calibration loaded once) over the engine's graph and embedder."""
+        if self._matcher is None:
+            from knowledge.matcher import Matcher
+
+            engine = self.need_engine()
+            self._matcher = Matcher(engine.graph, engine.embedder, retry_s=5.0)
+        return self._matcher
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+Svc = Annotated[Services, Depends(services)]
+
+
+def by_of(principal_name: str, via: str, claimed: str | None) -> str:
+    """Who acts: the token's name; only with authentication off may the body say it."""
+    if via == "anonymous" and claimed:
+        return claimed
+    return principal_name

@@ -1,0 +1,214 @@
+"""The engine's own Prometheus metrics, in a registry of the app's own (never the global one,
+so two apps in one process, e.g. tests, never share or clash).
+
+    metrics = ApiMetrics(store, engine)      # engine optional: store-only servers
+    engine.listeners.append(metrics.on_stage)
+    app.add_middleware(RequestMetrics, metrics=metrics)
+    text = metrics.exposition()              # GET /metrics
+
+What is exported and where it comes from:
+- ``mendloop_stage_seconds{from_state,to_state}`` histogram: time between consecutive stage
+  events of one incident (StageEvent timings: open->analyzed, analyzed->decided, ...);
+- ``mendloop_incidents{state}``, ``mendloop_executions{phase,status}`` gauges read from SQL at
+  scrape time (incidents by state, playbook runs by outcome), so they are right after a
+  restart too;
+- ``mendloop_findings_queued``, ``mendloop_incident_tasks`` (queue depths of the loop),
+  ``mendloop_intake_samples{reason}`` (the monitor's counters);
+- ``mendloop_api_requests_total{method,route,status}`` and
+  ``mendloop_api_request_seconds{method,route}`` (route templates, not raw paths).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func
+from sqlmodel import Session, select
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from loop.store import IncidentRecord, IncidentStore
+
+log = logging.getLogger("mendloop.api")
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+STAGE_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+TRACKED_INCIDENTS = 10_000  # stage timing memory is bounded, oldest incidents forgotten
+
+
+class LoopCollector(Collector):
+    """Gauges computed at scrape time from SQL and the engine's queues."""
+
+    def __init__(self, store: IncidentStore, engine: Any | None, stats: Any | None) -> None:
+        self.store = store
+        self.engine = engine
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        incidents = GaugeMetricFamily(
+            "mendloop_incidents", "Incidents by state (SQL)", labels=["state"]
+        )
+        try:
+            with Session(self.store.engine) as session:
+                rows = session.exec(
+                    select(IncidentRecord.state, func.count()).group_by(IncidentRecord.state)
+                ).all()
+            for state, count in rows:
+                incidents.add_metric([state], count)
+        except Exception:  # a scrape must not fail because SQL hiccupped: readyz says so
+            log.exception("metrics: incidents by state not read")
+        yield incidents
+        if self.engine is not None:
+            yield from self._engine_metrics()
+        if self.stats is not None:
+            intake = GaugeMetricFamily(
+                "mendloop_intake_samples",
+                "Samples offered to the monitor since start, by outcome",
+                labels=["reason"],
+            )
+            for reason, count in (self.stats().get("counters") or {}).items():
+                intake.add_metric([reason], count)
+            yield intake
+
+    def _engine_metrics(self) -> Iterator[Metric]:
+        from loop.ledger import ExecutionRunRecord
+
+        runs = GaugeMetricFamily(
+            "mendloop_executions",
+            "Playbook runs by phase and outcome (SQL)",
+            labels=["phase", "status"],
+        )
+        try:
+            with Session(self.store.engine) as session:
+                rows = session.exec(
+                    select(
+                        ExecutionRunRecord.phase, ExecutionRunRecord.status, func.count()
+                    ).group_by(ExecutionRunRecord.phase, ExecutionRunRecord.status)
+                ).all()
+            for phase, status, count in rows:
+                runs.add_metric([phase, status], count)
+        except Exception:
+            log.exception("metrics: executions not read")
+        yield runs
+        probe = LoopProbe(self.engine)
+        yield GaugeMetricFamily(
+            "mendloop_findings_queued",
+            "Finding batches waiting for the loop",
+            value=probe.findings_queued(),
+        )
+        yield GaugeMetricFamily(
+            "mendloop_incident_tasks",
+            "Incidents being driven through the loop now",
+            value=probe.incident_tasks(),
+        )
+
+
+class LoopProbe:
+    """The loop's liveness and queue depths. loop.daemon.Engine keeps them private
+    (``_consumer``, ``_findings``, ``_tasks``); they are read here, in one place, and
+    nothing is changed."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def running(self) -> bool:
+        consumer = getattr(self.engine, "_consumer", None)
+        return consumer is not None and not consumer.done()
+
+    def findings_queued(self) -> int:
+        queue = getattr(self.engine, "_findings", None)
+        return queue.qsize() if queue is not None else 0
+
+    def incident_tasks(self) -> int:
+        return len(getattr(self.engine, "_tasks", {}) or {})
+
+
+class ApiMetrics:
+    def __init__(
+        self,
+        store: IncidentStore,
+        engine: Any | None = None,
+        stats: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.stage_seconds = Histogram(
+            "mendloop_stage_seconds",
+            "Time from one stage event of an incident to the next",
+            ["from_state", "to_state"],
+            buckets=STAGE_BUCKETS,
+            registry=self.registry,
+        )
+        self.requests = Counter(
+            "mendloop_api_requests",
+            "API requests by route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "mendloop_api_request_seconds",
+            "API request duration",
+            ["method", "route"],
+            registry=self.registry,
+        )
+        self.registry.register(LoopCollector(store, engine, stats))
+        self._last: OrderedDict[str, tuple[str, datetime]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def on_stage(self, event: Any) -> None:
+        """A StageEvent listener (loop.daemon): the time since the incident's previous
+        event goes into the histogram under (previous state, this state)."""
+        state = str(getattr(event.state, "value", event.state))
+        with self._lock:
+            previous = self._last.pop(event.incident_id, None)
+            self._last[event.incident_id] = (state, event.at)
+            while len(self._last) > TRACKED_INCIDENTS:
+                self._last.popitem(last=False)
+        if previous is not None:
+            seconds = max(0.0, (event.at - previous[1]).total_seconds())
+            self.stage_seconds.labels(previous[0], state).observe(seconds)
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.request_seconds.labels(method, route).observe(seconds)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class RequestMetrics:
+    """Counts every request by its route template (``/v1/incidents/{incident_id}``), so
+    ids never become label values; unmatched paths are ``unmatched``."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.observe_request(
+                scope.get("method", ""), template, status, time.perf_counter() - started
+            )
