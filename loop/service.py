@@ -15,6 +15,7 @@ import uvicorn
 
 from api.app import app_for
 from api.auth import Auth
+from api.chatops import ChatOps
 from api.events import EventHub
 from api.web import engine_web_router
 from knowledge import local_neo4j
@@ -97,11 +98,15 @@ async def run_daemon(settings: Settings) -> None:
         )
     hub = EventHub()  # the web page's live board: stage events -> Server-Sent Events
     engine.listeners.append(hub.publish)
+    chat = ChatOps.from_settings(settings, engine.store, engine)  # MENDLOOP_CHAT_*; None: off
+    if chat is not None:  # stage messages to chat (queued: never blocks the loop)
+        engine.listeners.append(chat.notify)
     app = app_for(
         engine,
         auth=auth,
         max_body_bytes=settings.api_max_body_bytes,
         web=engine_web_router(engine, hub),
+        chat=chat.router if chat is not None else None,
     )
     server = uvicorn.Server(
         uvicorn.Config(
@@ -117,6 +122,8 @@ async def run_daemon(settings: Settings) -> None:
         source = PrometheusSource.for_catalog(settings.prometheus_url, engine.catalog)
         poller = PrometheusPoller(source, engine.submit, settings.prometheus_interval_s)
     await engine.start()
+    if chat is not None:
+        chat.start()
     if poller is not None:
         poller.start()
         stderr_progress(f"pulling the catalog from Prometheus at {settings.prometheus_url}")
@@ -127,6 +134,8 @@ async def run_daemon(settings: Settings) -> None:
         if poller is not None:
             poller.stop()
         await engine.stop()
+        if chat is not None:
+            chat.stop()
         flush_recordings(engine)
         engine.close()
 

@@ -1,0 +1,166 @@
+"""The chat endpoints: signed button presses and slash commands (the adapter around the
+pure parsing and signing, acting on the engine as a chat user's Principal).
+
+    router = chat_router(ops)              # ops: api.chatops.ChatOps
+    app.include_router(router)             # create_app(..., chat=router)
+
+``POST /v1/chat/actions``: Slack interactivity (form field ``payload``, a
+``block_actions`` JSON); ``POST /v1/chat/commands``: a slash command (form fields
+``text``, ``user_id``, ``user_name``, ``response_url``). Both verify Slack's signature
+first (api/chatops/signing.py) and answer 401 when it is missing, wrong, outside the
+5-minute window or replayed; that refusal is audited as ``unauthenticated``. Then the chat
+user becomes a Principal (``via="chat"``) through MENDLOOP_CHAT_USERS (unknown users are
+viewers), the command's least role is enforced, and the engine acts: an approval carries
+the plan hash from the button, so a changed plan voids it (``PlanChanged``) and the
+two-person rule is the engine's (``ApprovalRefused``). An authentic request is answered
+200 with ``{"response_type", "text", "outcome"}`` (what chat services expect: the text is
+shown to the user) and, for buttons, in the incident's thread through ``response_url``.
+Every authentic request is audited with its outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Literal
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.auth import Principal, client_of, note_audit
+from api.chatops.commands import (
+    Action,
+    ChatInputError,
+    Command,
+    parse_action,
+    parse_command,
+    who,
+)
+from api.chatops.signing import check_signature
+from loop.errors import ApprovalRefused, IllegalTransition, MendloopError, PlanChanged
+from loop.state import State
+
+log = logging.getLogger("mendloop.chat")
+
+Outcome = Literal["ok", "refused", "plan_changed", "not_found", "conflict", "invalid"]
+
+
+class Reply:
+    """What we answer a person: the text, whether the channel sees it, how it went."""
+
+    def __init__(self, text: str, outcome: Outcome = "ok", public: bool = False) -> None:
+        self.text, self.outcome, self.public = text, outcome, public
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "response_type": "in_channel" if self.public else "ephemeral",
+            "text": self.text,
+            "outcome": self.outcome,
+        }
+
+
+def _form(raw: bytes) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
+
+
+def chat_router(ops: Any) -> APIRouter:
+    """The router over a ChatOps (config, store, engine, sender, audit, replay guard)."""
+    router = APIRouter(prefix="/v1/chat", tags=["chat"])
+
+    async def authentic(request: Request) -> bytes | JSONResponse:
+        raw = await request.body()
+        if not ops.config.incoming:
+            note_audit(request, "chat callback refused: no signing secret configured")
+            return JSONResponse({"detail": "chat callbacks are not configured"}, 503)
+        headers = request.headers
+        signature = headers.get("x-slack-signature")
+        now = ops.clock()
+        why = check_signature(
+            ops.config.signing_secret,
+            headers.get("x-slack-request-timestamp"),
+            signature,
+            raw,
+            now,
+        )
+        if why is None and not ops.replays.first_time(signature or "", now):
+            why = "replayed request (this signature was already used)"
+        if why is not None:
+            log.warning("chat callback refused from %s: %s", client_of(request), why)
+            await ops.audit_refusal(request, why)
+            return JSONResponse({"detail": f"request signature refused: {why}"}, 401)
+        return raw
+
+    @router.post("/actions")
+    async def actions(request: Request) -> JSONResponse:
+        raw = await authentic(request)
+        if isinstance(raw, JSONResponse):
+            return raw
+        try:
+            payload = json.loads(_form(raw).get("payload", ""))
+            if not isinstance(payload, dict):
+                raise ChatInputError("payload is not a JSON object")
+            action = parse_action(payload)
+        except (ValueError, ChatInputError) as exc:  # JSONDecodeError is a ValueError
+            note_audit(request, f"chat action refused: {exc}")
+            await ops.audit_chat(request, None, 400, f"chat action refused: {exc}")
+            return JSONResponse({"detail": f"cannot read the interaction: {exc}"}, 400)
+        principal = who(ops.config.users, action.user_id, action.user_name)
+        request.state.principal = principal
+        reply = await run_in_threadpool(ops.act, principal, action)
+        detail = f"chat {action.verb} {action.incident_id} as {principal.name}: {reply.outcome}"
+        note_audit(request, f"{detail}: {reply.text}")
+        await ops.audit_chat(request, principal, 200, f"{detail}: {reply.text}")
+        return JSONResponse(reply.body())
+
+    @router.post("/commands")
+    async def commands(request: Request) -> JSONResponse:
+        raw = await authentic(request)
+        if isinstance(raw, JSONResponse):
+            return raw
+        form = _form(raw)
+        principal = who(ops.config.users, form.get("user_id", ""), form.get("user_name", ""))
+        request.state.principal = principal
+        text = form.get("text", "")[:500]
+        try:
+            command = parse_command(text)
+        except ChatInputError as exc:
+            reply = Reply(str(exc), "invalid")
+        else:
+            reply = await run_in_threadpool(ops.run, principal, command)
+        detail = f"chat command {text!r} as {principal.name}: {reply.outcome}"
+        note_audit(request, detail)
+        await ops.audit_chat(request, principal, 200, detail)
+        return JSONResponse(reply.body())
+
+    return router
+
+
+def not_allowed(principal: Principal, what: Action | Command) -> Reply | None:
+    """A refusal when the chat user's role is below what the action needs."""
+    if principal.role.allows(what.needs):
+        return None
+    return Reply(
+        f"{principal.name} is {principal.role}; {what.verb} needs {what.needs} or above "
+        "(ask an admin to map your chat user in MENDLOOP_CHAT_USERS)",
+        "refused",
+    )
+
+
+def approval_error(exc: MendloopError, incident_id: str, state: State | None) -> Reply:
+    """An engine refusal of an approval, in words for the person who clicked."""
+    if isinstance(exc, PlanChanged):
+        now = f" (now {exc.current_hash[:12]})" if exc.current_hash else ""
+        return Reply(
+            f"The plan of incident {incident_id} changed since it was shown{now}: this "
+            "approval is void. Look at the current plan (posted in the thread) and approve "
+            "that one.",
+            "plan_changed",
+        )
+    if isinstance(exc, ApprovalRefused):
+        return Reply(f"Refused: {exc}", "refused")
+    if isinstance(exc, IllegalTransition):
+        where = f"is {state}" if state else "cannot move"
+        return Reply(f"Incident {incident_id} {where}; nothing to approve or reject.", "conflict")
+    return Reply(f"Incident {incident_id}: {exc}", "conflict")

@@ -1,0 +1,561 @@
+"""ChatOps adapters against a local HTTP receiver standing in for the chat service (the one
+thing we fake): the background sender (threads kept in SQL across a restart, retries,
+backoff, a bounded queue), and the signed endpoints acting on the engine's real approval
+code (loop/remediate.py on a real SQLite store): correctly and incorrectly signed
+callbacks, replays, unknown users, roles, a changed plan, the two-person rule, commands
+and the audit. The end-to-end test with the real Engine on the twin is at the bottom."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.auth import AuditLog, Auth
+from api.chatops import ChatConfig, ChatOps
+from api.chatops.blocks import ChatMessage, answer
+from api.chatops.commands import APPROVE_ACTION, REJECT_ACTION, parse_users
+from api.chatops.sender import ChatSender, ThreadStore, WebApiTransport, WebhookTransport
+from api.chatops.signing import sign
+from loop.daemon import StageEvent
+from loop.ledger import Ledger
+from loop.models import ApprovalPlan, Decision, DecisionMode, RCAReport, RootCause, RunStatus
+from loop.remediate import Remediation
+from loop.solutions import load_library
+from loop.state import State
+from loop.store import IncidentStore
+
+PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
+SECRET = "test-signing-secret"
+NOW = 1_800_000_000
+USERS = "U100=alice:approver,U200=bob:operator,U300=vic:viewer,carol.s=carol:approver"
+
+
+# -- the chat service: a real HTTP server on 127.0.0.1 ------------------------------------
+
+
+class ChatReceiver:
+    """Records every post; answers ``/api/chat.postMessage`` like Slack (ok, channel, ts),
+    anything else like a webhook or response_url (``ok``). ``fail`` holds statuses to answer
+    first (one per request), to exercise retries."""
+
+    def __init__(self) -> None:
+        self.posts: list[dict[str, Any]] = []
+        self.fail: list[int] = []
+        self.api_error: str | None = None
+        self._ts = 0
+        self._changed = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("content-length", 0)))
+                receiver._take(self, raw)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def _take(self, handler: BaseHTTPRequestHandler, raw: bytes) -> None:
+        with self._changed:
+            status = self.fail.pop(0) if self.fail else 200
+            body = json.loads(raw) if raw else {}
+            record = {"path": handler.path, "body": body, "status": status}
+            record["auth"] = handler.headers.get("authorization")
+            answer: dict[str, Any] | str = "ok"
+            if status == 200 and handler.path == "/api/chat.postMessage":
+                if self.api_error:
+                    answer = {"ok": False, "error": self.api_error}
+                else:
+                    self._ts += 1
+                    answer = {"ok": True, "channel": body["channel"], "ts": f"{NOW}.{self._ts:06d}"}
+                    record["ts"] = answer["ts"]
+            self.posts.append(record)
+            self._changed.notify_all()
+        data = json.dumps(answer).encode() if isinstance(answer, dict) else answer.encode()
+        handler.send_response(status)
+        if status == 429:
+            handler.send_header("Retry-After", "0")
+        handler.send_header("content-length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def delivered(self, path: str | None = None) -> list[dict[str, Any]]:
+        return [p for p in self.posts if p["status"] == 200 and path in (None, p["path"])]
+
+    def wait_for(self, check: Callable[[list[dict[str, Any]]], bool], timeout_s: float = 120):
+        """Until ``check(posts)`` holds (a deadline only against hanging; never a measure)."""
+        with self._changed:
+            assert self._changed.wait_for(lambda: check(self.posts), timeout_s), self.posts
+            return list(self.posts)
+
+    def __enter__(self) -> ChatReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[ChatReceiver]:
+    with ChatReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def store(tmp_path) -> Iterator[IncidentStore]:
+    store = IncidentStore(f"sqlite:///{tmp_path / 'chat.db'}")
+    yield store
+    store.close()
+
+
+def _sender(receiver: ChatReceiver, store: IncidentStore, **kw: Any) -> ChatSender:
+    transport = WebApiTransport(receiver.url + "/api", "xoxb-test", "C42", timeout_s=5)
+    return ChatSender(transport, ThreadStore(store.engine), backoff_s=0.01, **kw)
+
+
+# -- the sender -------------------------------------------------------------------------------
+
+
+def test_messages_of_an_incident_are_threaded_and_the_thread_survives_a_restart(
+    receiver, store
+) -> None:
+    sender = _sender(receiver, store)
+    sender.start()
+    sender.post("inc1", answer("first"))
+    sender.post("inc2", answer("other incident"))
+    sender.post("inc1", answer("second"))
+    sender.flush()
+    sender.stop()
+    first, other, second = receiver.delivered("/api/chat.postMessage")
+    assert first["auth"] == "Bearer xoxb-test" and first["body"]["channel"] == "C42"
+    assert "thread_ts" not in first["body"] and "thread_ts" not in other["body"]
+    assert second["body"]["thread_ts"] == first["ts"]
+    assert second["body"]["blocks"][0]["text"]["text"] == "second"
+    # a restarted daemon (new sender, same database) keeps posting into the same thread
+    again = _sender(receiver, store)
+    again.start()
+    again.post("inc1", answer("after restart"))
+    again.flush()
+    again.stop()
+    assert receiver.delivered()[-1]["body"]["thread_ts"] == first["ts"]
+    assert ThreadStore(store.engine).get("inc1") == ("C42", first["ts"])
+
+
+def test_a_webhook_cannot_thread_so_each_message_names_its_incident(receiver) -> None:
+    sender = ChatSender(WebhookTransport(receiver.url + "/hooks/abc"), None, backoff_s=0.01)
+    sender.start()
+    sender.post("inc9", ChatMessage("Incident inc9 on site: resolved", ()))
+    sender.post("inc9", ChatMessage("Incident inc9 on site: again", ()))
+    sender.flush()
+    sender.stop()
+    posts = receiver.delivered("/hooks/abc")
+    assert [p["body"] for p in posts] == [
+        {"text": "Incident inc9 on site: resolved"},
+        {"text": "Incident inc9 on site: again"},
+    ]
+
+
+def test_temporary_failures_are_retried_with_backoff(receiver, store) -> None:
+    receiver.fail = [503, 429, 502]
+    sender = _sender(receiver, store)
+    sender.start()
+    sender.post("inc1", answer("eventually"))
+    sender.flush()
+    sender.stop()
+    assert [p["status"] for p in receiver.posts] == [503, 429, 502, 200]
+    assert sender.counts == {"sent": 1, "failed": 0, "dropped": 0, "retried": 3}
+
+
+def test_permanent_failures_and_giving_up_are_logged_not_raised(receiver, store, caplog) -> None:
+    receiver.fail = [400]
+    sender = _sender(receiver, store, max_attempts=3)
+    sender.start()
+    sender.post("inc1", answer("refused once"))  # 400: no retry
+    sender.flush()
+    receiver.fail = [500, 500, 500]
+    sender.post("inc2", answer("down"))  # 5xx three times: given up
+    sender.flush()
+    receiver.api_error = "channel_not_found"
+    sender.post("inc3", answer("bad channel"))  # Slack's ok=false: not retried
+    sender.flush()
+    sender.stop()
+    assert sender.counts["failed"] == 3 and sender.counts["sent"] == 0
+    assert sender.counts["retried"] == 2
+    assert "not delivered" in caplog.text and "channel_not_found" in caplog.text
+
+
+def test_an_unreachable_chat_service_never_reaches_the_caller(store) -> None:
+    transport = WebApiTransport("http://127.0.0.1:9/api", "t", "C1", timeout_s=1)
+    sender = ChatSender(transport, ThreadStore(store.engine), max_attempts=2, backoff_s=0.01)
+    sender.start()
+    assert sender.post("inc1", answer("nobody listens"))
+    sender.flush()
+    sender.stop()
+    assert sender.counts["failed"] == 1 and sender.counts["retried"] == 1
+
+
+def test_the_queue_is_bounded_and_a_full_queue_drops(store, receiver) -> None:
+    sender = _sender(receiver, store, max_queue=2)  # not started: nothing drains it
+    assert sender.post("a", answer("1")) and sender.post("b", answer("2"))
+    assert not sender.post("c", answer("3"))
+    assert sender.counts["dropped"] == 1
+    sender.start()
+    sender.flush()
+    sender.stop()
+    assert len(receiver.delivered()) == 2
+
+
+def test_a_message_that_fails_to_build_does_not_stop_the_sender(receiver, store) -> None:
+    sender = _sender(receiver, store)
+    sender.start()
+
+    def broken() -> ChatMessage:
+        raise RuntimeError("bug while rendering")
+
+    sender.post("inc1", broken)
+    sender.post("inc1", answer("still here"))
+    sender.flush()
+    sender.stop()
+    assert len(receiver.delivered()) == 1 and sender.counts["failed"] == 1
+
+
+# -- the endpoints, on the engine's real approval code ----------------------------------------
+
+
+class ApprovalDesk(Remediation):
+    """The engine's people-facing half (loop/remediate.py: approve with the plan hash, the
+    two-person rule, reject, pause/resume) on a real SQLite store, without the stages that
+    need Neo4j and the twin (those run in the end-to-end test below)."""
+
+    def __init__(self, store: IncidentStore) -> None:
+        self.store = store
+        self.ledger = Ledger(store.engine)
+        self.library = load_library(PLAYBOOKS)
+        self._loop = None
+        self.listeners: list[Callable[[StageEvent], None]] = []
+
+    def _emit(self, incident_id, target, state, note, kind: str = "incident") -> None:
+        event = StageEvent(incident_id, target, state, note, datetime.now(UTC), kind)
+        for listener in self.listeners:
+            listener(event)
+
+
+def _plan(incident_id: str, requested_by: str = "mendloop", nodes: int = 2) -> ApprovalPlan:
+    return ApprovalPlan.build(
+        incident_id=incident_id,
+        solution_id="sol-voltage-dvr",
+        title="Switch in the dynamic voltage restorer",
+        risk="high",
+        target="pm-site-1",
+        playbook="voltage_dvr.yml",
+        extra_vars={"target": "pm-site-1", "nodes": nodes},
+        hosts=("localhost",),
+        check_mode=True,
+        check_status=RunStatus.successful,
+        changed=1,
+        diff=("-dvr: off\n+dvr: on",),
+        rollback_playbook="voltage_dvr_rollback.yml",
+        requested_by=requested_by,
+    )
+
+
+def waiting(store: IncidentStore, requested_by: str = "mendloop") -> tuple[str, ApprovalPlan]:
+    """An incident waiting for approval of a high-risk plan, as the engine leaves it."""
+    incident_id = store.open_incident("pm-site-1", [])
+    cause = RootCause(fault="voltage_sag", component="power", score=0.9, summary="sag", evidence=())
+    report = RCAReport(
+        incident_id=incident_id, target="pm-site-1", candidates=(cause,), latency_ms=1
+    )
+    decision = Decision(
+        incident_id=incident_id,
+        solution_id="sol-voltage-dvr",
+        playbook="voltage_dvr.yml",
+        mode=DecisionMode.approval,
+        reason="high risk",
+        requested_by=requested_by,
+    )
+    plan = _plan(incident_id, requested_by)
+    store.transition(incident_id, State.analyzed, "rca", report=report, fault="voltage_sag")
+    store.transition(incident_id, State.decided, "decided", decision=decision)
+    store.transition(incident_id, State.awaiting_approval, "needs approval", plan=plan)
+    return incident_id, plan
+
+
+class Chat:
+    """The app with ChatOps (Web API transport to the receiver) over a real store."""
+
+    def __init__(self, store: IncidentStore, receiver: ChatReceiver, auth: bool = False) -> None:
+        self.store = store
+        self.desk = ApprovalDesk(store)
+        config = ChatConfig(
+            api_url=receiver.url + "/api",
+            bot_token="xoxb-test",
+            channel="C42",
+            signing_secret=SECRET,
+            users=parse_users(USERS),
+            backoff_s=0.01,
+        )
+        self.ops = ChatOps(config, store, self.desk, clock=lambda: NOW)
+        self.desk.listeners.append(self.ops.notify)
+        self.ops.start()
+        app = create_app(store, auth=Auth.on(store.engine) if auth else None, chat=self.ops.router)
+        self.client = TestClient(app)
+        self.response_url = receiver.url + "/respond/T1/1"
+
+    def signed(self, path: str, form: dict[str, str], ts: int = NOW, secret: str = SECRET):
+        body = urlencode(form).encode()
+        headers = {
+            "content-type": "application/x-www-form-urlencoded",
+            "x-slack-request-timestamp": str(ts),
+            "x-slack-signature": sign(secret, str(ts), body),
+        }
+        return self.client.post(path, content=body, headers=headers)
+
+    def press(self, verb: str, incident_id: str, plan_hash: str, user: str = "U100", **kw):
+        payload = {
+            "type": "block_actions",
+            "user": {"id": user, "username": f"{user.lower()}.name"},
+            "channel": {"id": "C42"},
+            "response_url": self.response_url,
+            "actions": [
+                {
+                    "action_id": APPROVE_ACTION if verb == "approve" else REJECT_ACTION,
+                    "value": f"{incident_id}:{plan_hash}",
+                }
+            ],
+        }
+        return self.signed("/v1/chat/actions", {"payload": json.dumps(payload)}, **kw)
+
+    def command(self, text: str, user: str = "U100", user_name: str = "", **kw):
+        form = {"command": "/mendloop", "text": text, "user_id": user, "user_name": user_name}
+        return self.signed("/v1/chat/commands", form | {"response_url": self.response_url}, **kw)
+
+    def settle(self) -> None:
+        assert self.ops.sender is not None
+        self.ops.sender.flush()
+
+    def close(self) -> None:
+        self.client.close()
+        self.ops.stop()
+
+
+@pytest.fixture
+def chat(store, receiver) -> Iterator[Chat]:
+    chat = Chat(store, receiver)
+    yield chat
+    chat.close()
+
+
+def _audit(store: IncidentStore) -> list:
+    return AuditLog(store.engine).entries()
+
+
+def test_a_signed_approval_binds_the_plan_hash_and_answers_in_the_thread(
+    chat, store, receiver
+) -> None:
+    incident_id, plan = waiting(store)
+    chat.ops.notify(  # the engine announced the request: buttons in a new thread
+        StageEvent(incident_id, "pm-site-1", State.awaiting_approval, "needs", datetime.now(UTC))
+    )
+    chat.settle()
+    request = receiver.delivered("/api/chat.postMessage")[-1]
+    buttons = next(b for b in request["body"]["blocks"] if b["type"] == "actions")["elements"]
+    assert buttons[0]["value"] == f"{incident_id}:{plan.plan_hash}"
+
+    answer = chat.press("approve", incident_id, plan.plan_hash)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outcome"] == "ok" and "approved by alice" in answer.json()["text"]
+    incident = store.get(incident_id)
+    assert incident.state == State.approved
+    assert incident.approval.by == "alice" and incident.approval.plan_hash == plan.plan_hash
+    chat.settle()
+    replaced = [p for p in receiver.delivered() if p["path"].startswith("/respond/")]
+    assert replaced[-1]["body"]["replace_original"] is True  # the buttons are gone
+    assert not [b for b in replaced[-1]["body"]["blocks"] if b["type"] == "actions"]
+    note = receiver.delivered("/api/chat.postMessage")[-1]["body"]
+    assert note["thread_ts"] == request["ts"] and "approved by alice" in note["text"]
+    entry = _audit(store)[0]
+    assert (entry.actor, entry.role, entry.via, entry.status) == ("alice", "approver", "chat", 200)
+    assert entry.path == "/v1/chat/actions" and f"approve {incident_id}" in entry.detail
+
+
+@pytest.mark.parametrize(
+    ("how", "why"),
+    [
+        ({"secret": "not-the-secret"}, "bad signature"),
+        ({"ts": NOW - 301}, "stale timestamp"),
+        ({"ts": NOW + 301}, "stale timestamp"),
+        ({"ts": NOW - 3600}, "stale timestamp"),  # a captured request replayed an hour later
+    ],
+)
+def test_badly_signed_or_stale_callbacks_are_refused_and_audited(chat, store, how, why) -> None:
+    incident_id, plan = waiting(store)
+    answer = chat.press("approve", incident_id, plan.plan_hash, **how)
+    assert answer.status_code == 401 and why in answer.json()["detail"]
+    assert store.get(incident_id).state == State.awaiting_approval
+    entry = _audit(store)[0]
+    assert (entry.actor, entry.status) == ("unauthenticated", 401) and why in entry.detail
+
+
+def test_unsigned_and_tampered_requests_are_refused(chat, store) -> None:
+    incident_id, _ = waiting(store)
+    bare = chat.client.post("/v1/chat/commands", data={"text": "status", "user_id": "U100"})
+    assert bare.status_code == 401 and "missing" in bare.json()["detail"]
+    body = urlencode({"text": "reject " + incident_id, "user_id": "U100"}).encode()
+    headers = {
+        "content-type": "application/x-www-form-urlencoded",
+        "x-slack-request-timestamp": str(NOW),
+        "x-slack-signature": sign(SECRET, str(NOW), body.replace(b"reject", b"status")),
+    }
+    tampered = chat.client.post("/v1/chat/commands", content=body, headers=headers)
+    assert tampered.status_code == 401
+    assert store.get(incident_id).state == State.awaiting_approval
+
+
+def test_a_replayed_callback_within_the_window_is_refused(chat, store) -> None:
+    incident_id, _ = waiting(store)
+    first = chat.command(f"reject {incident_id} no")
+    assert first.status_code == 200
+    again = chat.command(f"reject {incident_id} no")  # identical request, same signature
+    assert again.status_code == 401 and "replayed" in again.json()["detail"]
+
+
+@pytest.mark.parametrize(("user", "name"), [("U999", "chat:U999"), ("U300", "vic")])
+def test_unknown_users_and_viewers_cannot_approve(chat, store, receiver, user, name) -> None:
+    incident_id, plan = waiting(store)
+    answer = chat.press("approve", incident_id, plan.plan_hash, user=user)
+    assert answer.status_code == 200
+    assert answer.json()["outcome"] == "refused"
+    assert f"{name} is viewer; approve needs approver" in answer.json()["text"]
+    assert store.get(incident_id).state == State.awaiting_approval
+    chat.settle()
+    told = receiver.delivered()[-1]["body"]
+    assert told["response_type"] == "ephemeral" and "needs approver" in told["text"]
+    entry = _audit(store)[0]
+    assert (entry.actor, entry.via) == (name, "chat") and "refused" in entry.detail
+
+
+def test_an_approval_of_a_changed_plan_is_void_and_the_new_plan_is_posted(
+    chat, store, receiver
+) -> None:
+    incident_id, old = waiting(store)
+    newer = _plan(incident_id, nodes=3)  # the plan changed after the message went out
+    store.transition(incident_id, State.decided, "re-decided")
+    store.transition(incident_id, State.awaiting_approval, "needs approval", plan=newer)
+    answer = chat.press("approve", incident_id, old.plan_hash)
+    assert answer.json()["outcome"] == "plan_changed"
+    assert (
+        "approval is void" in answer.json()["text"]
+        and newer.plan_hash[:12] in (answer.json()["text"])
+    )
+    assert store.get(incident_id).state == State.awaiting_approval
+    chat.settle()
+    posted = receiver.delivered("/api/chat.postMessage")[-1]["body"]
+    buttons = next(b for b in posted["blocks"] if b["type"] == "actions")["elements"]
+    assert buttons[0]["value"] == f"{incident_id}:{newer.plan_hash}"
+    assert "plan changed" in posted["text"]
+    # the new plan's button works
+    assert chat.press("approve", incident_id, newer.plan_hash).json()["outcome"] == "ok"
+
+
+def test_nobody_approves_their_own_high_risk_request(chat, store) -> None:
+    incident_id, plan = waiting(store, requested_by="alice")
+    mine = chat.press("approve", incident_id, plan.plan_hash, user="U100")
+    assert mine.json()["outcome"] == "refused" and "two-person rule" in mine.json()["text"]
+    assert store.get(incident_id).state == State.awaiting_approval
+    other = chat.command(
+        f"approve {incident_id} {plan.plan_hash[:12]}", user="X", user_name="carol.s"
+    )
+    assert other.json()["outcome"] == "ok", other.json()
+    assert store.get(incident_id).approval.by == "carol"
+
+
+def test_reject_button_ends_the_incident(chat, store) -> None:
+    incident_id, plan = waiting(store)
+    answer = chat.press("reject", incident_id, plan.plan_hash)
+    assert answer.json()["outcome"] == "ok"
+    incident = store.get(incident_id)
+    assert incident.state == State.rejected and "rejected by alice" in incident.reason
+    again = chat.press("approve", incident_id, plan.plan_hash, ts=NOW - 1)
+    assert again.json()["outcome"] == "conflict" and "is rejected" in again.json()["text"]
+
+
+def test_commands_status_incident_pause_resume(chat, store, receiver) -> None:
+    incident_id, plan = waiting(store)
+    status = chat.command("status", user="U300")
+    assert status.status_code == 200
+    assert f"waiting for approval: {incident_id}" in status.json()["text"]
+    assert status.json()["response_type"] == "ephemeral"
+    detail = chat.command(f"incident {incident_id}", user="U999").json()
+    assert plan.plan_hash in detail["text"] and "voltage_dvr.yml" in detail["text"]
+    assert chat.command("incident nope").json()["outcome"] == "not_found"
+    refused = chat.command("pause", user="U300").json()
+    assert refused["outcome"] == "refused" and "pause needs operator" in refused["text"]
+    paused = chat.command("pause pm-site-1 db upgrade", user="U200").json()
+    assert paused["outcome"] == "ok" and paused["response_type"] == "in_channel"
+    assert chat.desk.automation().pause_for("pm-site-1") is not None
+    assert "paused on pm-site-1 by bob: db upgrade" in paused["text"]
+    assert chat.command("resume pm-site-1", user="U200").json()["outcome"] == "ok"
+    assert chat.desk.automation().pause_for("pm-site-1") is None
+    assert chat.command("pause all storm", user="U200").json()["outcome"] == "ok"
+    assert chat.desk.automation().paused
+    chat.settle()
+    notes = [p["body"]["text"] for p in receiver.delivered("/api/chat.postMessage")]
+    assert "mendloop: automation paused everywhere by bob: storm" in notes
+    bad = chat.command("reboot the world").json()
+    assert bad["outcome"] == "invalid" and "usage:" in bad["text"]
+    assert "usage:" in chat.command("help").json()["text"]
+    wrong_hash = chat.command(f"approve {incident_id} deadbeefdeadbeef").json()
+    assert wrong_hash["outcome"] == "plan_changed"
+    assert chat.command(f"reject {incident_id} not now").json()["outcome"] == "ok"
+    assert store.get(incident_id).reason == "rejected by alice: not now"
+
+
+def test_with_api_auth_on_the_middleware_audits_chat_calls(store, receiver) -> None:
+    chat = Chat(store, receiver, auth=True)
+    try:
+        incident_id, plan = waiting(store)
+        assert chat.press("approve", incident_id, plan.plan_hash, secret="x").status_code == 401
+        assert chat.press("approve", incident_id, plan.plan_hash).json()["outcome"] == "ok"
+    finally:
+        chat.close()
+    ok, refused = _audit(store)[:2]
+    assert (ok.actor, ok.via, ok.status) == ("alice", "chat", 200) and "approve" in ok.detail
+    assert (refused.actor, refused.status) == ("unauthenticated", 401)
+    assert "bad signature" in refused.detail
+    assert len(_audit(store)) == 2  # one entry per call, not two
+
+
+def test_callbacks_without_a_signing_secret_are_refused(store) -> None:
+    ops = ChatOps(ChatConfig(), store, ApprovalDesk(store))
+    with TestClient(create_app(store, chat=ops.router)) as client:
+        answer = client.post("/v1/chat/commands", data={"text": "status"})
+        assert answer.status_code == 503
+
+
+def test_a_malformed_interaction_is_a_400(chat) -> None:
+    answer = chat.signed("/v1/chat/actions", {"payload": "{not json"})
+    assert answer.status_code == 400
+    answer = chat.signed("/v1/chat/actions", {"payload": json.dumps({"type": "shortcut"})})
+    assert answer.status_code == 400 and "unsupported" in answer.json()["detail"]
+
+
+def test_receiver_records_posts(receiver) -> None:
+    httpx.post(receiver.url + "/hooks/x", json={"text": "hi"})
+    assert receiver.delivered("/hooks/x")[0]["body"] == {"text": "hi"}
