@@ -31,6 +31,7 @@ from api.schemas import IncidentSummary
 from loop import __version__
 from loop.store import IncidentStore
 
+ERROR_REF = "#/components/schemas/ErrorOut"
 TAGS = [
     {"name": "incidents", "description": "incidents, their timeline, report and actions"},
     {"name": "knowledge", "description": "similar cases, cases, import, solutions"},
@@ -161,6 +162,16 @@ def _roles(routers: list[tuple[APIRouter, bool]]) -> dict[tuple[str, str], Role 
     return roles
 
 
+def _auth_errors(responses: dict[str, Any], role: Role) -> None:
+    """401 on every guarded operation; 403 only where a token can be too low (not viewer)."""
+    error = {"content": {"application/json": {"schema": {"$ref": ERROR_REF}}}}
+    responses.setdefault("401", {"description": "no valid API token", **error})
+    if role != Role.viewer:
+        responses.setdefault("403", {"description": f"the token's role is below {role}", **error})
+    elif "403" in responses:
+        del responses["403"]
+
+
 def _openapi(app: FastAPI, routers: list[tuple[APIRouter, bool]]) -> dict[str, Any]:
     """FastAPI's schema plus who may call what: the bearer scheme and each operation's role."""
     if app.openapi_schema is not None:
@@ -187,6 +198,7 @@ def _openapi(app: FastAPI, routers: list[tuple[APIRouter, bool]]) -> dict[str, A
             operation["security"] = [{"bearer": []}]
             text = operation.get("description", "")
             operation["description"] = f"{text}\n\nNeeds role: **{role.value}** or above.".strip()
+            _auth_errors(operation["responses"], role)
     app.openapi_schema = schema
     return schema
 

@@ -410,6 +410,7 @@ class BodyLimit:
             await self._too_large(scope, receive, send)
             return
         seen = 0
+        started = False
 
         async def counting_receive() -> Message:
             nonlocal seen
@@ -420,10 +421,18 @@ class BodyLimit:
                     raise _TooLarge
             return message
 
+        async def watching_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        # except*: BaseHTTPMiddleware (the audit) reads the body in a task group, which
+        # hands the refusal on wrapped in an ExceptionGroup
         try:
-            await self.app(scope, counting_receive, send)
-        except _TooLarge:
-            await self._too_large(scope, receive, send)
+            await self.app(scope, counting_receive, watching_send)
+        except* _TooLarge:
+            if not started:
+                await self._too_large(scope, receive, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = JSONResponse(
