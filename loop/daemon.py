@@ -25,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, overload
 
 from knowledge.embedding import Embedder
 from knowledge.graph import KnowledgeGraph
@@ -218,7 +218,24 @@ class Engine(Remediation):
         await asyncio.gather(*tasks, return_exceptions=True)
         self.analyzer.close()
 
-    def close(self) -> None:
+    @overload
+    def close(self) -> None: ...
+
+    @overload
+    def close(self, incident_id: str, by: str, comment: str = "") -> IncidentView: ...
+
+    def close(
+        self, incident_id: str | None = None, by: str = "api", comment: str = ""
+    ) -> IncidentView | None:
+        """``close(incident_id, by, comment)``: a person closes an incident that is not
+        running (Remediation.close_incident). ``close()``: release the store and the graph
+        (``dispose``; the name predates closing incidents and callers keep using it)."""
+        if incident_id is None:
+            self.dispose()
+            return None
+        return self.close_incident(incident_id, by, comment)
+
+    def dispose(self) -> None:
         self.store.close()
         self.graph.close()
 

@@ -9,6 +9,7 @@
     engine.automation()                                      # AutomationStatus
     engine.reanalyze(incident_id, by="bob") / engine.propose(incident_id, "sol-x", by="bob")
     engine.close(incident_id, by="bob", comment="fixed by hand") / engine.escalate(...)
+    # (Engine.close() without an incident still releases the store and the graph)
 
 Kept apart from loop/daemon.py so the daemon stays the wiring (intake, analysis, the walk
 through the state machine) and this file holds what happens from ``decided`` on:
@@ -304,10 +305,10 @@ class Remediation:
         )
         return self._announce(view, reason, walk=True)
 
-    def close(self, incident_id: str, by: str, comment: str = "") -> IncidentView:
+    def close_incident(self, incident_id: str, by: str, comment: str = "") -> IncidentView:
         """A person closes an incident that is not running (terminal ``closed``); also one
         the loop left to a person (escalated, rolled_back). Refused while a playbook may
-        run (executing, verifying)."""
+        run (executing, verifying). ``Engine.close(incident_id, by, comment)`` calls it."""
         return self._by_person(self._incident(incident_id), State.closed, by, comment)
 
     def escalate(self, incident_id: str, by: str, comment: str = "") -> IncidentView:

@@ -1,0 +1,315 @@
+"""What people do to incidents through the engine (the REST API and chat call these), on
+real components: the twin's HTTP control surface, ansible-runner dry runs and runs, SQLite,
+Neo4j. Approval plans bound by their hash (void when the plan changes before the run), the
+two-person rule, pause/resume, re-analysis, proposals, close/escalate, and a rollback
+interrupted by a crash reconciled through its check mode."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from loop.analyze import finding_from_rule
+from loop.daemon import Engine, StageEvent
+from loop.errors import ApprovalRefused, IllegalTransition, PlanChanged
+from loop.execute import execute, run_key
+from loop.ledger import INTERRUPTED
+from loop.models import Decision, DecisionMode
+from loop.service import build_engine
+from loop.state import State
+from rules.compiler import AbnormalFact
+from twin.model import Twin
+from twin.server import TwinRunner
+
+pytestmark = pytest.mark.neo4j
+TARGETS = ("op-1", "op-2", "op-3", "op-4", "op-5")
+
+
+@pytest.fixture(scope="module")
+def twin() -> Iterator[TwinRunner]:
+    with TwinRunner(Twin(targets=TARGETS, seed=1), tick_s=1.0, port=0) as runner:
+        yield runner
+
+
+@pytest.fixture
+def make_engine(make_settings, graph, twin):
+    engines: list[Engine] = []
+
+    def make(**overrides) -> Engine:
+        settings = make_settings(twin_port=twin.port, verify_timeout_s=3.0, verify_hold_s=1.0)
+        engine = build_engine(settings, {"twin_url": twin.url}, progress=lambda _: None)
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.close()
+
+
+def inject(twin: TwinRunner, target: str, fault: str) -> None:
+    with twin.locked() as model:
+        model.clear(target)
+        model.inject(target, fault)
+
+
+def twin_actions(twin: TwinRunner, target: str) -> list[dict]:
+    with twin.locked() as model:
+        return model.state(target)["actions"]
+
+
+def analyzed(engine: Engine, target: str, rule_id: str = "cache-saturation-penetration") -> str:
+    """An incident as the daemon leaves it after analysis (the rule's finding, the report)."""
+    rule = engine.analyzer.rules[rule_id]
+    facts = [
+        AbnormalFact(
+            target=target,
+            series=c.series,
+            value=engine.catalog[c.series].crit
+            * (1.2 if engine.catalog[c.series].bad == "high" else 0.8),
+            threshold=engine.catalog[c.series].crit,
+            direction=engine.catalog[c.series].bad,
+            since=1.0,
+        )
+        for c in rule.all_of
+    ]
+    findings = [finding_from_rule(rule, facts)]
+    incident_id = engine.store.open_incident(target, findings)
+    report = engine.analyzer.report(incident_id, target, findings)
+    engine.store.transition(
+        incident_id, State.analyzed, "test", report=report, fault=report.top.fault
+    )
+    return incident_id
+
+
+def decided(engine: Engine, target: str, mode: DecisionMode) -> str:
+    incident_id = analyzed(engine, target)
+    spec = engine.library["sol-cache-scale-out"]
+    decision = Decision(
+        incident_id=incident_id,
+        solution_id=spec.id,
+        playbook=spec.playbook,
+        rollback_playbook=spec.rollback_playbook,
+        extra_vars=spec.render_vars({**engine.decider.base_vars, "target": target}),
+        mode=mode,
+        reason="test",
+    )
+    engine.store.transition(incident_id, State.decided, "test", decision=decision)
+    return incident_id
+
+
+def unhealthy_now(engine: Engine, target: str, series: str, value: float) -> None:
+    """One fresh sample, so the fix's precondition holds when it is about to run."""
+    engine.submit(
+        [{"series": series, "labels": {"target": target}, "ts": time.time(), "value": value}]
+    )
+
+
+def test_an_approval_is_bound_to_its_plan_and_void_when_the_plan_changes(make_engine, twin):
+    inject(twin, "op-1", "cache_saturation")
+    engine = make_engine()
+    events: list[StageEvent] = []
+    engine.listeners.append(events.append)
+
+    async def main():
+        engine.pause("op-1", by="alice", reason="change freeze")  # auto fixes wait here
+        incident_id = decided(engine, "op-1", DecisionMode.auto)
+        await engine.start()
+        try:
+            first = await engine.wait_settled(incident_id, 120)
+            with pytest.raises(PlanChanged) as stale:
+                engine.approve(incident_id, by="bob", plan_hash="0" * 64)
+            assert stale.value.current_hash == first.plan.plan_hash
+            # the playbook vars change after the plan was shown, before the run
+            old_url = engine.decider.base_vars["twin_url"]
+            new_url = str(old_url).replace("127.0.0.1", "localhost")
+            engine.decider.base_vars = {**engine.decider.base_vars, "twin_url": new_url}
+            approved = engine.approve(
+                incident_id, by="bob", comment="go", plan_hash=first.plan.plan_hash
+            )
+            assert approved.approval.plan_hash == first.plan.plan_hash
+            second = await engine.wait_settled(incident_id, 120)
+            unhealthy_now(engine, "op-1", "cache_utilization_pct", 93.0)
+            engine.approve(incident_id, by="bob", plan_hash=second.plan.plan_hash)
+            final = await engine.wait_settled(incident_id, 120)
+            return first, approved, second, final, old_url, new_url
+        finally:
+            await engine.stop()
+
+    first, approved, second, final, old_url, new_url = asyncio.run(main())
+    plan = first.plan
+    assert first.state == State.awaiting_approval
+    assert "automation paused on op-1 by alice: change freeze" in first.timeline[-1].note
+    assert plan.solution_id == "sol-cache-scale-out" and plan.risk == "low"
+    assert plan.hosts == ("localhost",) and plan.target == "op-1"
+    assert plan.check_status == "successful" and plan.changed == 1
+    assert plan.changed_tasks == ("localhost: Say what would be done (check mode only)",)
+    assert plan.rollback_playbook == "cache_scale_out_rollback.yml"
+    assert plan.rollback_vars == plan.extra_vars and plan.extra_vars["twin_url"] == old_url
+    assert plan.requested_by == "mendloop" and len(plan.plan_hash) == 64
+    assert f"approved by bob (plan {plan.plan_hash[:12]}): go" in approved.timeline[-1].note
+    # recomputed before the run: different vars, so the approval is void and asked again
+    assert second.state == State.awaiting_approval and second.approval is None
+    void = second.timeline[-1].note
+    assert "approval by bob is void" in void
+    assert f"extra_vars.twin_url: '{old_url}' -> '{new_url}'" in void
+    assert second.plan.extra_vars["twin_url"] == new_url != plan.extra_vars["twin_url"]
+    assert second.decision.extra_vars["twin_url"] == new_url
+    # the new plan approved: it runs (automation is still paused: approved runs go)
+    states = [t.to_state for t in final.timeline]
+    assert states[3:8] == [
+        State.awaiting_approval,
+        State.approved,
+        State.awaiting_approval,
+        State.approved,
+        State.executing,
+    ], states
+    # no fresh samples after the run here: verification times out and the fix is rolled back
+    assert final.state == State.rolled_back, final.reason
+    assert [a["action"] for a in twin_actions(twin, "op-1")] == ["scale_out_cache"]
+    phases = [r.phase for r in engine.ledger.runs(final.id)]
+    assert phases[:4] == ["plan", "plan-2", "plan-3", "run"]  # the last plan's dry run: the check
+    assert [e.kind for e in events if e.incident_id == ""] == ["automation"]
+    assert {e.state for e in events if e.incident_id == final.id} >= {
+        State.awaiting_approval,
+        State.approved,
+        State.executing,
+    }
+
+
+def test_two_person_rule_for_high_risk_and_proposals(make_engine, twin):
+    inject(twin, "op-2", "voltage_sag")
+    inject(twin, "op-3", "cache_saturation")
+    engine = make_engine()
+
+    async def main():
+        high = analyzed(engine, "op-2")
+        low = analyzed(engine, "op-3")
+        engine.propose(high, "sol-voltage-dvr", "bob")  # before start: the restart resumes it
+        engine.propose(low, "sol-cache-scale-out", "bob")
+        await engine.start()
+        try:
+            waiting = await engine.wait_settled(high, 120)
+            with pytest.raises(ApprovalRefused, match="two-person rule"):
+                engine.approve(high, by="bob")
+            engine.approve(high, by="carol", comment="second pair of eyes")
+            low_waiting = await engine.wait_settled(low, 120)
+            engine.approve(low, by="bob")  # low risk: the requester may approve
+            return (
+                waiting,
+                await engine.wait_settled(high, 120),
+                low_waiting,
+                await engine.wait_settled(low, 120),
+            )
+        finally:
+            await engine.stop()
+
+    waiting, high, low_waiting, low = asyncio.run(main())
+    assert waiting.state == State.awaiting_approval
+    assert waiting.decision.requested_by == "bob" and waiting.plan.requested_by == "bob"
+    assert waiting.plan.risk == "high" and waiting.decision.mode == DecisionMode.approval
+    assert "proposed by bob: sol-voltage-dvr" in waiting.decision.reason
+    assert "it is not listed for fault cache_saturation" in waiting.decision.reason
+    notes = [t.note for t in high.timeline]
+    assert any(n.startswith("approved by carol (plan ") for n in notes)
+    # approved, re-planned (same plan), then its precondition did not hold: nothing ran
+    assert high.state == State.escalated and "preconditions of sol-voltage-dvr" in high.reason
+    assert "run" not in [r.phase for r in engine.ledger.runs(high.id)]
+    assert low_waiting.state == State.awaiting_approval
+    assert any(t.note.startswith("approved by bob") for t in low.timeline)
+
+
+def test_pause_everywhere_then_reanalyze_close_and_escalate(make_engine, twin):
+    inject(twin, "op-4", "cache_saturation")
+    engine = make_engine()
+
+    async def main():
+        status = engine.pause(None, by="alice", reason="incident review")
+        assert status.paused and status.by == "alice"
+        incident_id = decided(engine, "op-4", DecisionMode.auto)
+        await engine.start()
+        try:
+            waiting = await engine.wait_settled(incident_id, 120)
+            again = await asyncio.to_thread(engine.reanalyze, incident_id, "bob")
+            rewaiting = await engine.wait_settled(incident_id, 120)
+            resumed = engine.resume(None, by="alice")
+            closed = engine.close(incident_id, by="carol", comment="fixed by hand")
+            return waiting, again, rewaiting, resumed, closed
+        finally:
+            await engine.stop()
+
+    waiting, again, rewaiting, resumed, closed = asyncio.run(main())
+    assert "automation paused everywhere by alice: incident review" in waiting.timeline[-1].note
+    assert again.decision.requested_by == "bob"
+    assert [t.to_state for t in again.timeline][-2:] == [State.analyzed, State.decided]
+    assert again.timeline[-2].note.startswith("re-analysed by bob: root cause cache_saturation")
+    assert rewaiting.state == State.awaiting_approval and rewaiting.plan.requested_by == "bob"
+    assert not resumed.paused and engine.automation() == resumed
+    assert closed.state == State.closed and closed.reason == "closed by carol: fixed by hand"
+    with pytest.raises(IllegalTransition):
+        engine.close(closed.id, by="carol")
+    with pytest.raises(IllegalTransition):
+        engine.reanalyze(closed.id, by="carol")
+    # running incidents are refused; escalated ones can still be closed by a person
+    running = decided(engine, "op-4", DecisionMode.auto)
+    engine.store.transition(running, State.executing, "a run")
+    with pytest.raises(IllegalTransition, match="a playbook may be running"):
+        engine.escalate(running, by="carol")
+    with pytest.raises(IllegalTransition, match="a playbook may be running"):
+        engine.close(running, by="carol")
+    handed = decided(engine, "op-4", DecisionMode.approval)
+    escalated = engine.escalate(handed, by="carol", comment="needs the DBA")
+    assert (
+        escalated.state == State.escalated
+        and escalated.reason == "escalated by carol: needs the DBA"
+    )
+    assert engine.close(handed, by="dave").state == State.closed
+
+
+@pytest.mark.parametrize("took_effect", [True, False])
+def test_a_rollback_interrupted_by_a_crash_is_reconciled_on_restart(make_engine, twin, took_effect):
+    """The state a kill -9 during the rollback leaves: the incident ``verifying``, the
+    rollback's row ``started``. The restarted daemon asks the rollback's check mode instead
+    of escalating; the rollback never runs twice."""
+    inject(twin, "op-5", "cache_saturation")
+    before = build_engine_and_crash(make_engine, twin, took_effect)
+    engine = make_engine()
+
+    async def main():
+        await engine.start()
+        try:
+            return await engine.wait_settled(before, 120)
+        finally:
+            await engine.stop()
+
+    incident = asyncio.run(main())
+    assert incident.state == State.rolled_back, incident.reason
+    assert "verification timed_out: cache_hit_ratio" in incident.reason  # why it rolled back
+    rolled = [a for a in twin_actions(twin, "op-5") if a["rolled_back_at"] is not None]
+    assert len(rolled) == 1
+    runs = {r.phase: r for r in engine.ledger.runs(incident.id)}
+    assert runs["rollback"].status == INTERRUPTED
+    if took_effect:
+        assert "took effect; not re-run" in incident.reason and "rollback-2" not in runs
+    else:
+        assert "ran once more as rollback-2" in incident.reason
+        assert runs["rollback-2"].status == "successful"
+
+
+def build_engine_and_crash(make_engine, twin: TwinRunner, took_effect: bool) -> str:
+    engine = make_engine()
+    incident_id = decided(engine, "op-5", DecisionMode.auto)
+    decision = engine.store.get(incident_id).decision
+    engine.store.transition(incident_id, State.executing, "running")
+    execution = asyncio.run(execute(decision, engine.runner, engine.ledger))
+    engine.store.transition(incident_id, State.verifying, "verifying", execution=execution)
+    why = "verification timed_out: cache_hit_ratio"
+    engine.ledger.begin_run(
+        run_key(decision, "rollback"), incident_id, "rollback", decision.rollback_playbook, why
+    )
+    if took_effect:  # the rollback's POST reached the twin before the kill
+        with twin.locked() as model:
+            model.rollback("op-5", "scale_out_cache")
+    return incident_id
