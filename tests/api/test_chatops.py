@@ -559,3 +559,180 @@ def test_a_malformed_interaction_is_a_400(chat) -> None:
 def test_receiver_records_posts(receiver) -> None:
     httpx.post(receiver.url + "/hooks/x", json={"text": "hi"})
     assert receiver.delivered("/hooks/x")[0]["body"] == {"text": "hi"}
+
+
+# -- end to end: the real Engine on the twin, approved from chat ------------------------------
+
+
+class ChatLoop:
+    """The twin, the real engine (durable_rules, Neo4j, ansible-runner, SQLite) with ChatOps
+    posting to the receiver, and the API serving the chat endpoints, in a background
+    event loop (as tests/e2e/conftest.py's LoopHarness, plus chat)."""
+
+    def __init__(self, settings: Any, targets: tuple[str, ...]) -> None:
+        import asyncio
+
+        from twin.model import Twin
+        from twin.server import TwinRunner
+
+        self.settings = settings
+        self.twin = TwinRunner(Twin(targets=targets, seed=7), tick_s=0.5, port=0)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.api_url = ""
+
+    def call(self, coro: Any, timeout: float = 180) -> Any:
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    async def _start(self) -> None:
+        import asyncio
+
+        import uvicorn
+
+        from loop.service import build_engine
+
+        self.engine = build_engine(self.settings, {"twin_url": self.twin.url}, lambda _: None)
+        self.chat = ChatOps.from_settings(self.settings, self.engine.store, self.engine)
+        assert self.chat is not None
+        self.engine.listeners.append(self.chat.notify)
+        self.chat.start()
+        self.twin.sink = self.engine.submit
+        await self.engine.start()
+        app = create_app(self.engine.store, approvals=self.engine, chat=self.chat.router)
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self._serve = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            await asyncio.sleep(0.05)
+        self.api_url = f"http://127.0.0.1:{self.server.servers[0].sockets[0].getsockname()[1]}"
+
+    async def _stop(self) -> None:
+        self.server.should_exit = True
+        await self._serve
+        await self.engine.stop()
+        self.chat.stop()
+        self.engine.close()
+
+    def __enter__(self) -> ChatLoop:
+        self.thread.start()
+        self.twin.start()
+        self.call(self._start())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.call(self._stop())
+        finally:
+            self.twin.stop()
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+
+    def wait(self, check: Callable[[], Any], what: str, timeout_s: float = 240) -> Any:
+        """Poll until ``check()`` is truthy (the deadline only stops a hang)."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while not (found := check()):
+            assert time.monotonic() < deadline, f"still waiting for {what}"
+            time.sleep(0.2)
+        return found
+
+
+def _signed_post(url: str, form: dict[str, str]) -> httpx.Response:
+    import time
+
+    body = urlencode(form).encode()
+    ts = str(int(time.time()))
+    headers = {
+        "content-type": "application/x-www-form-urlencoded",
+        "x-slack-request-timestamp": ts,
+        "x-slack-signature": sign(SECRET, ts, body),
+    }
+    return httpx.post(url, content=body, headers=headers, timeout=30)
+
+
+@pytest.mark.e2e
+@pytest.mark.neo4j
+def test_e2e_a_fix_approved_by_a_signed_chat_callback_runs_and_resolves(
+    make_settings, graph, receiver
+) -> None:
+    """voltage_sag's fix is high risk, so the engine asks for approval: the request reaches
+    the chat thread with its plan, alice (approver) presses Approve through a signed
+    callback, the playbook really runs against the twin, verification passes, and every
+    stage lands in the incident's thread."""
+    settings = make_settings(
+        verify_hold_s=3.0,
+        verify_timeout_s=60.0,
+        chat_api_url=receiver.url + "/api",
+        chat_bot_token="xoxb-e2e",
+        chat_channel="C42",
+        chat_signing_secret=SECRET,
+        chat_users="U100=alice:approver",
+        chat_backoff_s=0.05,
+    )
+    target = "chat-1"
+    with ChatLoop(settings, (target,)) as loop:
+        store = loop.engine.store
+        loop.wait(lambda: loop.engine.monitor.latest(target, "pq_voltage_rms_pct"), "samples")
+        with loop.twin.locked() as model:
+            model.inject(target, "voltage_sag")
+        incident_id = loop.wait(lambda: [i.id for i in store.list(target=target)], "incident")[0]
+        waiting = loop.wait(
+            lambda: (i := store.get(incident_id)).state == State.awaiting_approval and i,
+            "awaiting_approval",
+        )
+        assert waiting.plan is not None and waiting.plan.risk == "high"
+
+        def approval_message(posts: list[dict[str, Any]]) -> bool:
+            return any(
+                b["type"] == "actions" and incident_id in b["elements"][0]["value"]
+                for p in posts
+                for b in p["body"].get("blocks", [])
+            )
+
+        posts = receiver.wait_for(approval_message)
+        request = next(p for p in posts if approval_message([p]))
+        button = next(b for b in request["body"]["blocks"] if b["type"] == "actions")
+        value = button["elements"][0]["value"]
+        assert value == f"{incident_id}:{waiting.plan.plan_hash}"
+        for shown in ("voltage_dvr.yml", "localhost", waiting.plan.plan_hash):
+            assert shown in json.dumps(request["body"])
+
+        payload = {
+            "type": "block_actions",
+            "user": {"id": "U100", "username": "alice"},
+            "channel": {"id": "C42"},
+            "response_url": receiver.url + "/respond/e2e",
+            "message": {"ts": request["ts"]},
+            "actions": [{"action_id": APPROVE_ACTION, "value": value}],
+        }
+        answer = _signed_post(loop.api_url + "/v1/chat/actions", {"payload": json.dumps(payload)})
+        assert answer.status_code == 200 and answer.json()["outcome"] == "ok", answer.text
+
+        ended = loop.wait(lambda: (i := store.get(incident_id)).terminal and i, "the end")
+        assert ended.state == State.resolved, ended.reason
+        assert ended.approval is not None and ended.approval.by == "alice"
+        assert ended.approval.plan_hash == waiting.plan.plan_hash
+        runs = loop.engine.ledger.runs(incident_id)
+        real = [r for r in runs if r.phase == "run"]
+        assert len(real) == 1 and real[0].status == "successful" and real[0].changed > 0
+
+        def thread_done(posts: list[dict[str, Any]]) -> bool:
+            return any("Resolved" in p["body"].get("text", "") for p in posts)
+
+        posts = receiver.wait_for(thread_done)
+    messages = [
+        p
+        for p in posts
+        if p["path"] == "/api/chat.postMessage" and incident_id in p["body"]["text"]
+    ]
+    first, rest = messages[0], messages[1:]
+    assert "thread_ts" not in first["body"] and first["body"]["text"].startswith("New incident")
+    assert rest and all(p["body"]["thread_ts"] == first["ts"] for p in rest)
+    said = "\n".join(p["body"]["text"] for p in messages)
+    for stage in ("needs an approval", "approved by alice", "ran", "Resolved"):
+        assert stage in said, stage
+    replaced = [p for p in posts if p["path"] == "/respond/e2e"]
+    assert replaced and replaced[0]["body"]["replace_original"] is True
