@@ -224,9 +224,12 @@ def plan_text(plan: ApprovalPlan) -> str:
         f"playbook {plan.playbook} on {', '.join(plan.hosts) or 'no hosts'}",
         f"extra vars {json.dumps(plan.extra_vars, sort_keys=True, default=str)}",
         f"dry run: {plan.check_status or 'not run'}, {plan.changed} task(s) would change",
-        f"rollback: {plan.rollback_playbook or 'none'}",
+        f"rollback: {plan.rollback_playbook or 'none'}"
+        + (f" with {json.dumps(plan.rollback_vars, sort_keys=True)}" if plan.rollback_vars else ""),
         f"requested by {plan.requested_by}; plan hash {plan.plan_hash}",
     ]
+    if plan.diff:
+        lines.append("check-mode diff:\n" + code("\n".join(plan.diff), 3000))
     return "\n".join(lines)
 
 

@@ -367,6 +367,7 @@ def test_approval_request_carries_the_exact_plan_and_buttons_bound_to_its_hash()
     # the text twin (Mattermost, notifications) has the plan and the command to approve it
     assert f"approve inc0001 {plan.plan_hash[:12]}" in message.text
     assert "cache_scale_out.yml" in message.text and "localhost" in message.text
+    assert "+maxmemory 2g" in message.text and "cache_scale_out_rollback.yml" in message.text
     _fits_slack(message)
 
 
