@@ -9,10 +9,13 @@ Each incident is walked through the state machine by one task; a stage that fail
 records its reason on the incident (escalated) and the daemon carries on. A target has at
 most one incident per fault in flight and runs one remediation at a time; a solution runs
 on at most ``blast_radius`` targets at once. Autonomy is earned (loop/policy.py, state in
-loop/ledger.py): an automatic fix runs, one that needs approval waits in
-``awaiting_approval`` until ``approve``/``reject`` (the REST API calls them). Every
-playbook run is keyed and recorded before it starts; after a restart an incident found
-in ``executing`` is reconciled (loop/execute.py ``reconcile``), never blindly re-run.
+loop/ledger.py): an automatic fix runs (unless automation is paused), one that needs
+approval waits in ``awaiting_approval`` with its ApprovalPlan until ``approve``/``reject``.
+What people do (approve, reject, pause/resume, reanalyze, propose, close, escalate) are
+thread-safe methods of loop/remediate.py that the REST API and chat call; listeners hear
+every step as a StageEvent. Every playbook run is keyed and recorded before it starts;
+after a restart an incident found in ``executing`` is reconciled (loop/execute.py
+``reconcile``, a begun rollback through ``rollback``), never blindly re-run.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ fresh each run) so a previous run's incidents cannot block the twin's target.
 
 Both autonomy paths show: a fix whose solution has earned ``auto`` (its verified track
 record) runs on its own; one that needs approval (high risk, or the hourly limit of
-automatic actions on the target) waits in ``awaiting_approval`` until the demo approves
-it through the REST API, exactly as a person would (``POST /v1/incidents/{id}/approve``).
+automatic actions on the target) waits in ``awaiting_approval`` with its plan (dry run,
+plan hash) until the demo approves it through the REST API, exactly as a person would
+(``POST /v1/incidents/{id}/approve``); the plan is recomputed before the run.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def incident_summary(
             "approved_via": None,
             "runs": [],
             "rolled_back": False,
+            "plan_hash": None,
         }
     match = incident.decision.match if incident.decision else None
     resolved_at = next(
@@ -104,6 +106,8 @@ def incident_summary(
         "approved_via": approved_via,
         "runs": runs or [],
         "rolled_back": incident.state == State.rolled_back,
+        # the approved plan (dry run + everything that ran), when a person approved it
+        "plan_hash": incident.plan.plan_hash if incident.plan else None,
     }
 
 

@@ -157,6 +157,11 @@ def test_every_failure_mode_is_detected_analysed_matched_executed_and_verified(f
         assert path == APPROVAL_PATH
         assert results["approvals"][fault].status_code == 200
         assert "approved by e2e-operator" in incident.timeline[4].note
+        # bound to the plan it was asked with (the dry run at decision time), which the
+        # plan recomputed before the run matched: its dry run stood for the check
+        assert incident.approval.plan_hash == incident.plan.plan_hash
+        assert f"(plan {incident.plan.plan_hash[:12]})" in incident.timeline[4].note
+        assert incident.plan.changed == 1 and incident.plan.hosts == ("localhost",)
     # analyze: the rule named the cause; decide: a seed case of the same fault
     assert incident.report.top.fault == fault
     assert incident.decision.match.similarity >= 0.8
@@ -165,7 +170,8 @@ def test_every_failure_mode_is_detected_analysed_matched_executed_and_verified(f
     assert execution.check_result.check_mode and execution.check_result.changed == 1
     assert execution.run.status == RunStatus.successful and execution.run.changed == 1
     runs = results["runs"][fault]
-    assert [r.phase for r in runs] == ["check", "run"]
+    dry_runs = ["check"] if decision.mode == DecisionMode.auto else ["plan", "plan-2"]
+    assert [r.phase for r in runs] == [*dry_runs, "run"]
     assert all(r.events and r.status == "successful" for r in runs)
     # the twin is repaired by the right action, applied once
     twin = results["twin"][fault]
