@@ -7,6 +7,7 @@ and the audit. The end-to-end test with the real Engine on the twin is at the bo
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -238,6 +239,11 @@ def test_a_message_that_fails_to_build_does_not_stop_the_sender(receiver, store)
 # -- the endpoints, on the engine's real approval code ----------------------------------------
 
 
+@functools.cache
+def _library() -> dict:
+    return load_library(PLAYBOOKS)
+
+
 class ApprovalDesk(Remediation):
     """The engine's people-facing half (loop/remediate.py: approve with the plan hash, the
     two-person rule, reject, pause/resume) on a real SQLite store, without the stages that
@@ -246,7 +252,7 @@ class ApprovalDesk(Remediation):
     def __init__(self, store: IncidentStore) -> None:
         self.store = store
         self.ledger = Ledger(store.engine)
-        self.library = load_library(PLAYBOOKS)
+        self.library = _library()
         self._loop = None
         self.listeners: list[Callable[[StageEvent], None]] = []
 
@@ -540,6 +546,29 @@ def test_with_api_auth_on_the_middleware_audits_chat_calls(store, receiver) -> N
     assert (refused.actor, refused.status) == ("unauthenticated", 401)
     assert "bad signature" in refused.detail
     assert len(_audit(store)) == 2  # one entry per call, not two
+
+
+def test_the_listener_posts_only_stages_that_matter_and_never_raises(store, receiver) -> None:
+    config = ChatConfig(api_url=receiver.url + "/api", bot_token="t", channel="C42", queue_size=1)
+    ops = ChatOps(config, store, ApprovalDesk(store))
+    incident_id, _ = waiting(store)
+
+    def event(state: State) -> StageEvent:
+        return StageEvent(incident_id, "pm-site-1", state, "note", datetime.now(UTC))
+
+    ops.notify(event(State.open))  # not a stage we post: nothing queued
+    ops.notify(event(State.decided))
+    ops.notify(event(State.awaiting_approval))  # queued
+    ops.notify(event(State.resolved))  # the queue (1) is full: dropped, not raised
+    assert ops.sender is not None and ops.sender.counts["dropped"] == 1
+    ops.start()
+    ops.sender.flush()
+    ops.stop()
+    (posted,) = receiver.delivered()
+    assert "Approval needed" in posted["body"]["blocks"][0]["text"]["text"]
+    quiet = ChatOps(ChatConfig(signing_secret="s"), store, ApprovalDesk(store))
+    quiet.notify(event(State.resolved))  # incoming only: nothing to send, nothing raised
+    assert quiet.sender is None
 
 
 def test_callbacks_without_a_signing_secret_are_refused(store) -> None:

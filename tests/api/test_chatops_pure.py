@@ -438,3 +438,53 @@ def test_status_incident_and_automation_texts() -> None:
     detail = incident_text(waiting, waiting.plan)
     assert "cache_saturation on cache" in detail and waiting.plan.plan_hash in detail
     assert "paused" in automation_message("automation paused everywhere by bob").text
+
+
+# -- settings -----------------------------------------------------------------------------
+
+
+def test_chat_settings_are_validated_at_start() -> None:
+    from api.chatops import ChatConfig
+    from loop.config import Settings
+    from loop.errors import ConfigError
+
+    off = ChatConfig.from_settings(Settings())
+    assert not off.outgoing and not off.incoming
+    on = ChatConfig.from_settings(
+        Settings(
+            chat_api_url="https://slack.com/api",
+            chat_bot_token="xoxb-1",
+            chat_channel="C1",
+            chat_signing_secret="s3cret",
+            chat_users="U1=alice:approver",
+        )
+    )
+    assert on.threaded and on.outgoing and on.incoming
+    assert on.users == {"U1": ("alice", Role.approver)}
+    assert "xoxb-1" not in repr(on) and "s3cret" not in repr(on)
+    webhook = ChatConfig.from_settings(Settings(chat_webhook_url="https://hooks.example/x"))
+    assert webhook.outgoing and not webhook.threaded
+    bad = [
+        ({"chat_api_url": "https://slack.com/api"}, "needs MENDLOOP_CHAT_BOT_TOKEN"),
+        ({"chat_webhook_url": "ftp://x"}, "not an http"),
+        ({"chat_users": "U1=alice:root", "chat_signing_secret": "s"}, "unknown role"),
+        ({"chat_users": "U1=alice:admin"}, "SIGNING_SECRET is not"),
+        (
+            {
+                "chat_webhook_url": "http://hooks.example/x",
+                "environment": "production",
+                "neo4j_password": "real",
+            },
+            "https in production",
+        ),
+    ]
+    for values, why in bad:
+        with pytest.raises(ConfigError, match=why):
+            ChatConfig.from_settings(Settings(**values))
+
+
+def test_closed_and_automation_messages() -> None:
+    closed = stage_message("closed", "closed by bob: duplicate", _incident(), None)
+    assert closed is not None and "closed by bob" in closed.text and "inc0001" in closed.text
+    note = automation_message("automation paused on <b> by bob")
+    assert "&lt;b&gt;" in note.blocks[0]["text"]["text"]
