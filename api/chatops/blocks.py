@@ -38,7 +38,7 @@ POSTED = frozenset(
         State.resolved,
         State.rolled_back,
         State.escalated,
-        "closed",  # loop/state.py grows a ``closed`` state (manual close)
+        State.closed,
     }
 )
 

@@ -65,6 +65,63 @@ def _form(raw: bytes) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
 
 
+_SIGNED = {
+    "parameters": [
+        {
+            "name": "X-Slack-Request-Timestamp",
+            "in": "header",
+            "required": True,
+            "schema": {"type": "string"},
+            "description": "unix seconds; within 5 minutes",
+        },
+        {
+            "name": "X-Slack-Signature",
+            "in": "header",
+            "required": True,
+            "schema": {"type": "string"},
+            "description": "v0=HMAC-SHA256(signing secret, 'v0:' + timestamp + ':' + raw body)",
+        },
+    ],
+}
+_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"description": '{"response_type", "text", "outcome"}: shown to the chat user'},
+    400: {"description": "the request cannot be read"},
+    401: {"description": "signature missing, wrong, outside the 5-minute window or replayed"},
+    503: {"description": "no signing secret configured (MENDLOOP_CHAT_SIGNING_SECRET)"},
+}
+
+
+def _form_schema(properties: dict[str, str]) -> dict[str, Any]:
+    return {
+        **_SIGNED,
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            k: {"type": "string", "description": v} for k, v in properties.items()
+                        },
+                    }
+                }
+            },
+        },
+    }
+
+
+_ACTIONS_DOC = _form_schema({"payload": "Slack block_actions JSON (mendloop_approve/_reject)"})
+_COMMANDS_DOC = _form_schema(
+    {
+        "text": "status | incident ID | approve ID [hash] | reject ID [reason] | "
+        "pause [target] [reason] | resume [target] | help",
+        "user_id": "the chat user's id (mapped by MENDLOOP_CHAT_USERS)",
+        "user_name": "the chat user's name (mapped when the id is not)",
+        "response_url": "where the answer may be posted later",
+    }
+)
+
+
 def chat_router(ops: Any) -> APIRouter:
     """The router over a ChatOps (config, store, engine, sender, audit, replay guard)."""
     router = APIRouter(prefix="/v1/chat", tags=["chat"])
@@ -92,7 +149,7 @@ def chat_router(ops: Any) -> APIRouter:
             return JSONResponse({"detail": f"request signature refused: {why}"}, 401)
         return raw
 
-    @router.post("/actions")
+    @router.post("/actions", openapi_extra=_ACTIONS_DOC, responses=_ANSWERS)
     async def actions(request: Request) -> JSONResponse:
         raw = await authentic(request)
         if isinstance(raw, JSONResponse):
@@ -114,7 +171,7 @@ def chat_router(ops: Any) -> APIRouter:
         await ops.audit_chat(request, principal, 200, f"{detail}: {reply.text}")
         return JSONResponse(reply.body())
 
-    @router.post("/commands")
+    @router.post("/commands", openapi_extra=_COMMANDS_DOC, responses=_ANSWERS)
     async def commands(request: Request) -> JSONResponse:
         raw = await authentic(request)
         if isinstance(raw, JSONResponse):

@@ -578,6 +578,16 @@ def test_callbacks_without_a_signing_secret_are_refused(store) -> None:
         assert answer.status_code == 503
 
 
+def test_openapi_documents_the_signed_chat_endpoints(chat) -> None:
+    paths = chat.client.get("/openapi.json").json()["paths"]
+    for path in ("/v1/chat/actions", "/v1/chat/commands"):
+        operation = paths[path]["post"]
+        headers = {p["name"] for p in operation["parameters"]}
+        assert headers == {"X-Slack-Request-Timestamp", "X-Slack-Signature"}
+        assert {"200", "401"} <= set(operation["responses"])
+        assert "application/x-www-form-urlencoded" in operation["requestBody"]["content"]
+
+
 def test_a_malformed_interaction_is_a_400(chat) -> None:
     answer = chat.signed("/v1/chat/actions", {"payload": "{not json"})
     assert answer.status_code == 400
