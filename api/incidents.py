@@ -8,7 +8,7 @@ to them (approve, reject, re-analyse, close, escalate).
     GET  /v1/incidents/{id}/report     JSON, or Markdown (?format=markdown / Accept)
     GET  /v1/incidents/{id}/plan       what an approval would let run (and its hash)
     POST /v1/incidents/{id}/approve | reject      approver; ``plan_hash`` binds the approval
-    POST /v1/incidents/{id}/reanalyze | close | escalate   operator
+    POST /v1/incidents/{id}/reanalyze | propose | close | escalate   operator
 
 The engine's refusals are mapped at this edge: IllegalTransition and PlanChanged are 409,
 ApprovalRefused (two-person rule) 403; ``by`` is always the caller's token name.
@@ -37,6 +37,7 @@ from api.schemas import (
     CommentIn,
     IncidentDetail,
     IncidentSummary,
+    ProposeIn,
     RunOut,
     errors,
 )
@@ -364,6 +365,26 @@ def reanalyze(request: Request, incident_id: str, svc: Svc, who: Operator) -> In
         incident_id,
         f"reanalyze {incident_id} as {who.name}",
         lambda: method(incident_id, by=who.name),
+    )
+
+
+@router.post(
+    "/v1/incidents/{incident_id}/propose",
+    response_model=IncidentSummary,
+    responses=ACTION_ERRORS,
+)
+def propose(
+    request: Request, incident_id: str, body: ProposeIn, svc: Svc, who: Operator
+) -> IncidentSummary:
+    """Propose another library solution (analysed, decided or waiting incidents): it always
+    waits for an approval, and its requester cannot approve it alone when it is high risk."""
+    method = engine_method(svc.need_engine(), "propose")
+    return _act(
+        request,
+        svc,
+        incident_id,
+        f"propose {body.solution_id} for {incident_id} as {who.name}",
+        lambda: method(incident_id, body.solution_id, by=who.name),
     )
 
 

@@ -163,11 +163,16 @@ class ApiMetrics:
         self._lock = threading.Lock()
 
     def on_stage(self, event: Any) -> None:
-        """A StageEvent listener (loop.daemon): the time since the incident's previous
-        event goes into the histogram under (previous state, this state)."""
+        """A StageEvent listener (loop.daemon): the time since the incident entered its
+        previous state goes into the histogram under (previous state, this state)."""
+        if getattr(event, "kind", "incident") != "incident" or event.state is None:
+            return  # automation paused/resumed: no incident moved
         state = str(getattr(event.state, "value", event.state))
         with self._lock:
             previous = self._last.pop(event.incident_id, None)
+            if previous is not None and previous[0] == state:  # a step within the stage
+                self._last[event.incident_id] = previous
+                return
             self._last[event.incident_id] = (state, event.at)
             while len(self._last) > TRACKED_INCIDENTS:
                 self._last.popitem(last=False)

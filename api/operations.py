@@ -212,8 +212,8 @@ def pause(
     body = body or PauseIn()
     where = body.target or "everywhere"
     note_audit(request, f"pause automation {where} as {who.name}: {body.reason}"[:2000])
-    engine_method(svc.need_engine(), "pause")(body.target, by=who.name, reason=body.reason)
-    return _automation(svc)
+    method = engine_method(svc.need_engine(), "pause")
+    return method(body.target, by=who.name, reason=body.reason)  # type: ignore[no-any-return]
 
 
 @router.post(
@@ -228,14 +228,16 @@ def resume(
     """Lift the global pause (no target) or one target's; 404 when there is none.
     Lifting the global pause leaves per-target pauses in place."""
     body = body or ResumeIn()
-    where = body.target or "everywhere"
+    where = f"on {body.target}" if body.target else "everywhere"
     note_audit(request, f"resume automation {where} as {who.name}")
-    lifted = engine_method(svc.need_engine(), "resume")(body.target, by=who.name)
-    if lifted is False:
-        raise HTTPException(
-            404, f"automation is not paused {'on ' + body.target if body.target else 'everywhere'}"
-        )
-    return _automation(svc)
+    now = _automation(svc)
+    paused = (
+        now.paused if body.target is None else any(p.target == body.target for p in now.targets)
+    )
+    if not paused:
+        raise HTTPException(404, f"automation is not paused {where}")
+    method = engine_method(svc.need_engine(), "resume")
+    return method(body.target, by=who.name)  # type: ignore[no-any-return]
 
 
 # -- who, audit, tokens -------------------------------------------------------------------

@@ -105,6 +105,12 @@ class CommentIn(BaseModel):
     comment: str = Field(min_length=1, max_length=2000, description="why (kept on the timeline)")
 
 
+class ProposeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    solution_id: str = Field(pattern=r"^sol-[a-z0-9-]{1,100}$", description="a library solution")
+
+
 class PauseIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -43,6 +43,7 @@ EXPECTED = {
     ("post", "/v1/incidents/{incident_id}/approve"): "approver",
     ("post", "/v1/incidents/{incident_id}/reject"): "approver",
     ("post", "/v1/incidents/{incident_id}/reanalyze"): "operator",
+    ("post", "/v1/incidents/{incident_id}/propose"): "operator",
     ("post", "/v1/incidents/{incident_id}/close"): "operator",
     ("post", "/v1/incidents/{incident_id}/escalate"): "operator",
     ("get", "/v1/knowledge/search"): "viewer",
