@@ -15,17 +15,17 @@ and from these endpoints:
     GET  /v1/web/sqi[?target=]             the SQI of every monitored target
     GET  /v1/web/regions                   province > city > district > station area with
                                            each area's complaint rate, hot areas marked
-    GET  /v1/web/incidents/{id}/similar    similar cases in the graph now (engine only)
 
 Every data endpoint needs a viewer token (the static files hold no data); approving goes
-through the REST API's own approver-only endpoint.
+through the REST API's own approver-only endpoint, similar cases come from its
+``GET /v1/incidents/{id}/similar``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -37,10 +37,8 @@ from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 from api.auth import Principal, Role, Viewer, bearer, require
 from api.events import EventHub, StreamClosed, StreamTickets, TooManyClients
 from knowledge.domain import Domain
-from loop.models import Match
 from loop.monitor import Monitor
 from loop.sqi import SQIResult
-from loop.store import IncidentStore
 from rules.catalog import Catalog
 
 if TYPE_CHECKING:
@@ -220,14 +218,12 @@ def web_router(
     sqi: Callable[[str], SQIResult | None],
     *,
     domain: Domain | None = None,
-    similar: Callable[[str], list[Match] | None] | None = None,
     tickets: StreamTickets | None = None,
     keepalive_s: float = 15.0,
     stream_max_s: float = 600.0,
 ) -> APIRouter:
     """The page and its endpoints over the engine's parts (each passed explicitly, so a
-    test can serve the page over a real store and monitor without the whole engine).
-    ``similar(incident_id)`` lists the cases like it in the graph (None: unknown id)."""
+    test can serve the page over a real monitor without the whole engine)."""
     router = APIRouter()
     tickets = tickets or StreamTickets()
     regions = domain or Domain.load()
@@ -260,11 +256,14 @@ def web_router(
     def stream_caller(request: Request) -> Principal:
         return stream_principal(request, tickets)
 
+    stream_caller.__name__ = "require_viewer"  # what OpenAPI shows (api/app.py route_role)
+
     @router.get("/v1/events", tags=["web"], response_class=StreamingResponse)
     async def events(
         request: Request,
-        who: Annotated[Principal, Depends(stream_caller)],
         last_id: Annotated[int | None, Query(ge=0)] = None,
+        # a local dependency cannot be named in a (postponed) annotation: a default it is
+        who: Principal = Depends(stream_caller),  # noqa: B008
     ) -> StreamingResponse:
         """Stage moves as Server-Sent Events (``event: stage``; ``resync`` means events were
         lost: reload). A comment line every ``keepalive_s``; the stream ends after
@@ -308,17 +307,19 @@ def web_router(
         points: Annotated[int, Query(ge=2, le=2000)] = 300,
     ) -> dict[str, Any]:
         """The monitor's sliding window of each series (oldest first, thinned to
-        ``points``), with its unit and thresholds for the chart."""
+        ``points``), with its unit and thresholds for the chart. Names that are not catalog
+        series (e.g. a verification's ``sqi`` check) are listed under ``unknown``."""
         wanted = list(dict.fromkeys(n.strip() for n in names.split(",") if n.strip()))
         unknown = [n for n in wanted if n not in catalog]
-        if unknown or not wanted or len(wanted) > MAX_SERIES:
+        known = [n for n in wanted if n in catalog]
+        if not known or len(wanted) > MAX_SERIES:
             raise HTTPException(
                 status_code=422,
                 detail=f"1-{MAX_SERIES} catalog series, comma-separated; unknown: "
                 f"{', '.join(unknown) or '-'}",
             )
         out = []
-        for name in wanted:
+        for name in known:
             spec = catalog[name]
             ts, values = monitor.window(target, name)
             out.append(
@@ -331,7 +332,7 @@ def web_router(
                     "points": thin(ts, values, points),
                 }
             )
-        return {"target": target, "series": out}
+        return {"target": target, "series": out, "unknown": unknown}
 
     @router.get("/v1/web/sqi", tags=["web"])
     def sqi_all(_: Viewer, target: str | None = None) -> list[dict[str, Any]]:
@@ -349,17 +350,6 @@ def web_router(
                 latest[target] = point[1]
         return region_tree(regions, latest)
 
-    if similar is not None:
-        find_similar = similar
-
-        @router.get("/v1/web/incidents/{incident_id}/similar", tags=["web"])
-        async def similar_cases(incident_id: str, _: Viewer) -> list[Match]:
-            """The cases most like this incident's RCA report in the graph now."""
-            found = await asyncio.to_thread(find_similar, incident_id)
-            if found is None:
-                raise HTTPException(status_code=404, detail=f"no report for {incident_id}")
-            return found
-
     return router
 
 
@@ -370,37 +360,9 @@ def _static(name: str) -> FileResponse:
     return FileResponse(STATIC / name, media_type=PAGES[name], headers=headers)
 
 
-def similar_finder(
-    store: IncidentStore, match: Callable[[Any], Iterable[Match]], limit: int = 5
-) -> Callable[[str], list[Match] | None]:
-    """``similar`` for web_router: the incident's stored report through ``match``."""
-
-    def find(incident_id: str) -> list[Match] | None:
-        incident = store.get(incident_id)
-        if incident is None or incident.report is None:
-            return None
-        found = sorted(match(incident.report), key=lambda m: m.similarity, reverse=True)
-        return found[:limit]
-
-    return find
-
-
 def engine_web_router(engine: Engine, hub: EventHub, **options: Any) -> APIRouter:
-    """web_router over a running Engine's monitor, analyzer, catalog and matcher."""
-    from loop.decide import match_query
-
-    def match(report: Any) -> list[Match]:
-        scored, _ = engine.decider.matcher.match(match_query(report))
-        return [s.as_match() for s in scored]
-
-    return web_router(
-        hub,
-        engine.monitor,
-        engine.catalog,
-        engine.analyzer.sqi,
-        similar=similar_finder(engine.store, match),
-        **options,
-    )
+    """web_router over a running Engine's monitor, analyzer and catalog."""
+    return web_router(hub, engine.monitor, engine.catalog, engine.analyzer.sqi, **options)
 
 
 __all__ = ["EventHub", "engine_web_router", "judge_areas", "region_tree", "web_router"]

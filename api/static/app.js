@@ -374,12 +374,13 @@ async function loadSimilar(inc) {
   if (!inc.report) return;
   const box = document.getElementById("similar-now");
   try {
-    const rows = await api(`/v1/web/incidents/${encodeURIComponent(inc.id)}/similar`);
+    const found = await api(`/v1/incidents/${encodeURIComponent(inc.id)}/similar?k=5`);
     if (!box.isConnected) return;
-    box.replaceChildren(h("table", {}, h("tr", {}, ["case (graph now)", "similarity", "solution", "success rate", "why"].map((t) => h("th", {}, t))),
-      rows.map((r) => h("tr", { class: "similar-case" }, h("td", {}, r.case_id), h("td", {}, fmt(r.similarity)),
-        h("td", {}, r.solution_id), h("td", {}, fmt(r.solution_success_rate)), h("td", { class: "muted" }, r.explanation)))));
-  } catch (_) { /* not served without the engine's matcher */ }
+    box.replaceChildren(h("table", {}, h("tr", {}, ["case (graph now)", "similarity", "outcome", "solution", "why"].map((t) => h("th", {}, t))),
+      found.matches.map((r) => h("tr", { class: "similar-case" }, h("td", {}, h("strong", {}, r.case_id), h("br"), r.title),
+        h("td", {}, fmt(r.similarity) + (r.same_problem ? " ✓" : "")), h("td", {}, r.outcome),
+        h("td", {}, r.solution_id), h("td", { class: "muted" }, r.explanation)))));
+  } catch (_) { /* only served with the engine's graph */ }
 }
 
 function decisionPanel(inc) {
