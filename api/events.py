@@ -47,8 +47,8 @@ if TYPE_CHECKING:  # the daemon (and all it loads) is not needed to serve events
 
 @dataclass(frozen=True)
 class HubEvent:
-    """One message on the stream: ``kind`` is ``stage`` (an incident moved) or ``resync``
-    (events were lost for this client: reload the board)."""
+    """One message on the stream: ``kind`` is ``stage`` (an incident moved), ``automation``
+    (paused or resumed) or ``resync`` (events were lost for this client: reload)."""
 
     id: int
     kind: str
@@ -64,7 +64,7 @@ def stage_data(event: StageEvent) -> dict[str, Any]:
     return {
         "incident_id": event.incident_id,
         "target": event.target,
-        "state": event.state.value,
+        "state": event.state.value if event.state is not None else None,
         "note": event.note,
         "at": event.at.isoformat(),
     }
@@ -137,8 +137,12 @@ class EventHub:
             return self._next_id - 1
 
     def publish(self, event: StageEvent) -> None:
-        """The engine listener: never blocks, never raises into the engine."""
-        self.send("stage", stage_data(event))
+        """The engine listener: never blocks, never raises into the engine. An incident's
+        move is a ``stage`` event; automation paused/resumed is an ``automation`` event."""
+        if event.kind == "automation":
+            self.send("automation", stage_data(event))
+        elif event.incident_id and event.state is not None:
+            self.send("stage", stage_data(event))
 
     def send(self, kind: str, data: dict[str, Any]) -> None:
         with self._lock:

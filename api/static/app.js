@@ -145,6 +145,12 @@ async function connectStream() {
     app.lastId = Number(e.lastEventId);
     onStage(JSON.parse(e.data));
   });
+  source.addEventListener("automation", (e) => {
+    app.lastId = Number(e.lastEventId);
+    const banner = document.getElementById("automation");
+    banner.textContent = JSON.parse(e.data).note;
+    banner.hidden = false;
+  });
   source.addEventListener("resync", (e) => {
     app.lastId = Number(e.lastEventId);
     route();
@@ -391,7 +397,11 @@ function decisionPanel(inc) {
     h("p", {}, h("strong", {}, d.solution_id), ` · mode ${d.mode} · playbook ${d.playbook}`,
       d.rollback_playbook ? ` · rollback ${d.rollback_playbook}` : ""),
     h("p", { class: "muted" }, d.reason),
-    vars.length ? h("p", { class: "muted" }, "vars: " + vars.map(([k, v]) => `${k}=${v}`).join(", ")) : null);
+    vars.length ? h("p", { class: "muted" }, "vars: " + vars.map(([k, v]) => `${k}=${v}`).join(", ")) : null,
+    inc.plan && inc.state !== "awaiting_approval" ? h("div", {}, h("h2", {}, "Plan"), planDetails(inc.plan)) : null,
+    inc.approval ? h("p", { id: "approved-by" }, `Approved by ${inc.approval.by} at ${clock(inc.approval.at)}`,
+      inc.approval.comment ? `: ${inc.approval.comment}` : "",
+      inc.approval.plan_hash ? h("span", { class: "muted" }, ` (plan ${inc.approval.plan_hash.slice(0, 12)}…)`) : "") : null);
 }
 
 function executionPanel(inc) {

@@ -165,7 +165,7 @@ class Site:
         self.monitor = Monitor(catalog)
         self.model = SQIModel(catalog)
         self.approved: list[tuple[str, str, str | None]] = []
-        router = web_router(self.hub, self.monitor, catalog, self.sqi)
+        router = web_router(self.hub, self.monitor, catalog, self.sqi, keepalive_s=0.5)
         self.app = create_app(self.store, approvals=self, auth=self.auth, web=router)
 
     def token(self, name: str, role: Role) -> str:

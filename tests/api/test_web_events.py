@@ -104,6 +104,21 @@ def test_close_ends_open_streams_and_refuses_new_ones_and_clients_are_bounded() 
     asyncio.run(scenario())
 
 
+def test_automation_pause_is_its_own_event_and_odd_events_are_skipped() -> None:
+    async def scenario() -> None:
+        hub = EventHub()
+        async with hub.subscribe() as sub:
+            note = "automation paused everywhere by abe"
+            hub.publish(StageEvent("", "*", None, note, utcnow(), "automation"))
+            hub.publish(StageEvent("", "x", None, "no incident, no state", utcnow()))
+            hub.publish(stage(1))
+            first, second = await drain(sub, 2)
+            assert first.kind == "automation" and first.data["note"] == note
+            assert first.data["state"] is None and second.data["incident_id"] == "inc-1"
+
+    asyncio.run(scenario())
+
+
 def test_sse_framing() -> None:
     hub = EventHub()
     hub.publish(stage(7, State.analyzed))
@@ -199,6 +214,11 @@ def test_the_stream_needs_a_ticket_or_a_token_and_carries_stage_moves(
     assert [e["event"] for e in found] == ["hello", "stage", "stage"]
     assert [e["data"]["state"] for e in found[1:]] == ["open", "analyzed"]
     assert found[2]["data"]["note"] == "root cause cache_saturation"
+    # the reader hung up: its subscription goes at the next write (a keep-alive at most)
+    deadline = time.monotonic() + 60
+    while site.hub.clients and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert site.hub.clients == 0
     # the ticket was used: a second stream with it is refused
     again = httpx.get(f"{served.url}/v1/events?ticket={issued['ticket']}")
     assert again.status_code == 401
@@ -271,3 +291,10 @@ def test_a_viewer_cannot_approve_through_the_api(site: Site, served: Served) -> 
         f"{served.url}/v1/incidents/{incident_id}/approve", json={"comment": "x"}, headers=viewer
     )
     assert answer.status_code == 403 and site.approved == []
+
+
+def test_openapi_names_the_role_of_the_page_endpoints(site: Site) -> None:
+    paths = site.app.openapi()["paths"]
+    for path in ("/v1/events", "/v1/web/me", "/v1/web/regions", "/v1/targets/{target}/series"):
+        assert paths[path]["get"]["x-mendloop-role"] == "viewer", path
+    assert paths["/v1/events/ticket"]["post"]["x-mendloop-role"] == "viewer"
