@@ -78,6 +78,19 @@ def test_pages_walk_every_incident_once_newest_first(client, store) -> None:
     assert pages == 3 and seen == list(reversed(ids))
 
 
+def test_pages_break_ties_of_the_same_opening_time_by_id(client, store) -> None:
+    ids = {store.open_incident("tied", [], opened_at=T0) for _ in range(5)}
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        answer = client.get("/v1/incidents", params=params)
+        seen += [i["id"] for i in answer.json()]
+        cursor = answer.headers.get("x-next-cursor")
+        if cursor is None:
+            break
+    assert sorted(seen, reverse=True) == seen and set(seen) == ids and len(seen) == 5
+
+
 def test_filters(client, store) -> None:
     ids = seed(store)
     escalated = client.get("/v1/incidents", params={"state": "escalated"}).json()
