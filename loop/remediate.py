@@ -91,6 +91,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("mendloop.daemon")
 
 
+_WAITS = "the automatic fix waits for approval"
+
+
 class _Void(Exception):
     """The approval of an incident no longer holds (it waits again, or it was escalated)."""
 
@@ -362,7 +365,7 @@ class Remediation:
             await self._ask_approval(incident, f"needs a person's approval: {decision.reason}")
             return
         if paused := self.ledger.automation().pause_for(incident.target):
-            await self._ask_approval(incident, f"{paused}; the automatic fix waits for approval")
+            await self._ask_approval(incident, f"{paused}; {_WAITS}")
             return
         # the hourly limits again, now: incidents decided together must not overrun them
         hour = timedelta(hours=1)
@@ -515,6 +518,10 @@ class Remediation:
             self._escalate(incident, f"preconditions of {spec.id} not met: {'; '.join(unmet)}")
             return
         async with self._blast_radius(decision):
+            paused = self.ledger.automation().pause_for(incident.target)
+            if paused and incident.state == State.decided:  # paused while it waited its turn
+                await self._ask_approval(incident, f"{paused}; {_WAITS}")
+                return
             incident = self._move(
                 incident,
                 State.executing,
