@@ -448,7 +448,8 @@ class _TooLarge(Exception):
 def install(app: Any, auth: Auth | None, max_body_bytes: int) -> None:
     """Auth state, the audit middleware and the body limit on an app (api/app.py)."""
     app.state.auth = auth
-    app.add_middleware(AuditMiddleware)
+    # the last added is the outermost: the audit sees the body limit's 413s too
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(AuditMiddleware)
     if auth is None:
         log.warning("API authentication is OFF: every caller is the anonymous admin")

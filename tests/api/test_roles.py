@@ -218,6 +218,11 @@ def test_bodies_over_the_limit_are_413(client, tokens) -> None:
         headers={**tokens[Role.operator], "content-type": "text/csv"},
     )
     assert streamed.status_code == 413
+    audit = client.get("/v1/audit", headers=tokens[Role.admin]).json()
+    assert [(e["path"], e["status"]) for e in audit[:2]] == [
+        ("/v1/cases/import", 413),
+        ("/v1/samples", 413),
+    ]
 
 
 def test_clear_4xx_on_bad_input(client, tokens) -> None:
