@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, field_validator
 from sqlalchemy import JSON, Column, DateTime, inspect, text, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from loop.errors import ConfigError, IllegalTransition
@@ -138,10 +139,16 @@ class IncidentStore:
     def _add_columns(self) -> None:
         """Additive migration: payload columns a database created earlier lacks."""
         have = {c["name"] for c in inspect(self.engine).get_columns("incident")}
-        with self.engine.begin() as conn:
-            for name in _ADDED_COLUMNS:
-                if name not in have:
+        for name in _ADDED_COLUMNS:
+            if name in have:
+                continue
+            try:
+                with self.engine.begin() as conn:
                     conn.execute(text(f"ALTER TABLE incident ADD COLUMN {name} JSON"))
+            except DBAPIError:  # another worker added it at the same moment
+                columns = inspect(self.engine).get_columns("incident")
+                if name not in {c["name"] for c in columns}:
+                    raise
 
     def open_incident(
         self, target: str, findings: list[Finding], opened_at: datetime | None = None
