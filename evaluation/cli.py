@@ -1,10 +1,11 @@
-"""`mendloop eval rca|nab|smd`: accuracy figures for docs/EVALUATION.md.
+"""`mendloop eval rca|nab|smd|forest`: accuracy figures for docs/EVALUATION.md.
 
 With --json exactly one JSON object goes to stdout; progress goes to stderr.
 
     mendloop eval nab --json                       # whole 58-file corpus, ~4 min on 2 cores
     mendloop eval nab --files realKnownCause/nyc_taxi.csv,realKnownCause/rogue_agent_key_hold.csv
     mendloop eval smd --machines machine-1-6 --json
+    mendloop eval forest --json                    # IsolationForest groups on the twin
 """
 
 from __future__ import annotations
@@ -65,6 +66,28 @@ def _smd(args: argparse.Namespace) -> dict[str, Any]:
     return evaluate_smd(root, machines, args.false_alarm_rate, limit=args.limit, progress=_progress)
 
 
+def _forest(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from evaluation.forest_twin import evaluate_forest
+    from evaluation.rca import DEV_SEEDS
+    from rules.catalog import load_catalog
+
+    seeds = tuple(int(s) for s in _split(args.seeds) or ()) or DEV_SEEDS
+    catalog = load_catalog(settings.rules_dir / "metrics.yaml")
+    return evaluate_forest(catalog, seeds, quick=bool(args.quick))
+
+
+def _forest_summary(r: dict[str, Any]) -> str:
+    return (
+        f"{r['scenarios']} single faults, {r['control_hours']} control hours, seeds {r['seeds']}\n"
+        f"  first component flagged is the fault's: forest {r['forest_first_right']:.1%}, "
+        f"baselines {r['baseline_first_right']:.1%}; p50 {r['forest_after_s_p50']} s / "
+        f"{r['baseline_after_s_p50']} s after the injection\n"
+        f"  forest: {r['forest_false_rows_per_hour']} anomalous rows per fault-free hour, "
+        f"{r['score_call_ms']} ms per score call ({r['score_ms_per_tick_10_targets']} ms per "
+        f"tick for 10 targets)"
+    )
+
+
 def _print_nab(r: dict[str, Any], profile: str) -> None:
     print(f"NAB, {r['files']} files, {r['run_time_s']} s")
     print(f"  default setting {r['default_setting']}: {profile} {r['default'][profile]}")
@@ -91,6 +114,10 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         result = run_rca_eval(settings, args)
         print(json.dumps(result, default=str) if args.json else summary(result))
         return 0
+    if args.kind == "forest":
+        result = _forest(args, settings)
+        print(json.dumps(result, default=str) if args.json else _forest_summary(result))
+        return 0
     result = _nab(args) if args.kind == "nab" else _smd(args)
     if args.json:
         print(json.dumps(result, default=str))
@@ -105,7 +132,7 @@ def register(sub: Any) -> None:
     """Add `eval` to the top-level sub-parsers."""
     ev = sub.add_parser("eval", help="accuracy: twin fault scenarios, public datasets")
     ev.set_defaults(func=cmd_eval)
-    ev.add_argument("kind", choices=("rca", "nab", "smd"))
+    ev.add_argument("kind", choices=("rca", "nab", "smd", "forest"))
     ev.add_argument("--json", action="store_true", help="one JSON object on stdout")
     ev.add_argument(
         "--data", help="dataset folder (default $MENDLOOP_DATASETS or ../shared/datasets/<kind>)"

@@ -364,11 +364,13 @@ def evaluate(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `mendloop eval rca` (the eval parser is shared with nab/smd)."""
     parser.add_argument(
-        "--quick", action="store_true", help="rca: a CI-sized subset (intensity 1, one hour)"
+        "--quick",
+        action="store_true",
+        help="rca, forest: a CI-sized subset (intensity 1, one hour)",
     )
     parser.add_argument(
         "--seeds",
-        help=f"rca: comma-separated twin seeds (default {','.join(map(str, EVAL_SEEDS))}; "
+        help=f"rca, forest: comma-separated twin seeds (default {','.join(map(str, EVAL_SEEDS))}; "
         f"the rules were developed on {','.join(map(str, DEV_SEEDS))})",
     )
 
