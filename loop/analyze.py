@@ -41,7 +41,7 @@ from loop.models import Evidence, Finding, FindingKind, RCAReport, Sample
 from loop.monitor import Point
 from loop.rca import Context, Topology
 from loop.report import build_report, default_topology, rank_causes
-from loop.sqi import SQIModel, SQIResult, sqi_finding
+from loop.sqi import SQIModel, SQIResult, SQITracker, sqi_finding
 from rules.catalog import Catalog
 from rules.compiler import AbnormalFact, CompiledRules, RuleSpec
 from rules.signals import Change, QualityEvent, SignalTracker, ThresholdTracker
@@ -146,11 +146,7 @@ class Analyzer:
         self.catalog = catalog
         self.baselines = baselines or BaselineBank(catalog)
         self.topology = topology or default_topology()
-        self.sqi_model = SQIModel(catalog)
-        self._sqi_values: dict[str, np.ndarray] = {}
-        self._sqi_now: dict[str, SQIResult] = {}
-        self._sqi_low_since: dict[str, float] = {}
-        self._sqi_found: list[Finding] = []
+        self.sqi_tracker = SQITracker(SQIModel(catalog))
         self.clock = clock
         self.max_future_s = max_future_s
         self.max_lag_s = max_lag_s
@@ -208,7 +204,7 @@ class Analyzer:
         with self._observe_lock:
             now = self.clock() if self.clock is not None else None
             changes: list[Change] = []
-            ml_index, sqi_index = self.baselines.index, self.sqi_model.index
+            ml_index = self.baselines.index
             touched: dict[str, tuple[list[int], list[float], list[float]]] = {}
             for sample in samples:
                 target, series, ts, value = sample.target, sample.series, sample.ts, sample.value
@@ -226,7 +222,7 @@ class Analyzer:
                 cols[1].append(ts)
                 cols[2].append(value)
             for target, (idx, tss, vals) in touched.items():
-                self._evidence(target, idx, tss, vals, sqi_index)
+                self._evidence(target, idx, tss, vals)
             for target, tnow in list(self._now.items()):
                 if tnow - self._swept.get(target, -math.inf) >= 1.0:
                     changes += self._sweep_target(target, tnow)
@@ -281,14 +277,7 @@ class Analyzer:
             else:
                 self._engine.retract_abnormal(change.fact)
 
-    def _evidence(
-        self,
-        target: str,
-        idx: list[int],
-        tss: list[float],
-        vals: list[float],
-        sqi_index: dict[str, int],
-    ) -> None:
+    def _evidence(self, target: str, idx: list[int], tss: list[float], vals: list[float]) -> None:
         """The ML baselines and the SQI on one target's newest points (vectorised)."""
         ts, values = np.asarray(tss), np.asarray(vals)
         tnow = float(ts.max())
@@ -296,27 +285,10 @@ class Analyzer:
         if self.baselines.wants_row(target, tnow):  # a baseline row: only of normal operation
             healthy = not self.tracker.abnormal(target) and not self._signals.abnormal(target)
         self.baselines.update(target, np.asarray(idx), ts, values, healthy)
-        current = self._sqi_values.get(target)
-        if current is None:
-            current = self._sqi_values[target] = self.sqi_model.empty()
         series = self.baselines.series
-        hit = False
-        for i, j in enumerate(idx):
-            k = sqi_index.get(series[j])
-            if k is not None:
-                current[k] = vals[i]
-                hit = True
-        if not hit:
-            return
-        result = self.sqi_model.score(current)
-        if result is None:
-            return
-        self._sqi_now[target] = result
-        if result.alert and target not in self._sqi_low_since:
-            self._sqi_low_since[target] = tnow
-            self._sqi_found.append(sqi_finding(target, result, tnow))
-        elif not result.alert:
-            self._sqi_low_since.pop(target, None)
+        self.sqi_tracker.update(
+            target, ((series[j], v) for j, v in zip(idx, vals, strict=True)), tnow
+        )
 
     def _drain(self) -> list[Finding]:
         with self._fired_lock:
@@ -340,13 +312,12 @@ class Analyzer:
         """``sqi`` findings since the last call: a target's SQI fell below 80 (once per
         episode). Context for people and the RCA; they never open an incident."""
         with self._observe_lock:
-            found, self._sqi_found = self._sqi_found, []
-        return found
+            return self.sqi_tracker.drain()
 
     def sqi(self, target: str) -> SQIResult | None:
         """The target's SQI on its newest values."""
         with self._observe_lock:
-            return self._sqi_now.get(target)
+            return self.sqi_tracker.current(target)
 
     def anomalies(self, target: str) -> list[Evidence]:
         """Series of ``target`` beyond their learnt baseline now (empty before training)."""
@@ -360,7 +331,7 @@ class Analyzer:
                 abnormal=tuple(self.tracker.abnormal(target) + self._signals.abnormal(target)),
                 anomalies=tuple(self.baselines.anomalies(target)),
                 findings=tuple(findings),
-                sqi=self._sqi_now.get(target),
+                sqi=self.sqi_tracker.current(target),
                 # the report's time: the clock when there is one (the daemon), else the
                 # target's newest sample (a replay)
                 now=self.clock() if self.clock is not None else self._now.get(target),

@@ -24,7 +24,7 @@ error rate at crit alone (90) is not.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -167,3 +167,49 @@ def sqi_finding(target: str, result: SQIResult, since: float) -> Finding:
         score=max(0.0, min(1.0, 1.0 - result.sqi / 100.0)),
         evidence=evidence,
     )
+
+
+class SQITracker:
+    """Each target's SQI on its newest values, and one ``sqi`` finding per episode below
+    80 (kept until ``drain``). Not thread-safe: the analyzer calls it under its lock.
+
+        tracker = SQITracker(SQIModel(catalog))
+        tracker.update("t", [("api_response_time_ms", 560.0)], now)
+        tracker.current("t"), tracker.drain()
+    """
+
+    def __init__(self, model: SQIModel) -> None:
+        self.model = model
+        self._values: dict[str, np.ndarray] = {}
+        self._now: dict[str, SQIResult] = {}
+        self._low_since: dict[str, float] = {}
+        self._found: list[Finding] = []
+
+    def update(self, target: str, points: Iterable[tuple[str, float]], now: float) -> None:
+        """Newest (series, value) points of ``target``; series outside the SQI are ignored,
+        and a batch without any SQI metric leaves the target's SQI as it was."""
+        current = self._values.get(target)
+        if current is None:
+            current = self._values[target] = self.model.empty()
+        hit = False
+        for series, value in points:
+            k = self.model.index.get(series)
+            if k is not None:
+                current[k] = value
+                hit = True
+        if not hit or (result := self.model.score(current)) is None:
+            return
+        self._now[target] = result
+        if result.alert and target not in self._low_since:
+            self._low_since[target] = now
+            self._found.append(sqi_finding(target, result, now))
+        elif not result.alert:
+            self._low_since.pop(target, None)
+
+    def current(self, target: str) -> SQIResult | None:
+        return self._now.get(target)
+
+    def drain(self) -> list[Finding]:
+        """The ``sqi`` findings since the last call."""
+        found, self._found = self._found, []
+        return found

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from loop.sqi import ALERT_BELOW, WEIGHTS, SQIModel, metric_scores
+from loop.models import FindingKind
+from loop.sqi import ALERT_BELOW, WEIGHTS, SQIModel, SQITracker, metric_scores
 from rules.catalog import load_catalog
 
 
@@ -88,3 +89,24 @@ def test_roles_without_data_are_left_out_and_weights_rescaled(model):
     assert result.sqi == pytest.approx(0.3 / 0.7 * 100)
     assert model.score({}) is None
     assert model.score({"cache_hit_ratio": 0.1}) is None  # not an SQI metric
+
+
+def test_the_tracker_reports_one_finding_per_episode_below_the_line(model):
+    tracker = SQITracker(model)
+    assert tracker.current("t") is None
+    tracker.update("t", [("cache_hit_ratio_nope", 1.0)], 0.0)  # no SQI metric: nothing
+    assert tracker.current("t") is None
+    tracker.update("t", healthy(model).items(), 1.0)
+    assert tracker.current("t").sqi == 100.0 and tracker.drain() == []
+    for now in (2.0, 3.0):  # below 80 twice: one episode, one finding, since its start
+        tracker.update("t", [("api_response_time_ms", 800.0)], now)
+    (found,) = tracker.drain()
+    assert found.kind == FindingKind.sqi and found.target == "t" and found.started_at == 2.0
+    assert found.series[0] == "api_response_time_ms"
+    tracker.update("t", [("cache_utilization_pct", 10.0)], 4.0)  # other values are kept
+    assert tracker.current("t").sqi == pytest.approx(60.0)
+    tracker.update("t", [("api_response_time_ms", 100.0)], 5.0)  # recovered
+    assert not tracker.current("t").alert and tracker.drain() == []
+    tracker.update("t", [("api_response_time_ms", 800.0)], 6.0)  # a new episode
+    assert [f.started_at for f in tracker.drain()] == [6.0]
+    assert tracker.current("other") is None  # targets are separate
