@@ -219,6 +219,8 @@ class Engine(Remediation):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        with self._intake_lock:  # approvals after this wait for the next start (it resumes them)
+            self._loop = None
         self.analyzer.close()
 
     @overload

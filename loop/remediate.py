@@ -166,8 +166,9 @@ class Remediation:
     def _announce(self, view: IncidentView, note: str, walk: bool = False) -> IncidentView:
         """Tell the listeners; with ``walk`` the daemon takes the incident on from here."""
         self._emit(view.id, view.target, view.state, note)
-        if walk and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._spawn, view.id)
+        loop = self._loop
+        if walk and loop is not None and not loop.is_closed():  # else: the next start resumes it
+            loop.call_soon_threadsafe(self._spawn, view.id)
         return view
 
     def plan(self, incident_id: str) -> ApprovalPlan | None:

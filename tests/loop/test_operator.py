@@ -25,7 +25,7 @@ from twin.model import Twin
 from twin.server import TwinRunner
 
 pytestmark = pytest.mark.neo4j
-TARGETS = ("op-1", "op-2", "op-3", "op-4", "op-5")
+TARGETS = ("op-1", "op-2", "op-3", "op-4", "op-5", "op-6")
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +177,46 @@ def test_an_approval_is_bound_to_its_plan_and_void_when_the_plan_changes(make_en
         State.approved,
         State.executing,
     }
+
+
+def test_an_approval_given_while_the_daemon_was_down_is_void_when_the_dry_run_changed(
+    make_engine, twin
+):
+    """Approved, then the daemon restarts and, before it runs the fix, the fault has gone:
+    the recomputed dry run would change nothing, so the approval does not carry over."""
+    inject(twin, "op-6", "cache_saturation")
+    first = make_engine()
+    incident_id = decided(first, "op-6", DecisionMode.approval)
+
+    async def ask() -> None:
+        await first.start()
+        try:
+            await first.wait_settled(incident_id, 120)
+        finally:
+            await first.stop()
+
+    asyncio.run(ask())
+    asked = first.store.get(incident_id)
+    first.approve(incident_id, by="bob", plan_hash=asked.plan.plan_hash)  # the daemon is down
+    with twin.locked() as model:
+        model.clear("op-6")
+    engine = make_engine()  # the restart
+
+    async def resume():
+        await engine.start()
+        try:
+            return await engine.wait_settled(incident_id, 120)
+        finally:
+            await engine.stop()
+
+    incident = asyncio.run(resume())
+    assert asked.plan.changed == 1
+    assert incident.state == State.awaiting_approval and incident.approval is None
+    void = incident.timeline[-1].note
+    assert "approval by bob is void" in void and "changed: 1 -> 0" in void, void
+    assert incident.plan.changed == 0 and incident.plan.changed_tasks == ()
+    assert "run" not in [r.phase for r in engine.ledger.runs(incident_id)]
+    assert twin_actions(twin, "op-6") == []
 
 
 def test_two_person_rule_for_high_risk_and_proposals(make_engine, twin):
