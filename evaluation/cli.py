@@ -78,7 +78,8 @@ def _forest(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
 
 def _forest_summary(r: dict[str, Any]) -> str:
     return (
-        f"{r['scenarios']} single faults, {r['control_hours']} control hours, seeds {r['seeds']}\n"
+        f"{r['scenarios']} single faults, {r['control_hours']:.2f} control hours, "
+        f"seeds {r['seeds']}\n"
         f"  first component flagged is the fault's: forest {r['forest_first_right']:.1%}, "
         f"baselines {r['baseline_first_right']:.1%}; p50 {r['forest_after_s_p50']} s / "
         f"{r['baseline_after_s_p50']} s after the injection\n"
