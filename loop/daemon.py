@@ -12,7 +12,7 @@ on at most ``blast_radius`` targets at once. Autonomy is earned (loop/policy.py,
 loop/ledger.py): an automatic fix runs (unless automation is paused), one that needs
 approval waits in ``awaiting_approval`` with its ApprovalPlan until ``approve``/``reject``.
 What people do (approve, reject, pause/resume, reanalyze, propose, close, escalate) are
-thread-safe methods of loop/remediate.py that the REST API and chat call; listeners hear
+thread-safe methods of loop/operate.py that the REST API and chat call; listeners hear
 every step as a StageEvent. Every playbook run is keyed and recorded before it starts;
 after a restart an incident found in ``executing`` is reconciled (loop/execute.py
 ``reconcile``, a begun rollback through ``rollback``), never blindly re-run.
