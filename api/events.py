@@ -39,6 +39,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import uvicorn
+
 from api.auth import Principal, Role
 
 if TYPE_CHECKING:  # the daemon (and all it loads) is not needed to serve events
@@ -192,6 +194,23 @@ class EventHub:
 
 class TooManyClients(Exception):
     """More event streams than the hub allows: the caller answers 503."""
+
+
+class StreamingServer(uvicorn.Server):
+    """uvicorn waits for open responses to finish before it stops, and an event stream
+    never finishes on its own: this server ends the hub's streams first, so a shutdown with
+    browsers connected is as quick and quiet as one without.
+
+        server = StreamingServer(uvicorn.Config(app, ...), hub)
+    """
+
+    def __init__(self, config: uvicorn.Config, hub: EventHub) -> None:
+        super().__init__(config)
+        self.hub = hub
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        self.hub.close()
+        await super().shutdown(sockets)
 
 
 def _b64(data: bytes) -> str:

@@ -16,7 +16,7 @@ import uvicorn
 from api.app import app_for
 from api.auth import Auth
 from api.chatops import ChatOps
-from api.events import EventHub
+from api.events import EventHub, StreamingServer
 from api.web import engine_web_router
 from knowledge import local_neo4j
 from knowledge.embedding import Embedder
@@ -108,14 +108,15 @@ async def run_daemon(settings: Settings) -> None:
         web=engine_web_router(engine, hub),
         chat=chat.router if chat is not None else None,
     )
-    server = uvicorn.Server(
+    server = StreamingServer(
         uvicorn.Config(
             app,
             host=settings.api_host,
             port=settings.api_port,
             log_level="warning",
-            timeout_graceful_shutdown=3,  # open event streams never end on their own
-        )
+            timeout_graceful_shutdown=3,
+        ),
+        hub,  # ends the page's open event streams when the server stops
     )
     poller = None
     if settings.prometheus_url:

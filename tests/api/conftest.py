@@ -22,7 +22,7 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from api.auth import Auth, Role
-from api.events import EventHub
+from api.events import EventHub, StreamingServer
 from api.web import web_router
 from loop.config import REPO_ROOT
 from loop.daemon import StageEvent
@@ -65,7 +65,8 @@ class Served:
             lifespan="off",
             timeout_graceful_shutdown=2,
         )
-        self.server = uvicorn.Server(config)
+        # as the daemon: the server ends the hub's open streams when it stops
+        self.server = StreamingServer(config, self.hub) if self.hub else uvicorn.Server(config)
         self._serve = asyncio.create_task(self.server.serve())
         while not self.server.started:
             await asyncio.sleep(0.05)
@@ -73,8 +74,6 @@ class Served:
         self.url = f"http://127.0.0.1:{port}"
 
     async def _stop(self) -> None:
-        if self.hub is not None:
-            self.hub.close()  # open event streams end, so the server can stop
         if self.server is not None and self._serve is not None:
             self.server.should_exit = True
             await self._serve

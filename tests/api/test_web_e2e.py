@@ -14,7 +14,7 @@ from selenium.webdriver.common.by import By
 
 from api.app import app_for
 from api.auth import Auth, Role
-from api.events import EventHub
+from api.events import EventHub, StreamingServer
 from api.web import engine_web_router
 from loop.models import RunStatus, VerificationStatus
 from loop.service import build_engine
@@ -52,16 +52,12 @@ class WebLoop(LoopHarness):
             app, host="127.0.0.1", port=0, log_level="warning", lifespan="off",
             timeout_graceful_shutdown=2,
         )  # fmt: skip
-        self.server = uvicorn.Server(config)
+        self.server = StreamingServer(config, self.hub)
         self._serve = asyncio.create_task(self.server.serve())
         while not self.server.started:
             await asyncio.sleep(0.05)
         port = self.server.servers[0].sockets[0].getsockname()[1]
         self.api_url = f"http://127.0.0.1:{port}"
-
-    async def _stop(self) -> None:
-        self.hub.close()  # the page's open stream ends, so the server can stop
-        await super()._stop()
 
 
 @pytest.fixture
