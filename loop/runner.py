@@ -1,0 +1,281 @@
+"""The ansible-runner facade: one playbook run in a private data dir, its outcome as data.
+
+    runner = PlaybookRunner(settings.playbooks_dir, settings.var_dir / "runs")
+    detail = runner.run_detailed("cache_scale_out.yml", extra_vars, check=True)
+    detail.run.status, detail.run.changed_tasks, detail.diff    # RunStatus, not an exception
+    await runner.run_async(playbook, extra_vars, check=False, keep_as="abc/sol-x/run")
+
+ansible-runner blocks, so ``run_async`` runs it in a worker thread; cancelling the awaiting
+task sets the runner's ``cancel_callback`` and waits for the playbook to stop. Every run
+gets a private data dir; its artifacts (stdout, job events; not the extra vars) are kept
+under ``<work_dir>/artifacts/<key>`` within a size bound, the rest is removed. Keys,
+idempotency and reconciliation live in loop/execute.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ansible_runner
+
+from loop.models import PlaybookRun, RunStatus, utcnow
+
+_EVENT_LINES = {
+    "runner_on_ok": "ok",
+    "runner_on_failed": "FAILED",
+    "runner_on_skipped": "skipped",
+    "runner_on_unreachable": "UNREACHABLE",
+}
+MAX_EVENTS = 300  # per run, in the ledger
+MAX_DIFF_CHARS = 20_000  # per run
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    """A run's outcome plus what is stored beside it (bounded)."""
+
+    run: PlaybookRun
+    events: list[dict[str, Any]] = field(default_factory=list)
+    diff: list[str] = field(default_factory=list)
+    artifacts: str | None = None
+
+
+def _brief(event: dict[str, Any]) -> dict[str, Any]:
+    """One runner event, cut to what a timeline shows."""
+    data = event.get("event_data", {}) or {}
+    res = data.get("res", {}) or {}
+    brief: dict[str, Any] = {
+        "counter": event.get("counter"),
+        "event": event.get("event"),
+        "created": event.get("created"),
+        "task": data.get("task"),
+        "host": data.get("host"),
+    }
+    if isinstance(res, dict):
+        if "changed" in res:
+            brief["changed"] = bool(res.get("changed"))
+        if res.get("msg"):
+            brief["msg"] = str(res["msg"])[:300]
+    return {k: v for k, v in brief.items() if v is not None}
+
+
+def _diff_text(res: dict[str, Any]) -> str:
+    diffs = res.get("diff")
+    if not diffs:
+        return ""
+    parts = []
+    for d in diffs if isinstance(diffs, list) else [diffs]:
+        if isinstance(d, dict):
+            before, after = d.get("before_header", "before"), d.get("after_header", "after")
+            parts.append(f"--- {before}\n+++ {after}\n{d.get('prepared', '')}".rstrip())
+        else:
+            parts.append(str(d))
+    return "\n".join(parts)
+
+
+def dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def prune_artifacts(root: Path, max_bytes: int) -> list[str]:
+    """Oldest kept artifact dirs go first until the folder fits ``max_bytes``."""
+    if not root.is_dir():
+        return []
+    kept = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    sizes = {p: dir_size(p) for p in kept}
+    total = sum(sizes.values())
+    removed = []
+    for path in kept:
+        if total <= max_bytes:
+            break
+        shutil.rmtree(path, ignore_errors=True)
+        total -= sizes[path]
+        removed.append(path.name)
+    return removed
+
+
+class PlaybookRunner:
+    """A small facade over ansible_runner.run for playbooks of one library folder."""
+
+    def __init__(
+        self,
+        playbooks_dir: Path,
+        work_dir: Path,
+        timeout_s: int = 300,
+        artifacts_max_bytes: int = 50 * 1024 * 1024,
+    ) -> None:
+        self.playbooks_dir = playbooks_dir.resolve()
+        self.work_dir = work_dir
+        self.timeout_s = timeout_s
+        self.artifacts_max_bytes = artifacts_max_bytes
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.work_dir / "artifacts"
+
+    def hosts(self) -> tuple[str, ...]:
+        """The hosts every playbook runs against (the inventory), for approval plans."""
+        return tuple(sorted(self._inventory()["all"]["hosts"]))
+
+    def _inventory(self) -> dict[str, Any]:
+        local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+        return {"all": {"hosts": {"localhost": local}}}
+
+    def _envvars(self) -> dict[str, str]:
+        # ansible-runner spawns `ansible-playbook`: take the one beside our interpreter
+        bin_dir = str(Path(sys.executable).parent)
+        return {
+            "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_LOCALHOST_WARNING": "false",
+            "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
+            "ANSIBLE_RETRY_FILES_ENABLED": "false",
+        }
+
+    def run(
+        self,
+        playbook: str,
+        extra_vars: dict[str, Any],
+        check: bool,
+        cancel: threading.Event | None = None,
+    ) -> PlaybookRun:
+        """Blocking run; never raises for a playbook that fails — that is a status."""
+        return self.run_detailed(playbook, extra_vars, check, cancel).run
+
+    def run_detailed(
+        self,
+        playbook: str,
+        extra_vars: dict[str, Any],
+        check: bool,
+        cancel: threading.Event | None = None,
+        keep_as: str | None = None,
+    ) -> RunDetail:
+        """Blocking run with its bounded events and diff; artifacts kept as ``keep_as``."""
+        started = utcnow()
+        lines: list[str] = []
+        failed: list[str] = []
+        changed_tasks: list[str] = []
+        events: list[dict[str, Any]] = []
+        diff: list[str] = []
+        diff_chars = 0
+        changed = 0
+
+        def on_event(event: dict[str, Any]) -> bool:
+            nonlocal changed, diff_chars
+            kind = event.get("event", "")
+            if kind.startswith(("runner_", "playbook_on_")) and len(events) < MAX_EVENTS:
+                events.append(_brief(event))
+            if kind in _EVENT_LINES:
+                data = event.get("event_data", {})
+                task = data.get("task", "?")
+                res = data.get("res", {}) or {}
+                if kind == "runner_on_ok" and res.get("changed"):
+                    changed += 1
+                    changed_tasks.append(f"{data.get('host', '?')}: {task}")
+                if kind in ("runner_on_failed", "runner_on_unreachable"):
+                    failed.append(f"{task}: {res.get('msg', '')}".strip())
+                text = _diff_text(res) if isinstance(res, dict) else ""
+                if text and diff_chars < MAX_DIFF_CHARS:
+                    diff.append(f"# {task}\n{text}"[: MAX_DIFF_CHARS - diff_chars])
+                    diff_chars += len(diff[-1])
+                lines.append(f"{_EVENT_LINES[kind]}: {task}")
+            return True
+
+        if not (self.playbooks_dir / playbook).is_file():
+            message = f"playbook {playbook} not found in {self.playbooks_dir}"
+            return RunDetail(
+                PlaybookRun(
+                    playbook=playbook,
+                    check_mode=check,
+                    status=RunStatus.error,
+                    rc=None,
+                    events=(message,),
+                    started=started,
+                    ended=utcnow(),
+                )
+            )
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        private = Path(tempfile.mkdtemp(prefix="run-", dir=self.work_dir))
+        kept: str | None = None
+        try:
+            result = ansible_runner.run(
+                private_data_dir=str(private),
+                project_dir=str(self.playbooks_dir),
+                playbook=playbook,
+                inventory=self._inventory(),
+                extravars=dict(extra_vars),
+                envvars=self._envvars(),
+                cmdline="--check --diff" if check else None,
+                ident=uuid.uuid4().hex[:8],
+                quiet=True,
+                timeout=self.timeout_s,
+                event_handler=on_event,
+                cancel_callback=(lambda: cancel.is_set()) if cancel else None,
+                suppress_env_files=True,
+            )
+            status = (
+                RunStatus(result.status)
+                if result.status in RunStatus.__members__
+                else RunStatus.error
+            )
+            rc = result.rc
+        except Exception as exc:  # ansible_runner raises plain Exception subclasses
+            status, rc = RunStatus.error, None
+            lines.append(f"ansible-runner error: {type(exc).__name__}: {exc}")
+        finally:
+            kept = self._keep_artifacts(private, keep_as)
+            shutil.rmtree(private, ignore_errors=True)
+        run = PlaybookRun(
+            playbook=playbook,
+            check_mode=check,
+            status=status,
+            rc=rc,
+            changed=changed,
+            changed_tasks=tuple(changed_tasks),
+            failed_tasks=tuple(failed),
+            events=tuple(lines),
+            started=started,
+            ended=utcnow(),
+        )
+        return RunDetail(run, events, diff, kept)
+
+    def _keep_artifacts(self, private: Path, keep_as: str | None) -> str | None:
+        """Move the run's artifacts (stdout, job events; not the env/extravars) aside."""
+        idents = [p for p in (private / "artifacts").glob("*") if p.is_dir()]
+        if keep_as is None or len(idents) != 1:
+            return None
+        source = idents[0]  # artifacts/<ident>/{stdout, status, rc, job_events/}
+        dest = self.artifacts_dir / re.sub(r"[^A-Za-z0-9_.-]+", "_", keep_as)
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(source), str(dest))
+        prune_artifacts(self.artifacts_dir, self.artifacts_max_bytes)
+        return str(dest) if dest.exists() else None
+
+    async def run_async(
+        self,
+        playbook: str,
+        extra_vars: dict[str, Any],
+        check: bool,
+        keep_as: str | None = None,
+    ) -> RunDetail:
+        cancel = threading.Event()
+        task = asyncio.ensure_future(
+            asyncio.to_thread(self.run_detailed, playbook, extra_vars, check, cancel, keep_as)
+        )
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancel.set()
+            await asyncio.wait([task])
+            raise
