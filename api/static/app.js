@@ -43,6 +43,11 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+// replaceChildren without the null/false of optional parts (it would print "null")
+function fill(el, ...kids) {
+  el.replaceChildren(...kids.flat().filter((k) => k !== null && k !== undefined && k !== false));
+}
+
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
 function say(text, isError) {
   const m = document.getElementById("message");
@@ -273,7 +278,7 @@ async function showIncident(id) {
   const typing = document.getElementById("approval-comment");
   const comment = typing ? typing.value : "";
   const view = document.getElementById("view");
-  view.replaceChildren(
+  fill(view,
     h("h1", {}, `Incident ${inc.id} `, h("span", { class: "state-badge", id: "incident-state",
       "data-state": inc.state }, inc.state.replace("_", " "))),
     h("p", {}, h("strong", {}, inc.target), inc.fault ? ` · ${inc.fault}` : "",
@@ -383,7 +388,8 @@ async function loadSimilar(inc) {
     const found = await api(`/v1/incidents/${encodeURIComponent(inc.id)}/similar?k=5`);
     if (!box.isConnected) return;
     box.replaceChildren(h("table", {}, h("tr", {}, ["case (graph now)", "similarity", "outcome", "solution", "why"].map((t) => h("th", {}, t))),
-      found.matches.map((r) => h("tr", { class: "similar-case" }, h("td", {}, h("strong", {}, r.case_id), h("br"), r.title),
+      // the case this incident itself became (once learnt) is not "similar"
+      found.matches.filter((r) => r.case_id !== `incident-${inc.id}`).map((r) => h("tr", { class: "similar-case" }, h("td", {}, h("strong", {}, r.case_id), h("br"), r.title),
         h("td", {}, fmt(r.similarity) + (r.same_problem ? " ✓" : "")), h("td", {}, r.outcome),
         h("td", {}, r.solution_id), h("td", { class: "muted" }, r.explanation)))));
   } catch (_) { /* only served with the engine's graph */ }
@@ -498,7 +504,7 @@ async function showRegions() {
     `${fmt(a.ratio)}x the mean ${fmt(a.regional_mean, 1)} of ${a.region}`) : null,
   a.monitored ? h("span", { class: "muted" }, `(${a.targets.join(", ")})`) : null));
   const node = (n, kids) => h("li", { class: "node" + (n.hot ? " hot" : "") }, h("span", { class: "name" }, n.name), h("ul", {}, kids));
-  document.getElementById("view").replaceChildren(
+  fill(document.getElementById("view"),
     h("h1", {}, "Complaints by region"),
     h("p", { class: "muted" }, `${tree.series}; ${tree.rule} (factor ${tree.factor}).`),
     h("div", { class: "tree", id: "regions" }, h("ul", {}, tree.provinces.map((p) => node(p,
