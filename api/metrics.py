@@ -112,23 +112,20 @@ class LoopCollector(Collector):
 
 
 class LoopProbe:
-    """The loop's liveness and queue depths. loop.daemon.Engine keeps them private
-    (``_consumer``, ``_findings``, ``_tasks``); they are read here, in one place, and
-    nothing is changed."""
+    """The loop's liveness and queue depths, from the Engine's probes (0 / not running
+    for an engine-less app)."""
 
     def __init__(self, engine: Any) -> None:
         self.engine = engine
 
     def running(self) -> bool:
-        consumer = getattr(self.engine, "_consumer", None)
-        return consumer is not None and not consumer.done()
+        return self.engine is not None and self.engine.loop_running()
 
     def findings_queued(self) -> int:
-        queue = getattr(self.engine, "_findings", None)
-        return queue.qsize() if queue is not None else 0
+        return self.engine.findings_queued() if self.engine is not None else 0
 
     def incident_tasks(self) -> int:
-        return len(getattr(self.engine, "_tasks", {}) or {})
+        return self.engine.incidents_in_flight() if self.engine is not None else 0
 
 
 class ApiMetrics:

@@ -244,6 +244,19 @@ class Engine(Remediation):
         self.store.close()
         self.graph.close()
 
+    # -- what /readyz and /metrics ask (api/metrics.py) ---------------------------------
+
+    def loop_running(self) -> bool:
+        """The findings consumer is alive: findings become incidents."""
+        return self._consumer is not None and not self._consumer.done()
+
+    def findings_queued(self) -> int:
+        return self._findings.qsize()
+
+    def incidents_in_flight(self) -> int:
+        """Incidents being driven through the loop now (one task each)."""
+        return len(self._tasks)
+
     async def wait_settled(self, incident_id: str, timeout_s: float) -> IncidentView:
         """Until the incident has ended or waits for a person (approval), or the timeout."""
         deadline = time.monotonic() + timeout_s

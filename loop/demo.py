@@ -19,12 +19,14 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import uvicorn
 
-from api.app import create_app
+from api.app import app_for
+from api.auth import Auth, Role
 from loop.config import Settings
 from loop.daemon import Engine, StageEvent
 from loop.service import build_engine, stderr_progress
@@ -35,6 +37,12 @@ from twin.server import TwinRunner
 
 TARGET = "pm-site-1"
 DEFAULT_FAULTS = ("cache_saturation",)
+
+
+@dataclass(frozen=True)
+class Api:
+    url: str
+    token: str = field(repr=False)
 
 
 def _stage_printer(t0: list[float]) -> Any:
@@ -134,11 +142,17 @@ async def _wait_calm(engine: Engine, timeout_s: float) -> None:
         await asyncio.sleep(0.5)
 
 
-async def _approve(api_url: str, incident_id: str) -> str:
-    """Approve the way a person would: through the REST API."""
-    path = f"/v1/incidents/{incident_id}/approve"
-    async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
-        answer = await client.post(path, json={"by": "demo", "comment": "approved by the demo"})
+async def _approve(api: Api, incident: IncidentView) -> str:
+    """Approve the way a person would: through the REST API, with an approver's token,
+    the plan the person saw (its hash) and a comment."""
+    path = f"/v1/incidents/{incident.id}/approve"
+    body = {"comment": "approved by the demo"}
+    if incident.plan is not None:
+        body["plan_hash"] = incident.plan.plan_hash
+    async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
+        answer = await client.post(
+            path, json=body, headers={"Authorization": f"Bearer {api.token}"}
+        )
     answer.raise_for_status()
     stderr_progress(f"  approved through POST {path}")
     return f"POST {path}"
@@ -150,7 +164,7 @@ async def _inject_each(
     faults: list[str],
     t0: list[float],
     settings: Settings,
-    api_url: str,
+    api: Api,
 ) -> list[dict[str, Any]]:
     rows = []
     stderr_progress("warming up: waiting for healthy baselines")
@@ -168,7 +182,7 @@ async def _inject_each(
             budget = settings.verify_timeout_s + settings.playbook_timeout_s * 3
             incident = await engine.wait_settled(incident.id, budget)
             if incident.state == State.awaiting_approval:
-                approved_via = await _approve(api_url, incident.id)
+                approved_via = await _approve(api, incident)
                 incident = await engine.wait_settled(incident.id, budget)
             runs = [r.phase for r in engine.ledger.runs(incident.id)]
         row = incident_summary(fault, injected_at, incident, approved_via, runs)
@@ -195,7 +209,10 @@ async def _run(settings: Settings, faults: list[str]) -> dict[str, Any]:
         t0 = [time.time()]
         engine.listeners.append(_stage_printer(t0))
         await engine.start()
-        app = create_app(engine.store, submit=engine.submit, approvals=engine)
+        # the daemon's own API, tokens on: the demo approves as an approver would
+        auth = Auth.on(engine.store.engine)
+        token = auth.tokens.create("demo-approver", Role.approver, by="demo").token
+        app = app_for(engine, auth=auth)
         server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
         )
@@ -204,9 +221,9 @@ async def _run(settings: Settings, faults: list[str]) -> dict[str, Any]:
             while not server.started:
                 await asyncio.sleep(0.05)
             port = server.servers[0].sockets[0].getsockname()[1]
-            api_url = f"http://127.0.0.1:{port}"
-            stderr_progress(f"REST API (approvals): {api_url}")
-            rows = await _inject_each(engine, twin, faults, t0, settings, api_url)
+            api = Api(f"http://127.0.0.1:{port}", token)
+            stderr_progress(f"REST API (approvals): {api.url}")
+            rows = await _inject_each(engine, twin, faults, t0, settings, api)
         finally:
             server.should_exit = True
             await serving
