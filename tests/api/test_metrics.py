@@ -69,6 +69,6 @@ def test_incidents_by_state_and_two_apps_apart(store) -> None:
     assert ("mendloop_api_requests_total", labels) not in samples(second)
 
 
-def test_loop_probe_of_an_engine_that_never_started() -> None:
-    probe = LoopProbe(object())
+def test_loop_probe_of_an_app_without_an_engine() -> None:
+    probe = LoopProbe(None)  # create_app(store) alone: nothing runs, nothing is queued
     assert (probe.running(), probe.findings_queued(), probe.incident_tasks()) == (False, 0, 0)
