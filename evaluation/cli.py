@@ -2,7 +2,7 @@
 
 With --json exactly one JSON object goes to stdout; progress goes to stderr.
 
-    mendloop eval nab --json                       # whole 58-file corpus, ~4 min on 2 cores
+    mendloop eval nab --json                       # whole 58-file corpus, ~7 min on 2 cores
     mendloop eval nab --files realKnownCause/nyc_taxi.csv,realKnownCause/rogue_agent_key_hold.csv
     mendloop eval smd --machines machine-1-6 --json
     mendloop eval forest --json                    # IsolationForest groups on the twin

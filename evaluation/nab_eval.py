@@ -54,6 +54,7 @@ from ml.univariate import (
     alarms_from_scores,
     recent_max_ratio,
 )
+from ml.windowed import novelty_threshold, window_novelty
 
 # the StreamingDetector-only baseline (the previous figure)
 LOOKBACKS = (1.0, 2.0, 4.0)
@@ -67,6 +68,10 @@ SEQ_GRID = {
     "threshold": tuple(round(0.6 + 0.025 * k, 3) for k in range(9)),
     "rest": (0.1, 0.2),
 }
+# the second model family (ml.windowed.WindowNovelty): its window (a fraction of the
+# training length) and its threshold over the training maximum; None = off
+NOVELTY_WIDTHS = (0.01, 0.02, 0.05)
+NOVELTY_FACTORS = (None, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 PUBLISHED = {
     "numenta (HTM)": {"standard": 70.1, "reward_low_FP": 63.1, "reward_low_FN": 74.3},
     "ARTime": {"standard": 74.9, "reward_low_FP": 65.2, "reward_low_FN": 80.4},
@@ -78,11 +83,12 @@ PUBLISHED = {
 @dataclass(frozen=True)
 class FileScores:
     """Everything the sweep needs from one file: the deviation ratio of the streaming
-    detector for each lookback (NaN where it did not score) and the sequence model's raw
-    score per row."""
+    detector for each lookback (NaN where it did not score), the sequence model's raw
+    score per row and the window novelty per row for each novelty width."""
 
     ratio: dict[float, np.ndarray]
     raw: np.ndarray
+    novelty: dict[float, np.ndarray]
 
 
 def file_scores(
@@ -123,7 +129,14 @@ def sequence_raw(values: np.ndarray, warmup: int, overflow: int) -> np.ndarray:
 def _one_file(f: NabFile) -> FileScores:
     lay = FileLayout.build(f)
     ratio = file_scores(f, lay, LOOKBACKS)
-    return FileScores(ratio, sequence_raw(f.values, lay.probation, SequenceParams().overflow))
+    raw = sequence_raw(f.values, lay.probation, SequenceParams().overflow)
+    novelty = {
+        w: window_novelty(
+            f.values, replace(SequenceParams(), warmup=lay.probation, novelty_width=w).width
+        )
+        for w in NOVELTY_WIDTHS
+    }
+    return FileScores(ratio, raw, novelty)
 
 
 def folds(names: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -144,28 +157,42 @@ def _baseline_alarms(fs: FileScores, lay: FileLayout, setting: tuple[float, ...]
     return alarms_from_scores(fs.ratio[lookback], margin, int(refractory * lay.probation))
 
 
+def _novel(fs: FileScores, lay: FileLayout, params: SequenceParams) -> np.ndarray | None:
+    if params.novelty_factor is None:
+        return None
+    nov = fs.novelty[params.novelty_width]
+    out = nov > novelty_threshold(nov, lay.probation, params.novelty_factor)
+    out[: lay.probation] = False
+    return out
+
+
 def _sequence_alarms(fs: FileScores, lay: FileLayout, params: SequenceParams) -> np.ndarray:
-    return sequence_alarms(fs.raw, fs.ratio[params.lookback], params, warmup=lay.probation)
+    novel = _novel(fs, lay, params)
+    return sequence_alarms(fs.raw, fs.ratio[params.lookback], params, lay.probation, novel)
 
 
 class _Sweep:
     """Per-file raw scores of every setting under every profile, so that any subset of
     files can be normalised without re-scoring (a corpus score is a sum over files)."""
 
-    def __init__(self, layouts: Sequence[FileLayout], profiles: dict[str, Profile], dets):
+    def __init__(
+        self,
+        layouts: Sequence[FileLayout],
+        profiles: dict[str, Profile],
+        settings: Sequence[Any],
+        alarms: Callable[[Any], list[np.ndarray]],
+    ):
         self.layouts = layouts
         self.profiles = profiles
-        self.settings = list(dets)
-        self.dets = dets
-        self.raw = {
-            p: np.array(
-                [
-                    [score_file(lay, d, prof).raw for lay, d in zip(layouts, dets[s], strict=True)]
-                    for s in self.settings
+        self.settings = list(settings)
+        self.alarms = alarms  # setting -> per-file detections (recomputed, not stored)
+        self.raw = {p: np.zeros((len(self.settings), len(layouts))) for p in profiles}
+        for k, s in enumerate(self.settings):
+            dets = alarms(s)
+            for p, prof in profiles.items():
+                self.raw[p][k] = [
+                    score_file(lay, d, prof).raw for lay, d in zip(layouts, dets, strict=True)
                 ]
-            )
-            for p, prof in profiles.items()
-        }
         self.null = {
             p: np.array([null_score(lay, prof) for lay in layouts]) for p, prof in profiles.items()
         }
@@ -201,7 +228,9 @@ class _Sweep:
             if p == "standard":
                 per = [
                     score_file(lay, d, prof)
-                    for lay, d in zip(self.layouts, self.dets[self.settings[default]], strict=True)
+                    for lay, d in zip(
+                        self.layouts, self.alarms(self.settings[default]), strict=True
+                    )
                 ]
                 out["default_counts"] = {
                     "windows_detected": sum(s.tp for s in per),
@@ -254,32 +283,41 @@ def evaluate_nab(
     fold_idx = [[names.index(n) for n in half_a], [names.index(n) for n in half_b]]
 
     default = SequenceParams()
+    grid = {**SEQ_GRID, "novelty_width": NOVELTY_WIDTHS, "novelty_factor": NOVELTY_FACTORS}
     seq_settings = [
-        replace(default, **dict(zip(SEQ_GRID, combo, strict=True)))
-        for combo in itertools.product(*SEQ_GRID.values())
+        replace(default, **dict(zip(grid, combo, strict=True)))
+        for combo in itertools.product(*grid.values())
+        if combo[-1] is not None or combo[-2] == NOVELTY_WIDTHS[0]  # off: one width is enough
     ]
     if default not in seq_settings:
         seq_settings.append(default)
-    seq_dets = {
-        s: [_sequence_alarms(fs, lay, s) for fs, lay in zip(scores, layouts, strict=True)]
-        for s in seq_settings
-    }
-    seq = _Sweep(layouts, profiles, seq_dets)
+
+    def seq_alarms(s: SequenceParams) -> list[np.ndarray]:
+        return [_sequence_alarms(fs, lay, s) for fs, lay in zip(scores, layouts, strict=True)]
+
+    seq = _Sweep(layouts, profiles, seq_settings, seq_alarms)
     out: dict[str, Any] = {"files": len(corpus), "detector": "SequenceDetector"}
     rep = seq.report(seq_settings.index(default), names, fold_idx)
     rep["cv_settings"] = {
-        p: [{k: getattr(s, k) for k in SEQ_GRID} for s in v] for p, v in rep["cv_settings"].items()
+        p: [{k: getattr(s, k) for k in grid} for s in v] for p, v in rep["cv_settings"].items()
     }
     out.update(rep)
-    out["default_setting"] = {k: getattr(default, k) for k in SEQ_GRID}
+    out["default_setting"] = {k: getattr(default, k) for k in grid}
+    # the sequence model alone (the previous figure): the same sweep without novelty
+    alone = [s for s in seq_settings if s.novelty_factor is None]
+    off = replace(default, novelty_factor=None, novelty_width=NOVELTY_WIDTHS[0])
+    arep = _Sweep(layouts, profiles, alone, seq_alarms).report(alone.index(off), names, fold_idx)
+    out["sequence_model_alone"] = {
+        k: arep[k] for k in ("default", "cv", "in_sample_best_label_tuned", "default_counts")
+    }
 
     base_default = StreamingParams()
     base_settings = list(itertools.product(LOOKBACKS, MARGINS, REFRACTORIES))
-    base_dets = {
-        s: [_baseline_alarms(fs, lay, s) for fs, lay in zip(scores, layouts, strict=True)]
-        for s in base_settings
-    }
-    base = _Sweep(layouts, profiles, base_dets)
+
+    def base_alarms(s: tuple[float, ...]) -> list[np.ndarray]:
+        return [_baseline_alarms(fs, lay, s) for fs, lay in zip(scores, layouts, strict=True)]
+
+    base = _Sweep(layouts, profiles, base_settings, base_alarms)
     dflt = (base_default.lookback, base_default.margin, base_default.refractory)
     brep = base.report(base_settings.index(dflt), names, fold_idx)
     brep["cv_settings"] = {

@@ -39,6 +39,7 @@ from ml.persist import (
 from ml.sequence import SequenceDetector, SequenceParams, sequence_alarms
 from ml.types import Attribution, PointScore, SeriesState
 from ml.univariate import StreamingDetector, StreamingParams, alarms_from_scores
+from ml.windowed import WindowNovelty, window_novelty
 
 __all__ = [
     "FORMAT_VERSION",
@@ -60,6 +61,7 @@ __all__ = [
     "SeriesState",
     "StreamingDetector",
     "StreamingParams",
+    "WindowNovelty",
     "alarms_from_scores",
     "elevated_level",
     "load_model",
@@ -69,4 +71,5 @@ __all__ = [
     "retrain_due",
     "save_model",
     "sequence_alarms",
+    "window_novelty",
 ]

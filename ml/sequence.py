@@ -1,6 +1,6 @@
 """A causal detector for one series that learns normal sequences and reports sparingly.
 
-Two complementary views of each new point, both computed from the past only:
+Complementary views of each new point, all computed from the past only:
 
 - :class:`ml.contextual.ContextualDetector` says how *unpredicted* the point is given the
   sequence so far (a learnt model of normal sequences, 0..1);
@@ -9,17 +9,21 @@ Two complementary views of each new point, both computed from the past only:
 
 A point is a candidate when the sequence model is surprised (raw > ``threshold``) and the
 deviation ratio reached ``gate`` within the last ``gate_span`` points (an unpredicted
-value that is also a real departure). It alarms when no candidate appeared in the
-``rest`` × ``warmup`` points before it: one event, one alarm, and a series that keeps
-surprising is learning a new normal rather than failing. The first ``warmup`` points
-only train; their range sets the quantisation of the sequence model.
+value that is also a real departure), or when :class:`ml.windowed.WindowNovelty` finds
+the window ending there novel (a second model family, for the slow drifts the gate and
+the small changes the quantisation miss; ``novelty_factor=None`` turns it off). It
+alarms when no candidate appeared in the ``rest`` × ``warmup`` points before it: one
+event, one alarm, and a series that keeps surprising is learning a new normal rather
+than failing. The first ``warmup`` points only train; their range sets the quantisation
+of the sequence model.
 
     det = SequenceDetector(SequenceParams(warmup=750))
     for ts, value in stream:
         point = det.update(ts, value)
         if point.alarm: ...
 
-Cost: about 0.3-1 ms per point on NAB series (the sequence model dominates).
+Cost: about 0.3-1 ms per point on NAB series (the sequence model dominates; the window
+novelty scans all earlier windows, O(n) per point).
 :func:`sequence_alarms` is the same decision rule on whole arrays, for evaluation sweeps.
 """
 
@@ -34,6 +38,7 @@ import numpy as np
 from ml.contextual import ContextualDetector, rest_period_alarms
 from ml.types import PointScore, SeriesState
 from ml.univariate import StreamingDetector, StreamingParams
+from ml.windowed import WindowNovelty
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,13 @@ class SequenceParams:
     gate_span: int = 20
     lookback: float = 1.0
     overflow: int = 8
+    novelty_width: float = 0.02  # the window of WindowNovelty, a fraction of warmup
+    novelty_factor: float | None = 4.0  # its threshold over the training maximum
+
+    @property
+    def width(self) -> int:
+        """The novelty window in points (at least 2)."""
+        return max(int(self.novelty_width * self.warmup), 2)
 
 
 def gated_scores(raw: np.ndarray, ratio: np.ndarray, gate: float, span: int) -> np.ndarray:
@@ -62,13 +74,20 @@ def gated_scores(raw: np.ndarray, ratio: np.ndarray, gate: float, span: int) -> 
 
 
 def sequence_alarms(
-    raw: np.ndarray, ratio: np.ndarray, params: SequenceParams, warmup: int | None = None
+    raw: np.ndarray,
+    ratio: np.ndarray,
+    params: SequenceParams,
+    warmup: int | None = None,
+    novel: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Alarms of :class:`SequenceDetector` from its two score arrays (vectorised):
-    ``raw`` from the sequence model, ``ratio`` the deviation ratio, NaN where the
-    deviation detector did not score (warm-up, stale, no data)."""
+    """Alarms of :class:`SequenceDetector` from its score arrays (vectorised): ``raw``
+    from the sequence model, ``ratio`` the deviation ratio, NaN where the deviation
+    detector did not score (warm-up, stale, no data), ``novel`` the points whose window
+    :class:`ml.windowed.WindowNovelty` found novel (None: that model is off)."""
     w = params.warmup if warmup is None else warmup
     s = gated_scores(raw, ratio, params.gate, params.gate_span)
+    if novel is not None and params.novelty_factor is not None:
+        s = np.where(np.asarray(novel, dtype=bool), np.inf, s)
     alarms = rest_period_alarms(s, params.threshold, max(int(params.rest * w), 1))
     return alarms & np.isfinite(np.asarray(ratio, dtype=np.float64))  # never in a stale spell
 
@@ -86,6 +105,11 @@ class SequenceDetector:
         self._ratios: deque[float] = deque(maxlen=max(self.p.gate_span, 1))
         self._gated: deque[float] = deque(maxlen=max(int(self.p.rest * self.p.warmup), 1))
         self.last_raw = 0.0  # the sequence model's raw score of the last point
+        self.novelty = (
+            WindowNovelty(self.p.warmup, self.p.width, self.p.novelty_factor)
+            if self.p.novelty_factor is not None
+            else None
+        )
 
     def _learn_range(self) -> None:
         lo, hi = min(self._train), max(self._train)
@@ -98,6 +122,7 @@ class SequenceDetector:
         """Score ``value`` against the past, then learn from it."""
         point = self.deviation.update(ts, value)
         nan = float("nan")
+        novel = self.novelty.update(value) if self.novelty is not None else False
         if not math.isfinite(value):
             return point
         if self.model is None:
@@ -113,10 +138,13 @@ class SequenceDetector:
         scored = point.state in (SeriesState.OK, SeriesState.ANOMALOUS)
         self._ratios.append(point.score if scored else 0.0)
         gated = raw if max(self._ratios) > self.p.gate else 0.0
+        if novel:  # a candidate whatever the sequence model says
+            gated = math.inf
         quiet = max(self._gated) < self.p.threshold if self._gated else True
         self._gated.append(gated)
         if point.state is SeriesState.STALE:
             return point
         alarm = gated > self.p.threshold and quiet
         state = SeriesState.ANOMALOUS if gated > self.p.threshold else SeriesState.OK
-        return PointScore(ts, value, state, gated, self.p.threshold, alarm=alarm)
+        score = min(gated, 1.0)  # 1: the window was novel
+        return PointScore(ts, value, state, score, self.p.threshold, alarm=alarm)

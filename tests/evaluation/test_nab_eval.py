@@ -24,6 +24,10 @@ def test_two_files_end_to_end(nab_root):
     assert len(r["cv_settings"]["standard"]) == 2
     assert set(r["cv"]) == {"standard", "reward_low_FP", "reward_low_FN"}
     assert r["published"] == {}  # published figures only next to a whole-corpus run
+    # window novelty is part of the setting; the sequence model alone is scored next to it
+    assert r["default_setting"]["novelty_factor"] == 4.0
+    assert set(r["sequence_model_alone"]["cv"]) == set(r["cv"])
+    assert r["sequence_model_alone"]["default_counts"]["windows"] == 2
     # the streaming detector alone is scored from the same run, as the earlier baseline
     assert r["streaming_detector"]["default_counts"]["windows_detected"] == 2
     assert set(r["streaming_detector"]["cv"]) == set(r["cv"])
