@@ -63,6 +63,29 @@ def wait_for(predicate, what: str, proc: subprocess.Popen[bytes], timeout_s: flo
         time.sleep(0.3)
 
 
+def wait_finished(
+    api: str, incident_id: str, daemon: subprocess.Popen[bytes], token: str = ""
+) -> dict:
+    """The incident as the API shows it once it has ended."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def finished() -> dict | None:
+        body = httpx.get(f"{api}/v1/incidents/{incident_id}", headers=headers).json()
+        return body if body["state"] in ("resolved", "rolled_back", "escalated") else None
+
+    return wait_for(finished, "the incident finished", daemon)
+
+
+def stop_daemon(daemon: subprocess.Popen[bytes]) -> None:
+    """SIGINT (a clean stop), then SIGKILL of its whole process group if it hangs."""
+    if daemon.poll() is None:
+        daemon.send_signal(signal.SIGINT)
+        try:
+            daemon.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+
+
 def test_kill_9_during_the_playbook_then_restart_completes_without_a_second_run(
     neo4j_settings, tmp_path
 ) -> None:
@@ -112,20 +135,9 @@ def test_kill_9_during_the_playbook_then_restart_completes_without_a_second_run(
         gate.touch()
         daemon = start_daemon(env, log)  # the restart
 
-        def finished() -> dict | None:
-            body = httpx.get(
-                f"{api}/v1/incidents/{incident.id}", headers={"Authorization": f"Bearer {pusher}"}
-            ).json()
-            return body if body["state"] in ("resolved", "rolled_back", "escalated") else None
-
-        body = wait_for(finished, "the incident finished", daemon)
+        body = wait_finished(api, incident.id, daemon, token=pusher)
     finally:
-        if daemon.poll() is None:
-            daemon.send_signal(signal.SIGINT)
-            try:
-                daemon.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(daemon.pid, signal.SIGKILL)
+        stop_daemon(daemon)
         twin.stop()
 
     assert body["state"] == "resolved", (body["reason"], log.read_text()[-3000:])

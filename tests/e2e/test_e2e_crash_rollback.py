@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 
 import httpx
@@ -25,7 +24,7 @@ from twin.model import Twin
 from twin.server import TwinRunner, http_sink
 
 from .conftest import empty_graph, gated_playbooks
-from .test_e2e_crash import free_port, start_daemon, wait_for
+from .test_e2e_crash import free_port, start_daemon, stop_daemon, wait_finished, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.neo4j]
 TARGET = "pm-site-1"
@@ -89,18 +88,9 @@ def test_kill_9_during_the_rollback_then_restart_reconciles_it(neo4j_settings, t
         gate.touch()
         daemon = start_daemon(env, log)  # the restart
 
-        def finished() -> dict | None:
-            body = httpx.get(f"{api}/v1/incidents/{incident.id}").json()
-            return body if body["state"] in ("resolved", "rolled_back", "escalated") else None
-
-        body = wait_for(finished, "the incident finished", daemon)
+        body = wait_finished(api, incident.id, daemon)
     finally:
-        if daemon.poll() is None:
-            daemon.send_signal(signal.SIGINT)
-            try:
-                daemon.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(daemon.pid, signal.SIGKILL)
+        stop_daemon(daemon)
         twin.stop()
 
     assert body["state"] == "rolled_back", (body["reason"], log.read_text()[-3000:])
