@@ -8,9 +8,10 @@ detected anomaly, how many are among the top ``floor(P% * |G|)`` metrics of our 
 
 The metrics are ranked by :class:`ml.attribution.DeviationRanker` (each metric's
 deviation from its own recent baseline, in units of how far it usually strays in
-training), fitted on ``train/`` only; the test rows are scored with the training rows as
-their history (train precedes test in time). The earlier ranking, by |robust z| against
-the training baseline, is reported next to it (``*_abs_z``).
+training, averaged over the row and the 4 before it), fitted on ``train/`` only; the
+test rows are scored with the training rows as their history (train precedes test in
+time). The earlier ranking, by |robust z| against the training baseline, is reported
+next to it (``*_abs_z``).
 
 HitRate is computed two ways: per detected anomalous point (each true-positive row ranks
 the metrics by its own scores; OmniAnomaly's per-point reading), and per detected segment

@@ -13,6 +13,10 @@ metric's score is ``(1 - share) * own + share * max(own, its mates')``, so that 
 of related metrics (e.g. the CPU counters of one host) ranks together even when only
 one of them moved far.
 
+Finally each row's scores are averaged over the last ``smooth`` rows (it and the rows
+before it; 5, the window of :class:`ml.forest.GroupForest`'s mean feature): one row's
+noise ranks less, a deviation that holds ranks more, and nothing looks ahead.
+
     ranker = DeviationRanker().fit(train)           # train: (rows, metrics)
     s = ranker.scores(history_and_rows)[-k:]        # per row and metric, >= 0
     order = np.argsort(-s, axis=1)                  # most telling metric first
@@ -24,7 +28,7 @@ Cost: one running median per metric (scipy), about 0.1 s per 20k rows x 38 metri
 from __future__ import annotations
 
 import numpy as np
-from scipy.ndimage import median_filter
+from scipy.ndimage import median_filter, uniform_filter1d
 
 from ml.hygiene import robust_scale
 
@@ -51,16 +55,20 @@ class DeviationRanker:
         quantile: float = 0.9,
         corr: float = 0.8,
         share: float = 0.5,
+        smooth: int = 5,
     ) -> None:
         if not 0 < quantile < 1:
             raise ValueError("quantile must be in (0, 1)")
         if not 0 <= share <= 1:
             raise ValueError("share must be in [0, 1]")
+        if smooth < 1:
+            raise ValueError("smooth must be >= 1")
         self.window = window
         self.gap = gap
         self.quantile = quantile
         self.corr = corr
         self.share = share
+        self.smooth = smooth
         self.scale = np.ones(0)
         self.typical = np.ones(0)
         self.mates: list[np.ndarray] = []  # per metric: the metrics it moves with (itself too)
@@ -94,7 +102,15 @@ class DeviationRanker:
         if self.typical.size == 0:
             raise RuntimeError("DeviationRanker.fit() first")
         own = self._deviation(rows) / self.typical
-        if self.share == 0:
-            return own
-        mates = np.column_stack([own[:, m].max(axis=1) for m in self.mates])
-        return (1 - self.share) * own + self.share * mates
+        if self.share > 0:
+            mates = np.column_stack([own[:, m].max(axis=1) for m in self.mates])
+            own = (1 - self.share) * own + self.share * mates
+        return trailing_mean(own, self.smooth)
+
+
+def trailing_mean(x: np.ndarray, n: int) -> np.ndarray:
+    """Per row t and column: the mean of rows ``t-n+1 .. t`` (the first row stands in for
+    rows before the start). Causal."""
+    if n <= 1:
+        return x
+    return uniform_filter1d(x, n, axis=0, origin=(n - 1) // 2, mode="nearest")

@@ -48,8 +48,37 @@ def test_correlated_metrics_share_the_blame():
     assert list(r.mates[0]) == [0, 1] and list(r.mates[2]) == [2]
 
 
+def test_scores_are_a_trailing_mean_of_the_last_rows():
+    train = _train()
+    test = _train(300, seed=3)
+    rows = np.vstack([train, test])
+    raw = DeviationRanker(window=100, gap=5, smooth=1).fit(train).scores(rows)
+    smooth = DeviationRanker(window=100, gap=5, smooth=5).fit(train).scores(rows)
+    np.testing.assert_allclose(smooth[-1], raw[-5:].mean(axis=0))
+    np.testing.assert_allclose(smooth[0], raw[0])  # the first row stands in for the past
+    # causal: a change at the last row leaves every earlier row's scores alone
+    later = rows.copy()
+    later[-1] += 50
+    after = DeviationRanker(window=100, gap=5).fit(train).scores(later)
+    np.testing.assert_array_equal(after[:-1], smooth[:-1])
+
+
+def test_a_deviation_that_holds_outranks_a_one_row_blip():
+    train = _train()
+    test = _train(300, seed=4)
+    test[295, 3] += 12  # one row of metric 3 jumps far
+    test[291:, 0] += 5  # metric 0 moves less far, but has stayed moved for 5 rows
+    rows = np.vstack([train, test])
+    one_row = DeviationRanker(window=100, gap=5, share=0, smooth=1).fit(train).scores(rows)
+    s = DeviationRanker(window=100, gap=5, share=0).fit(train).scores(rows)
+    assert int(np.argmax(one_row[-5])) == 3  # row 295 alone: the blip
+    assert int(np.argmax(s[-5])) == 0
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError):
         DeviationRanker(quantile=1.5)
+    with pytest.raises(ValueError):
+        DeviationRanker(smooth=0)
     with pytest.raises(RuntimeError):
         DeviationRanker().scores(np.zeros((5, 2)))
