@@ -16,6 +16,7 @@ import uvicorn
 from api.app import app_for
 from api.auth import Auth
 from api.chatops import ChatOps
+from api.chatops.config import ChatConfig
 from api.events import EventHub, StreamingServer
 from api.web import engine_web_router
 from knowledge import local_neo4j
@@ -89,6 +90,7 @@ def flush_recordings(engine: Engine) -> None:
 
 async def run_daemon(settings: Settings) -> None:
     """The loop and the REST API in one process until SIGINT/SIGTERM."""
+    ChatConfig.from_settings(settings)  # a bad MENDLOOP_CHAT_* fails now, not after Neo4j
     engine = build_engine(settings)
     auth = Auth.on(engine.store.engine) if settings.api_auth else None
     if auth is not None and not auth.tokens.list():
