@@ -28,7 +28,7 @@ import uuid
 from datetime import UTC
 from typing import Any, NamedTuple
 
-from loop.ledger import INTERRUPTED, STARTED, Ledger
+from loop.ledger import INTERRUPTED, STARTED, ExecutionRunRecord, Ledger
 from loop.models import Decision, Execution, PlaybookRun, RunStatus, utcnow
 from loop.runner import PlaybookRunner, RunDetail, prune_artifacts
 
@@ -179,16 +179,7 @@ async def reconcile(
     phase, record = used[-1]
     assert record is not None
     if record.status not in (STARTED, INTERRUPTED):  # it ended; only the transition was lost
-        run = PlaybookRun(
-            playbook=record.playbook,
-            check_mode=False,
-            status=RunStatus(record.status),
-            rc=record.rc,
-            changed=record.changed,
-            events=(f"run {record.key} had ended {record.status} before the restart",),
-            started=record.started_at,
-            ended=record.ended_at or utcnow(),
-        )
+        run = _ended_before_restart(record, "run")
         return _execution(decision, None, run, started), f"run {record.key} had ended"
     if not check_mode:
         return None, (
@@ -260,16 +251,7 @@ async def rollback(
         return await _recheck(decision, runner, ledger, run, check_mode)
     phase, record = used[-1]
     if record.status not in (STARTED, INTERRUPTED):  # it ended; only what followed was lost
-        run = PlaybookRun(
-            playbook=record.playbook,
-            check_mode=False,
-            status=RunStatus(record.status),
-            rc=record.rc,
-            changed=record.changed,
-            events=(f"rollback {record.key} had ended {record.status} before the restart",),
-            started=_aware_dt(record.started_at),
-            ended=_aware_dt(record.ended_at or utcnow()),
-        )
+        run = _ended_before_restart(record, "rollback")
         return await _recheck(decision, runner, ledger, run, check_mode)
     if not check_mode:
         return RollbackOutcome(
@@ -317,6 +299,21 @@ async def rollback(
 def _aware_dt(value: Any) -> Any:
     """SQLite hands datetimes back naive; they were stored as UTC."""
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _ended_before_restart(record: ExecutionRunRecord, what: str) -> PlaybookRun:
+    """A keyed run that had ended before the daemon stopped (only what followed was lost),
+    as the PlaybookRun the incident goes on with."""
+    return PlaybookRun(
+        playbook=record.playbook,
+        check_mode=False,
+        status=RunStatus(record.status),
+        rc=record.rc,
+        changed=record.changed,
+        events=(f"{what} {record.key} had ended {record.status} before the restart",),
+        started=_aware_dt(record.started_at),
+        ended=_aware_dt(record.ended_at or utcnow()),
+    )
 
 
 async def _recheck(

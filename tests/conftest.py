@@ -79,3 +79,32 @@ def embedder():
     from knowledge.embedding import Embedder
 
     return Embedder.shared()
+
+
+def analyzed(engine: Any, target: str, rule_id: str = "cache-saturation-penetration") -> str:
+    """An incident as the daemon leaves it after analysis: the rule's finding (every
+    series of the rule past its crit line) and the report (tests of what people do)."""
+    from loop.analyze import finding_from_rule
+    from loop.state import State
+    from rules.compiler import AbnormalFact
+
+    rule = engine.analyzer.rules[rule_id]
+    facts = [
+        AbnormalFact(
+            target=target,
+            series=c.series,
+            value=engine.catalog[c.series].crit
+            * (1.2 if engine.catalog[c.series].bad == "high" else 0.8),
+            threshold=engine.catalog[c.series].crit,
+            direction=engine.catalog[c.series].bad,
+            since=1.0,
+        )
+        for c in rule.all_of
+    ]
+    findings = [finding_from_rule(rule, facts)]
+    incident_id = engine.store.open_incident(target, findings)
+    report = engine.analyzer.report(incident_id, target, findings)
+    engine.store.transition(
+        incident_id, State.analyzed, "test", report=report, fault=report.top.fault
+    )
+    return incident_id

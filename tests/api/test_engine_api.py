@@ -23,14 +23,14 @@ from neo4j import GraphDatabase
 from api.app import app_for
 from api.auth import Auth, Role
 from knowledge.graph import KnowledgeGraph
-from loop.analyze import finding_from_rule
 from loop.config import Settings
 from loop.daemon import Engine
 from loop.errors import RuleFileError
 from loop.models import ApprovalPlan, Decision, DecisionMode, PlaybookRun, RunStatus, utcnow
 from loop.service import build_engine
 from loop.state import State
-from rules.compiler import AbnormalFact
+
+from ..conftest import analyzed
 
 pytestmark = pytest.mark.neo4j
 RULE = "cache-saturation-penetration"
@@ -74,28 +74,6 @@ def tokens(engine: Engine) -> dict[Role, dict[str, str]]:
 def client(engine: Engine, tokens) -> Iterator[TestClient]:
     with TestClient(app_for(engine, auth=Auth.on(engine.store.engine))) as client:
         yield client
-
-
-def analyzed(engine: Engine, target: str) -> str:
-    """An incident as the daemon leaves it after analysis (the rule's finding, the report)."""
-    rule = engine.analyzer.rules[RULE]
-    facts = [
-        AbnormalFact(
-            target=target,
-            series=c.series,
-            value=engine.catalog[c.series].crit
-            * (1.2 if engine.catalog[c.series].bad == "high" else 0.8),
-            threshold=engine.catalog[c.series].crit,
-            direction=engine.catalog[c.series].bad,
-            since=1.0,
-        )
-        for c in rule.all_of
-    ]
-    findings = [finding_from_rule(rule, facts)]
-    incident_id = engine.store.open_incident(target, findings)
-    report = engine.analyzer.report(incident_id, target, findings)
-    engine.store.transition(incident_id, State.analyzed, "test", report=report, fault="x")
-    return incident_id
 
 
 def waiting(engine: Engine, target: str, requested_by: str, risk: str) -> tuple[str, str]:

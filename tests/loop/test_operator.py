@@ -12,7 +12,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from loop.analyze import finding_from_rule
 from loop.daemon import Engine, StageEvent
 from loop.errors import ApprovalRefused, IllegalTransition, PlanChanged
 from loop.execute import execute, run_key
@@ -20,9 +19,10 @@ from loop.ledger import INTERRUPTED
 from loop.models import Decision, DecisionMode
 from loop.service import build_engine
 from loop.state import State
-from rules.compiler import AbnormalFact
 from twin.model import Twin
 from twin.server import TwinRunner
+
+from ..conftest import analyzed
 
 pytestmark = pytest.mark.neo4j
 TARGETS = ("op-1", "op-2", "op-3", "op-4", "op-5", "op-6")
@@ -58,30 +58,6 @@ def inject(twin: TwinRunner, target: str, fault: str) -> None:
 def twin_actions(twin: TwinRunner, target: str) -> list[dict]:
     with twin.locked() as model:
         return model.state(target)["actions"]
-
-
-def analyzed(engine: Engine, target: str, rule_id: str = "cache-saturation-penetration") -> str:
-    """An incident as the daemon leaves it after analysis (the rule's finding, the report)."""
-    rule = engine.analyzer.rules[rule_id]
-    facts = [
-        AbnormalFact(
-            target=target,
-            series=c.series,
-            value=engine.catalog[c.series].crit
-            * (1.2 if engine.catalog[c.series].bad == "high" else 0.8),
-            threshold=engine.catalog[c.series].crit,
-            direction=engine.catalog[c.series].bad,
-            since=1.0,
-        )
-        for c in rule.all_of
-    ]
-    findings = [finding_from_rule(rule, facts)]
-    incident_id = engine.store.open_incident(target, findings)
-    report = engine.analyzer.report(incident_id, target, findings)
-    engine.store.transition(
-        incident_id, State.analyzed, "test", report=report, fault=report.top.fault
-    )
-    return incident_id
 
 
 def decided(engine: Engine, target: str, mode: DecisionMode) -> str:
