@@ -118,7 +118,9 @@ def cmd_twin_control(args: argparse.Namespace, settings: Settings) -> int:
         ) from exc
     if response.status_code >= 400:
         raise MendloopError(f"twin refused: HTTP {response.status_code} {response.text}")
-    print_json(response.json())
+    state = response.json()
+    state.pop("values", None)  # the 286 current values: GET <twin>/state/<target> has them
+    print_json(state)
     return 0
 
 
