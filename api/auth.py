@@ -35,9 +35,10 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Column, DateTime
+from sqlalchemy import Column, DateTime, or_
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, select
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -178,11 +179,9 @@ class TokenStore:
     def revoke(self, id_or_name: str) -> list[TokenInfo]:
         """Revoke the token with this id, or every live token of this name."""
         with Session(self.engine) as session:
-            rows = [
-                r
-                for r in session.exec(select(ApiTokenRecord)).all()
-                if r.revoked_at is None and id_or_name in (r.id, r.name)
-            ]
+            live = ApiTokenRecord.revoked_at.is_(None)  # type: ignore[union-attr]
+            named = or_(ApiTokenRecord.id == id_or_name, ApiTokenRecord.name == id_or_name)
+            rows = list(session.exec(select(ApiTokenRecord).where(live, named)).all())
             if not rows:
                 raise TokenError(f"no live token with id or name {id_or_name!r}")
             for row in rows:
@@ -381,8 +380,6 @@ class AuditMiddleware(BaseHTTPMiddleware):
             entry = (principal, request.method, request.url.path, response.status_code)
             if auth is not None:
                 try:
-                    from starlette.concurrency import run_in_threadpool
-
                     await run_in_threadpool(
                         auth.audit.record, *entry, client=client_of(request), detail=detail
                     )
