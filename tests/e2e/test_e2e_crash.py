@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -63,6 +64,32 @@ def wait_for(predicate, what: str, proc: subprocess.Popen[bytes], timeout_s: flo
         time.sleep(0.3)
 
 
+def daemon_env(
+    neo4j_settings: Any,
+    tmp_path: Path,
+    api_port: int,
+    twin_port: int,
+    playbooks: Path,
+    verify_timeout_s: float,
+    **extra: str,
+) -> dict[str, str]:
+    """The environment of a `mendloop run` under test: its own var/, ports, playbooks and
+    the tests' Neo4j; a 3 s verification hold."""
+    return {
+        **os.environ,
+        "MENDLOOP_VAR_DIR": str(tmp_path / "var"),
+        "MENDLOOP_API_PORT": str(api_port),
+        "MENDLOOP_TWIN_PORT": str(twin_port),
+        "MENDLOOP_PLAYBOOKS_DIR": str(playbooks),
+        "MENDLOOP_VERIFY_HOLD_S": "3",
+        "MENDLOOP_VERIFY_TIMEOUT_S": f"{verify_timeout_s:g}",
+        "NEO4J_URI": neo4j_settings.neo4j_uri,
+        "NEO4J_USER": neo4j_settings.neo4j_user,
+        "NEO4J_PASSWORD": neo4j_settings.neo4j_password,
+        **extra,
+    }
+
+
 def wait_finished(
     api: str, incident_id: str, daemon: subprocess.Popen[bytes], token: str = ""
 ) -> dict:
@@ -96,18 +123,7 @@ def test_kill_9_during_the_playbook_then_restart_completes_without_a_second_run(
     api = f"http://127.0.0.1:{api_port}"
     twin = TwinRunner(Twin(targets=(TARGET,), seed=3), tick_s=0.5, port=0)
     twin.start()
-    env = {
-        **os.environ,
-        "MENDLOOP_VAR_DIR": str(tmp_path / "var"),
-        "MENDLOOP_API_PORT": str(api_port),
-        "MENDLOOP_TWIN_PORT": str(twin.port),
-        "MENDLOOP_PLAYBOOKS_DIR": str(playbooks),
-        "MENDLOOP_VERIFY_HOLD_S": "3",
-        "MENDLOOP_VERIFY_TIMEOUT_S": "90",
-        "NEO4J_URI": neo4j_settings.neo4j_uri,
-        "NEO4J_USER": neo4j_settings.neo4j_user,
-        "NEO4J_PASSWORD": neo4j_settings.neo4j_password,
-    }
+    env = daemon_env(neo4j_settings, tmp_path, api_port, twin.port, playbooks, verify_timeout_s=90)
     log = tmp_path / "daemon.log"
     (tmp_path / "var").mkdir()
     store = IncidentStore(f"sqlite:///{tmp_path / 'var' / 'mendloop.db'}")

@@ -24,7 +24,14 @@ from twin.model import Twin
 from twin.server import TwinRunner, http_sink
 
 from .conftest import empty_graph, gated_playbooks
-from .test_e2e_crash import free_port, start_daemon, stop_daemon, wait_finished, wait_for
+from .test_e2e_crash import (
+    daemon_env,
+    free_port,
+    start_daemon,
+    stop_daemon,
+    wait_finished,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.neo4j]
 TARGET = "pm-site-1"
@@ -38,19 +45,15 @@ def test_kill_9_during_the_rollback_then_restart_reconciles_it(neo4j_settings, t
     api = f"http://127.0.0.1:{api_port}"
     twin = TwinRunner(Twin(targets=(TARGET,), seed=5), tick_s=0.5, port=0)
     twin.start()
-    env = {
-        **os.environ,
-        "MENDLOOP_VAR_DIR": str(tmp_path / "var"),
-        "MENDLOOP_API_PORT": str(api_port),
-        "MENDLOOP_API_AUTH": "false",  # this test is about the loop, not the API's tokens
-        "MENDLOOP_TWIN_PORT": str(twin.port),
-        "MENDLOOP_PLAYBOOKS_DIR": str(playbooks),
-        "MENDLOOP_VERIFY_HOLD_S": "3",
-        "MENDLOOP_VERIFY_TIMEOUT_S": "8",
-        "NEO4J_URI": neo4j_settings.neo4j_uri,
-        "NEO4J_USER": neo4j_settings.neo4j_user,
-        "NEO4J_PASSWORD": neo4j_settings.neo4j_password,
-    }
+    env = daemon_env(
+        neo4j_settings,
+        tmp_path,
+        api_port,
+        twin.port,
+        playbooks,
+        verify_timeout_s=8,
+        MENDLOOP_API_AUTH="false",  # this test is about the loop, not the API's tokens
+    )
     log = tmp_path / "daemon.log"
     daemon = start_daemon(env, log)
     store = None

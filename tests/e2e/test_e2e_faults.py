@@ -16,15 +16,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from loop.analyze import finding_from_rule
 from loop.decide import Decider
 from loop.models import Decision, DecisionMode, RunStatus, VerificationStatus
 from loop.policy import AutonomyKey, ShadowScope
 from loop.replay import backtest
 from loop.state import State
-from rules.compiler import AbnormalFact
 from twin.model import ACTIONS, FAULTS
 
+from ..conftest import analyzed
 from .conftest import LoopHarness, empty_graph, settings_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.neo4j]
@@ -102,24 +101,7 @@ def _start_wrong_remedy(loop: LoopHarness) -> str:
     open another); then the daemon drives it like any other."""
     engine = loop.engine
     assert engine is not None
-    rule = engine.analyzer.rules["meter-chip-overheat"]
-    facts = [
-        AbnormalFact(
-            target=WRONG_TARGET,
-            series=c.series,
-            value=68.0,
-            threshold=engine.catalog[c.series].crit,
-            direction=engine.catalog[c.series].bad,
-            since=1.0,
-        )
-        for c in rule.all_of
-    ]
-    findings = [finding_from_rule(rule, facts)]
-    incident_id = engine.store.open_incident(WRONG_TARGET, findings)
-    report = engine.analyzer.report(incident_id, WRONG_TARGET, findings)
-    engine.store.transition(
-        incident_id, State.analyzed, "test", report=report, fault="meter_chip_overheat"
-    )
+    incident_id = analyzed(engine, WRONG_TARGET, "meter-chip-overheat")
     spec = engine.library["sol-meter-recalibration"]
     decision = Decision(
         incident_id=incident_id,
