@@ -63,7 +63,14 @@ def _smd(args: argparse.Namespace) -> dict[str, Any]:
     missing = [m for m in machines if not (root / "test" / f"{m}.txt.gz").exists()]
     if missing:
         raise MendloopError(f"no SMD data for {', '.join(missing)} in {root}")
-    return evaluate_smd(root, machines, args.false_alarm_rate, limit=args.limit, progress=_progress)
+    return evaluate_smd(
+        root,
+        machines,
+        args.false_alarm_rate,
+        limit=args.limit,
+        progress=_progress,
+        select=args.ranker_setting,
+    )
 
 
 def _forest(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
@@ -104,6 +111,7 @@ def _print_smd(r: dict[str, Any]) -> None:
             f"{m}: F1 point-wise {res['point_wise']['f1']}, point-adjusted "
             f"{res['point_adjusted']['f1']}; HitRate per point @100% "
             f"{res['hitrate_per_point']['@100%']} @150% {res['hitrate_per_point']['@150%']}"
+            f" (ranker setting {res['ranker_setting']})"
         )
     print(f"mean: {r['mean']}  ({r['run_time_s']} s)")
 
@@ -153,6 +161,13 @@ def register(sub: Any) -> None:
         help="smd: share of training rows allowed above the threshold (default 0.01)",
     )
     ev.add_argument("--limit", type=int, help="smd: only the first N train and test rows")
+    ev.add_argument(
+        "--ranker-setting",
+        default="synthetic",
+        choices=("synthetic", "fixed"),
+        help="smd: choose the attribution setting on faults injected into train/ (default)"
+        " or use the library default, which was chosen on these machines' labels",
+    )
     from evaluation.rca import add_arguments as add_rca_arguments
 
     add_rca_arguments(ev)  # --quick, --seeds

@@ -133,8 +133,19 @@ def _hit_rates(
 
 
 def evaluate_machine(
-    root: Path, machine: str, false_alarm_rate: float = 0.01, limit: int | None = None
+    root: Path,
+    machine: str,
+    false_alarm_rate: float = 0.01,
+    limit: int | None = None,
+    select: str = "synthetic",
 ) -> dict[str, Any]:
+    """``select``: how the ranker's setting is chosen: ``synthetic`` on faults injected
+    into ``train/`` (:mod:`evaluation.smd_select`), or ``fixed``, the library default
+    (chosen on these machines' labels; reported next to it as ``*_fixed_setting``)."""
+    from evaluation.smd_select import select_ranker  # it imports this module's types
+
+    if select not in ("synthetic", "fixed"):
+        raise ValueError(f"select must be 'synthetic' or 'fixed', not {select!r}")
     started = time.monotonic()
     train, test, truth, segs = load_machine(root, machine, limit)
     metrics = [f"m{j + 1}" for j in range(train.shape[1])]
@@ -152,11 +163,22 @@ def evaluate_machine(
     qs = np.unique(np.quantile(result.scores, np.linspace(0.5, 0.999, 200)))
     best = max((prf(point_adjust(result.scores > q, truth), truth)["f1"], float(q)) for q in qs)
     out["point_adjusted_best_f1_label_tuned"] = best[0]
-    ranker = DeviationRanker().fit(train)
-    dev = ranker.scores(np.vstack([train, test]))[train.shape[0] :]
-    absz = np.nan_to_num(np.abs(forest.zscores(test)), nan=0.0)
+    history = np.vstack([train, test])
+    rankings = {"_fixed_setting": DeviationRanker()}
+    if select == "synthetic":
+        setting, table = select_ranker(train)
+        out["ranker_setting"] = setting
+        out["ranker_selection_top"] = table[:5]
+        rankings[""] = DeviationRanker(**setting)
+    else:
+        out["ranker_setting"] = "fixed"
+        rankings = {"": rankings["_fixed_setting"]}
+    contribs = {
+        suffix: r.fit(train).scores(history)[train.shape[0] :] for suffix, r in rankings.items()
+    }
+    contribs["_abs_z"] = np.nan_to_num(np.abs(forest.zscores(test)), nan=0.0)
     detected = 0
-    for suffix, contrib in (("", dev), ("_abs_z", absz)):
+    for suffix, contrib in contribs.items():
         per_point, per_segment, detected = _hit_rates(contrib, pred, segs)
         for name, d in (("hitrate_per_point", per_point), ("hitrate_per_segment", per_segment)):
             out[name + suffix] = {
@@ -174,31 +196,36 @@ def evaluate_smd(
     false_alarm_rate: float = 0.01,
     limit: int | None = None,
     progress: Callable[[str], None] | None = None,
+    select: str = "synthetic",
 ) -> dict[str, Any]:
     say = progress or (lambda msg: print(msg, file=sys.stderr))
     started = time.monotonic()
     per = {}
     for m in machines:
-        say(f"SMD {m}: fitting on train/, scoring test/")
-        per[m] = evaluate_machine(root, m, false_alarm_rate, limit)
-    keys = (
-        "hitrate_per_point",
-        "hitrate_per_segment",
-        "hitrate_per_point_abs_z",
-        "hitrate_per_segment_abs_z",
-    )
+        say(f"SMD {m}: fitting on train/ (ranker setting: {select}), scoring test/")
+        per[m] = evaluate_machine(root, m, false_alarm_rate, limit, select)
+    keys = [
+        f"hitrate_per_{unit}{suffix}"
+        for suffix in ("", "_fixed_setting", "_abs_z")
+        for unit in ("point", "segment")
+    ]
     mean = {
         k: {
             p: round(float(np.mean([per[m][k][p] for m in per if per[m][k][p] is not None])), 4)
             for p in ("@100%", "@150%")
         }
         for k in keys
-        if any(per[m][k]["@150%"] is not None for m in per)
+        if any(k in per[m] and per[m][k]["@150%"] is not None for m in per)
     }
     return {
         "machines": per,
         "mean": mean,
         "false_alarm_rate": false_alarm_rate,
+        "ranker_setting_chosen_on": (
+            "synthetic faults injected into train/ (evaluation/smd_select.py)"
+            if select == "synthetic"
+            else "the library default, chosen on these machines' interpretation labels"
+        ),
         "published": PUBLISHED,
         "run_time_s": round(time.monotonic() - started, 1),
     }

@@ -73,17 +73,22 @@ class DeviationRanker:
         self.typical = np.ones(0)
         self.mates: list[np.ndarray] = []  # per metric: the metrics it moves with (itself too)
 
-    def _deviation(self, x: np.ndarray) -> np.ndarray:
+    def deviation(self, x: np.ndarray) -> np.ndarray:
+        """Per row and metric: the distance from its lagged median, in training scales.
+        The costly part (a running median); it depends on ``window``, ``gap`` and the
+        fitted scale only, so a sweep over the other settings can compute it once."""
         x = np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0)
         return np.abs(x - lagged_median(x, self.window, self.gap)) / self.scale
 
-    def fit(self, train: np.ndarray) -> DeviationRanker:
-        """Learn each metric's scale and how far it usually strays from its recent past."""
+    def fit(self, train: np.ndarray, train_deviation: np.ndarray | None = None) -> DeviationRanker:
+        """Learn each metric's scale and how far it usually strays from its recent past.
+        ``train_deviation``: :meth:`deviation` of ``train`` by a ranker with the same
+        window and gap, if already computed."""
         x = np.asarray(train, dtype=np.float64)
         if x.ndim != 2 or x.shape[0] < 2:
             raise ValueError(f"train must be (rows >= 2, metrics), got {x.shape}")
         self.scale = np.array([robust_scale(x[:, j])[1] for j in range(x.shape[1])])
-        dev = self._deviation(x)
+        dev = self.deviation(x) if train_deviation is None else train_deviation
         floor = 1e-3  # a metric that never moves in training: any move is telling
         self.typical = np.maximum(np.quantile(dev, self.quantile, axis=0), floor)
         xs = np.nan_to_num(x, nan=0.0)
@@ -99,9 +104,14 @@ class DeviationRanker:
     def scores(self, rows: np.ndarray) -> np.ndarray:
         """Per row and metric, the deviation in units of its training ``quantile``. Pass
         at least ``window + gap`` rows of history before the rows of interest."""
+        return self.blame(self.deviation(rows))
+
+    def blame(self, deviation: np.ndarray) -> np.ndarray:
+        """:meth:`scores` from rows' :meth:`deviation`: in units of each metric's usual
+        deviation, shared with its mates, averaged over the trailing rows."""
         if self.typical.size == 0:
             raise RuntimeError("DeviationRanker.fit() first")
-        own = self._deviation(rows) / self.typical
+        own = deviation / self.typical
         if self.share > 0:
             mates = np.column_stack([own[:, m].max(axis=1) for m in self.mates])
             own = (1 - self.share) * own + self.share * mates
