@@ -63,6 +63,15 @@ def _smd(args: argparse.Namespace) -> dict[str, Any]:
     missing = [m for m in machines if not (root / "test" / f"{m}.txt.gz").exists()]
     if missing:
         raise MendloopError(f"no SMD data for {', '.join(missing)} in {root}")
+    if args.ranker_setting == "synthetic" and args.limit is not None:
+        from evaluation.smd_select import MIN_TRAIN_ROWS
+
+        if args.limit < MIN_TRAIN_ROWS:
+            raise MendloopError(
+                f"--limit {args.limit} leaves too few training rows for the synthetic faults"
+                f" that choose the ranker's setting (needs {MIN_TRAIN_ROWS});"
+                " add --ranker-setting fixed"
+            )
     return evaluate_smd(
         root,
         machines,

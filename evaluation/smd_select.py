@@ -48,6 +48,8 @@ GRID: dict[str, Sequence[Any]] = {
     "smooth": (1, 5, 15),
 }
 GAP = 10
+# the fewest training rows that hold the faults (each in a slot of at least 130 rows)
+MIN_TRAIN_ROWS = math.ceil(FAULTS_PER_REPLICA * (DURATION[1] + 10) / (1 - FIT_SHARE))
 
 
 def settings() -> list[dict[str, Any]]:
@@ -109,12 +111,14 @@ def inject_faults(
     return x, faults
 
 
-def _per_point_hit_rates(contrib: np.ndarray, faults: Sequence[Segment]) -> tuple[float, float]:
+def _per_point_hit_rates(
+    contrib: np.ndarray, faults: Sequence[Segment], first: int = 0
+) -> tuple[float, float]:
     """Mean HitRate@150 % and @100 % over every row of every fault (vectorised
-    :func:`evaluation.smd.hit_rate`)."""
+    :func:`evaluation.smd.hit_rate`); ``contrib``'s row 0 is row ``first``."""
     h150, h100 = [], []
     for f in faults:
-        order = np.argsort(-contrib[f.start : f.end], axis=1, kind="stable")
+        order = np.argsort(-contrib[f.start - first : f.end - first], axis=1, kind="stable")
         culprit = np.zeros(contrib.shape[1], dtype=bool)
         culprit[list(f.dims)] = True
         for percent, out in ((150, h150), (100, h100)):
@@ -134,16 +138,19 @@ def select_ranker(train: np.ndarray, seed: int = 0) -> tuple[dict[str, Any], lis
     grid = settings()
     totals = np.zeros((len(grid), 2))
     for window in GRID["window"]:
-        # the running median is the costly part: once per window, shared by its settings
+        # the running median is the costly part: once per window, shared by its settings;
+        # a replica differs from ``fit`` only from ``start`` on, so its deviation is taken
+        # from the first row whose value there depends on it (exact, ~2x less work)
         base = DeviationRanker(window=window, gap=GAP).fit(fit)
         fit_dev = base.deviation(fit)
-        replica_dev = [base.deviation(x) for x, _ in replicas]
+        first = max(start - window - GAP - max(GRID["smooth"]), 0)
+        replica_dev = [base.deviation(x[first:]) for x, _ in replicas]
         for i, setting in enumerate(grid):
             if setting["window"] != window:
                 continue
             ranker = DeviationRanker(**setting).fit(fit, train_deviation=fit_dev)
             for dev, (_, faults) in zip(replica_dev, replicas, strict=True):
-                totals[i] += _per_point_hit_rates(ranker.blame(dev), faults)
+                totals[i] += _per_point_hit_rates(ranker.blame(dev), faults, first)
     totals /= len(replicas)
     order = sorted(range(len(grid)), key=lambda i: (-totals[i, 0], -totals[i, 1], i))
     table = [

@@ -77,6 +77,8 @@ class DeviationRanker:
         """Per row and metric: the distance from its lagged median, in training scales.
         The costly part (a running median); it depends on ``window``, ``gap`` and the
         fitted scale only, so a sweep over the other settings can compute it once."""
+        if self.scale.size == 0:
+            raise RuntimeError("DeviationRanker.fit() first")
         x = np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0)
         return np.abs(x - lagged_median(x, self.window, self.gap)) / self.scale
 

@@ -39,7 +39,7 @@ def test_hit_rate_by_hand():
 
 
 def test_one_machine_truncated(smd_root):
-    r = evaluate_machine(smd_root, "machine-1-6", limit=4000)
+    r = evaluate_machine(smd_root, "machine-1-6", limit=4000, select="fixed")
     assert r["train_rows"] == r["test_rows"] == 4000
     assert r["segments"] >= 3 and r["segments_detected"] >= 1
     assert r["point_adjusted"]["f1"] >= r["point_wise"]["f1"] > 0
@@ -47,3 +47,18 @@ def test_one_machine_truncated(smd_root):
     assert r["hitrate_per_point"]["@150%"] > 0.5
     # the earlier ranking (|z| against training) is reported next to it
     assert r["hitrate_per_point_abs_z"]["@150%"] > 0.5
+
+
+def test_one_machine_with_the_setting_chosen_on_synthetic_faults(smd_root):
+    from evaluation.smd_select import GRID, MIN_TRAIN_ROWS
+
+    r = evaluate_machine(smd_root, "machine-1-6", limit=MIN_TRAIN_ROWS)
+    setting = r["ranker_setting"]
+    assert setting["window"] in GRID["window"] and setting["smooth"] in GRID["smooth"]
+    scores = [row["synthetic_hitrate@150%"] for row in r["ranker_selection_top"]]
+    assert scores == sorted(scores, reverse=True)
+    # the library default is reported beside the chosen setting, on the same rows
+    assert r["hitrate_per_point"]["@150%"] > 0.3
+    assert r["hitrate_per_point_fixed_setting"]["@150%"] > 0.3
+    with pytest.raises(ValueError, match="select"):
+        evaluate_machine(smd_root, "machine-2-1", limit=100, select="labels")
