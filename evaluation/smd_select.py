@@ -9,7 +9,7 @@ written into the last 40 %; the setting whose ranking finds those metrics best
 (HitRate@150 % per point, every row of every injected fault; HitRate@100 % breaks ties)
 is the one refitted on all of ``train/`` and scored once on ``test/``.
 
-The faults (fixed before the first run, see docs/EVALUATION.md "Setting chosen on
+The faults (fixed before the first run, see docs/EVALUATION.md "The setting chosen on
 synthetic faults"): 5 replicas x 20 faults per machine, evenly spread with jitter, each
 10-120 rows long; 1-4 metrics, half the time the first metric's most correlated mates
 (|r| >= 0.5 on the fit rows), otherwise any metrics; a step or a ramp of 1-10x (log-
