@@ -164,15 +164,14 @@ def evaluate_machine(
     best = max((prf(point_adjust(result.scores > q, truth), truth)["f1"], float(q)) for q in qs)
     out["point_adjusted_best_f1_label_tuned"] = best[0]
     history = np.vstack([train, test])
-    rankings = {"_fixed_setting": DeviationRanker()}
     if select == "synthetic":
         setting, table = select_ranker(train)
         out["ranker_setting"] = setting
         out["ranker_selection_top"] = table[:5]
-        rankings[""] = DeviationRanker(**setting)
+        rankings = {"": DeviationRanker(**setting), "_fixed_setting": DeviationRanker()}
     else:
         out["ranker_setting"] = "fixed"
-        rankings = {"": rankings["_fixed_setting"]}
+        rankings = {"": DeviationRanker()}
     contribs = {
         suffix: r.fit(train).scores(history)[train.shape[0] :] for suffix, r in rankings.items()
     }

@@ -141,7 +141,7 @@ def select_ranker(train: np.ndarray, seed: int = 0) -> tuple[dict[str, Any], lis
         # the running median is the costly part: once per window, shared by its settings;
         # a replica differs from ``fit`` only from ``start`` on, so its deviation is taken
         # from the first row whose value there depends on it (exact, ~2x less work)
-        base = DeviationRanker(window=window, gap=GAP).fit(fit)
+        base = DeviationRanker(window=window, gap=GAP).fit_scale(fit)
         fit_dev = base.deviation(fit)
         first = max(start - window - GAP - max(GRID["smooth"]), 0)
         replica_dev = [base.deviation(x[first:]) for x, _ in replicas]

@@ -82,14 +82,21 @@ class DeviationRanker:
         x = np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0)
         return np.abs(x - lagged_median(x, self.window, self.gap)) / self.scale
 
+    def fit_scale(self, train: np.ndarray) -> DeviationRanker:
+        """Only each metric's robust training scale: enough for :meth:`deviation`, which
+        is how a sweep gets the training deviation once for :meth:`fit`."""
+        x = np.asarray(train, dtype=np.float64)
+        if x.ndim != 2 or x.shape[0] < 2:
+            raise ValueError(f"train must be (rows >= 2, metrics), got {x.shape}")
+        self.scale = np.array([robust_scale(x[:, j])[1] for j in range(x.shape[1])])
+        return self
+
     def fit(self, train: np.ndarray, train_deviation: np.ndarray | None = None) -> DeviationRanker:
         """Learn each metric's scale and how far it usually strays from its recent past.
         ``train_deviation``: :meth:`deviation` of ``train`` by a ranker with the same
         window and gap, if already computed."""
         x = np.asarray(train, dtype=np.float64)
-        if x.ndim != 2 or x.shape[0] < 2:
-            raise ValueError(f"train must be (rows >= 2, metrics), got {x.shape}")
-        self.scale = np.array([robust_scale(x[:, j])[1] for j in range(x.shape[1])])
+        self.fit_scale(x)
         dev = self.deviation(x) if train_deviation is None else train_deviation
         floor = 1e-3  # a metric that never moves in training: any move is telling
         self.typical = np.maximum(np.quantile(dev, self.quantile, axis=0), floor)
