@@ -144,3 +144,21 @@ def test_dependency_graph_only_names_known_components() -> None:
         assert {dep.upstream, dep.dependant} <= components
         assert dep.delay_s > 0
     assert {f.component for f in FAULTS.values()} <= components
+
+
+def test_the_fault_file_is_refused_whole_with_its_problems_named(tmp_path) -> None:
+    from twin.faults import FAULTS_FILE, load_faults
+
+    _, dependencies, faults = load_faults(FAULTS_FILE)
+    assert set(faults) == set(FAULTS) and len(dependencies) == len(DEPENDENCIES)
+    bad = tmp_path / "faults.yaml"
+    bad.write_text(
+        "host_component: {}\ndependencies: []\n"
+        "faults:\n  f:\n    component: cache\n    description: x\n    paper: p\n"
+        "    effects: [{series: s, value: 1, tau_s: 0}]\n    colour: red\n"
+    )
+    with pytest.raises(ValueError) as refused:
+        load_faults(bad)
+    assert str(bad) in str(refused.value)
+    assert "faults.f.effects.0.tau_s" in str(refused.value)
+    assert "faults.f.colour" in str(refused.value)
