@@ -1,8 +1,9 @@
 """Decide: from an RCA report to the fix that worked before, and how much autonomy to use.
 
-    decider = Decider(graph, embedder, settings.match_min_similarity, base_vars)
+    decider = Decider(graph, embedder, settings.match_min_similarity, base_vars, library=lib)
     outcome = decider.decide(report)
     outcome.decision        # Decision, or None with outcome.reason saying why
+    decider.refusals        # Counter: graph solutions refused, by reason
 
 The report becomes a MatchQuery (its words, the fault it names, its symptoms, the
 component); knowledge.matcher finds the nearest past cases through Neo4j's vector index
@@ -10,10 +11,18 @@ and scores each with the calibrated hybrid similarity (knowledge.similarity). On
 that ended *resolved*, score at least ``min_similarity`` and do not contradict the fault
 the RCA named (a look-alike's fix treats another fault) may propose their solution;
 among them the solution with the best similarity x success rate x risk wins.
+
+The graph is outside data: what a decision runs (playbook, rollback, parameters) comes
+from the solution library (loop/solutions.py), never from the graph's Solution node. A
+chosen solution the library does not know, or whose graph record names another playbook
+or rollback than the library, is refused (no decision: the incident is escalated with the
+reason), logged and counted in ``refusals``.
 """
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -24,6 +33,8 @@ from knowledge.matcher import Matcher, Scored
 from knowledge.similarity import MatchQuery, solution_score
 from loop.models import Case, Decision, DecisionMode, Match, RCAReport, Solution
 from loop.solutions import SolutionSpec
+
+log = logging.getLogger("mendloop.decide")
 
 # (solution with its graph track record, fault, target) -> (mode, why); loop/policy.py
 Autonomy = Callable[[Solution, str, str], tuple[DecisionMode, str]]
@@ -74,6 +85,21 @@ def choose_autonomy(
     return mode, f"risk {solution.risk} -> {mode} (no autonomy policy)"
 
 
+def library_mismatch(solution: Solution, spec: SolutionSpec | None) -> tuple[str, str] | None:
+    """Pure: (reason key, why) when the graph's record of a solution may not be run as the
+    library defines it; None when the library knows it and the graph agrees."""
+    if spec is None:
+        return "not_in_library", f"{solution.id!r} is not in the solution library"
+    for field_name in ("playbook", "rollback_playbook"):
+        graph_value, library_value = getattr(solution, field_name), getattr(spec, field_name)
+        if graph_value != library_value:
+            return "library_mismatch", (
+                f"{solution.id}: the graph names {field_name} {graph_value!r} but the library "
+                f"says {library_value!r}; refused (the library is the source of truth)"
+            )
+    return None
+
+
 def rank_candidates(
     scored: list[Scored], min_similarity: float
 ) -> tuple[list[Candidate], list[Match]]:
@@ -109,13 +135,15 @@ class Decider:
         min_similarity: float,
         base_vars: dict[str, str | int | float | bool],
         autonomy: Autonomy | None = None,
-        library: Mapping[str, SolutionSpec] | None = None,
+        *,
+        library: Mapping[str, SolutionSpec],
     ) -> None:
         self.matcher = Matcher(graph, embedder)
         self.min_similarity = min_similarity
         self.base_vars = base_vars
         self.autonomy = autonomy
-        self.library = library or {}
+        self.library = library
+        self.refusals: Counter[str] = Counter()
 
     def decide(self, report: RCAReport) -> DecideOutcome:
         if report.top is None:
@@ -132,12 +160,19 @@ class Decider:
                 **timing,
             )
         chosen = eligible[0]
+        spec = self.library.get(chosen.solution.id)
+        refused = library_mismatch(chosen.solution, spec)
+        if refused is not None:
+            key, why = refused
+            self.refusals[key] += 1
+            log.warning("incident %s: decision refused: %s", report.incident_id, why)
+            return DecideOutcome(None, f"decision refused: {why}", tuple(matches[:3]), **timing)
+        assert spec is not None  # library_mismatch refuses what the library lacks
         fault = report.top.fault
         mode, why = choose_autonomy(chosen.solution, fault, report.target, self.autonomy)
         base = {**self.base_vars, "target": report.target}
-        spec = self.library.get(chosen.solution.id)
         try:  # the library's typed parameters, defaults filled in and validated
-            extra_vars = spec.render_vars(base) if spec else base
+            extra_vars = spec.render_vars(base)
         except ValueError as exc:
             return DecideOutcome(
                 None, f"{chosen.solution.id}: bad parameters: {exc}", tuple(matches[:3]), **timing
@@ -145,8 +180,8 @@ class Decider:
         decision = Decision(
             incident_id=report.incident_id,
             solution_id=chosen.solution.id,
-            playbook=chosen.solution.playbook,
-            rollback_playbook=chosen.solution.rollback_playbook,
+            playbook=spec.playbook,  # the library's, never the graph's
+            rollback_playbook=spec.rollback_playbook,
             extra_vars=extra_vars,
             mode=mode,
             reason=(

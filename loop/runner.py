@@ -10,17 +10,30 @@ task sets the runner's ``cancel_callback`` and waits for the playbook to stop. E
 gets a private data dir; its artifacts (stdout, job events; not the extra vars) are kept
 under ``<work_dir>/artifacts/<key>`` within a size bound, the rest is removed. Keys,
 idempotency and reconciliation live in loop/execute.py.
+
+Trust: this is the one place where extra vars reach Ansible. They are written, every
+string tagged ``!unsafe`` (loop/extravars.py), to the private dir's ``env/extravars``,
+which ansible-runner passes as ``-e @file``: nothing from outside is rendered by Jinja,
+and no value is on the command line. Only a playbook that resolves inside the library
+folder runs (loop/solutions.py ``library_playbook``); anything else, or extra vars that
+are not plain data, ends as ``RunStatus.error`` with the reason, never an exception.
+A run holds a lock on its private dir; dirs whose owner died (kill -9 skips the cleanup)
+are removed when a runner is built and before each run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import json
+import logging
 import os
 import re
 import shutil
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +41,11 @@ from typing import Any
 
 import ansible_runner
 
+from loop.extravars import unsafe_yaml
 from loop.models import PlaybookRun, RunStatus, utcnow
+from loop.solutions import library_playbook
+
+log = logging.getLogger("mendloop.execute")
 
 _EVENT_LINES = {
     "runner_on_ok": "ok",
@@ -38,6 +55,9 @@ _EVENT_LINES = {
 }
 MAX_EVENTS = 300  # per run, in the ledger
 MAX_DIFF_CHARS = 20_000  # per run
+RUN_PREFIX = "run-"  # private data dirs under the work dir
+RUN_LOCK = ".mendloop-run.lock"  # held (flock) by the run that owns the dir
+STALE_GRACE_S = 300  # a dir without a lock file is stale once older than timeout + this
 
 
 @dataclass(frozen=True)
@@ -83,6 +103,28 @@ def _diff_text(res: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _write_private(path: Path, text: str) -> None:
+    """A file only the owner may read (the private dir is 0700 as well)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+
+
+def _drop_environment(command_file: Path) -> None:
+    """ansible-runner's ``command`` artifact holds the whole process environment (the
+    daemon's secrets among it): keep the command line and cwd only."""
+    try:
+        recorded = json.loads(command_file.read_text())
+    except (OSError, ValueError):
+        recorded = None
+    if not isinstance(recorded, dict):
+        command_file.unlink(missing_ok=True)
+        return
+    kept = {k: recorded[k] for k in ("command", "cwd") if k in recorded}
+    command_file.write_text(json.dumps(kept))
+
+
 def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -104,6 +146,45 @@ def prune_artifacts(root: Path, max_bytes: int) -> list[str]:
     return removed
 
 
+def clean_stale_runs(work_dir: Path, older_than_s: float) -> list[str]:
+    """Private data dirs left behind by a process that died mid-run (kill -9 skips the
+    cleanup, and they hold the run's extra vars): removed when nobody holds their lock
+    (the kernel drops a flock with its process), or, lacking a lock file, once older than
+    ``older_than_s`` (longer than any run may last). A live run's dir is never touched."""
+    if not work_dir.is_dir():
+        return []
+    removed = []
+    for path in work_dir.glob(f"{RUN_PREFIX}*"):
+        if path.is_symlink() or not path.is_dir():
+            continue
+        if _in_use(path, older_than_s):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path.name)
+    if removed:
+        log.info("removed %d private run dir(s) left by a stopped process", len(removed))
+    return removed
+
+
+def _in_use(path: Path, older_than_s: float) -> bool:
+    try:
+        fd = os.open(path / RUN_LOCK, os.O_RDWR)
+    except FileNotFoundError:  # not locked yet (just made) or never: its age decides
+        try:
+            return time.time() - path.stat().st_mtime < older_than_s
+        except OSError:
+            return True
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock taken here
+    return False
+
+
 class PlaybookRunner:
     """A small facade over ansible_runner.run for playbooks of one library folder."""
 
@@ -118,6 +199,11 @@ class PlaybookRunner:
         self.work_dir = work_dir
         self.timeout_s = timeout_s
         self.artifacts_max_bytes = artifacts_max_bytes
+        self.clean_stale()
+
+    def clean_stale(self) -> list[str]:
+        """Private run dirs of dead runs (see ``clean_stale_runs``), removed now."""
+        return clean_stale_runs(self.work_dir, self.timeout_s + STALE_GRACE_S)
 
     @property
     def artifacts_dir(self) -> Path:
@@ -191,29 +277,35 @@ class PlaybookRunner:
                 lines.append(f"{_EVENT_LINES[kind]}: {task}")
             return True
 
-        if not (self.playbooks_dir / playbook).is_file():
-            message = f"playbook {playbook} not found in {self.playbooks_dir}"
+        try:  # only the library's playbooks: inside its folder, no '..', no symlink out
+            path = library_playbook(self.playbooks_dir, playbook)
+            variables = unsafe_yaml(extra_vars)
+        except (TypeError, ValueError) as exc:
+            log.warning("run refused: %s", exc)
             return RunDetail(
                 PlaybookRun(
                     playbook=playbook,
                     check_mode=check,
                     status=RunStatus.error,
                     rc=None,
-                    events=(message,),
+                    events=(f"refused: {exc}",),
                     started=started,
                     ended=utcnow(),
                 )
             )
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        private = Path(tempfile.mkdtemp(prefix="run-", dir=self.work_dir))
+        self.clean_stale()
+        private = Path(tempfile.mkdtemp(prefix=RUN_PREFIX, dir=self.work_dir))
+        lock = os.open(private / RUN_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(lock, fcntl.LOCK_EX)  # ours while the run lasts; dies with the process
         kept: str | None = None
         try:
+            _write_private(private / "env" / "extravars", variables)  # runner adds -e @it
             result = ansible_runner.run(
                 private_data_dir=str(private),
                 project_dir=str(self.playbooks_dir),
-                playbook=playbook,
+                playbook=str(path.relative_to(self.playbooks_dir)),
                 inventory=self._inventory(),
-                extravars=dict(extra_vars),
                 envvars=self._envvars(),
                 cmdline="--check --diff" if check else None,
                 ident=uuid.uuid4().hex[:8],
@@ -235,6 +327,7 @@ class PlaybookRunner:
         finally:
             kept = self._keep_artifacts(private, keep_as)
             shutil.rmtree(private, ignore_errors=True)
+            os.close(lock)
         run = PlaybookRun(
             playbook=playbook,
             check_mode=check,
@@ -250,11 +343,13 @@ class PlaybookRunner:
         return RunDetail(run, events, diff, kept)
 
     def _keep_artifacts(self, private: Path, keep_as: str | None) -> str | None:
-        """Move the run's artifacts (stdout, job events; not the env/extravars) aside."""
+        """Move the run's artifacts (stdout, job events, the command line; not the
+        env/extravars, nor the process environment runner records with the command)."""
         idents = [p for p in (private / "artifacts").glob("*") if p.is_dir()]
         if keep_as is None or len(idents) != 1:
             return None
-        source = idents[0]  # artifacts/<ident>/{stdout, status, rc, job_events/}
+        source = idents[0]  # artifacts/<ident>/{stdout, status, rc, command, job_events/}
+        _drop_environment(source / "command")
         dest = self.artifacts_dir / re.sub(r"[^A-Za-z0-9_.-]+", "_", keep_as)
         shutil.rmtree(dest, ignore_errors=True)
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import yaml
@@ -30,6 +30,7 @@ SOLUTIONS_FILE = "solutions.yaml"  # the platform's library (twin faults; seeded
 GENERIC_FILE = "generic.yaml"  # solutions acting on local resources (processes, disk, cache)
 LIBRARY_FILES = (SOLUTIONS_FILE, GENERIC_FILE)
 DEFAULT_DEADLINE_S = 600.0  # the paper: effect verified within 10 minutes
+PLAYBOOK_SUFFIXES = (".yml", ".yaml")
 
 Scalar = str | int | float | bool
 _OPS: dict[str, Callable[[float, float], bool]] = {
@@ -45,6 +46,35 @@ _CONDITION = re.compile(
     r"(?:(?P<word>healthy|unhealthy)|(?P<op><=|>=|==|!=|<|>)\s*(?P<value>-?[0-9.]+(?:e-?[0-9]+)?))"
     r"\s*$"
 )
+
+
+def library_playbook(playbooks_dir: Path, name: str) -> Path:
+    """The file of playbook ``name`` inside the library folder, or ValueError saying why
+    it may not run: only a relative YAML file name without ``..``, that resolves (symlinks
+    followed) to a regular file inside ``playbooks_dir``. The runner and the library
+    loader both ask here, so a name from the graph or a stored decision cannot leave it."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"playbook name {name!r} is empty")
+    shown = name if name.isprintable() else repr(name)  # never a raw newline in a reason
+    if "\0" in name or "\\" in name:
+        raise ValueError(f"playbook {shown}: NUL or backslash in the name")
+    relative = PurePosixPath(name)
+    if relative.is_absolute() or name.startswith("~"):
+        raise ValueError(f"playbook {shown}: an absolute path; only library names may run")
+    if ".." in relative.parts:
+        raise ValueError(f"playbook {shown}: '..' in the path; only library names may run")
+    if relative.suffix not in PLAYBOOK_SUFFIXES:
+        raise ValueError(f"playbook {shown}: not a .yml/.yaml file")
+    root = playbooks_dir.resolve()
+    try:
+        path = (root / relative).resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise ValueError(f"playbook {shown}: cannot be resolved: {exc}") from exc
+    if not path.is_relative_to(root):
+        raise ValueError(f"playbook {shown}: resolves to {path}, outside the library {root}")
+    if not path.is_file():
+        raise ValueError(f"playbook {shown} not found in {root}")
+    return path
 
 
 class _Strict(BaseModel):
@@ -242,8 +272,12 @@ def check_file(
             problems.append((("id",), f"solution id {spec.id} is defined twice"))
         for field in ("playbook", "rollback_playbook"):
             playbook = getattr(spec, field)
-            if playbook and not (playbooks_dir / playbook).is_file():
-                problems.append(((field,), f"playbook {playbook} not found in {playbooks_dir}"))
+            if playbook is None:
+                continue
+            try:
+                library_playbook(playbooks_dir, playbook)
+            except ValueError as exc:
+                problems.append(((field,), str(exc)))
         for name, param in spec.parameters.items():
             if param.default is not None:
                 try:

@@ -13,7 +13,7 @@ from loop.decide import Decider
 from loop.errors import GraphUnavailable, KnowledgeError
 from loop.learn import outcome_case, record_outcome
 from loop.models import Case, Decision, DecisionMode, Evidence, RCAReport, RootCause
-from loop.solutions import load_solutions
+from loop.solutions import load_library, load_solutions
 
 pytestmark = pytest.mark.neo4j
 
@@ -156,7 +156,7 @@ def test_learning_counts_once_links_the_match_and_feeds_the_next_decision(seeded
             ),
         ),
     )
-    decider = Decider(graph, embedder, 0.8, {})
+    decider = Decider(graph, embedder, 0.8, {}, library=load_library(Settings().playbooks_dir))
     outcome = decider.decide(report)
     assert outcome.decision is not None
     assert outcome.decision.solution_id == "sol-cache-scale-out"
