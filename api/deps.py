@@ -33,7 +33,18 @@ if TYPE_CHECKING:
     from loop.solutions import SolutionSpec
     from rules.catalog import Catalog
 
-Submit = Callable[[Iterable[Mapping[str, Any]]], IngestResult]
+class Submit(Protocol):
+    """How a push reaches the monitor (``Engine.submit``, ``Monitor.ingest``): ``owner`` is
+    the pushing token (its own cardinality limits), ``refused`` the points its parser
+    refused already (booked with the push, by reason)."""
+
+    def __call__(
+        self,
+        batch: Iterable[Any],
+        *,
+        owner: str | None = None,
+        refused: Mapping[str, int] | None = None,
+    ) -> IngestResult: ...
 
 
 class Approvals(Protocol):
@@ -59,7 +70,13 @@ class EngineApi(Approvals, Protocol):
     rules_errors: tuple[RuleFileError, ...]
     listeners: list[Callable[[Any], None]]
 
-    def submit(self, batch: Iterable[Any]) -> IngestResult: ...
+    def submit(
+        self,
+        batch: Iterable[Any],
+        *,
+        owner: str | None = None,
+        refused: Mapping[str, int] | None = None,
+    ) -> IngestResult: ...
 
     def reload_rules(self) -> ReloadResult | None: ...
 

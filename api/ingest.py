@@ -8,8 +8,12 @@
 Both parse the body (``loop.sources``), hand the samples to ``submit`` and answer like
 ``POST /v1/samples``: ``{"accepted", "stale", "rejected": [...]}``, where each rejection
 says where it was (``line`` of the text, or OTLP ``metric``), how many data points it cost
-and why: parse problems and the engine's refusals (e.g. a metric not in the catalog)
-alike, so nothing is dropped without the sender being told.
+and why: parse problems and the engine's refusals (e.g. a metric not in the catalog, a
+target that is not an identifier, a new series past a limit) alike, so nothing is dropped
+without the sender being told. The parse refusals go to ``submit`` with the samples
+(``refused=``), so the monitor's counters (``GET /v1/intake``) hold every point of every
+push: accepted + stale + rejected_points = the points sent. ``GET /v1/intake/sources`` is
+the part of those the parsers refused, already inside ``/v1/intake`` (never to be added).
 
 ``/v1/metrics`` also answers as OTLP clients expect: ``partialSuccess`` (rejectedDataPoints,
 errorMessage) when some points were refused; 400 with a ``code``/``message`` status when
@@ -23,7 +27,7 @@ from __future__ import annotations
 import threading
 import zlib
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
@@ -31,8 +35,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from api.deps import Submit
 from loop.errors import Overloaded
-from loop.models import Sample
 from loop.monitor import IngestResult
 from loop.sources.base import DEFAULT_TARGET_LABELS, NameMap, ParseResult, SampleMapper, identity
 from loop.sources.otlp import (
@@ -42,8 +46,6 @@ from loop.sources.otlp import (
     partial_success,
 )
 from loop.sources.promtext import parse_with
-
-Submit = Callable[[list[Sample]], IngestResult]
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 TEXT_TYPES = ("", "text/plain", "application/openmetrics-text")
@@ -154,25 +156,27 @@ def ingest_router(
             raise HTTPException(413, f"body inflates past {max_body_bytes} bytes")
         return data
 
-    def take(parsed: ParseResult) -> SourceIngestOut:
-        """Submit; ``Overloaded`` becomes 429 with Retry-After (the sender retries)."""
+    def take(parsed: ParseResult, owner: str | None) -> SourceIngestOut:
+        """Submit with the parse refusals; ``Overloaded`` becomes 429 with Retry-After (the
+        sender retries; the parse refusals stay counted: they were refused either way)."""
+        refused: Counter[str] = Counter()
+        for issue in parsed.issues:
+            refused[issue.reason] += issue.points
+        with counts_lock:
+            counts.update(refused)
         try:
-            result = submit(list(parsed.samples))
+            result = submit(list(parsed.samples), owner=owner, refused=refused)
         except Overloaded as exc:
             raise busy(exc) from exc
-        out = outcome(parsed, result)
-        with counts_lock:
-            for r in out.rejected:
-                counts[r.reason] += r.points
-        return out
+        return outcome(parsed, result)
 
     def status_of(out: SourceIngestOut) -> int:
         return push_status(out.batch_refused, bool(out.rejected), bool(out.accepted or out.stale))
 
     @router.get("/v1/intake/sources")
     def source_counts() -> dict[str, int]:
-        """Points these endpoints refused, by reason, parse problems included (the monitor's
-        ``/v1/intake`` counts only what reached it)."""
+        """Points the text and OTLP parsers refused before the monitor saw them, by reason.
+        They are booked in ``/v1/intake`` as well (a part of it, not in addition to it)."""
         with counts_lock:
             return dict(sorted(counts.items()))
 
@@ -189,7 +193,7 @@ def ingest_router(
         except UnicodeDecodeError as exc:
             raise HTTPException(400, f"body is not UTF-8 text: {exc}") from exc
         parsed = await run_in_threadpool(parse_with, text, text_mapper)
-        out = await run_in_threadpool(take, parsed)
+        out = await run_in_threadpool(take, parsed, _owner(request))
         return JSONResponse(out.model_dump(), status_code=status_of(out))
 
     @router.post("/v1/metrics")
@@ -219,7 +223,7 @@ def ingest_router(
             return JSONResponse(
                 {"code": GRPC_INVALID_ARGUMENT, "message": str(exc), "details": []}, 400
             )
-        out = await run_in_threadpool(take, parsed)
+        out = await run_in_threadpool(take, parsed, _owner(request))
         messages = [_describe(r) for r in out.rejected]
         if out.stale:
             messages.append(f"{out.stale} data point(s) not newer than the last one kept")
@@ -233,6 +237,12 @@ def ingest_router(
         return JSONResponse(answer, status_code=status)
 
     return router
+
+
+def _owner(request: Request) -> str | None:
+    """The pushing token (set by the auth dependency), for its own cardinality limits."""
+    principal = getattr(request.state, "principal", None)
+    return getattr(principal, "token_id", None)
 
 
 def _media_type(request: Request) -> str:

@@ -13,7 +13,8 @@ What is exported and where it comes from:
   scrape time (incidents by state, playbook runs by outcome), so they are right after a
   restart too;
 - ``mendloop_findings_queued``, ``mendloop_incident_tasks`` (queue depths of the loop),
-  ``mendloop_intake_samples{reason}`` (the monitor's counters);
+  ``mendloop_intake_samples{reason}`` (the monitor's counters: every point taken or refused,
+  by reason), ``mendloop_intake_series`` and ``mendloop_intake_targets`` (live names);
 - ``mendloop_api_requests_total{method,route,status}`` and
   ``mendloop_api_request_seconds{method,route}`` (route templates, not raw paths).
 """
@@ -74,9 +75,15 @@ class LoopCollector(Collector):
                 "Samples offered to the monitor since start, by outcome",
                 labels=["reason"],
             )
-            for reason, count in (self.stats().get("counters") or {}).items():
+            stats = self.stats()
+            for reason, count in (stats.get("counters") or {}).items():
                 intake.add_metric([reason], count)
             yield intake
+            for kind in ("series", "targets"):  # live names, bounded by the intake limits
+                if kind in stats:
+                    yield GaugeMetricFamily(
+                        f"mendloop_intake_{kind}", f"Live {kind} in the monitor", value=stats[kind]
+                    )
 
     def _engine_metrics(self) -> Iterator[Metric]:
         from loop.ledger import ExecutionRunRecord

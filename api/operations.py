@@ -134,22 +134,25 @@ class IngestOut(BaseModel):
 
 
 def ingest_response(result: IngestResult) -> JSONResponse:
-    """The answer to any push: 413 for a batch refused whole, 422 when nothing was usable."""
-    body = IngestOut(
-        accepted=result.accepted,
-        stale=result.stale,
-        late=result.late,
-        duplicate=result.duplicate,
-        rejected=[
-            RejectionOut(index=r.index, error=r.error, reason=r.reason) for r in result.rejected
+    """The answer to any push: 413 for a batch refused whole, 422 when nothing was usable.
+
+    The body is ``IngestOut``, built as plain data: a flood of refusals costs one dict per
+    rejection, not one model each."""
+    body = {
+        "accepted": result.accepted,
+        "stale": result.stale,
+        "late": result.late,
+        "duplicate": result.duplicate,
+        "rejected": [
+            {"index": r.index, "error": r.error, "reason": r.reason} for r in result.rejected
         ],
-    )
+    }
     status = push_status(
         any(r.reason == "oversized_batch" for r in result.rejected),
         bool(result.rejected),
         bool(result.accepted or result.stale),
     )
-    return JSONResponse(body.model_dump(), status_code=status)
+    return JSONResponse(body, status_code=status)
 
 
 @router.post(
@@ -160,14 +163,15 @@ def ingest_response(result: IngestResult) -> JSONResponse:
 )
 def post_samples(svc: Svc, who: Operator, payload: Annotated[Any, Body()]) -> Any:
     """``{"samples": [...]}`` or a bare list; each bad sample is rejected with its index and
-    reason and the rest taken (422 only when nothing was)."""
+    reason and the rest taken (422 only when nothing was). New series count against the
+    calling token's own limits as well as the server's."""
     if svc.submit is None:
         raise HTTPException(503, "this server does not take samples")
     batch = payload.get("samples") if isinstance(payload, dict) else payload
     if not isinstance(batch, list):
         raise HTTPException(422, 'expected {"samples": [...]} or a JSON list of samples')
     try:
-        result = svc.submit(batch)
+        result = svc.submit(batch, owner=who.token_id)
     except Overloaded as exc:
         raise busy(exc) from exc
     return ingest_response(result)

@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     playbooks_dir: Path = REPO_ROOT / "playbooks"
 
     window_s: int = Field(300, ge=10, description="sliding-window length per series")
+    # intake cardinality (loop/windows.py Limits): past these, new series/targets are refused
+    max_series: int = Field(100_000, gt=0, description="live series in the monitor")
+    max_targets: int = Field(2_000, gt=0, description="live targets in the monitor")
+    max_series_per_token: int = Field(50_000, gt=0, description="live series one token created")
+    max_targets_per_token: int = Field(1_000, gt=0, description="live targets one token created")
     verify_hold_s: float = Field(5.0, gt=0, description="metrics must stay healthy this long")
     verify_timeout_s: float = Field(600.0, gt=0, description="paper: verified within 10 min")
     playbook_timeout_s: int = Field(300, gt=0)

@@ -44,6 +44,7 @@ from loop.models import (
     Sample,
     utcnow,
 )
+from loop.intake import limits_of
 from loop.monitor import IngestResult, Monitor
 from loop.policy import (
     PolicyConfig,
@@ -104,7 +105,7 @@ class Engine(Remediation):
         self.graph = graph
         self.embedder = embedder
         self.catalog = catalog
-        self.monitor = Monitor(catalog, settings.window_s)
+        self.monitor = Monitor(catalog, settings.window_s, limits=limits_of(settings))
         # ML baselines per target: learnt from normal operation, persisted under var/models
         baselines = BaselineBank(catalog, model_dir=settings.var_dir / "models")
         self.analyzer = Analyzer(catalog, rules, clock=self.monitor.clock, baselines=baselines)
@@ -144,9 +145,15 @@ class Engine(Remediation):
 
     # -- intake ---------------------------------------------------------------------------
 
-    def submit(self, batch: Iterable[Sample | Mapping[str, Any]]) -> IngestResult:
+    def submit(
+        self,
+        batch: Iterable[Sample | Mapping[str, Any]],
+        *,
+        owner: str | None = None,
+        refused: Mapping[str, int] | None = None,
+    ) -> IngestResult:
         """Ingest samples (thread-safe); findings are handed to the loop's queue."""
-        result = self.monitor.ingest(batch)
+        result = self.monitor.ingest(batch, owner=owner, refused=refused)
         self._hand_over(self.analyzer.observe(result.latest))
         return result
 

@@ -18,6 +18,9 @@ from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from loop.ids import label_problem
 
 
 def utcnow() -> datetime:
@@ -32,9 +35,16 @@ class Sample(Frozen):
     """One metric point. ``series`` is a catalog name; ``labels`` must carry ``target``."""
 
     series: str = Field(min_length=1, max_length=200)
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict, validate_default=True)
     ts: float = Field(description="unix seconds")
     value: float
+
+    @field_validator("value", "ts", mode="before")
+    @classmethod
+    def _not_bool(cls, v: object) -> object:
+        if isinstance(v, bool):  # JSON true/false is no measurement: never 1.0/0.0
+            raise ValueError("must be a number, not true/false")
+        return v
 
     @field_validator("value", "ts")
     @classmethod
@@ -43,9 +53,19 @@ class Sample(Frozen):
             raise ValueError("must be a finite number (NaN and infinity are rejected)")
         return v
 
+    @field_validator("labels")
+    @classmethod
+    def _identifiers(cls, v: dict[str, str]) -> dict[str, str]:
+        """A target is required and is an identifier (loop/ids.py); the error type is the
+        reason it is counted under (``bad_target``, ``bad_labels``)."""
+        problem = label_problem(v)
+        if problem is not None:
+            raise PydanticCustomError(problem[0], problem[1])
+        return v
+
     @property
     def target(self) -> str:
-        return self.labels.get("target", "default")
+        return self.labels.get("target", "")
 
 
 class FindingKind(StrEnum):

@@ -4,15 +4,22 @@
     result = monitor.ingest([{"series": "cache_hit_ratio", "labels": {"target": "a"},
                               "ts": time.time(), "value": 0.93}])      # validated, per sample
     result = monitor.ingest_columns(targets, series, ts, values)      # vectorised fast path
+    monitor.ingest(samples, owner=token_id, refused={"parse_error": 2})  # an API push
     monitor.latest("a", "cache_hit_ratio"); monitor.stats()
 
-Nothing is lost silently. A bad sample (unknown series, NaN/inf, wrong type, missing
-target, a timestamp far in the past or future) is rejected with its index and reason; a
-sample older than or equal to its series' newest is dropped as *late* or *duplicate*
-(windows.py); a batch over ``max_batch`` is refused whole; when more than
-``max_in_flight`` samples are being ingested at once the call raises ``Overloaded`` (the
-API answers 429 + Retry-After). Every one of these is counted by reason in ``stats()``.
-Thread-safe: the twin pushes from its own thread while the daemon and the API read.
+Nothing is lost silently. A bad sample (unknown series, NaN/inf, true/false, wrong type,
+a missing target or one that is not an identifier (loop/ids.py), bad labels, a timestamp
+far in the past or future) is rejected with its index and reason; a sample older than or
+equal to its series' newest is dropped as *late* or *duplicate* (windows.py); a batch over
+``max_batch`` is refused whole; when more than ``max_in_flight`` samples are being
+ingested at once the call raises ``Overloaded`` (the API answers 429 + Retry-After). A new
+series past the cardinality limits (``Limits``: live series and targets, in all and per
+``owner``, the API token that pushes) is refused as ``series_limit``, ``target_limit``,
+``token_series_limit`` or ``token_target_limit``; existing series keep flowing. What a
+source refused before the monitor saw it (a line that does not parse) is booked here too
+(``refused=``), so for every push: points sent = accepted + late + duplicate + refusals,
+and ``stats()`` holds every one of them by reason. Thread-safe: the twin pushes from its
+own thread while the daemon and the API read.
 """
 
 from __future__ import annotations
@@ -21,93 +28,35 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 
-from loop.errors import InvalidSample, Overloaded, validation_reasons
+from loop.errors import InvalidSample, Overloaded
+from loop.ids import is_identifier
+from loop.intake import (
+    COUNTED,
+    DEFAULT_LIMITS,
+    IngestResult,
+    Layout,
+    Point,
+    Rejection,
+    parse_sample,
+    refusal_texts,
+)
 from loop.models import Sample
-from loop.windows import WindowStore
+from loop.windows import REFUSALS, Limits, WindowStore
 from rules.catalog import Catalog
 
-MAX_TARGET_LEN = 200
-COUNTED = (
-    "accepted",
-    "late",
-    "duplicate",
-    "unknown_metric",
-    "invalid",
-    "bad_labels",
-    "too_old",
-    "in_future",
-    "oversized_batch",
-    "shed_overload",
-    "expired_series",
-)
-MAX_LABELS = 32
-
-
-class Point(NamedTuple):
-    """The newest accepted value of one series: what analysis looks at."""
-
-    target: str
-    series: str
-    ts: float
-    value: float
-
-
-@dataclass
-class Layout:
-    """A fixed sequence of (target, series) resolved once to window slots, for sources that
-    send the same series every tick (the twin, exporters, benchmarks)."""
-
-    targets: tuple[str, ...]
-    series: tuple[str, ...]
-    known: np.ndarray
-    slots: np.ndarray
-    generation: int
-
-
-@dataclass(frozen=True)
-class Rejection:
-    index: int
-    error: str
-    reason: str = "invalid"
-
-
-@dataclass(frozen=True)
-class IngestResult:
-    accepted: int
-    late: int
-    duplicate: int
-    rejected: tuple[Rejection, ...]
-    latest: tuple[Point, ...] = field(repr=False, default=())
-
-    @property
-    def stale(self) -> int:
-        return self.late + self.duplicate
-
-
-def parse_sample(raw: Sample | Mapping[str, Any], catalog: Catalog) -> Sample:
-    """Validate one incoming sample; raise InvalidSample with a reason a person can act on."""
-    if not isinstance(raw, Sample | Mapping):
-        raise InvalidSample(f"sample must be an object, not {type(raw).__name__}")
-    try:
-        sample = raw if isinstance(raw, Sample) else Sample.model_validate(raw)
-    except ValidationError as exc:
-        raise InvalidSample(validation_reasons(exc)) from exc
-    if sample.series not in catalog:
-        raise InvalidSample(
-            f"series: unknown metric {sample.series!r} (not in the catalog)", "unknown_metric"
-        )
-    if len(sample.labels) > MAX_LABELS or not 0 < len(sample.target) <= MAX_TARGET_LEN:
-        raise InvalidSample(
-            f"labels: at most {MAX_LABELS} labels and a target of 1-{MAX_TARGET_LEN} characters",
-            "bad_labels",
-        )
-    return sample
+__all__ = [
+    "COUNTED",
+    "IngestResult",
+    "Layout",
+    "Monitor",
+    "Point",
+    "Rejection",
+    "parse_sample",
+]
 
 
 class Monitor:
@@ -121,6 +70,7 @@ class Monitor:
         max_batch: int = 100_000,
         max_in_flight: int = 500_000,
         expire_after_s: float = 3600.0,
+        limits: Limits = DEFAULT_LIMITS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.catalog = catalog
@@ -131,7 +81,9 @@ class Monitor:
         self.max_in_flight = max_in_flight
         self.expire_after_s = expire_after_s
         self.clock = clock
-        self._store = WindowStore(window_s)
+        self.limits = limits
+        self._store = WindowStore(window_s, limits=limits)
+        self._refusal_text = refusal_texts(limits)
         self._lock = threading.Lock()
         self._counters: Counter[str] = Counter()
         self._in_flight = 0
@@ -169,14 +121,34 @@ class Monitor:
             return "in_future"
         return None
 
-    def ingest(self, batch: Sequence[Sample | Mapping[str, Any]] | Iterable[Any]) -> IngestResult:
-        """Validated path for JSON-ish input: each sample checked and rejected on its own."""
+    def book(self, refused: Mapping[str, int]) -> None:
+        """Count points a source refused before they reached the monitor, by reason."""
+        counts = {reason: n for reason, n in refused.items() if n > 0}
+        if counts:
+            with self._gate:
+                self._counters.update(counts)
+
+    def ingest(
+        self,
+        batch: Sequence[Sample | Mapping[str, Any]] | Iterable[Any],
+        *,
+        owner: str | None = None,
+        refused: Mapping[str, int] | None = None,
+    ) -> IngestResult:
+        """Validated path for JSON-ish input: each sample checked and rejected on its own.
+
+        ``owner``: who pushes (an API token id), for the per-owner cardinality limits;
+        ``refused``: points of the same push its source refused already, booked by reason.
+        """
+        if refused:
+            self.book(refused)
         items = batch if isinstance(batch, Sequence) else list(batch)
-        if (refused := self._oversized(len(items))) is not None:
-            return refused
+        if (oversized := self._oversized(len(items))) is not None:
+            return oversized
         self._admit(len(items))
         try:
             now = self.clock()
+            indices: list[int] = []
             targets: list[str] = []
             names: list[str] = []
             stamps: list[float] = []
@@ -195,6 +167,7 @@ class Monitor:
                 except InvalidSample as exc:
                     rejected.append(Rejection(index, str(exc), exc.reason))
                     continue
+                indices.append(index)
                 targets.append(sample.target)
                 names.append(sample.series)
                 stamps.append(sample.ts)
@@ -204,20 +177,28 @@ class Monitor:
                 np.asarray(stamps, dtype=np.float64),
                 np.asarray(values, dtype=np.float64),
                 rejected,
+                indices=np.asarray(indices, dtype=np.int64),
+                owner=owner,
             )
         finally:
             self._release(len(items))
 
     def layout(self, targets: Sequence[str], series: Sequence[str]) -> Layout:
+        """Resolve (target, series) to slots once; a bad target or an unknown series is
+        marked (rejected on every ingest), as is a new series past the limits."""
+        good_target = {t: is_identifier(t) for t in set(targets)}
+        valid = np.fromiter((good_target[t] for t in targets), dtype=bool, count=len(targets))
         known = np.fromiter((s in self.catalog for s in series), dtype=bool, count=len(series))
+        usable = known & valid
         with self._lock:
             slots = self._store.slots_for(
-                [t for t, k in zip(targets, known, strict=True) if k],
-                [s for s, k in zip(series, known, strict=True) if k],
+                [t for t, k in zip(targets, usable, strict=True) if k],
+                [s for s, k in zip(series, usable, strict=True) if k],
             )
             full = np.full(len(series), -1, dtype=np.int64)
-            full[known] = slots
-            return Layout(tuple(targets), tuple(series), known, full, self._store.generation)
+            full[usable] = slots
+            generation = self._store.generation
+        return Layout(tuple(targets), tuple(series), usable, full, generation, valid)
 
     def ingest_columns(
         self,
@@ -234,7 +215,7 @@ class Monitor:
         then a batch costs a few numpy operations and no Python work per sample.
         """
         layout = targets if isinstance(targets, Layout) else self.layout(targets, series)
-        if layout.generation != self._store.generation:  # slots were freed meanwhile
+        if layout.generation != self._store.generation:  # slots were freed (room again)
             layout = self.layout(layout.targets, layout.series)
         n = len(layout.series)
         if (refused := self._oversized(n)) is not None:
@@ -245,22 +226,31 @@ class Monitor:
             values = np.asarray(values, dtype=np.float64)
             now = self.clock()
             known = layout.known
+            valid = layout.valid_target if layout.valid_target is not None else known
             finite = np.isfinite(ts) & np.isfinite(values)
             too_old = ts < now - self.max_age_s
             in_future = ts > now + self.max_future_s
             good = known & finite & ~too_old & ~in_future
+            checks = [
+                (~valid, "bad_target", "labels.target: not an identifier (loop/ids.py)"),
+                (valid & ~known, "unknown_metric", "series: unknown metric (not in the catalog)"),
+                (known & ~finite, "invalid", "value/ts: must be finite numbers"),
+                (known & finite & too_old, "too_old", "ts: older than the window"),
+                (known & finite & in_future, "in_future", "ts: in the future"),
+            ]
             rejected = [
                 Rejection(int(i), reason_text, reason)
-                for mask, reason, reason_text in (
-                    (~known, "unknown_metric", "series: unknown metric (not in the catalog)"),
-                    (known & ~finite, "invalid", "value/ts: must be finite numbers"),
-                    (known & finite & too_old, "too_old", "ts: older than the window"),
-                    (known & finite & in_future, "in_future", "ts: in the future"),
-                )
+                for mask, reason, reason_text in checks
                 for i in np.flatnonzero(mask)
             ]
-            good_slots = layout.slots[good]
-            return self._write(good_slots, ts[good], values[good], rejected, want_latest)
+            return self._write(
+                layout.slots[good],
+                ts[good],
+                values[good],
+                rejected,
+                want_latest,
+                indices=np.flatnonzero(good),
+            )
         finally:
             self._release(n)
 
@@ -271,10 +261,27 @@ class Monitor:
         values: np.ndarray,
         rejected: list[Rejection],
         want_latest: bool = True,
+        *,
+        indices: np.ndarray,
+        owner: str | None = None,
     ) -> IngestResult:
+        """Append under the lock; a sample whose new series got no slot (a limit) is
+        rejected under that limit's reason, pointing at its index in the batch."""
         with self._lock:
             if isinstance(slots, tuple):
-                slots = self._store.slots_for(*slots)
+                slots = self._store.slots_for(*slots, owner=owner)
+            refused = slots < 0
+            if refused.any():
+                marks = slots[refused]
+                for mark in np.unique(marks).tolist():
+                    reason = REFUSALS[-1 - mark]
+                    text = self._refusal_text[reason]
+                    rejected.extend(
+                        Rejection(i, text, reason) for i in indices[refused][marks == mark].tolist()
+                    )
+                rejected.sort(key=lambda r: r.index)
+                keep = ~refused
+                slots, ts, values = slots[keep], ts[keep], values[keep]
             outcome = self._store.append(slots, ts, values)
             latest: tuple[Point, ...] = ()
             if want_latest:
@@ -321,12 +328,27 @@ class Monitor:
             self._counters["expired_series"] += freed
             return freed
 
+    def owner_usage(self, owner: str) -> tuple[int, int]:
+        """(live series, live targets) created by ``owner`` (an API token id)."""
+        with self._lock:
+            return self._store.owner_counts(owner)
+
     def stats(self) -> dict[str, Any]:
-        """Counters by reason since start: what was taken, and everything that was not."""
+        """Counters by reason since start: what was taken, and everything that was not
+        (the monitor's reasons always, any other a source booked as soon as it did)."""
         with self._lock, self._gate:
+            counters = {reason: self._counters[reason] for reason in COUNTED}
+            counters |= {r: n for r, n in sorted(self._counters.items()) if r not in counters}
             return {
-                "counters": {reason: self._counters[reason] for reason in COUNTED},
+                "counters": counters,
                 "series": self._store.series_count,
+                "targets": self._store.target_count,
                 "window_bytes": self._store.nbytes,
                 "in_flight": self._in_flight,
+                "limits": {
+                    "series": self.limits.series,
+                    "targets": self.limits.targets,
+                    "series_per_token": self.limits.series_per_owner,
+                    "targets_per_token": self.limits.targets_per_owner,
+                },
             }

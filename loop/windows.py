@@ -15,6 +15,11 @@ same rule Prometheus applies to out-of-order samples, and deterministic whatever
 arrival order inside a batch (the batch is ordered by timestamp first; among equal
 timestamps the first in the batch wins). Slots not written for ``expire_after_s`` are
 freed by ``expire(now)`` and reused.
+
+Cardinality is bounded (``Limits``): past the number of live series or targets, in all or
+for one owner (the API token that created them), a *new* series gets no slot: ``slots_for``
+marks it ``-1 - i`` for the reason ``REFUSALS[i]``, so the caller counts it. Existing series
+keep flowing, and the arrays never grow past the series limit, whatever is sent.
 """
 
 from __future__ import annotations
@@ -25,6 +30,19 @@ from dataclasses import dataclass
 import numpy as np
 
 _GROW = 2
+REFUSALS = ("series_limit", "target_limit", "token_series_limit", "token_target_limit")
+"""Why a new series got no slot; ``slots_for`` marks it ``-1 - REFUSALS.index(reason)``."""
+_SERIES, _TARGETS, _OWNER_SERIES, _OWNER_TARGETS = (-1 - i for i in range(len(REFUSALS)))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Live series and targets allowed, in all and per owner (``None``: unbounded)."""
+
+    series: int | None = None
+    targets: int | None = None
+    series_per_owner: int | None = None
+    targets_per_owner: int | None = None
 
 
 @dataclass(frozen=True)
@@ -36,10 +54,15 @@ class AppendOutcome:
 
 
 class WindowStore:
-    def __init__(self, capacity: int, initial_slots: int = 1024) -> None:
+    def __init__(
+        self, capacity: int, initial_slots: int = 1024, limits: Limits | None = None
+    ) -> None:
         if capacity < 2:
             raise ValueError("capacity must be at least 2")
         self.capacity = capacity
+        self.limits = limits or Limits()
+        if self.limits.series is not None:
+            initial_slots = max(1, min(initial_slots, self.limits.series))
         self._ts = np.zeros((initial_slots, capacity), dtype=np.float64)
         self._values = np.zeros((initial_slots, capacity), dtype=np.float64)
         self._head = np.zeros(initial_slots, dtype=np.int64)  # next write position
@@ -49,12 +72,20 @@ class WindowStore:
         self._index: dict[tuple[str, str], int] = {}
         self._free: list[int] = []
         self.generation = 0  # bumped when slots are freed: cached slot ids may be stale
+        # who created each live slot, and the live counts the limits are checked against
+        self._owner: list[str | None] = []
+        self._target_series: dict[str, int] = {}
+        self._target_owner: dict[str, str | None] = {}
+        self._owner_series: dict[str, int] = {}
+        self._owner_targets: dict[str, int] = {}
 
     # -- slots --------------------------------------------------------------------------
 
     def _grow(self) -> None:
         old = len(self._head)
         new = old * _GROW
+        if self.limits.series is not None:  # never more rows than live series may exist
+            new = max(old + 1, min(new, self.limits.series))
         for name in ("_ts", "_values"):
             grown = np.zeros((new, self.capacity), dtype=np.float64)
             grown[:old] = getattr(self, name)
@@ -63,25 +94,69 @@ class WindowStore:
         self._count = np.concatenate([self._count, np.zeros(new - old, dtype=np.int64)])
         self._newest = np.concatenate([self._newest, np.full(new - old, -np.inf)])
 
-    def slot(self, target: str, series: str) -> int:
+    def _refusal(self, target: str, owner: str | None) -> int:
+        """0 when a new series of ``target`` may have a slot, else its negative mark."""
+        limits = self.limits
+        new_target = target not in self._target_series
+        if owner is not None:
+            if (
+                new_target
+                and limits.targets_per_owner is not None
+                and self._owner_targets.get(owner, 0) >= limits.targets_per_owner
+            ):
+                return _OWNER_TARGETS
+            if (
+                limits.series_per_owner is not None
+                and self._owner_series.get(owner, 0) >= limits.series_per_owner
+            ):
+                return _OWNER_SERIES
+        if new_target and limits.targets is not None and len(self._target_series) >= limits.targets:
+            return _TARGETS
+        if limits.series is not None and len(self._index) >= limits.series:
+            return _SERIES
+        return 0
+
+    def slot(self, target: str, series: str, owner: str | None = None) -> int:
+        """The slot of (target, series), made on first sight; negative when refused."""
         key = (target, series)
         found = self._index.get(key)
         if found is not None:
             return found
+        refused = self._refusal(target, owner)
+        if refused:
+            return refused
         if self._free:
             slot = self._free.pop()
             self._keys[slot] = key
+            self._owner[slot] = owner
         else:
             slot = len(self._keys)
             if slot >= len(self._head):
                 self._grow()
             self._keys.append(key)
+            self._owner.append(owner)
         self._index[key] = slot
+        if target in self._target_series:
+            self._target_series[target] += 1
+        else:
+            self._target_series[target] = 1
+            self._target_owner[target] = owner
+            if owner is not None:
+                self._owner_targets[owner] = self._owner_targets.get(owner, 0) + 1
+        if owner is not None:
+            self._owner_series[owner] = self._owner_series.get(owner, 0) + 1
         return slot
 
-    def slots_for(self, targets: Sequence[str], series: Sequence[str]) -> np.ndarray:
+    def slots_for(
+        self, targets: Sequence[str], series: Sequence[str], owner: str | None = None
+    ) -> np.ndarray:
+        """Slots in order; a refused new series is marked negative (see ``REFUSALS``)."""
+        index = self._index
         return np.fromiter(
-            (self.slot(t, s) for t, s in zip(targets, series, strict=True)),
+            (
+                found if (found := index.get((t, s))) is not None else self.slot(t, s, owner)
+                for t, s in zip(targets, series, strict=True)
+            ),
             dtype=np.int64,
             count=len(series),
         )
@@ -100,11 +175,19 @@ class WindowStore:
         return len(self._index)
 
     @property
+    def target_count(self) -> int:
+        return len(self._target_series)
+
+    def owner_counts(self, owner: str) -> tuple[int, int]:
+        """(live series, live targets) that ``owner`` created."""
+        return self._owner_series.get(owner, 0), self._owner_targets.get(owner, 0)
+
+    @property
     def nbytes(self) -> int:
         return int(self._ts.nbytes + self._values.nbytes)
 
     def targets(self) -> list[str]:
-        return sorted({t for t, _ in self._index})
+        return sorted(self._target_series)
 
     # -- writing ------------------------------------------------------------------------
 
@@ -175,9 +258,27 @@ class WindowStore:
             del self._index[key]
             self._keys[slot] = None
             self._free.append(slot)
+            self._forget(key[0], self._owner[slot])
+            self._owner[slot] = None
         self._head[dead] = 0
         self._count[dead] = 0
         self._newest[dead] = -np.inf
         if len(dead):
             self.generation += 1
         return len(dead)
+
+    def _forget(self, target: str, owner: str | None) -> None:
+        """One series of ``target`` (created by ``owner``) is gone: free its counts."""
+        if owner is not None:
+            self._owner_series[owner] -= 1
+            if not self._owner_series[owner]:
+                del self._owner_series[owner]
+        self._target_series[target] -= 1
+        if self._target_series[target]:
+            return
+        del self._target_series[target]
+        creator = self._target_owner.pop(target)
+        if creator is not None:
+            self._owner_targets[creator] -= 1
+            if not self._owner_targets[creator]:
+                del self._owner_targets[creator]

@@ -12,6 +12,8 @@ from typing import NamedTuple
 from pydantic import ValidationError
 
 from loop.errors import InvalidSample, validation_reasons
+from loop.ids import is_identifier, loggable
+from loop.intake import reason_of
 from loop.models import Sample
 
 NameMap = Callable[[str], str | None]
@@ -53,13 +55,18 @@ class SampleMapper:
     """How a foreign (name, labels, ts, value) becomes a catalog ``Sample``; one per source.
 
     The target comes from the first of ``target_labels`` present (copied to ``target``), or
-    ``default_target``; with neither the point is refused, because a sample filed under the
-    wrong target would open incidents on the wrong machine.
+    ``default_target``; with neither the point is refused (``bad_target``), because a sample
+    filed under the wrong target would open incidents on the wrong machine. A target that
+    is not an identifier (loop/ids.py) and labels a log could not show are refused too.
     """
 
     name_map: NameMap = identity
     target_labels: tuple[str, ...] = DEFAULT_TARGET_LABELS
     default_target: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.default_target is not None and not is_identifier(self.default_target):
+            raise ValueError(f"default target {loggable(self.default_target)} is not an identifier")
 
     def to_sample(self, name: str, labels: Mapping[str, str], ts: float, value: float) -> Sample:
         """Raise ``InvalidSample`` with a reason the sender can act on."""
@@ -70,29 +77,33 @@ class SampleMapper:
         target = resolve_target(labels, self.target_labels) or self.default_target
         if target is None:
             wanted = ", ".join(self.target_labels)
-            raise InvalidSample(f"no target: none of the labels {wanted} is set", "bad_labels")
+            raise InvalidSample(f"no target: none of the labels {wanted} is set", "bad_target")
         if not math.isfinite(value):
             raise InvalidSample(f"value {value} is not a finite number")
         try:
             return Sample(series=series, labels={**labels, "target": target}, ts=ts, value=value)
         except ValidationError as exc:
-            raise InvalidSample(validation_reasons(exc)) from exc
+            raise InvalidSample(validation_reasons(exc), reason_of(exc)) from exc
 
 
 class Origin(NamedTuple):
-    """Where a sample came from in its payload, so a rejection can point back at it."""
+    """Where a sample came from in its payload, so a rejection can point back at it;
+    ``series`` names the raw series of a pull (its labels), so a poller that reads the same
+    point twice can tell it from a new one."""
 
     line: int | None = None
     metric: str | None = None
+    series: str | None = None
 
 
 @dataclass(frozen=True)
 class Issue:
     """Something in the payload that did not become a sample: where, why, how many points.
 
-    ``error`` is for people; ``reason`` is the counter it is booked under, the monitor's
-    vocabulary (``invalid``, ``unknown_metric``, ``bad_labels``) plus ``parse_error`` and
-    ``unsupported`` (a metric type no sample can stand for).
+    ``error`` is for people (values quoted and escaped, never raw); ``reason`` is the
+    counter it is booked under, the monitor's vocabulary (``invalid``, ``unknown_metric``,
+    ``bad_target``, ``bad_labels``) plus ``parse_error``, ``unsupported`` (a metric type no
+    sample can stand for) and ``bad_unit``.
     """
 
     error: str
@@ -100,6 +111,7 @@ class Issue:
     line: int | None = None
     metric: str | None = None
     points: int = 1
+    point: tuple[str, float] | None = field(default=None, repr=False)  # (raw series, ts)
 
     def __str__(self) -> str:
         where = f"line {self.line}" if self.line is not None else f"metric {self.metric!r}"
@@ -151,7 +163,10 @@ class ResultBuilder:
         try:
             sample = mapper.to_sample(name, labels, ts, value)
         except InvalidSample as exc:
-            self.issue(str(exc), exc.reason, line=origin.line, metric=origin.metric or name)
+            point = (origin.series, ts) if origin.series is not None else None
+            self.issues.append(
+                Issue(str(exc), exc.reason, origin.line, origin.metric or name, 1, point)
+            )
             return False
         self.add(sample, origin)
         return True

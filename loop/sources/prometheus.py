@@ -25,9 +25,10 @@ import logging
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -35,6 +36,7 @@ from loop.errors import MendloopError
 from loop.models import Sample
 from loop.sources.base import (
     DEFAULT_TARGET_LABELS,
+    Issue,
     Origin,
     ParseResult,
     ResultBuilder,
@@ -44,6 +46,7 @@ from loop.sources.base import (
 log = logging.getLogger(__name__)
 
 NAMES_PER_SELECTOR = 100  # keeps one regex selector (and its request body) small
+LOGGED_ISSUES = 5  # refused points logged one by one per poll; the rest as one summary line
 
 
 class PrometheusError(MendloopError):
@@ -161,8 +164,9 @@ class PrometheusSource:
 
     def _convert(self, out: ResultBuilder, name: str, series: PromSeries) -> None:
         labels = {k: v for k, v in series.labels.items() if k != "__name__"}
+        origin = Origin(metric=name, series=f"{name}{sorted(labels.items())!r}")
         for ts, value in series.points:
-            out.convert(self.mapper, name, labels, ts, value, Origin(metric=name))
+            out.convert(self.mapper, name, labels, ts, value, origin)
 
     # -- the HTTP API ----------------------------------------------------------------------
 
@@ -243,7 +247,10 @@ def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
         yield items[i : i + size]
 
 
-Submit = Callable[[list[Sample]], object]
+class Submit(Protocol):
+    """The engine's ``submit``: the new samples, and the points refused before (by reason)."""
+
+    def __call__(self, batch: list[Sample], *, refused: Mapping[str, int]) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -254,6 +261,7 @@ class PollResult:
     seen_before: int
     issues: int
     error: str | None = None
+    refused: int = 0  # issues new to this poll (handed to submit to be counted)
 
 
 class PrometheusPoller:
@@ -263,6 +271,12 @@ class PrometheusPoller:
     the last timestamp submitted for it is skipped, so overlapping lookback windows never
     submit a sample twice (two Prometheus series landing on one (series, target), e.g. the
     same exporter scraped by two jobs, share that mark: narrow the query to one of them).
+
+    A point that cannot be a sample (a target that is not an identifier, no target, a bad
+    label) is handed to ``submit`` as ``refused`` (counted by reason where ``/v1/intake``
+    shows it) once, not at every poll that reads it again; the first few of a poll are
+    logged, escaped. Marks older than twice the lookback are dropped: memory follows the
+    live series, not every name ever read.
 
     A failed poll (Prometheus down) is logged and kept on ``last``; the next one tries
     again. A failing ``submit`` (e.g. ``Overloaded``) leaves the marks where they were, so
@@ -287,6 +301,7 @@ class PrometheusPoller:
         self.last: PollResult | None = None
         self.polls = 0
         self._seen: dict[tuple[str, str], float] = {}
+        self._refused_seen: dict[str, float] = {}  # raw series -> newest refused point
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -309,16 +324,52 @@ class PrometheusPoller:
             if sample.ts > marks.get(key, self._seen.get(key, float("-inf"))):
                 marks[key] = sample.ts
                 fresh.append(sample)
-        for issue in result.issues:
-            log.warning("prometheus sample not taken: %s", issue)
-        if fresh:
+        refused, refused_marks = self._new_issues(result.issues)
+        if fresh or refused:
             # marks move only once submit took the batch: if it raises (Overloaded), the
             # next poll offers the same samples again while they are inside the lookback
-            self.submit(fresh)
+            self.submit(fresh, refused=refused)
             self._seen.update(marks)
+            self._refused_seen.update(refused_marks)
+        self._forget_old_marks()
         self.polls += 1
-        self.last = PollResult(len(fresh), len(result.samples) - len(fresh), len(result.issues))
+        self.last = PollResult(
+            len(fresh),
+            len(result.samples) - len(fresh),
+            len(result.issues),
+            refused=sum(refused.values()),
+        )
         return self.last
+
+    def _new_issues(self, issues: Iterable[Issue]) -> tuple[Counter[str], dict[str, float]]:
+        """Points refused that no earlier poll refused already: by reason, and their marks."""
+        refused: Counter[str] = Counter()
+        marks: dict[str, float] = {}
+        logged = 0
+        for issue in issues:
+            if issue.point is not None:
+                key, ts = issue.point
+                if ts <= marks.get(key, self._refused_seen.get(key, float("-inf"))):
+                    continue
+                marks[key] = ts
+            refused[issue.reason] += issue.points
+            if logged < LOGGED_ISSUES:  # a flood of bad names is counted, not logged line by line
+                log.warning("prometheus sample not taken: %s", issue)
+                logged += 1
+        if sum(refused.values()) > logged:
+            log.warning(
+                "prometheus: %d point(s) not taken this poll, by reason: %s",
+                sum(refused.values()),
+                dict(refused),
+            )
+        return refused, marks
+
+    def _forget_old_marks(self) -> None:
+        """A mark older than the lookback can no longer tell a point apart: drop it."""
+        horizon = time.time() - 2 * self.lookback_s - self.interval_s
+        for marks in (self._seen, self._refused_seen):
+            for key in [k for k, ts in marks.items() if ts < horizon]:
+                del marks[key]
 
     def start(self) -> None:
         if self._thread is not None:

@@ -108,7 +108,7 @@ def test_oversized_batch_is_413_and_counted(client):
 def test_busy_intake_is_429_with_retry_after(store):
     from loop.errors import Overloaded
 
-    def busy(batch):
+    def busy(batch, **_):
         raise Overloaded("intake busy", retry_after_s=2.0)
 
     with TestClient(create_app(store, submit=busy)) as client:

@@ -33,7 +33,7 @@ def test_bad_samples_are_rejected_one_by_one_with_reasons_and_counted(catalog):
             raw(series="no_such_metric"),
             raw(value=math.nan),
             raw(value=math.inf),
-            {"series": "cache_hit_ratio", "ts": "yesterday", "value": 1},
+            {"series": "cache_hit_ratio", "labels": {"target": "t1"}, "ts": "yes", "value": 1},
             ["not", "an", "object"],
             raw(ts=NOW - 7200),
             raw(ts=NOW + 3600),
@@ -50,7 +50,7 @@ def test_bad_samples_are_rejected_one_by_one_with_reasons_and_counted(catalog):
         (5, "invalid"),
         (6, "too_old"),
         (7, "in_future"),
-        (8, "bad_labels"),
+        (8, "bad_target"),
     ]
     assert "unknown metric 'no_such_metric'" in result.rejected[0].error
     assert "finite" in result.rejected[1].error
@@ -139,8 +139,13 @@ def test_window_is_bounded_oldest_first_and_series_expire(catalog):
     assert monitor.targets() == ["t1"] and monitor.latest("gone", "cache_hit_ratio") is None
 
 
-def test_parse_sample_accepts_models_and_defaults_target(catalog):
-    sample = parse_sample(Sample(series="cache_hit_ratio", ts=1, value=0.5), catalog)
-    assert sample.target == "default"
-    with pytest.raises(InvalidSample):
-        parse_sample({"series": "cache_hit_ratio", "ts": 1}, catalog)
+def test_parse_sample_accepts_models_and_never_makes_up_a_target(catalog):
+    sample = parse_sample(
+        Sample(series="cache_hit_ratio", labels={"target": "a"}, ts=1, value=0.5), catalog
+    )
+    assert sample.target == "a"
+    for labels in ({}, {"x": "y"}):
+        missing = {"series": "cache_hit_ratio", "labels": labels, "ts": 1, "value": 1}
+        with pytest.raises(InvalidSample) as info:
+            parse_sample(missing, catalog)
+        assert info.value.reason == "bad_target"

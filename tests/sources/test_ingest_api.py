@@ -214,7 +214,12 @@ def test_otlp_protobuf_is_415_pointing_at_json(client):
     assert response.status_code == 415
 
 
-def test_refusals_are_counted_by_reason(client):
-    post_text(client, "garbage\n")
-    client.post("/v1/metrics", json=otlp(("bogus", time.time(), 1)))
-    assert client.get("/v1/intake/sources").json() == {"parse_error": 1, "unknown_metric": 1}
+def test_refusals_are_counted_by_reason_once(client, monitor):
+    """The parsers' refusals are booked in the monitor with the push; /v1/intake/sources is
+    the part of them the parsers refused (inside the monitor's counters, never added)."""
+    now = time.time()
+    post_text(client, f'garbage\ncache_hit_ratio{{target="a"}} 0.9 {ms(now)}\n')
+    client.post("/v1/metrics", json=otlp(("bogus", now, 1)))
+    assert client.get("/v1/intake/sources").json() == {"parse_error": 1}
+    counters = {k: v for k, v in monitor.stats()["counters"].items() if v}
+    assert counters == {"accepted": 1, "parse_error": 1, "unknown_metric": 1}

@@ -97,7 +97,7 @@ def test_target_attribute_order_and_configuration():
 def test_no_target_is_an_issue_unless_defaulted():
     payload = request(gauge("m", point(), point()), resource=[])
     result = parse(payload)
-    assert result.samples == () and [i.reason for i in result.issues] == ["bad_labels"] * 2
+    assert result.samples == () and [i.reason for i in result.issues] == ["bad_target"] * 2
     assert "service.instance.id, host.name" in result.issues[0].error
     assert parse(payload, default_target="dflt").samples[0].target == "dflt"
 

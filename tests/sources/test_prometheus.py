@@ -138,7 +138,7 @@ def test_promql_expression_mapped_to_a_catalog_series(prom, series_names):
     assert names == ["api_response_time_ms"]
     assert result.samples[0].target == SITE  # labels survive the arithmetic
     # vector(1) has no labels, so no target: reported, not filed under a made-up one
-    assert [(i.metric, i.reason) for i in result.issues] == [("cache_hit_ratio", "bad_labels")]
+    assert [(i.metric, i.reason) for i in result.issues] == [("cache_hit_ratio", "bad_target")]
     assert "no target" in result.issues[0].error
 
 
@@ -147,9 +147,9 @@ def test_poller_submits_only_new_samples(prom, series_names, catalog):
     batches: list[list[Sample]] = []
     results = []
 
-    def submit(batch: list[Sample]) -> object:
+    def submit(batch: list[Sample], refused=None) -> object:
         batches.append(batch)
-        results.append(monitor.ingest(batch))
+        results.append(monitor.ingest(batch, refused=refused))
         return results[-1]
 
     with PrometheusSource.for_catalog(prom.url, sorted(series_names)) as source:
@@ -210,7 +210,7 @@ def test_poller_survives_a_down_prometheus_and_stops_at_once():
     submitted: list[list[Sample]] = []
     source = PrometheusSource("http://127.0.0.1:9", {"m": "m"}, timeout_s=1)
     with source:
-        poller = PrometheusPoller(source, submitted.append, interval_s=60)
+        poller = PrometheusPoller(source, lambda b, **_: submitted.append(b), interval_s=60)
         first = poller.poll_once()
         assert first.error is not None and "unreachable" in first.error and not submitted
         poller.start()
@@ -227,7 +227,7 @@ def test_poller_survives_a_down_prometheus_and_stops_at_once():
 def test_poller_offers_samples_again_when_submit_fails(prom, series_names):
     calls: list[list[Sample]] = []
 
-    def flaky(batch: list[Sample]) -> None:
+    def flaky(batch: list[Sample], refused=None) -> None:
         calls.append(batch)
         if len(calls) == 1:
             raise RuntimeError("intake busy")

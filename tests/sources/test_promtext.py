@@ -58,7 +58,12 @@ def test_twin_output_round_trips():
     from twin.server import prometheus_text  # the format we scrape in production
 
     sent = [
-        Sample(series="cache_hit_ratio", labels={"target": 'we"ird\\site\n'}, ts=NOW, value=0.5),
+        Sample(
+            series="cache_hit_ratio",
+            labels={"target": "a", "note": 'we"ird\\site {x}'},
+            ts=NOW,
+            value=0.5,
+        ),
         Sample(series="db_io_wait_pct", labels={"target": "b"}, ts=NOW, value=1e-7),
     ]
     got = parse_text(prometheus_text(sent), now=NOW)
@@ -69,8 +74,29 @@ def test_twin_output_round_trips():
 
 
 def test_label_escapes_and_spacing():
-    sample = one('m { target = "a\\\\b\\"c\\nd" , x="}{,=" , } 1\n')
-    assert sample.labels == {"target": 'a\\b"c\nd', "x": "}{,="}
+    _, labels, value, _ = parse_line('m { target = "a\\\\b\\"c\\nd" , x="}{,=" , } 1')
+    assert labels == {"target": 'a\\b"c\nd', "x": "}{,="} and value == 1
+    sample = one('cache_hit_ratio { target = "a" , x="}{,=\\\\ \\"q\\"" , } 1\n')
+    assert sample.labels == {"target": "a", "x": '}{,=\\ "q"'}
+
+
+def test_hostile_targets_and_newlines_in_labels_are_issues_never_samples():
+    text = (
+        'cache_hit_ratio{target="{{ lookup(\'pipe\',\'id\') }}"} 1\n'
+        'cache_hit_ratio{target="a\\nb"} 1\n'
+        'cache_hit_ratio{instance="$(id)"} 1\n'
+        'cache_hit_ratio{target="ok",note="two\\nlines"} 1\n'
+        'cache_hit_ratio{target="10.0.0.7:9100"} 1\n'
+    )
+    result = parse_text(text, now=NOW)
+    assert [s.target for s in result.samples] == ["10.0.0.7:9100"]
+    assert [(i.line, i.reason) for i in result.issues] == [
+        (1, "bad_target"),
+        (2, "bad_target"),
+        (3, "bad_target"),
+        (4, "bad_labels"),
+    ]
+    assert all("\n" not in str(i) for i in result.issues)
 
 
 def test_whitespace_tabs_crlf_and_no_labels_with_default_target():
@@ -115,7 +141,7 @@ def test_target_label_is_configurable_and_missing_target_is_reported():
     sample = one('m{site="s1",target="ignored"} 1\n', target_labels=("site",))
     assert sample.target == "s1"
     assert issues('m{job="x"} 1\n') == [
-        (1, "bad_labels", "no target: none of the labels target, instance is set")
+        (1, "bad_target", "no target: none of the labels target, instance is set")
     ]
 
 

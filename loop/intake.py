@@ -1,0 +1,149 @@
+"""What crosses the monitor's door: the intake's typed results, the validation of one
+sample, and the reasons every refusal is counted under.
+
+    sample = parse_sample({"series": "cache_hit_ratio", "labels": {"target": "a"},
+                           "ts": 1.7e9, "value": 0.93}, catalog)   # or InvalidSample(reason)
+    IngestResult(accepted, late, duplicate, rejected=(Rejection(index, error, reason), ...))
+
+Kept apart from loop/monitor.py (which keeps the windows and the counters) so the
+vocabulary is defined once and read by the API, the sources and the benchmarks alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+from pydantic import ValidationError
+
+from loop.config import Settings
+from loop.errors import InvalidSample, validation_reasons
+from loop.ids import MAX_ID_LEN, label_problem
+from loop.models import Sample
+from loop.windows import REFUSALS, Limits
+from rules.catalog import Catalog
+
+MAX_TARGET_LEN = MAX_ID_LEN
+COUNTED = (
+    "accepted",
+    "late",
+    "duplicate",
+    "unknown_metric",
+    "invalid",
+    "bad_target",
+    "bad_labels",
+    "too_old",
+    "in_future",
+    *REFUSALS,
+    "oversized_batch",
+    "shed_overload",
+    "expired_series",
+    # refused by a source before the monitor saw them (booked with the push: Monitor.book)
+    "parse_error",
+    "unsupported",
+    "bad_unit",
+)
+"""Every reason ``/v1/intake`` shows (zero or not); any other a source books shows too."""
+LABEL_REASONS = ("bad_target", "bad_labels")
+LIMIT_SETTINGS = ("max_series", "max_targets", "max_series_per_token", "max_targets_per_token")
+"""The Settings (``MENDLOOP_MAX_SERIES``, ...) that make ``Limits``, in its field order."""
+
+
+def limits_of(settings: Settings) -> Limits:
+    """The intake's cardinality limits from the one Settings object."""
+    return Limits(*(getattr(settings, name) for name in LIMIT_SETTINGS))
+
+
+DEFAULT_LIMITS = Limits(*(Settings.model_fields[name].default for name in LIMIT_SETTINGS))
+
+
+class Point(NamedTuple):
+    """The newest accepted value of one series: what analysis looks at."""
+
+    target: str
+    series: str
+    ts: float
+    value: float
+
+
+@dataclass
+class Layout:
+    """A fixed sequence of (target, series) resolved once to window slots, for sources that
+    send the same series every tick (the twin, exporters, benchmarks). ``known``: the
+    series is in the catalog and the target an identifier; ``slots`` is negative where a
+    known series got no slot (a cardinality limit, see windows.REFUSALS)."""
+
+    targets: tuple[str, ...]
+    series: tuple[str, ...]
+    known: np.ndarray
+    slots: np.ndarray
+    generation: int
+    valid_target: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Rejection:
+    index: int
+    error: str
+    reason: str = "invalid"
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    late: int
+    duplicate: int
+    rejected: tuple[Rejection, ...]
+    latest: tuple[Point, ...] = field(repr=False, default=())
+
+    @property
+    def stale(self) -> int:
+        return self.late + self.duplicate
+
+
+def parse_sample(raw: Sample | Mapping[str, Any], catalog: Catalog) -> Sample:
+    """Validate one incoming sample; raise InvalidSample with a reason a person can act on.
+
+    A ``Sample`` built elsewhere (perhaps without validation, as the twin's fast path does)
+    has its labels checked again: the identifier rule holds whatever the door."""
+    if not isinstance(raw, Sample | Mapping):
+        raise InvalidSample(f"sample must be an object, not {type(raw).__name__}")
+    try:
+        sample = raw if isinstance(raw, Sample) else Sample.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidSample(validation_reasons(exc), reason_of(exc)) from exc
+    if isinstance(raw, Sample) and (problem := label_problem(raw.labels)) is not None:
+        raise InvalidSample(f"labels: {problem[1]}", problem[0])
+    if sample.series not in catalog:
+        raise InvalidSample(
+            f"series: unknown metric {sample.series!r} (not in the catalog)", "unknown_metric"
+        )
+    return sample
+
+
+def reason_of(exc: ValidationError) -> str:
+    """The counter a Sample's validation error is booked under: a label reason (loop/ids.py)
+    when the labels were at fault, else ``invalid``."""
+    for error in exc.errors():
+        if error["type"] in LABEL_REASONS:
+            return str(error["type"])
+    return "invalid"
+
+
+def refusal_texts(limits: Limits) -> dict[str, str]:
+    """One message per cardinality refusal, made once (a flood costs no formatting)."""
+    later = "; samples of existing series are still taken"
+    return {
+        "series_limit": f"new series refused: {limits.series} live series (the limit){later}",
+        "target_limit": f"new target refused: {limits.targets} live targets (the limit){later}",
+        "token_series_limit": (
+            f"new series refused: this token created {limits.series_per_owner} live series "
+            f"(its limit){later}"
+        ),
+        "token_target_limit": (
+            f"new target refused: this token created {limits.targets_per_owner} live targets "
+            f"(its limit){later}"
+        ),
+    }
