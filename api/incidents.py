@@ -41,7 +41,13 @@ from api.schemas import (
     RunOut,
     errors,
 )
-from loop.errors import ApprovalRefused, IllegalTransition, MendloopError, PlanChanged
+from loop.errors import (
+    ApprovalRefused,
+    IllegalTransition,
+    MendloopError,
+    PlanChanged,
+    PlanHashRequired,
+)
 from loop.models import ApprovalPlan, RCAReport
 from loop.state import State
 from loop.store import IncidentRecord, IncidentView
@@ -275,6 +281,8 @@ def engine_errors() -> Iterator[None]:
     """The engine's refusals as HTTP answers (clear 4xx, never a 500)."""
     try:
         yield
+    except PlanHashRequired as exc:  # the message names the current plan_hash
+        raise HTTPException(428, str(exc)) from exc
     except PlanChanged as exc:
         current = f" (current plan_hash {exc.current_hash})" if exc.current_hash else ""
         raise HTTPException(409, f"{exc}{current}") from exc
@@ -300,19 +308,21 @@ def _act(
 
 
 ACTION_ERRORS = errors(401, 403, 404, 409, 422, 503)
+APPROVE_ERRORS = errors(401, 403, 404, 409, 422, 428, 503)
 
 
 @router.post(
     "/v1/incidents/{incident_id}/approve",
     response_model=IncidentSummary,
-    responses=ACTION_ERRORS,
+    responses=APPROVE_ERRORS,
 )
 def approve(
     request: Request, incident_id: str, svc: Svc, who: Approver, body: ApprovalIn | None = None
 ) -> IncidentSummary:
-    """Let the waiting fix run. With ``plan_hash`` the approval holds only for that plan
-    (409 if it changed: look at the plan again); the requester of a high-risk fix cannot
-    approve it (403, two-person rule)."""
+    """Let the waiting fix run. The body names the plan approved, ``plan_hash`` from
+    ``GET .../plan``: without it 428 (the answer names the current hash), and 409 when the
+    plan changed since (look at it again); the approval holds for that plan only. The
+    requester of a high-risk fix cannot approve it (403, two-person rule)."""
     return _decide(request, incident_id, svc, who, body, approve=True)
 
 

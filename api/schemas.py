@@ -36,6 +36,7 @@ _ERROR_TEXT = {
     413: "request body over the size limit",
     415: "unsupported content type",
     422: "the request does not validate (field, reason)",
+    428: "an approval without the plan_hash of the plan it approves (the answer names it)",
     503: "this server lacks the component the endpoint needs, or it is unreachable",
 }
 
@@ -89,7 +90,8 @@ class ApprovalIn(BaseModel):
     plan_hash: str | None = Field(
         None,
         pattern=PLAN_HASH_PATTERN,
-        description="the plan you looked at (GET .../plan): refused with 409 if it changed",
+        description="the plan you looked at (GET .../plan); required to approve an incident "
+        "that has a plan (428 without it), 409 if the plan changed since",
     )
     by: str = Field(
         "api",

@@ -131,26 +131,20 @@ def auth_headers(settings: Settings) -> dict[str, str]:
 
 def cmd_verdict(args: argparse.Namespace, settings: Settings) -> int:
     """Approve or reject a waiting fix through the running daemon's REST API, the same
-    call a person or the chat integration makes."""
-    import httpx
+    call a person or the chat integration makes; an approval names the plan it approves
+    (``--plan-hash``, else the current plan, shown on stderr: loop/verdict.py)."""
+    from loop.verdict import verdict
 
-    url = args.url or f"http://{settings.api_host}:{settings.api_port}"
-    endpoint = f"{url}/v1/incidents/{args.incident}/{args.command}"
-    try:
-        response = httpx.post(
-            endpoint,
-            json={"by": args.by, "comment": args.comment},
-            headers=auth_headers(settings),
-            timeout=30,
-        )
-    except httpx.HTTPError as exc:
-        raise MendloopError(
-            f"daemon not reachable at {url} ({exc}); is `mendloop run` up?"
-        ) from exc
-    if response.status_code >= 400:
-        detail = response.json().get("detail", response.text) if response.content else ""
-        raise MendloopError(f"{args.command} refused: HTTP {response.status_code} {detail}")
-    incident = response.json()
+    incident = verdict(
+        args.url or f"http://{settings.api_host}:{settings.api_port}",
+        args.incident,
+        args.command,
+        by=args.by,
+        comment=args.comment,
+        plan_hash=getattr(args, "plan_hash", None),
+        headers=auth_headers(settings),
+        say=lambda line: print(line, file=sys.stderr),
+    )
     if args.json:
         print_json(incident)
     else:
@@ -282,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="who decides, when the API runs without authentication (else: the token's name)",
         )
         p.add_argument("--url", help="daemon API (default from MENDLOOP_API_HOST/PORT)")
+        if verdict == "approve":
+            p.add_argument(
+                "--plan-hash",
+                help="the plan you reviewed (GET /v1/incidents/ID/plan), or its first 8+ hex "
+                "digits; default: the current plan, shown on stderr",
+            )
     replay = add("replay", cmd_replay, "backtest recorded incidents against rules/ML/knowledge")
     replay.add_argument("incident", nargs="*", help="incident ids (default: the newest)")
     replay.add_argument("--rules", type=Path, help="rule directory under test (default: rules/)")

@@ -11,6 +11,7 @@
      ├── PlaybookError          a playbook that is missing or has bad metadata
      ├── IllegalTransition      an incident asked to move along an edge the state machine lacks
      ├── PlanChanged            an approval named a plan hash that is no longer the incident's plan
+     ├── PlanHashRequired       an approval that names no plan hash while the incident has a plan
      └── ApprovalRefused        an approval the rules forbid (two-person rule for high risk)
 
 Outcomes of loop stages (a failed playbook, a failed verification) are *data*, recorded on
@@ -84,6 +85,14 @@ class PlanChanged(MendloopError):
     they must look at the new plan (``Engine.plan``) and approve that one."""
 
     def __init__(self, message: str, current_hash: str | None) -> None:
+        self.current_hash = current_hash
+        super().__init__(message)
+
+
+class PlanHashRequired(MendloopError):
+    """An approval must name the plan it approves (``current_hash``: the one to look at)."""
+
+    def __init__(self, message: str, current_hash: str) -> None:
         self.current_hash = current_hash
         super().__init__(message)
 

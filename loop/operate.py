@@ -16,12 +16,13 @@ announced to the listeners as a StageEvent; one that hands the incident back to 
 spawns its walk on the daemon's event loop (or the next start resumes it).
 
 Approvals are bound to a plan: when a fix is to wait for a person, the daemon runs the
-playbook's dry run and stores an ApprovalPlan (``_ask_approval``); ``approve`` records the
-plan hash current when it was given (and refuses a ``plan_hash`` that is not the current
-one: PlanChanged); just before the run the plan is recomputed (``_recheck_plan``: a fresh
-dry run, the extra vars re-rendered from the library) and when its hash differs the
-approval is void and the incident waits again with the new plan. A high-risk fix needs an
-approver other than its requester (ApprovalRefused).
+playbook's dry run and stores an ApprovalPlan (``_ask_approval``); ``approve`` must name
+that plan's hash (none: PlanHashRequired, whatever the risk, so nobody approves a plan
+they did not look at; one that is not the current plan's: PlanChanged); just before the
+run the plan is recomputed (``_recheck_plan``: a fresh dry run, the extra vars re-rendered
+from the library) and when its hash differs the approval is void and the incident waits
+again with the new plan. A high-risk fix needs an approver other than its requester
+(ApprovalRefused).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from loop.errors import (
     KnowledgeError,
     MendloopError,
     PlanChanged,
+    PlanHashRequired,
 )
 from loop.execute import PlaybookRunner, RunDetail, dry_run
 from loop.ledger import Ledger
@@ -110,15 +112,25 @@ class Operations:
         self, incident_id: str, by: str = "api", comment: str = "", plan_hash: str | None = None
     ) -> IncidentView:
         """A person approves the waiting fix: the incident moves on to the real run, the
-        approval bound to the plan hash current now (recorded with the approver).
-        IllegalTransition when it does not wait for an approval; PlanChanged when
-        ``plan_hash`` is given and is not the current plan's; ApprovalRefused when ``by``
-        requested a high-risk fix (two-person rule)."""
+        approval bound to the plan hash it names (recorded with the approver).
+        IllegalTransition when it does not wait for an approval; PlanHashRequired when the
+        incident has a plan and ``plan_hash`` is None; PlanChanged when ``plan_hash`` is
+        not the current plan's; ApprovalRefused when ``by`` requested a high-risk fix
+        (two-person rule). (An incident waiting without a plan, from before plans existed,
+        may be approved without one: the plan is made before the run and, the approval
+        being bound to none, it waits again for that plan to be approved.)"""
         incident = self._incident(incident_id)
         if incident.state != State.awaiting_approval:
             check_transition(incident.state, State.approved)  # raises IllegalTransition
         plan = incident.plan
         current = plan.plan_hash if plan is not None else None
+        if plan_hash is None and current is not None:
+            raise PlanHashRequired(
+                f"incident {incident_id}: an approval must name the plan it approves; "
+                f"review the current plan (GET /v1/incidents/{incident_id}/plan) and send its "
+                f"plan_hash {current}",
+                current,
+            )
         if plan_hash is not None and plan_hash != current:
             raise PlanChanged(
                 f"incident {incident_id}: the plan changed (approved {plan_hash[:12]}, current "

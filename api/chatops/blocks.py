@@ -17,6 +17,7 @@ exact plan + Approve/Reject buttons bound to its hash), ``approved``/``rejected`
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,7 +54,7 @@ class ChatMessage:
     blocks: tuple[Block, ...] = field(default_factory=tuple)
 
     def payload(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"text": self.text}
+        body: dict[str, Any] = {"text": plain(self.text)}
         if self.blocks:
             body["blocks"] = list(self.blocks)
         return body
@@ -62,6 +63,17 @@ class ChatMessage:
 def esc(text: str) -> str:
     """Slack mrkdwn control characters (&, <, >) escaped, so data never becomes markup."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+_MASS_MENTION = re.compile(r"@(channel|here|all|everyone)\b", re.IGNORECASE)
+
+
+def plain(text: str) -> str:
+    """The ``text`` of a message (Slack's notification fallback, what Mattermost shows):
+    escaped as mrkdwn (so ``<!channel>`` or a link in data stays text) and with mass
+    mentions (``@channel``, ``@here``, ``@all``) broken by a zero-width space, since
+    Mattermost would notify on them. Our own messages use neither."""
+    return _MASS_MENTION.sub("@\u200b\\1", esc(text))
 
 
 def clip(text: str, limit: int) -> str:

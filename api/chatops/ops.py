@@ -16,7 +16,9 @@ whatever the API's setting.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -36,7 +38,7 @@ from api.chatops.sender import (
     WebhookTransport,
 )
 from api.chatops.signing import ReplayGuard
-from loop.errors import ApprovalRefused, IllegalTransition, MendloopError, PlanChanged
+from loop.errors import IllegalTransition, MendloopError, PlanChanged
 from loop.models import ApprovalPlan, AutomationStatus
 from loop.state import State
 from loop.store import IncidentStore, IncidentView
@@ -76,6 +78,8 @@ class ChatOps:
         self.engine = engine
         self.clock = clock
         self.replays = ReplayGuard()
+        self.refusals: Counter[str] = Counter()  # refused callbacks and URLs, by reason
+        self._count_lock = threading.Lock()
         self.audit = AuditLog(store.engine)
         transport = transport or _transport(config)
         self.sender: ChatSender | None = None
@@ -107,6 +111,13 @@ class ChatOps:
         if self.sender is not None:
             self.sender.stop()
 
+    def count(self, reason: str) -> None:
+        """One more refusal under ``reason`` (missing_headers, malformed_signature,
+        bad_signature, stale_timestamp, replayed, malformed_request, invalid_command,
+        response_url_refused, ...)."""
+        with self._count_lock:
+            self.refusals[reason] += 1
+
     # -- outgoing: the engine listener (called on the event loop: only queue) -----------
 
     def notify(self, event: Any) -> None:
@@ -136,7 +147,12 @@ class ChatOps:
     def act(self, principal: Principal, action: Action) -> Reply:
         """A button press: approve or reject the plan bound in the button."""
         reply = self._act(principal, action)
-        if action.response_url and self.sender is not None:
+        if action.response_url and (why := self.config.response_refusal(action.response_url)):
+            self.count("response_url_refused")
+            log.warning(
+                "chat response_url refused, not posted to (%s): %.200r", why, action.response_url
+            )
+        elif action.response_url and self.sender is not None:
             if reply.outcome == "ok":
                 incident = self.store.get(action.incident_id)
                 message = (
@@ -192,7 +208,7 @@ class ChatOps:
         if command.verb == "approve":
             plan_hash = command.plan_hash
             current = incident.plan.plan_hash if incident.plan else None
-            if current and (plan_hash is None or current.startswith(plan_hash)):
+            if current and plan_hash is not None and current.startswith(plan_hash):
                 plan_hash = current  # the prefix a person typed names the current plan
             return self._approve(principal, incident.id, plan_hash)
         return self._reject(principal, incident.id, command.comment or "rejected in chat")
@@ -205,7 +221,7 @@ class ChatOps:
             view = self.engine.approve(
                 incident_id, by=principal.name, comment="approved in chat", plan_hash=plan_hash
             )
-        except (PlanChanged, ApprovalRefused, IllegalTransition) as exc:
+        except MendloopError as exc:  # PlanHashRequired, PlanChanged, two-person rule, state
             now = self.store.get(incident_id)
             if isinstance(exc, PlanChanged) and now is not None and self.sender is not None:
                 self.sender.post(

@@ -7,10 +7,13 @@ pure parsing and signing, acting on the engine as a chat user's Principal).
 ``POST /v1/chat/actions``: Slack interactivity (form field ``payload``, a
 ``block_actions`` JSON); ``POST /v1/chat/commands``: a slash command (form fields
 ``text``, ``user_id``, ``user_name``, ``response_url``). Both verify Slack's signature
-first (api/chatops/signing.py) and answer 401 when it is missing, wrong, outside the
-5-minute window or replayed; that refusal is audited as ``unauthenticated``. Then the chat
-user becomes a Principal (``via="chat"``) through MENDLOOP_CHAT_USERS (unknown users are
-viewers), the command's least role is enforced, and the engine acts: an approval carries
+first (api/chatops/signing.py) and answer 401 when it is missing, malformed, wrong, outside
+the 5-minute window or replayed; that refusal is audited as ``unauthenticated``. A signed
+request that cannot be read (not a form, bad JSON, a field of the wrong type or shape) is
+a 400 with the reason. Every refusal is logged and counted by reason (``ops.refusals``).
+Then the chat user becomes a Principal (``via="chat"``) through MENDLOOP_CHAT_USERS, by
+user id only (unknown users are viewers), the command's least role is enforced, and the
+engine acts: an approval carries
 the plan hash from the button, so a changed plan voids it (``PlanChanged``) and the
 two-person rule is the engine's (``ApprovalRefused``). An authentic request is answered
 200 with ``{"response_type", "text", "outcome"}`` (what chat services expect: the text is
@@ -36,10 +39,17 @@ from api.chatops.commands import (
     Command,
     parse_action,
     parse_command,
+    user_id_of,
     who,
 )
-from api.chatops.signing import check_signature
-from loop.errors import ApprovalRefused, IllegalTransition, MendloopError, PlanChanged
+from api.chatops.signing import Refusal, check_signature, replay_key
+from loop.errors import (
+    ApprovalRefused,
+    IllegalTransition,
+    MendloopError,
+    PlanChanged,
+    PlanHashRequired,
+)
 from loop.state import State
 
 log = logging.getLogger("mendloop.chat")
@@ -62,7 +72,13 @@ class Reply:
 
 
 def _form(raw: bytes) -> dict[str, str]:
-    return {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
+    """The url-encoded form (first value of each field); ChatInputError when it is not."""
+    try:
+        text = raw.decode("utf-8")
+        fields = parse_qs(text, max_num_fields=100)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ChatInputError(f"the body is not a url-encoded form ({type(exc).__name__})") from None
+    return {k: v[0] for k, v in fields.items()}
 
 
 _SIGNED = {
@@ -115,8 +131,8 @@ _COMMANDS_DOC = _form_schema(
     {
         "text": "status | incident ID | approve ID [hash] | reject ID [reason] | "
         "pause [target] [reason] | resume [target] | help",
-        "user_id": "the chat user's id (mapped by MENDLOOP_CHAT_USERS)",
-        "user_name": "the chat user's name (mapped when the id is not)",
+        "user_id": "the chat user's id (mapped by MENDLOOP_CHAT_USERS; the only thing mapped)",
+        "user_name": "the chat user's name (never used to grant a role)",
         "response_url": "where the answer may be posted later",
     }
 )
@@ -129,25 +145,30 @@ def chat_router(ops: Any) -> APIRouter:
     async def authentic(request: Request) -> bytes | JSONResponse:
         raw = await request.body()
         if not ops.config.incoming:
+            ops.count("not_configured")
             note_audit(request, "chat callback refused: no signing secret configured")
             return JSONResponse({"detail": "chat callbacks are not configured"}, 503)
         headers = request.headers
-        signature = headers.get("x-slack-signature")
+        timestamp = headers.get("x-slack-request-timestamp")
         now = ops.clock()
-        why = check_signature(
-            ops.config.signing_secret,
-            headers.get("x-slack-request-timestamp"),
-            signature,
-            raw,
-            now,
+        refusal = check_signature(
+            ops.config.signing_secret, timestamp, headers.get("x-slack-signature"), raw, now
         )
-        if why is None and not ops.replays.first_time(signature or "", now):
-            why = "replayed request (this signature was already used)"
-        if why is not None:
-            log.warning("chat callback refused from %s: %s", client_of(request), why)
-            await ops.audit_refusal(request, why)
-            return JSONResponse({"detail": f"request signature refused: {why}"}, 401)
+        if refusal is None and not ops.replays.first_time(replay_key(timestamp or "", raw), now):
+            refusal = Refusal("replayed", "replayed request (this request was already taken)")
+        if refusal is not None:
+            ops.count(refusal.reason)
+            log.warning("chat callback refused from %r: %s", client_of(request), refusal.why)
+            await ops.audit_refusal(request, refusal.why)
+            return JSONResponse({"detail": f"request signature refused: {refusal.why}"}, 401)
         return raw
+
+    async def unreadable(request: Request, what: str, exc: ChatInputError) -> JSONResponse:
+        ops.count("malformed_request")
+        log.warning("chat %s refused from %r: %s", what, client_of(request), exc)
+        note_audit(request, f"chat {what} refused: {exc}")
+        await ops.audit_chat(request, None, 400, f"chat {what} refused: {exc}")
+        return JSONResponse({"detail": f"cannot read the {what}: {exc}"}, 400)
 
     @router.post("/actions", openapi_extra=_ACTIONS_DOC, responses=_ANSWERS)
     async def actions(request: Request) -> JSONResponse:
@@ -155,15 +176,13 @@ def chat_router(ops: Any) -> APIRouter:
         if isinstance(raw, JSONResponse):
             return raw
         try:
-            payload = json.loads(_form(raw).get("payload", ""))
+            payload = _json(_form(raw).get("payload", ""))
             if not isinstance(payload, dict):
                 raise ChatInputError("payload is not a JSON object")
             action = parse_action(payload)
-        except (ValueError, ChatInputError) as exc:  # JSONDecodeError is a ValueError
-            note_audit(request, f"chat action refused: {exc}")
-            await ops.audit_chat(request, None, 400, f"chat action refused: {exc}")
-            return JSONResponse({"detail": f"cannot read the interaction: {exc}"}, 400)
-        principal = who(ops.config.users, action.user_id, action.user_name)
+        except ChatInputError as exc:
+            return await unreadable(request, "interaction", exc)
+        principal = who(ops.config.users, action.user_id)
         request.state.principal = principal
         reply = await run_in_threadpool(ops.act, principal, action)
         detail = f"chat {action.verb} {action.incident_id} as {principal.name}: {reply.outcome}"
@@ -176,13 +195,18 @@ def chat_router(ops: Any) -> APIRouter:
         raw = await authentic(request)
         if isinstance(raw, JSONResponse):
             return raw
-        form = _form(raw)
-        principal = who(ops.config.users, form.get("user_id", ""), form.get("user_name", ""))
+        try:
+            form = _form(raw)
+            user_id = user_id_of(form.get("user_id", ""))
+        except ChatInputError as exc:
+            return await unreadable(request, "command", exc)
+        principal = who(ops.config.users, user_id)
         request.state.principal = principal
         text = form.get("text", "")[:500]
         try:
             command = parse_command(text)
         except ChatInputError as exc:
+            ops.count("invalid_command")
             reply = Reply(str(exc), "invalid")
         else:
             reply = await run_in_threadpool(ops.run, principal, command)
@@ -192,6 +216,15 @@ def chat_router(ops: Any) -> APIRouter:
         return JSONResponse(reply.body())
 
     return router
+
+
+def _json(text: str) -> Any:
+    """JSON from a hostile form field: anything unreadable (bad syntax, absurd nesting) is
+    a ChatInputError, never an exception that would make a 500."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise ChatInputError(f"payload is not JSON ({type(exc).__name__})") from None
 
 
 def not_allowed(principal: Principal, what: Action | Command) -> Reply | None:
@@ -207,6 +240,14 @@ def not_allowed(principal: Principal, what: Action | Command) -> Reply | None:
 
 def approval_error(exc: MendloopError, incident_id: str, state: State | None) -> Reply:
     """An engine refusal of an approval, in words for the person who clicked."""
+    if isinstance(exc, PlanHashRequired):
+        now = exc.current_hash or "-"
+        return Reply(
+            f"Incident {incident_id}: an approval must name the plan it approves. Look at it "
+            f"(/mendloop incident {incident_id}) and approve that one: "
+            f"/mendloop approve {incident_id} {now[:12]}",
+            "refused",
+        )
     if isinstance(exc, PlanChanged):
         now = f" (now {exc.current_hash[:12]})" if exc.current_hash else ""
         return Reply(

@@ -101,7 +101,7 @@ class HttpTransport:
             )
         if response.status_code >= 400:
             raise ChatDeliveryError(
-                f"chat service refused the message: {response.status_code} {response.text[:200]}",
+                f"chat service refused the message: {response.status_code} {response.text[:200]!r}",
                 False,
             )
         return response
@@ -156,9 +156,11 @@ class WebApiTransport(HttpTransport):
             data = response.json()
         except ValueError as exc:
             raise ChatDeliveryError("chat.postMessage answered no JSON", True) from exc
+        if not isinstance(data, dict):
+            raise ChatDeliveryError("chat.postMessage answered no JSON object", True)
         if not data.get("ok"):
-            error = str(data.get("error", "unknown error"))
-            raise ChatDeliveryError(f"chat.postMessage: {error}", error == "ratelimited")
+            error = str(data.get("error", "unknown error"))[:200]
+            raise ChatDeliveryError(f"chat.postMessage: {error!r}", error == "ratelimited")
         return Posted(channel=data.get("channel") or self.channel, ts=data.get("ts"))
 
 

@@ -1,26 +1,43 @@
 """Slack's request signing, as pure functions (the router is the adapter around them).
 
     sig = sign(secret, "1700000000", body)              # "v0=<hex>"
-    why = check_signature(secret, ts_header, sig_header, body, now=time.time())
-    if why is not None: ...                               # refuse with 401, audit ``why``
+    refusal = check_signature(secret, ts_header, sig_header, body, now=time.time())
+    if refusal is not None: ...                           # 401; audit refusal.why, count .reason
+    if not guard.first_time(replay_key(ts_header, body), now): ...   # replayed
 
 The scheme (https://api.slack.com/authentication/verifying-requests-from-slack):
 ``X-Slack-Signature: v0=HMAC-SHA256(signing_secret, "v0:" + timestamp + ":" + raw_body)``
-with ``X-Slack-Request-Timestamp`` in unix seconds. A timestamp more than ``window_s``
-(5 minutes) away from our clock is refused whatever the signature, so a captured request
-cannot be replayed later; within the window, ``ReplayGuard`` refuses the same signature
-twice. The comparison is constant-time (``hmac.compare_digest``).
+with ``X-Slack-Request-Timestamp`` in unix seconds. Both headers are taken exactly as sent:
+a signature that is not ``v0=`` and 64 lowercase hex digits, or a timestamp that is not
+plain digits, is refused as malformed (never stripped or re-read), so one signed request
+has one spelling only. A timestamp more than ``window_s`` (5 minutes) away from our clock
+is refused whatever the signature, so a captured request cannot be replayed later; within
+the window, ``ReplayGuard`` refuses the same request twice, keyed on a digest of what was
+signed (timestamp and raw body), not on the header's spelling. The comparison is
+constant-time (``hmac.compare_digest``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import threading
 from collections import OrderedDict
+from typing import NamedTuple
 
 VERSION = "v0"
 WINDOW_S = 300.0
+
+_SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+
+
+class Refusal(NamedTuple):
+    """Why a callback is refused: ``reason`` is the counter, ``why`` the words (401, audit)."""
+
+    reason: str
+    why: str
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -37,34 +54,45 @@ def check_signature(
     body: bytes,
     now: float,
     window_s: float = WINDOW_S,
-) -> str | None:
+) -> Refusal | None:
     """None when the request is authentic and fresh, else why not (for the 401 and audit).
 
     >>> body = b"payload=%7B%7D"
     >>> check_signature("s", "100", sign("s", "100", body), body, now=150.0) is None
     True
-    >>> check_signature("s", "100", sign("s", "100", body), body, now=1000.0)
+    >>> check_signature("s", "100", sign("s", "100", body), body, now=1000.0).why
     'stale timestamp: 900 s from our clock (window 300 s)'
+    >>> check_signature("s", "100", sign("s", "100", body) + " ", body, now=150.0).reason
+    'malformed_signature'
     """
     if not secret:
-        return "no signing secret configured"
+        return Refusal("not_configured", "no signing secret configured")
     if not timestamp or not signature:
-        return "missing X-Slack-Request-Timestamp or X-Slack-Signature"
-    try:
-        sent = int(timestamp)
-    except ValueError:
-        return "malformed timestamp"
-    skew = abs(now - sent)
+        return Refusal("missing_headers", "missing X-Slack-Request-Timestamp or X-Slack-Signature")
+    if not _TIMESTAMP.fullmatch(timestamp):
+        return Refusal("malformed_timestamp", "malformed timestamp (unix seconds, digits only)")
+    if not _SIGNATURE.fullmatch(signature):
+        return Refusal("malformed_signature", "malformed signature (v0= and 64 hex digits)")
+    skew = abs(now - int(timestamp))
     if skew > window_s:
-        return f"stale timestamp: {skew:.0f} s from our clock (window {window_s:.0f} s)"
+        return Refusal(
+            "stale_timestamp",
+            f"stale timestamp: {skew:.0f} s from our clock (window {window_s:.0f} s)",
+        )
     expected = sign(secret, timestamp, body)
-    if not hmac.compare_digest(expected.encode(), signature.strip().encode()):
-        return "bad signature"
+    if not hmac.compare_digest(expected.encode(), signature.encode()):
+        return Refusal("bad_signature", "bad signature")
     return None
 
 
+def replay_key(timestamp: str, body: bytes) -> str:
+    """What identifies one signed request for the replay guard: a digest of exactly what
+    the signature covers, whatever the spelling of its headers."""
+    return hashlib.sha256(f"{VERSION}:{timestamp}:".encode() + body).hexdigest()
+
+
 class ReplayGuard:
-    """Signatures seen within the window: the same signed request is taken once.
+    """Requests seen within the window (by ``replay_key``): the same one is taken once.
 
     Slack's scheme alone lets a captured request be replayed for 5 minutes; remembering
     what was accepted closes that (per process; entries older than the window are dropped,
@@ -77,15 +105,15 @@ class ReplayGuard:
         self._seen: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
 
-    def first_time(self, signature: str, now: float) -> bool:
-        """True the first time this signature is offered; remembers it."""
+    def first_time(self, key: str, now: float) -> bool:
+        """True the first time this key is offered; remembers it."""
         with self._lock:
             while self._seen:
                 oldest, at = next(iter(self._seen.items()))
                 if now - at <= self.window_s and len(self._seen) < self.max_entries:
                     break
                 del self._seen[oldest]
-            if signature in self._seen:
+            if key in self._seen:
                 return False
-            self._seen[signature] = now
+            self._seen[key] = now
             return True

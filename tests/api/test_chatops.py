@@ -39,7 +39,7 @@ from loop.store import IncidentStore
 PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
 SECRET = "test-signing-secret"
 NOW = 1_800_000_000
-USERS = "U100=alice:approver,U200=bob:operator,U300=vic:viewer,carol.s=carol:approver"
+USERS = "U100=alice:approver,U200=bob:operator,U300=vic:viewer,U400=carol:approver"
 
 
 # -- the chat service: a real HTTP server on 127.0.0.1 ------------------------------------
@@ -348,7 +348,7 @@ class Chat:
         }
         return self.signed("/v1/chat/actions", {"payload": json.dumps(payload)}, **kw)
 
-    def command(self, text: str, user: str = "U100", user_name: str = "", **kw):
+    def command(self, text: str, user: str = "U100", user_name: str = "someone", **kw):
         form = {"command": "/mendloop", "text": text, "user_id": user, "user_name": user_name}
         return self.signed("/v1/chat/commands", form | {"response_url": self.response_url}, **kw)
 
@@ -485,9 +485,7 @@ def test_nobody_approves_their_own_high_risk_request(chat, store) -> None:
     mine = chat.press("approve", incident_id, plan.plan_hash, user="U100")
     assert mine.json()["outcome"] == "refused" and "two-person rule" in mine.json()["text"]
     assert store.get(incident_id).state == State.awaiting_approval
-    other = chat.command(
-        f"approve {incident_id} {plan.plan_hash[:12]}", user="X", user_name="carol.s"
-    )
+    other = chat.command(f"approve {incident_id} {plan.plan_hash[:12]}", user="U400")
     assert other.json()["outcome"] == "ok", other.json()
     assert store.get(incident_id).approval.by == "carol"
 

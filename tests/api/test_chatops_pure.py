@@ -26,7 +26,8 @@ from api.chatops.commands import (
     parse_users,
     who,
 )
-from api.chatops.signing import ReplayGuard, check_signature, sign
+from api.chatops.config import ChatConfig, parse_hosts
+from api.chatops.signing import ReplayGuard, check_signature, replay_key, sign
 from loop.models import (
     ApprovalPlan,
     AutomationStatus,
@@ -73,32 +74,49 @@ def test_a_valid_signature_within_the_window_is_accepted() -> None:
     assert check_signature(SECRET, "1000", signature, BODY, now=1000 - 299) is None
 
 
+GOOD = sign(SECRET, "1000", BODY)
+
+
 @pytest.mark.parametrize(
-    ("secret", "ts", "signature", "body", "now", "why"),
+    ("secret", "ts", "signature", "body", "now", "reason"),
     [
-        (SECRET, "1000", sign("another", "1000", BODY), BODY, 1000, "bad signature"),
-        (SECRET, "1000", sign(SECRET, "1000", BODY), BODY + b"x", 1000, "bad signature"),
-        (SECRET, "1001", sign(SECRET, "1000", BODY), BODY, 1000, "bad signature"),
-        (SECRET, "1000", "v1=" + sign(SECRET, "1000", BODY)[3:], BODY, 1000, "bad signature"),
-        (SECRET, "1000", sign(SECRET, "1000", BODY), BODY, 1301, "stale timestamp"),
-        (SECRET, "1000", sign(SECRET, "1000", BODY), BODY, 699, "stale timestamp"),
-        (SECRET, None, sign(SECRET, "1000", BODY), BODY, 1000, "missing"),
-        (SECRET, "1000", None, BODY, 1000, "missing"),
-        (SECRET, "soon", sign(SECRET, "soon", BODY), BODY, 1000, "malformed timestamp"),
-        ("", "1000", sign("", "1000", BODY), BODY, 1000, "no signing secret"),
+        (SECRET, "1000", sign("another", "1000", BODY), BODY, 1000, "bad_signature"),
+        (SECRET, "1000", GOOD, BODY + b"x", 1000, "bad_signature"),
+        (SECRET, "1001", GOOD, BODY, 1000, "bad_signature"),
+        (SECRET, "1000", "v1=" + GOOD[3:], BODY, 1000, "malformed_signature"),
+        (SECRET, "1000", GOOD, BODY, 1301, "stale_timestamp"),
+        (SECRET, "1000", GOOD, BODY, 699, "stale_timestamp"),
+        (SECRET, None, GOOD, BODY, 1000, "missing_headers"),
+        (SECRET, "1000", None, BODY, 1000, "missing_headers"),
+        (SECRET, "soon", sign(SECRET, "soon", BODY), BODY, 1000, "malformed_timestamp"),
+        ("", "1000", sign("", "1000", BODY), BODY, 1000, "not_configured"),
+        # one signed request has one spelling: nothing is stripped or re-read
+        (SECRET, "1000", GOOD + "\xa0", BODY, 1000, "malformed_signature"),
+        (SECRET, "1000", GOOD + " ", BODY, 1000, "malformed_signature"),
+        (SECRET, "1000", " " + GOOD, BODY, 1000, "malformed_signature"),
+        (SECRET, "1000", GOOD + "\t", BODY, 1000, "malformed_signature"),
+        (SECRET, "1000", GOOD.upper().replace("V0=", "v0="), BODY, 1000, "malformed_signature"),
+        (SECRET, "1000", GOOD + "00", BODY, 1000, "malformed_signature"),
+        (SECRET, " 1000", sign(SECRET, " 1000", BODY), BODY, 1000, "malformed_timestamp"),
+        (SECRET, "1_000", sign(SECRET, "1_000", BODY), BODY, 1000, "malformed_timestamp"),
+        (SECRET, "+1000", sign(SECRET, "+1000", BODY), BODY, 1000, "malformed_timestamp"),
+        (SECRET, "１０００", sign(SECRET, "１０００", BODY), BODY, 1000, "malformed_timestamp"),
     ],
 )
-def test_what_is_refused_and_why(secret, ts, signature, body, now, why) -> None:
-    assert why in (check_signature(secret, ts, signature, body, now=now) or "accepted")
+def test_what_is_refused_and_why(secret, ts, signature, body, now, reason) -> None:
+    refusal = check_signature(secret, ts, signature, body, now=now)
+    assert refusal is not None and refusal.reason == reason, refusal
+    assert "\n" not in refusal.why and (signature is None or signature not in refusal.why)
 
 
-def test_replay_guard_takes_a_signature_once_within_the_window() -> None:
+def test_replay_guard_takes_a_request_once_within_the_window() -> None:
     guard = ReplayGuard(window_s=300)
-    assert guard.first_time("v0=a", now=1000)
-    assert not guard.first_time("v0=a", now=1100)
-    assert guard.first_time("v0=b", now=1100)
+    assert guard.first_time(replay_key("1000", BODY), now=1000)
+    assert not guard.first_time(replay_key("1000", BODY), now=1100)
+    assert guard.first_time(replay_key("1000", BODY + b"&x=1"), now=1100)
+    assert guard.first_time(replay_key("1001", BODY), now=1100)
     # past the window the entry is forgotten (the timestamp check refuses it by then)
-    assert guard.first_time("v0=a", now=1400)
+    assert guard.first_time(replay_key("1000", BODY), now=1400)
 
 
 def test_replay_guard_memory_is_bounded() -> None:
@@ -111,18 +129,44 @@ def test_replay_guard_memory_is_bounded() -> None:
 # -- users and commands -----------------------------------------------------------------------
 
 
-def test_user_map_by_id_then_name_unknown_are_viewers() -> None:
-    users = parse_users(" U123=alice:approver, bob.s=bob:operator ,")
-    assert who(users, "U123", "whoever").name == "alice"
-    assert who(users, "U123").role == Role.approver
-    assert who(users, "U999", "bob.s").role == Role.operator
-    stranger = who(users, "U777", "alice")
+def test_user_map_by_id_only_unknown_are_viewers() -> None:
+    mattermost = "k3q9x7bqifdm8jrz1eh6ctr5wa"
+    users = parse_users(f" U123=alice:approver, W0BOB42=bob:operator , {mattermost}=mo:viewer,")
+    assert who(users, "U123").name == "alice" and who(users, "U123").role == Role.approver
+    assert who(users, "W0BOB42").role == Role.operator and who(users, mattermost).name == "mo"
+    stranger = who(users, "U777")
     assert (stranger.name, stranger.role, stranger.via) == ("chat:U777", Role.viewer, "chat")
+    assert who(users, "").name == "chat:unknown"
 
 
-@pytest.mark.parametrize("spec", ["U1=alice", "U1:approver", "=alice:admin", "U1=alice:root"])
-def test_a_bad_user_map_is_refused(spec) -> None:
-    with pytest.raises(ChatInputError):
+def test_a_name_can_never_pass_for_a_mapped_user() -> None:
+    """Ids and names used to share one map: a user renamed to "alice" or to "U123"
+    (Slack lets people pick their names) must stay an unknown viewer."""
+    users = parse_users("U123=alice:approver")
+    import inspect
+
+    assert list(inspect.signature(who).parameters) == ["users", "user_id"]  # no name to match
+    for id_of_the_impostor in ("U999", "alice", "alice.s"):
+        assert who(users, id_of_the_impostor).role == Role.viewer
+
+
+@pytest.mark.parametrize(
+    ("spec", "why"),
+    [
+        ("U1=alice", "expected CHAT_USER_ID=name:role"),
+        ("U1:approver", "expected CHAT_USER_ID=name:role"),
+        ("=alice:admin", "expected CHAT_USER_ID=name:role"),
+        ("U1=alice:root", "unknown role"),
+        # an old map keyed by user names: refused at start, saying what to write instead
+        ("carol.s=carol:approver", "'carol.s' is not a chat user id"),
+        ("alice=alice:admin", "user names are not accepted"),
+        ("U1=alice:approver,U1=mallory:admin", "mapped twice"),
+        ("U1=al ice:approver", "not a name"),
+        ("U1=al\nice:approver", "not a name"),
+    ],
+)
+def test_a_bad_user_map_is_refused(spec, why) -> None:
+    with pytest.raises(ChatInputError, match=why):
         parse_users(spec)
 
 
@@ -193,7 +237,7 @@ def _payload(action_id: str = APPROVE_ACTION, value: str = "abc123:" + "ab" * 32
 def test_a_button_press_parses_with_its_plan_hash() -> None:
     action = parse_action(_payload())
     assert (action.verb, action.incident_id, action.plan_hash) == ("approve", "abc123", "ab" * 32)
-    assert (action.user_id, action.user_name, action.channel) == ("U123", "alice.s", "C1")
+    assert (action.user_id, action.channel) == ("U123", "C1")
     assert action.thread_ts == "1700.0001" and action.response_url.startswith("https://")
     assert parse_action(_payload(REJECT_ACTION)).verb == "reject"
 
@@ -206,11 +250,65 @@ def test_a_button_press_parses_with_its_plan_hash() -> None:
         ({"actions": [{"action_id": "delete_everything", "value": "a:"}]}, "unknown action"),
         ({"actions": [{"action_id": APPROVE_ACTION, "value": "a:zz"}]}, "malformed plan hash"),
         ({"actions": [{"action_id": APPROVE_ACTION, "value": ":" + "ab" * 32}]}, "incident id"),
+        # "$" would have let a trailing newline through into ids, logs and the audit
+        ({"actions": [{"action_id": APPROVE_ACTION, "value": "inc1\n:"}]}, "not an incident"),
+        ({"actions": [{"action_id": APPROVE_ACTION, "value": "a:" + "ab" * 32 + "\n"}]}, "hash"),
+        ({"actions": [{"action_id": APPROVE_ACTION, "value": ["a"]}]}, "no incident"),
+        ({"actions": [{"action_id": ["x"], "value": "a:"}]}, "unknown action"),
+        ({"user": {"id": "U1\nadmin"}}, "malformed user id"),
+        ({"user": {"id": {"$ne": ""}}}, "malformed user id"),
+        ({"response_url": ["https://x"]}, "malformed response_url"),
+        ({"response_url": "https://x/" + "a" * 3000}, "malformed response_url"),
+        ({"type": "x" * 10_000}, "unsupported"),
     ],
 )
 def test_bad_payloads_are_refused(change, why) -> None:
-    with pytest.raises(ChatInputError, match=why):
+    with pytest.raises(ChatInputError, match=why) as refused:
         parse_action(_payload() | change)
+    assert "\n" not in str(refused.value) and len(str(refused.value)) < 200
+
+
+def test_hostile_command_text_is_shown_escaped_and_short() -> None:
+    for text in ("incident inc\x1b[31m1", "approve a " + "f" * 70, "x\x00" * 500):
+        with pytest.raises(ChatInputError) as refused:
+            parse_command(text)
+        shown = str(refused.value)
+        assert "\x00" not in shown and "\x1b" not in shown and len(shown) < 400
+    assert parse_command("reject a line one\nline two").comment == "line one line two"
+
+
+RECEIVER = "http://127.0.0.1:8765"
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("https://hooks.slack.com/actions/T1/1/x", None),
+        ("https://HOOKS.SLACK.COM/commands/T1/1/x", None),
+        ("https://hooks.slack.com:443/actions/T1/1/x", None),
+        (RECEIVER + "/respond/1", None),  # the configured API's host (loopback: http is fine)
+        ("https://chat.example.org/hooks/1", None),  # MENDLOOP_CHAT_RESPONSE_HOSTS
+        ("http://hooks.slack.com/actions/T1/1/x", "not https"),
+        ("https://hooks.slack.com:8443/x", "not allowed"),
+        ("https://evil.example/x", "not allowed"),
+        ("https://hooks.slack.com.evil.example/x", "not allowed"),
+        ("https://hooks.slack.com@evil.example/x", "credentials"),
+        ("http://127.0.0.1:22/x", "not allowed"),  # another loopback port: no SSRF to it
+        ("http://169.254.169.254/latest/meta-data/", "not https"),
+        ("https://169.254.169.254/latest/meta-data/", "not allowed"),
+        ("https://hooks.slack.com\xa0/x", "not a plain URL"),
+        ("https://hooks.slack.com/x\nHost: evil", "not a plain URL"),
+        ("file:///etc/passwd", "not an http(s) URL"),
+        ("https://[::1/x", "not a URL"),
+        ("hooks.slack.com/x", "not an http(s) URL"),
+    ],
+)
+def test_response_urls_are_allow_listed(url, why) -> None:
+    config = ChatConfig(
+        api_url=RECEIVER + "/api", response_hosts=parse_hosts("chat.example.org")
+    )
+    refusal = config.response_refusal(url)
+    assert (refusal is None) if why is None else (refusal is not None and why in refusal)
 
 
 # -- messages ---------------------------------------------------------------------------------
@@ -461,6 +559,19 @@ def test_chat_settings_are_validated_at_start() -> None:
     )
     assert on.threaded and on.outgoing and on.incoming
     assert on.users == {"U1": ("alice", Role.approver)}
+    assert on.allowed_response_hosts() == {("hooks.slack.com", 443), ("slack.com", 443)}
+    extended = ChatConfig.from_settings(
+        Settings(
+            chat_webhook_url="https://mm.example/hooks/x",
+            chat_response_hosts="proxy.example, Other.Example:8443",
+        )
+    )
+    assert extended.allowed_response_hosts() == {
+        ("hooks.slack.com", 443),
+        ("mm.example", 443),
+        ("proxy.example", 443),
+        ("other.example", 8443),
+    }
     assert "xoxb-1" not in repr(on) and "s3cret" not in repr(on)
     webhook = ChatConfig.from_settings(Settings(chat_webhook_url="https://hooks.example/x"))
     assert webhook.outgoing and not webhook.threaded
@@ -469,6 +580,12 @@ def test_chat_settings_are_validated_at_start() -> None:
         ({"chat_webhook_url": "ftp://x"}, "not an http"),
         ({"chat_users": "U1=alice:root", "chat_signing_secret": "s"}, "unknown role"),
         ({"chat_users": "U1=alice:admin"}, "SIGNING_SECRET is not"),
+        (
+            {"chat_users": "U1=alice:approver,bob.s=bob:admin", "chat_signing_secret": "s"},
+            "MENDLOOP_CHAT_USERS: 'bob.s=bob:admin': 'bob.s' is not a chat user id",
+        ),
+        ({"chat_response_hosts": "https://x.example/"}, "CHAT_RESPONSE_HOSTS"),
+        ({"chat_response_hosts": "x.example:99999"}, "bad port"),
         (
             {
                 "chat_webhook_url": "http://hooks.example/x",

@@ -131,12 +131,13 @@ class LoopHarness:
             time.sleep(0.2)
 
     def approve(self, incident_id: str, comment: str = "looks right") -> httpx.Response:
-        """The way a person approves: the REST API."""
-        return httpx.post(
-            f"{self.api_url}/v1/incidents/{incident_id}/approve",
-            json={"by": "e2e-operator", "comment": comment},
-            timeout=30,
-        )
+        """The way a person approves: the REST API, naming the plan they looked at."""
+        base = f"{self.api_url}/v1/incidents/{incident_id}"
+        plan = httpx.get(f"{base}/plan", timeout=30)
+        body = {"by": "e2e-operator", "comment": comment}
+        if plan.status_code == 200:
+            body["plan_hash"] = plan.json()["plan_hash"]
+        return httpx.post(f"{base}/approve", json=body, timeout=30)
 
 
 def gated_playbooks(dest: Path, gate: Path, playbooks: Iterable[str]) -> Path:

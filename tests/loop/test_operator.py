@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from loop.daemon import Engine, StageEvent
-from loop.errors import ApprovalRefused, IllegalTransition, PlanChanged
+from loop.errors import ApprovalRefused, IllegalTransition, PlanChanged, PlanHashRequired
 from loop.execute import execute, run_key
 from loop.ledger import INTERRUPTED
 from loop.models import Decision, DecisionMode
@@ -208,11 +208,17 @@ def test_two_person_rule_for_high_risk_and_proposals(make_engine, twin):
         await engine.start()
         try:
             waiting = await engine.wait_settled(high, 120)
+            shown = waiting.plan.plan_hash
             with pytest.raises(ApprovalRefused, match="two-person rule"):
-                engine.approve(high, by="bob")
-            engine.approve(high, by="carol", comment="second pair of eyes")
+                engine.approve(high, by="bob", plan_hash=shown)
+            with pytest.raises(PlanHashRequired, match=shown):  # approve what you looked at
+                engine.approve(high, by="carol")
+            engine.approve(high, by="carol", comment="second pair of eyes", plan_hash=shown)
             low_waiting = await engine.wait_settled(low, 120)
-            engine.approve(low, by="bob")  # low risk: the requester may approve
+            with pytest.raises(PlanHashRequired):  # whatever the risk
+                engine.approve(low, by="bob")
+            # low risk: the requester may approve
+            engine.approve(low, by="bob", plan_hash=low_waiting.plan.plan_hash)
             return (
                 waiting,
                 await engine.wait_settled(high, 120),
