@@ -87,7 +87,10 @@ class Settings(BaseSettings):
     chat_bot_token: str = Field("", repr=False, description="bot token for chat.postMessage")
     chat_channel: str = Field("", description="channel id the Web API posts to")
     chat_signing_secret: str = Field("", repr=False, description="verifies chat callbacks")
-    chat_users: str = Field("", description="CHATUSER=name:role,... (others are viewers)")
+    chat_users: str = Field("", description="CHATUSERID=name:role,... (others are viewers)")
+    chat_response_hosts: str = Field(
+        "", description="host[:port],... response_urls may point to, besides Slack's and ours"
+    )
     chat_queue_size: int = Field(1000, gt=0, description="messages waiting; more are dropped")
     chat_max_attempts: int = Field(5, gt=0, description="deliveries of one message")
     chat_backoff_s: float = Field(1.0, gt=0, description="first retry delay, doubling")
