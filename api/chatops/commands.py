@@ -5,9 +5,10 @@
     command = parse_command("reject 5aaded876eda not during peak")
     action = parse_action(json.loads(form["payload"]))        # a button press (block_actions)
 
-Commands (``/mendloop <text>``): ``status``, ``incident <id>``, ``approve <id> [plan
-hash]``, ``reject <id> [reason]``, ``pause [target|all] [reason]``, ``resume
-[target|all]``, ``help``. Each names the least role it needs (``NEEDS``).
+Commands (``/mendloop <text>``): ``status``, ``incident <id>``, ``approve <id> <plan
+hash>`` (parsed without the hash too, so the answer can name the one to approve),
+``reject <id> [reason]``, ``pause [target|all] [reason]``, ``resume [target|all]``,
+``help``. Each names the least role it needs (``NEEDS``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ NEEDS: dict[str, Role] = {
 }
 
 USAGE = (
-    "usage: status | incident <id> | approve <id> [plan hash] | reject <id> [reason] | "
+    "usage: status | incident <id> | approve <id> <plan hash> | reject <id> [reason] | "
     "pause [target|all] [reason] | resume [target|all]"
 )
 

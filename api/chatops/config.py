@@ -140,7 +140,7 @@ class ChatConfig:
         except ChatInputError as exc:
             raise ConfigError(f"MENDLOOP_CHAT_USERS: {exc}") from exc
         try:
-            response_hosts = parse_hosts(getattr(settings, "chat_response_hosts", ""))
+            response_hosts = parse_hosts(settings.chat_response_hosts)
         except ValueError as exc:
             raise ConfigError(f"MENDLOOP_CHAT_RESPONSE_HOSTS: {exc}") from exc
         config = cls(

@@ -129,7 +129,7 @@ def _form_schema(properties: dict[str, str]) -> dict[str, Any]:
 _ACTIONS_DOC = _form_schema({"payload": "Slack block_actions JSON (mendloop_approve/_reject)"})
 _COMMANDS_DOC = _form_schema(
     {
-        "text": "status | incident ID | approve ID [hash] | reject ID [reason] | "
+        "text": "status | incident ID | approve ID HASH | reject ID [reason] | "
         "pause [target] [reason] | resume [target] | help",
         "user_id": "the chat user's id (mapped by MENDLOOP_CHAT_USERS; the only thing mapped)",
         "user_name": "the chat user's name (never used to grant a role)",
