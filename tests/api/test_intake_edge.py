@@ -139,8 +139,8 @@ def test_per_token_limits_refuse_new_names_with_counted_reasons(client, auth):
     assert first["accepted"] == 3
     assert [(r["index"], r["reason"]) for r in first["rejected"]] == [(3, "token_target_limit")]
     # 6 series allowed per token: 3 more fit, the rest are refused
-    more = client.post("/v1/samples", json=[sample("t0", s, ts=now) for s in names[1:]]
-                       + [sample("t1", s, ts=now) for s in names[1:]], headers=flooder).json()  # fmt: skip
+    batch = [sample(t, s, ts=now) for t in ("t0", "t1") for s in names[1:]]
+    more = client.post("/v1/samples", json=batch, headers=flooder).json()
     assert more["accepted"] == 3
     assert {r["reason"] for r in more["rejected"]} == {"token_series_limit"}
     # the same limits through the text intake; existing series keep flowing
