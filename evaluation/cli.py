@@ -4,7 +4,9 @@ With --json exactly one JSON object goes to stdout; progress goes to stderr.
 
     mendloop eval nab --json                       # whole 58-file corpus, ~7 min on 2 cores
     mendloop eval nab --files realKnownCause/nyc_taxi.csv,realKnownCause/rogue_agent_key_hold.csv
-    mendloop eval smd --machines machine-1-6 --json
+    mendloop eval smd --json                       # leave-one-machine-out over every machine
+    mendloop eval smd --machines machine-1-6,machine-2-1 --dataset DIR
+    mendloop eval smd --protocol per-machine --machines machine-1-6 --json
     mendloop eval forest --json                    # IsolationForest groups on the twin
 """
 
@@ -55,14 +57,50 @@ def _nab(args: argparse.Namespace) -> dict[str, Any]:
     return evaluate_nab(root, names, progress=_progress)
 
 
-def _smd(args: argparse.Namespace) -> dict[str, Any]:
-    from evaluation.smd import MACHINES, evaluate_smd
+MIN_LOMO_ROWS = 100  # fewer training rows cannot give a quantile threshold worth the name
+
+
+def _smd_machines(root: Path, wanted: list[str] | None) -> list[str]:
+    """The machines asked for (default: every machine of the folder), each checked."""
+    found = sorted(p.name[: -len(".txt.gz")] for p in (root / "test").glob("*.txt.gz"))
+    machines = wanted or found
+    missing = [
+        m
+        for m in machines
+        if not all(
+            (root / part / f"{m}{ext}").is_file()
+            for part, ext in (
+                ("train", ".txt.gz"),
+                ("test", ".txt.gz"),
+                ("test_label", ".txt"),
+                ("interpretation_label", ".txt"),
+            )
+        )
+    ]
+    if missing or not machines:
+        raise MendloopError(f"no SMD data for {', '.join(missing) or 'any machine'} in {root}")
+    return machines
+
+
+def _smd(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from evaluation.smd import evaluate_smd
 
     root = _data_root(args, "smd")
-    machines = _split(args.machines) or list(MACHINES)
-    missing = [m for m in machines if not (root / "test" / f"{m}.txt.gz").exists()]
-    if missing:
-        raise MendloopError(f"no SMD data for {', '.join(missing)} in {root}")
+    machines = _smd_machines(root, _split(args.machines))
+    if args.protocol == "lomo":
+        from evaluation.smd_cv import evaluate_lomo
+
+        if len(machines) < 2:
+            raise MendloopError(
+                "leave-one-machine-out needs at least 2 machines; add --protocol per-machine"
+            )
+        if args.limit is not None and args.limit < MIN_LOMO_ROWS:
+            raise MendloopError(f"--limit must be at least {MIN_LOMO_ROWS} rows")
+        cache = None if args.no_cache else settings.var_dir / "cache" / "smd-lomo"
+        try:
+            return evaluate_lomo(root, machines, args.limit, cache, progress=_progress)
+        except (ValueError, OSError) as exc:  # a damaged data file: said, not a traceback
+            raise MendloopError(f"could not read the SMD data in {root}: {exc}") from exc
     if args.ranker_setting == "synthetic" and args.limit is not None:
         from evaluation.smd_select import MIN_TRAIN_ROWS
 
@@ -115,6 +153,23 @@ def _print_nab(r: dict[str, Any], profile: str) -> None:
 
 
 def _print_smd(r: dict[str, Any]) -> None:
+    if "protocol" in r:  # leave-one-machine-out
+        for m, res in r["machines"].items():
+            hr, base = res["hitrate_per_point"], res["abs_z_hitrate_per_point"]
+            print(
+                f"{m}: F1 point-wise {res['point_wise']['f1']}, point-adjusted "
+                f"{res['point_adjusted']['f1']}, segments {res['segments_found']}/"
+                f"{res['segments']} ({res['detector']}); HitRate per point @100% "
+                f"{hr['@100%']} @150% {hr['@150%']} (|z|: {base['@100%']} / {base['@150%']})"
+            )
+        mean = r["mean"]
+        print(
+            f"held-out mean: HitRate per point {mean['hitrate_per_point']}, |z| "
+            f"{mean['abs_z_hitrate_per_point']}; F1 point-wise {mean['f1_point_wise']}, "
+            f"point-adjusted {mean['f1_point_adjusted']}, segments {mean['segments_found']}/"
+            f"{mean['segments']}  ({r['run_time_s']} s)"
+        )
+        return
     for m, res in r["machines"].items():
         print(
             f"{m}: F1 point-wise {res['point_wise']['f1']}, point-adjusted "
@@ -136,7 +191,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         result = _forest(args, settings)
         print(json.dumps(result, default=str) if args.json else _forest_summary(result))
         return 0
-    result = _nab(args) if args.kind == "nab" else _smd(args)
+    result = _nab(args) if args.kind == "nab" else _smd(args, settings)
     if args.json:
         print(json.dumps(result, default=str))
     elif args.kind == "nab":
@@ -153,7 +208,10 @@ def register(sub: Any) -> None:
     ev.add_argument("kind", choices=("rca", "nab", "smd", "forest"))
     ev.add_argument("--json", action="store_true", help="one JSON object on stdout")
     ev.add_argument(
-        "--data", help="dataset folder (default $MENDLOOP_DATASETS or ../shared/datasets/<kind>)"
+        "--data",
+        "--dataset",
+        dest="data",
+        help="dataset folder (default $MENDLOOP_DATASETS or ../shared/datasets/<kind>)",
     )
     ev.add_argument("--files", help="nab: comma-separated subset, e.g. realKnownCause/nyc_taxi.csv")
     ev.add_argument(
@@ -162,7 +220,17 @@ def register(sub: Any) -> None:
         choices=("standard", "reward_low_FP", "reward_low_FN"),
         help="nab: profile shown in the text output (--json has all three)",
     )
-    ev.add_argument("--machines", help="smd: comma-separated subset (default: 1-6 and 2-1)")
+    ev.add_argument("--machines", help="smd: comma-separated subset (default: every machine)")
+    ev.add_argument(
+        "--protocol",
+        default="lomo",
+        choices=("lomo", "per-machine"),
+        help="smd: settings chosen leave-one-machine-out (default) or per machine"
+        " (--ranker-setting)",
+    )
+    ev.add_argument(
+        "--no-cache", action="store_true", help="smd lomo: recompute the per-machine tables"
+    )
     ev.add_argument(
         "--false-alarm-rate",
         type=float,
@@ -174,8 +242,8 @@ def register(sub: Any) -> None:
         "--ranker-setting",
         default="synthetic",
         choices=("synthetic", "fixed"),
-        help="smd: choose the attribution setting on faults injected into train/ (default)"
-        " or use the library default, which was chosen on these machines' labels",
+        help="smd --protocol per-machine: choose the attribution setting on faults injected"
+        " into train/ (default) or use the library default",
     )
     from evaluation.rca import add_arguments as add_rca_arguments
 

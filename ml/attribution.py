@@ -17,6 +17,11 @@ Finally each row's scores are averaged over the last ``smooth`` rows (it and the
 before it; 5, the window of :class:`ml.forest.GroupForest`'s mean feature): one row's
 noise ranks less, a deviation that holds ranks more, and nothing looks ahead.
 
+With ``absolute`` > 0 the ranking also hears the plain view: the score becomes
+``log1p(drift score) + absolute * log1p(|z|)``, |z| being the distance from the
+*training* median in training scales (trailing-averaged the same way). The recent
+baseline forgets a deviation that has lasted ``window`` rows; |z| does not.
+
     ranker = DeviationRanker().fit(train)           # train: (rows, metrics)
     s = ranker.scores(history_and_rows)[-k:]        # per row and metric, >= 0
     order = np.argsort(-s, axis=1)                  # most telling metric first
@@ -56,6 +61,7 @@ class DeviationRanker:
         corr: float = 0.8,
         share: float = 0.5,
         smooth: int = 5,
+        absolute: float = 0.0,
     ) -> None:
         if not 0 < quantile < 1:
             raise ValueError("quantile must be in (0, 1)")
@@ -63,12 +69,16 @@ class DeviationRanker:
             raise ValueError("share must be in [0, 1]")
         if smooth < 1:
             raise ValueError("smooth must be >= 1")
+        if absolute < 0:
+            raise ValueError("absolute must be >= 0")
         self.window = window
         self.gap = gap
         self.quantile = quantile
         self.corr = corr
         self.share = share
         self.smooth = smooth
+        self.absolute = absolute
+        self.median = np.zeros(0)
         self.scale = np.ones(0)
         self.typical = np.ones(0)
         self.mates: list[np.ndarray] = []  # per metric: the metrics it moves with (itself too)
@@ -88,8 +98,16 @@ class DeviationRanker:
         x = np.asarray(train, dtype=np.float64)
         if x.ndim != 2 or x.shape[0] < 2:
             raise ValueError(f"train must be (rows >= 2, metrics), got {x.shape}")
-        self.scale = np.array([robust_scale(x[:, j])[1] for j in range(x.shape[1])])
+        med_scale = np.array([robust_scale(x[:, j]) for j in range(x.shape[1])])
+        self.median, self.scale = med_scale[:, 0], med_scale[:, 1]
         return self
+
+    def absolute_z(self, x: np.ndarray) -> np.ndarray:
+        """Per row and metric: |x - training median| in training scales (missing: 0)."""
+        if self.scale.size == 0:
+            raise RuntimeError("DeviationRanker.fit() first")
+        x = np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0)
+        return np.abs(x - self.median) / self.scale
 
     def fit(self, train: np.ndarray, train_deviation: np.ndarray | None = None) -> DeviationRanker:
         """Learn each metric's scale and how far it usually strays from its recent past.
@@ -110,21 +128,38 @@ class DeviationRanker:
         self.mates = [np.flatnonzero(np.abs(row) >= self.corr) for row in c]
         return self
 
+    def with_blame(self, share: float, smooth: int, absolute: float) -> DeviationRanker:
+        """This fitted ranker with other blame settings (``share``, ``smooth``,
+        ``absolute`` do not change what :meth:`fit` learns): a sweep fits once."""
+        other = DeviationRanker(
+            self.window, self.gap, self.quantile, self.corr, share, smooth, absolute
+        )
+        other.median, other.scale, other.typical = self.median, self.scale, self.typical
+        other.mates = self.mates
+        return other
+
     def scores(self, rows: np.ndarray) -> np.ndarray:
         """Per row and metric, the deviation in units of its training ``quantile``. Pass
         at least ``window + gap`` rows of history before the rows of interest."""
-        return self.blame(self.deviation(rows))
+        absolute_z = self.absolute_z(rows) if self.absolute > 0 else None
+        return self.blame(self.deviation(rows), absolute_z)
 
-    def blame(self, deviation: np.ndarray) -> np.ndarray:
-        """:meth:`scores` from rows' :meth:`deviation`: in units of each metric's usual
-        deviation, shared with its mates, averaged over the trailing rows."""
+    def blame(self, deviation: np.ndarray, absolute_z: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`scores` from rows' :meth:`deviation` (and :meth:`absolute_z` when
+        ``absolute`` > 0): in units of each metric's usual deviation, shared with its
+        mates, averaged over the trailing rows."""
         if self.typical.size == 0:
             raise RuntimeError("DeviationRanker.fit() first")
         own = deviation / self.typical
         if self.share > 0:
             mates = np.column_stack([own[:, m].max(axis=1) for m in self.mates])
             own = (1 - self.share) * own + self.share * mates
-        return trailing_mean(own, self.smooth)
+        out = trailing_mean(own, self.smooth)
+        if self.absolute > 0:
+            if absolute_z is None:
+                raise ValueError("absolute > 0 needs the rows' absolute_z")
+            out = np.log1p(out) + self.absolute * np.log1p(trailing_mean(absolute_z, self.smooth))
+        return out
 
 
 def trailing_mean(x: np.ndarray, n: int) -> np.ndarray:

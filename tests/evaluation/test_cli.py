@@ -21,9 +21,12 @@ def test_eval_refuses_unknown_files_and_machines(nab_root, smd_root, capsys):
 
 def test_eval_smd_text_output(smd_root, capsys):
     args = ["eval", "smd", "--machines", "machine-2-1", "--limit", "3000"]
-    rc = main([*args, "--ranker-setting", "fixed"])
+    rc = main([*args, "--protocol", "per-machine", "--ranker-setting", "fixed"])
     assert rc == 0
     assert "machine-2-1: F1 point-wise" in capsys.readouterr().out
     # too few training rows to choose the setting on synthetic faults: said, not crashed
-    assert main(args) == 2
+    assert main([*args, "--protocol", "per-machine"]) == 2
     assert "--ranker-setting fixed" in capsys.readouterr().err
+    # one machine cannot be left out of anything: said, not crashed
+    assert main(args) == 2
+    assert "at least 2 machines" in capsys.readouterr().err
