@@ -322,8 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--json", action="store_true")
     from knowledge.bench import register as register_bench_match
     from loop.bench import register_rca as register_bench_rca
+    from loop.flood import register as register_bench_flood
 
     register_bench_rca(bench_sub)
+    register_bench_flood(bench_sub)
     register_bench_match(bench_sub)
     # Areas with several commands register their own (each module imports only argparse at
     # the top, so `mendloop --help` stays fast).
