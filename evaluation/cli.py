@@ -1,4 +1,4 @@
-"""`mendloop eval rca|nab|smd|forest`: accuracy figures for docs/EVALUATION.md.
+"""`mendloop eval rca|nab|smd|trainticket|forest`: accuracy figures for docs/EVALUATION.md.
 
 With --json exactly one JSON object goes to stdout; progress goes to stderr.
 
@@ -7,6 +7,7 @@ With --json exactly one JSON object goes to stdout; progress goes to stderr.
     mendloop eval smd --json                       # leave-one-machine-out over every machine
     mendloop eval smd --machines machine-1-6,machine-2-1 --dataset DIR
     mendloop eval smd --protocol per-machine --machines machine-1-6 --json
+    mendloop eval trainticket --json               # rule-free component RCA, 45 faults
     mendloop eval forest --json                    # IsolationForest groups on the twin
 """
 
@@ -120,6 +121,36 @@ def _smd(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     )
 
 
+def _trainticket(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from evaluation.trainticket import DAYS
+    from evaluation.trainticket_cv import evaluate_trainticket
+
+    root = _data_root(args, "nezha-trainticket")
+    days = _split(args.days) or list(DAYS)
+    missing = [d for d in days if not (root / d / f"{d}-fault_list.json").is_file()]
+    if missing:
+        raise MendloopError(f"no TrainTicket day {', '.join(missing)} in {root}")
+    if len(days) < 2:
+        raise MendloopError("leave-one-day-out needs at least 2 days")
+    cache = None if args.no_cache else settings.var_dir / "cache" / "trainticket"
+    try:
+        return evaluate_trainticket(root, days, progress=_progress, cache_dir=cache)
+    except (ValueError, KeyError, OSError, IndexError) as exc:  # damaged data: said, not raised
+        raise MendloopError(f"could not read the TrainTicket data in {root}: {exc!r}") from exc
+
+
+def _print_trainticket(r: dict[str, Any]) -> None:
+    for name in ("leave_one_day_out", "leave_one_fault_type_out"):
+        res = r[name]
+        print(f"{name.replace('_', '-')}: {res['overall']}")
+        for kind, acc in res["per_fault_type"].items():
+            k = " ".join(f"AS@{n} {acc[f'AS@{n}']}" for n in (1, 3, 5))
+            print(f"  {kind} ({acc['faults']} faults): {k}")
+    for name, pub in r["published"].items():
+        print(f"published {name}: {pub}")
+    print(f"{r['faults']} faults, {r['settings']} settings, {r['run_time_s']} s")
+
+
 def _forest(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     from evaluation.forest_twin import evaluate_forest
     from evaluation.rca import DEV_SEEDS
@@ -191,6 +222,13 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         result = _forest(args, settings)
         print(json.dumps(result, default=str) if args.json else _forest_summary(result))
         return 0
+    if args.kind == "trainticket":
+        result = _trainticket(args, settings)
+        if args.json:
+            print(json.dumps(result, default=str))
+        else:
+            _print_trainticket(result)
+        return 0
     result = _nab(args) if args.kind == "nab" else _smd(args, settings)
     if args.json:
         print(json.dumps(result, default=str))
@@ -205,7 +243,7 @@ def register(sub: Any) -> None:
     """Add `eval` to the top-level sub-parsers."""
     ev = sub.add_parser("eval", help="accuracy: twin fault scenarios, public datasets")
     ev.set_defaults(func=cmd_eval)
-    ev.add_argument("kind", choices=("rca", "nab", "smd", "forest"))
+    ev.add_argument("kind", choices=("rca", "nab", "smd", "trainticket", "forest"))
     ev.add_argument("--json", action="store_true", help="one JSON object on stdout")
     ev.add_argument(
         "--data",
@@ -229,8 +267,11 @@ def register(sub: Any) -> None:
         " (--ranker-setting)",
     )
     ev.add_argument(
-        "--no-cache", action="store_true", help="smd lomo: recompute the per-machine tables"
+        "--no-cache",
+        action="store_true",
+        help="smd, trainticket: recompute the cached tables under var/cache",
     )
+    ev.add_argument("--days", help="trainticket: comma-separated days (default: both)")
     ev.add_argument(
         "--false-alarm-rate",
         type=float,

@@ -1,0 +1,315 @@
+"""Rule-free root-cause ranking of components: metric deviations + the dependency graph.
+
+When metrics go wrong and no rule names a fault, which component is the likely cause?
+Two steps, both pure functions (no I/O, no clock):
+
+1. :func:`metric_deviations` — each series (component, metric) is compared with its own
+   recent past: the window's values against the baseline's median, in units of the
+   baseline's robust scale, divided by how far the baseline itself usually strays (its
+   ``typical_quantile``), so a noisy metric must move further to count. A series that
+   is exactly the same in several components (a node metric every pod on the node
+   reports) cannot tell them apart: its evidence is split between them.
+2. :func:`rank_components` — a component's own anomaly is the largest deviation of its
+   metrics (log-scaled); then blame is propagated along the dependencies
+   (``dependencies[c]`` = the components c calls or needs). With ``propagation =
+   "pagerank"`` a random walk starts at the anomalous components (or at the symptom),
+   moves from a component to its dependencies in proportion to their anomaly, stays on
+   a component that is more anomalous than all of its dependencies, and steps back to a
+   dependant with a small weight (the personalised PageRank of MicroRCA / CloudRanger);
+   the ranking is the walk's stationary share. ``"none"`` ranks by own anomaly.
+
+    devs = metric_deviations(series, start=t_incident)        # [MetricDeviation]
+    ranked = rank_components(devs, {"api": ["db", "cache"], "db": []})
+    ranked[0].component, ranked[0].confidence, ranked[0].evidence[0]
+
+The defaults are the setting chosen on the development protocol (docs/EVALUATION.md
+"Rule-free component RCA"). Everything here is deterministic; ties keep the order of
+the component names.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+Propagation = Literal["none", "pagerank"]
+Statistic = Literal["max", "mean"]
+Score = Literal["z", "tail"]
+Aggregate = Literal["max", "sum"]
+
+
+@dataclass(frozen=True)
+class Series:
+    """One metric of one component: timestamps (seconds, any order) and values (NaN =
+    missing)."""
+
+    component: str
+    metric: str
+    ts: np.ndarray
+    values: np.ndarray
+
+
+@dataclass(frozen=True)
+class RcaSettings:
+    """How deviations are measured and blame propagates (see the module docstring)."""
+
+    score: Score = "tail"  # per window sample: |z| / typical, or -log of its tail share
+    statistic: Statistic = "mean"  # of the samples' scores over the window
+    aggregate: Aggregate = "sum"  # of the metrics' scores, a component's anomaly
+    typical_quantile: float | None = 0.9  # z: None = |z| as is
+    min_baseline: int = 5  # fewer finite baseline samples: the series gives no evidence
+    relative_floor: float = 0.01  # the scale is at least this share of the baseline level
+    split_shared: bool = True  # a series identical in k components counts 1/k in each
+    detrend: bool = False  # compare with the baseline's straight-line trend, not its level
+    propagation: Propagation = "pagerank"
+    damping: float = 0.85  # pagerank: share of steps that follow an edge
+    back_weight: float = 0.1  # pagerank: weight of the step back to a dependant
+    abnormal_z: float = 3.0  # z: a sample beyond this many typical deviations is abnormal
+    abnormal_share: float = 0.05  # tail: rarer than this, or beyond every baseline sample
+    evidence: int = 5  # metrics kept as evidence per component
+
+    def __post_init__(self) -> None:
+        if self.typical_quantile is not None and not 0 < self.typical_quantile < 1:
+            raise ValueError("typical_quantile must be in (0, 1) or None")
+        if not 0 <= self.damping < 1:
+            raise ValueError("damping must be in [0, 1)")
+        if self.min_baseline < 2:
+            raise ValueError("min_baseline must be >= 2")
+
+
+@dataclass(frozen=True)
+class MetricDeviation:
+    """How far one series strayed in the window. ``score`` is in units of its usual
+    deviation (>= 0); ``z`` the signed peak in baseline scales; ``onset`` the time of
+    the first abnormal window sample (None: no sample was abnormal)."""
+
+    component: str
+    metric: str
+    score: float
+    z: float
+    baseline: float
+    value: float
+    onset: float | None
+    shared_with: int = 1  # components reporting the identical series
+
+    @property
+    def abnormal(self) -> bool:
+        return self.onset is not None
+
+
+@dataclass(frozen=True)
+class ComponentScore:
+    component: str
+    score: float  # after propagation; the ranking key
+    anomaly: float  # own anomaly, log1p of the largest metric score
+    confidence: float  # share of all components' scores (0..1)
+    onset: float | None
+    anomalous: bool  # some metric had an abnormal sample in the window
+    evidence: tuple[MetricDeviation, ...] = field(default_factory=tuple)
+
+
+def _robust(values: np.ndarray, relative_floor: float) -> tuple[float, float]:
+    med = float(np.median(values))
+    scale = 1.4826 * float(np.median(np.abs(values - med)))
+    if scale <= 0:
+        scale = float(np.std(values))
+    level = float(np.mean(np.abs(values)))
+    return med, max(scale, relative_floor * level, 1e-9)
+
+
+def _deviation(s: Series, start: float, end: float, settings: RcaSettings, since: float):
+    ts = np.asarray(s.ts, dtype=np.float64)
+    v = np.asarray(s.values, dtype=np.float64)
+    ok = np.isfinite(ts) & np.isfinite(v)
+    base = v[ok & (ts < start) & (ts >= since)]
+    in_window = ok & (ts >= start) & (ts <= end)
+    win, win_ts = v[in_window], ts[in_window]
+    if base.size < settings.min_baseline or win.size == 0:
+        return None
+    raw_base_median, raw_win = float(np.median(base)), win
+    if settings.detrend:  # a steadily growing metric (memory) is not anomalous for growing
+        base_ts = ts[ok & (ts < start) & (ts >= since)]
+        slope, icpt = np.polyfit(base_ts - start, base, 1) if np.ptp(base_ts) > 0 else (0.0, 0.0)
+        base = base - (icpt + slope * (base_ts - start))
+        win = win - (icpt + slope * (win_ts - start))
+    med, scale = _robust(base, settings.relative_floor)
+    z = (win - med) / scale
+    spread = np.abs(base - med) / scale
+    if settings.score == "tail":
+        # two-sided empirical tail share among the baseline samples, (count + 1) / (n + 1):
+        # bounded by log(n + 1), blind to how far beyond the baseline's range a value is
+        spread.sort()
+        beyond = spread.size - np.searchsorted(spread, np.abs(z), side="left")
+        dev = -np.log((beyond + 1) / (spread.size + 1))
+        limit = min(-math.log(settings.abnormal_share), math.log(spread.size + 1)) - 1e-9
+    else:
+        typical = 1.0
+        if settings.typical_quantile is not None:
+            typical = max(float(np.quantile(spread, settings.typical_quantile)), 1.0)
+        dev = np.abs(z) / typical
+        limit = settings.abnormal_z
+    score = float(dev.max() if settings.statistic == "max" else dev.mean())
+    peak = int(np.argmax(np.abs(z)))
+    order = np.argsort(win_ts, kind="stable")
+    abnormal = [i for i in order if dev[i] >= limit]
+    return MetricDeviation(
+        s.component,
+        s.metric,
+        score,
+        float(z[peak]),
+        raw_base_median,
+        float(raw_win[peak]),
+        float(win_ts[abnormal[0]]) if abnormal else None,
+    )
+
+
+def metric_deviations(
+    series: Iterable[Series],
+    start: float,
+    end: float = math.inf,
+    baseline_s: float = math.inf,
+    settings: RcaSettings | None = None,
+) -> list[MetricDeviation]:
+    """Every series' deviation in the window ``[start, end]`` against its baseline
+    ``[start - baseline_s, start)``. A series with too few baseline samples or none in
+    the window gives no evidence (it is left out)."""
+    cfg = settings or RcaSettings()
+    since = start - baseline_s
+    items = list(series)
+    out = []
+    for s in items:
+        d = _deviation(s, start, end, cfg, since)
+        if d is not None:
+            out.append((s, d))
+    if cfg.split_shared:
+        out = _split_shared(out, since, end)
+    return [d for _, d in out]
+
+
+def _split_shared(
+    pairs: list[tuple[Series, MetricDeviation]], since: float, end: float
+) -> list[tuple[Series, MetricDeviation]]:
+    """Divide the score of a series that several components report identically."""
+    groups: dict[tuple[str, bytes], list[int]] = {}
+    for i, (s, _) in enumerate(pairs):
+        ts = np.asarray(s.ts, dtype=np.float64)
+        keep = (ts >= since) & (ts <= end)
+        v = np.round(np.asarray(s.values, dtype=np.float64)[keep], 9)
+        groups.setdefault((s.metric, v.tobytes()), []).append(i)
+    out = list(pairs)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        for i in members:
+            s, d = pairs[i]
+            k = len(members)
+            out[i] = (
+                s,
+                MetricDeviation(
+                    d.component, d.metric, d.score / k, d.z, d.baseline, d.value, d.onset, k
+                ),
+            )
+    return out
+
+
+def _pagerank(
+    names: Sequence[str],
+    anomaly: np.ndarray,
+    dependencies: Mapping[str, Sequence[str]],
+    start: np.ndarray,
+    settings: RcaSettings,
+) -> np.ndarray:
+    """Stationary share of a walk that restarts at ``start`` and follows blame: to a
+    dependency in proportion to its anomaly, back to a dependant with ``back_weight``,
+    or stays where the component is more anomalous than all its dependencies."""
+    n = len(names)
+    index = {c: i for i, c in enumerate(names)}
+    w = np.zeros((n, n))
+    for c, deps in dependencies.items():
+        i = index[c]
+        for d in deps:
+            j = index[d]
+            if i == j:
+                continue
+            w[i, j] += anomaly[j]
+            w[j, i] += settings.back_weight * anomaly[i]
+    for i in range(n):
+        deps_max = max((anomaly[index[d]] for d in dependencies.get(names[i], ())), default=0.0)
+        w[i, i] += max(anomaly[i] - deps_max, 0.0)
+    rows = w.sum(axis=1)
+    p = np.where(rows[:, None] > 0, w / np.where(rows > 0, rows, 1.0)[:, None], 0.0)
+    dangling = rows <= 0
+    restart = start / start.sum() if start.sum() > 0 else np.full(n, 1.0 / n)
+    pi = restart.copy()
+    for _ in range(200):
+        nxt = settings.damping * (pi @ p + pi[dangling].sum() * restart)
+        nxt += (1 - settings.damping) * restart
+        if np.abs(nxt - pi).sum() < 1e-12:
+            pi = nxt
+            break
+        pi = nxt
+    return pi
+
+
+def _anomaly(devs: Sequence[MetricDeviation], cfg: RcaSettings) -> float:
+    """A component's own anomaly from its metrics' scores (log-scaled for ``z``)."""
+    scores = [d.score if cfg.score == "tail" else math.log1p(d.score) for d in devs]
+    if not scores:
+        return 0.0
+    return float(sum(scores) if cfg.aggregate == "sum" else max(scores))
+
+
+def rank_components(
+    deviations: Iterable[MetricDeviation],
+    dependencies: Mapping[str, Sequence[str]] | None = None,
+    settings: RcaSettings | None = None,
+    symptom: tuple[str, str] | None = None,
+    components: Iterable[str] = (),
+) -> list[ComponentScore]:
+    """Components ranked by blame, most likely cause first. ``dependencies``: component
+    -> the components it calls or needs (blame flows that way); ``symptom``: (component,
+    metric) the walk starts from; ``components``: candidates besides those named by
+    the deviations and the graph."""
+    cfg = settings or RcaSettings()
+    deps = {c: tuple(d) for c, d in (dependencies or {}).items()}
+    by_comp: dict[str, list[MetricDeviation]] = {}
+    for d in deviations:
+        by_comp.setdefault(d.component, []).append(d)
+    names = sorted(
+        set(components) | set(by_comp) | set(deps) | {d for ds in deps.values() for d in ds}
+    )
+    if not names:
+        return []
+    if symptom is not None and symptom[0] not in names:
+        raise ValueError(f"symptom component {symptom[0]!r} is not among the components")
+    anomaly = np.array([_anomaly(by_comp.get(c, ()), cfg) for c in names])
+    if cfg.propagation == "pagerank":
+        start = anomaly.copy()
+        if symptom is not None:
+            start = np.zeros(len(names))
+            start[names.index(symptom[0])] = 1.0
+        score = _pagerank(names, anomaly, deps, start, cfg) * (anomaly > 0)
+    else:
+        score = anomaly.copy()
+    total = float(score.sum())
+    order = sorted(range(len(names)), key=lambda i: (-score[i], -anomaly[i], names[i]))
+    out = []
+    for i in order:
+        ev = sorted(by_comp.get(names[i], ()), key=lambda d: (-d.score, d.metric))
+        onsets = [d.onset for d in ev if d.onset is not None]
+        out.append(
+            ComponentScore(
+                names[i],
+                float(score[i]),
+                float(anomaly[i]),
+                float(score[i] / total) if total > 0 else 0.0,
+                min(onsets) if onsets else None,
+                bool(onsets),
+                tuple(ev[: cfg.evidence]),
+            )
+        )
+    return out
