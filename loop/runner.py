@@ -166,6 +166,16 @@ def clean_stale_runs(work_dir: Path, older_than_s: float) -> list[str]:
     return removed
 
 
+def _locked(private: Path) -> int:
+    """The run's lock on its private dir, taken before the lock file appears under its
+    name (a rename), so a cleaner never finds that file unlocked while the run lives."""
+    pending = private / f"{RUN_LOCK}.new"
+    fd = os.open(pending, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.rename(pending, private / RUN_LOCK)
+    return fd
+
+
 def _in_use(path: Path, older_than_s: float) -> bool:
     try:
         fd = os.open(path / RUN_LOCK, os.O_RDWR)
@@ -296,8 +306,7 @@ class PlaybookRunner:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.clean_stale()
         private = Path(tempfile.mkdtemp(prefix=RUN_PREFIX, dir=self.work_dir))
-        lock = os.open(private / RUN_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
-        fcntl.flock(lock, fcntl.LOCK_EX)  # ours while the run lasts; dies with the process
+        lock = _locked(private)  # ours while the run lasts; dies with the process
         kept: str | None = None
         try:
             _write_private(private / "env" / "extravars", variables)  # runner adds -e @it
