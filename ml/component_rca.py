@@ -16,7 +16,8 @@ Two steps, both pure functions (no I/O, no clock):
    moves from a component to its dependencies in proportion to their anomaly, stays on
    a component that is more anomalous than all of its dependencies, and steps back to a
    dependant with a small weight (the personalised PageRank of MicroRCA / CloudRanger);
-   the ranking is the walk's stationary share. ``"none"`` ranks by own anomaly.
+   the ranking is the walk's stationary share. Only a component with an abnormal
+   metric can receive blame. ``"none"`` ranks by own anomaly.
 
     devs = metric_deviations(series, start=t_incident)        # [MetricDeviation]
     ranked = rank_components(devs, {"api": ["db", "cache"], "db": []})
@@ -84,8 +85,9 @@ class RcaSettings:
 @dataclass(frozen=True)
 class MetricDeviation:
     """How far one series strayed in the window. ``score`` is in units of its usual
-    deviation (>= 0); ``z`` the signed peak in baseline scales; ``onset`` the time of
-    the first abnormal window sample (None: no sample was abnormal)."""
+    deviation (>= 0); ``z`` the signed peak in baseline scales. The series is abnormal
+    when ``score`` is beyond the setting's limit; ``onset`` is then the time of its
+    first window sample beyond that limit (None: not abnormal)."""
 
     component: str
     metric: str
@@ -108,7 +110,7 @@ class ComponentScore:
     anomaly: float  # own anomaly, log1p of the largest metric score
     confidence: float  # share of all components' scores (0..1)
     onset: float | None
-    anomalous: bool  # some metric had an abnormal sample in the window
+    anomalous: bool  # some metric was abnormal over the window
     evidence: tuple[MetricDeviation, ...] = field(default_factory=tuple)
 
 
@@ -154,8 +156,10 @@ def _deviation(s: Series, start: float, end: float, settings: RcaSettings, since
         limit = settings.abnormal_z
     score = float(dev.max() if settings.statistic == "max" else dev.mean())
     peak = int(np.argmax(np.abs(z)))
-    order = np.argsort(win_ts, kind="stable")
-    abnormal = [i for i in order if dev[i] >= limit]
+    onset = None
+    if score >= limit:  # the window as a whole is abnormal: when did it start?
+        first = min((i for i in range(dev.size) if dev[i] >= limit), key=lambda i: win_ts[i])
+        onset = float(win_ts[first])
     return MetricDeviation(
         s.component,
         s.metric,
@@ -163,7 +167,7 @@ def _deviation(s: Series, start: float, end: float, settings: RcaSettings, since
         float(z[peak]),
         raw_base_median,
         float(raw_win[peak]),
-        float(win_ts[abnormal[0]]) if abnormal else None,
+        onset,
     )
 
 
@@ -225,7 +229,8 @@ def _pagerank(
 ) -> np.ndarray:
     """Stationary share of a walk that restarts at ``start`` and follows blame: to a
     dependency in proportion to its anomaly, back to a dependant with ``back_weight``,
-    or stays where the component is more anomalous than all its dependencies."""
+    or stays where the component is more anomalous than all its dependencies.
+    ``anomaly`` is 0 for a component that is not abnormal: it never receives blame."""
     n = len(names)
     index = {c: i for i, c in enumerate(names)}
     w = np.zeros((n, n))
@@ -287,12 +292,14 @@ def rank_components(
     if symptom is not None and symptom[0] not in names:
         raise ValueError(f"symptom component {symptom[0]!r} is not among the components")
     anomaly = np.array([_anomaly(by_comp.get(c, ()), cfg) for c in names])
+    abnormal = np.array([any(d.abnormal for d in by_comp.get(c, ())) for c in names])
     if cfg.propagation == "pagerank":
-        start = anomaly.copy()
+        blame = anomaly * abnormal  # only an abnormal component can be a cause
+        start = blame.copy()
         if symptom is not None:
             start = np.zeros(len(names))
             start[names.index(symptom[0])] = 1.0
-        score = _pagerank(names, anomaly, deps, start, cfg) * (anomaly > 0)
+        score = _pagerank(names, blame, deps, start, cfg) * abnormal if blame.any() else blame
     else:
         score = anomaly.copy()
     total = float(score.sum())
@@ -308,7 +315,7 @@ def rank_components(
                 float(anomaly[i]),
                 float(score[i] / total) if total > 0 else 0.0,
                 min(onsets) if onsets else None,
-                bool(onsets),
+                bool(abnormal[i]),
                 tuple(ev[: cfg.evidence]),
             )
         )
