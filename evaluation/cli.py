@@ -289,3 +289,26 @@ def register(sub: Any) -> None:
     from evaluation.rca import add_arguments as add_rca_arguments
 
     add_rca_arguments(ev)  # --quick, --seeds
+
+
+def register_rca(sub: Any) -> None:
+    """Add `rca` (offline rule-free RCA on a user's files) to the top-level sub-parsers;
+    the work is in :mod:`evaluation.offline_rca`, imported when the command runs."""
+    p = sub.add_parser("rca", help="rule-free RCA on your own metrics history (files)")
+    p.set_defaults(func=_cmd_rca)
+    add = p.add_argument
+    add("--metrics", required=True, help="long CSV or JSON Lines: component,metric,timestamp,value")
+    add("--topology", help="edge list CSV (component,depends_on) or domain YAML")
+    add("--symptom", help="COMPONENT:METRIC the walk starts from")
+    add("--start", help="window start, epoch s or ISO 8601 (default: --window before --end)")
+    add("--end", help="window end (default: the last sample)")
+    add("--window", type=float, default=300.0, help="seconds, without --start (default 300)")
+    add("--baseline", type=float, help="seconds before --start to compare with (default: all)")
+    add("--top", type=int, default=10, help="components to show (default 10)")
+    add("--json", action="store_true", help="one JSON object on stdout")
+
+
+def _cmd_rca(args: argparse.Namespace, settings: Settings) -> int:
+    from evaluation.offline_rca import cmd_rca
+
+    return cmd_rca(args)

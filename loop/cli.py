@@ -331,12 +331,14 @@ def build_parser() -> argparse.ArgumentParser:
     # the top, so `mendloop --help` stays fast).
     from api.cli import register as register_api
     from evaluation.cli import register as register_eval
+    from evaluation.cli import register_rca
     from knowledge.cli import register as register_kb
     from rules.cli import register as register_rules
 
     register_rules(sub)
     register_kb(sub)
     register_eval(sub)
+    register_rca(sub)
     register_api(sub)
     return parser
 
