@@ -60,6 +60,8 @@ def loggable(value: object, limit: int = 60) -> str:
 
 def label_problem(labels: Mapping[object, object]) -> tuple[str, str] | None:
     """``(reason, message)`` for the first thing wrong with ``labels``, or None when fine."""
+    if not isinstance(labels, Mapping):
+        return "bad_labels", "labels must be an object of name: value"
     target = labels.get("target")
     if target is None or target == "":
         return "bad_target", "labels.target is required (the machine the sample is about)"

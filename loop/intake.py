@@ -20,12 +20,11 @@ from pydantic import ValidationError
 
 from loop.config import Settings
 from loop.errors import InvalidSample, validation_reasons
-from loop.ids import MAX_ID_LEN, label_problem
+from loop.ids import label_problem
 from loop.models import Sample
 from loop.windows import REFUSALS, Limits
 from rules.catalog import Catalog
 
-MAX_TARGET_LEN = MAX_ID_LEN
 COUNTED = (
     "accepted",
     "late",

@@ -95,8 +95,9 @@ def test_a_sample_built_without_validation_is_checked_at_the_door(catalog):
     sneaked = Sample.model_construct(
         series="cache_hit_ratio", labels={"target": "{{ 7*7 }}"}, ts=NOW, value=1.0
     )
-    result = monitor.ingest([sneaked])
-    assert [r.reason for r in result.rejected] == ["bad_target"]
+    no_labels = Sample.model_construct(series="cache_hit_ratio", labels=None, ts=NOW, value=1.0)
+    result = monitor.ingest([sneaked, no_labels])
+    assert [r.reason for r in result.rejected] == ["bad_target", "bad_labels"]
     assert monitor.targets() == []
 
 
