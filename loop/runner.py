@@ -17,23 +17,20 @@ which ansible-runner passes as ``-e @file``: nothing from outside is rendered by
 and no value is on the command line. Only a playbook that resolves inside the library
 folder runs (loop/solutions.py ``library_playbook``); anything else, or extra vars that
 are not plain data, ends as ``RunStatus.error`` with the reason, never an exception.
-A run holds a lock on its private dir; dirs whose owner died (kill -9 skips the cleanup)
-are removed when a runner is built and before each run.
+A run holds a lock on its private dir (loop/rundirs.py); dirs whose owner died (kill -9
+skips the cleanup) are removed when a runner is built and before each run.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import logging
 import os
 import re
 import shutil
 import sys
-import tempfile
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +40,7 @@ import ansible_runner
 
 from loop.extravars import unsafe_yaml
 from loop.models import PlaybookRun, RunStatus, utcnow
+from loop.rundirs import clean_stale_runs, make_private, write_private
 from loop.solutions import library_playbook
 
 log = logging.getLogger("mendloop.execute")
@@ -55,8 +53,6 @@ _EVENT_LINES = {
 }
 MAX_EVENTS = 300  # per run, in the ledger
 MAX_DIFF_CHARS = 20_000  # per run
-RUN_PREFIX = "run-"  # private data dirs under the work dir
-RUN_LOCK = ".mendloop-run.lock"  # held (flock) by the run that owns the dir
 STALE_GRACE_S = 300  # a dir without a lock file is stale once older than timeout + this
 
 
@@ -103,12 +99,18 @@ def _diff_text(res: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def _write_private(path: Path, text: str) -> None:
-    """A file only the owner may read (the private dir is 0700 as well)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
+def _not_run(playbook: str, check: bool, started: Any, reason: str) -> RunDetail:
+    """A run refused or impossible before Ansible started: an ``error`` with the reason."""
+    run = PlaybookRun(
+        playbook=playbook,
+        check_mode=check,
+        status=RunStatus.error,
+        rc=None,
+        events=(reason,),
+        started=started,
+        ended=utcnow(),
+    )
+    return RunDetail(run)
 
 
 def _drop_environment(command_file: Path) -> None:
@@ -144,55 +146,6 @@ def prune_artifacts(root: Path, max_bytes: int) -> list[str]:
         total -= sizes[path]
         removed.append(path.name)
     return removed
-
-
-def clean_stale_runs(work_dir: Path, older_than_s: float) -> list[str]:
-    """Private data dirs left behind by a process that died mid-run (kill -9 skips the
-    cleanup, and they hold the run's extra vars): removed when nobody holds their lock
-    (the kernel drops a flock with its process), or, lacking a lock file, once older than
-    ``older_than_s`` (longer than any run may last). A live run's dir is never touched."""
-    if not work_dir.is_dir():
-        return []
-    removed = []
-    for path in work_dir.glob(f"{RUN_PREFIX}*"):
-        if path.is_symlink() or not path.is_dir():
-            continue
-        if _in_use(path, older_than_s):
-            continue
-        shutil.rmtree(path, ignore_errors=True)
-        removed.append(path.name)
-    if removed:
-        log.info("removed %d private run dir(s) left by a stopped process", len(removed))
-    return removed
-
-
-def _locked(private: Path) -> int:
-    """The run's lock on its private dir, taken before the lock file appears under its
-    name (a rename), so a cleaner never finds that file unlocked while the run lives."""
-    pending = private / f"{RUN_LOCK}.new"
-    fd = os.open(pending, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    os.rename(pending, private / RUN_LOCK)
-    return fd
-
-
-def _in_use(path: Path, older_than_s: float) -> bool:
-    try:
-        fd = os.open(path / RUN_LOCK, os.O_RDWR)
-    except FileNotFoundError:  # not locked yet (just made) or never: its age decides
-        try:
-            return time.time() - path.stat().st_mtime < older_than_s
-        except OSError:
-            return True
-    except OSError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing releases a lock taken here
-    return False
 
 
 class PlaybookRunner:
@@ -292,24 +245,15 @@ class PlaybookRunner:
             variables = unsafe_yaml(extra_vars)
         except (TypeError, ValueError) as exc:
             log.warning("run refused: %s", exc)
-            return RunDetail(
-                PlaybookRun(
-                    playbook=playbook,
-                    check_mode=check,
-                    status=RunStatus.error,
-                    rc=None,
-                    events=(f"refused: {exc}",),
-                    started=started,
-                    ended=utcnow(),
-                )
-            )
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.clean_stale()
-        private = Path(tempfile.mkdtemp(prefix=RUN_PREFIX, dir=self.work_dir))
-        lock = _locked(private)  # ours while the run lasts; dies with the process
+            return _not_run(playbook, check, started, f"refused: {exc}")
+        try:
+            self.clean_stale()
+            private, lock = make_private(self.work_dir)  # locked while the run lasts
+        except OSError as exc:  # a full disk or a read-only var/: a status, not a crash
+            return _not_run(playbook, check, started, f"no private run dir: {exc}")
         kept: str | None = None
         try:
-            _write_private(private / "env" / "extravars", variables)  # runner adds -e @it
+            write_private(private / "env" / "extravars", variables)  # runner: -e @it
             result = ansible_runner.run(
                 private_data_dir=str(private),
                 project_dir=str(self.playbooks_dir),
@@ -334,7 +278,10 @@ class PlaybookRunner:
             status, rc = RunStatus.error, None
             lines.append(f"ansible-runner error: {type(exc).__name__}: {exc}")
         finally:
-            kept = self._keep_artifacts(private, keep_as)
+            try:
+                kept = self._keep_artifacts(private, keep_as)
+            except OSError as exc:  # the run's outcome stands without its artifacts
+                lines.append(f"artifacts not kept: {exc}")
             shutil.rmtree(private, ignore_errors=True)
             os.close(lock)
         run = PlaybookRun(

@@ -25,7 +25,7 @@ from loop.execute import PlaybookRunner, execute
 from loop.extravars import unsafe_yaml
 from loop.ledger import Ledger
 from loop.models import Decision, DecisionMode, RunStatus
-from loop.runner import RUN_LOCK, clean_stale_runs
+from loop.rundirs import RUN_LOCK, clean_stale_runs
 from loop.solutions import check_file, library_playbook
 from loop.store import IncidentStore
 from twin.model import Twin
