@@ -35,14 +35,16 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Column, DateTime, or_
+from sqlalchemy import Column, DateTime, or_, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Field, Session, SQLModel, select
+from sqlalchemy.exc import DBAPIError
+from sqlmodel import Field, Session, SQLModel, col, select
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.metrics import CounterOf
 from loop.errors import MendloopError
 from loop.models import utcnow
 
@@ -145,9 +147,11 @@ class TokenStore:
     """API tokens in SQL (the incident store's database)."""
 
     LAST_USED_EVERY_S = 60.0  # last_used_at is refreshed at most this often per token
+    LAST_USED_WAIT_S = 0.5  # ... and waits this long for a lock at most
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.last_used_failures = 0  # writes of last_used_at that failed (/metrics)
         SQLModel.metadata.create_all(engine, tables=[ApiTokenRecord.__table__])  # type: ignore[list-item]
 
     def create(self, name: str, role: Role, by: str = "cli") -> IssuedToken:
@@ -202,13 +206,47 @@ class TokenStore:
                 return None
             if not hmac.compare_digest(row.secret_sha256, _digest(secret)):
                 return None
-            now = utcnow()
+            principal = Principal(name=row.name, role=Role(row.role), token_id=row.id)
             last = _aware(row.last_used_at)
-            if last is None or (now - last).total_seconds() > self.LAST_USED_EVERY_S:
-                row.last_used_at = now
-                session.add(row)
-                session.commit()
-            return Principal(name=row.name, role=Role(row.role), token_id=row.id)
+        now = utcnow()
+        if last is None or (now - last).total_seconds() > self.LAST_USED_EVERY_S:
+            self._touch(token_id, now)
+        return principal
+
+    def _touch(self, token_id: str, now: datetime) -> None:
+        """Note when the token was used: bookkeeping, so it waits at most
+        ``LAST_USED_WAIT_S`` for a lock, and a failure (database locked, full, read-only)
+        is logged and counted, never the caller's failure."""
+        wait_ms = int(self.LAST_USED_WAIT_S * 1000)
+        try:
+            with self.engine.connect() as conn:
+                sqlite = conn.dialect.name == "sqlite"
+                if sqlite:  # the connection's own wait, put back before it returns to the pool
+                    before = conn.exec_driver_sql("PRAGMA busy_timeout").scalar()
+                    conn.exec_driver_sql(f"PRAGMA busy_timeout = {wait_ms}")
+                    conn.commit()
+                try:
+                    if conn.dialect.name == "postgresql":
+                        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {wait_ms}")
+                    conn.execute(
+                        update(ApiTokenRecord)
+                        .where(col(ApiTokenRecord.id) == token_id)
+                        .values(last_used_at=now)
+                    )
+                    conn.commit()
+                finally:
+                    if sqlite:
+                        conn.rollback()
+                        conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(before)}")
+                        conn.commit()
+        except DBAPIError as exc:
+            self.last_used_failures += 1
+            log.warning(
+                "token %s: last_used_at not written (%d failure(s) so far), the call goes on: %s",
+                token_id,
+                self.last_used_failures,
+                f"{type(exc.orig).__name__}: {exc.orig}".splitlines()[0][:200],
+            )
 
 
 class AuditRecord(SQLModel, table=True):
@@ -445,6 +483,15 @@ class _TooLarge(Exception):
 def install(app: Any, auth: Auth | None, max_body_bytes: int) -> None:
     """Auth state, the audit middleware and the body limit on an app (api/app.py)."""
     app.state.auth = auth
+    metrics = getattr(getattr(app.state, "services", None), "metrics", None)
+    if auth is not None and metrics is not None:
+        metrics.registry.register(
+            CounterOf(
+                "mendloop_token_last_used_failures",
+                "Token last_used_at writes that failed (the authenticated call went on)",
+                lambda: auth.tokens.last_used_failures,
+            )
+        )
     # the last added is the outermost: the audit sees the body limit's 413s too
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(AuditMiddleware)

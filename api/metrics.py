@@ -15,6 +15,12 @@ What is exported and where it comes from:
 - ``mendloop_findings_queued``, ``mendloop_incident_tasks`` (queue depths of the loop),
   ``mendloop_intake_samples{reason}`` (the monitor's counters: every point taken or refused,
   by reason), ``mendloop_intake_series`` and ``mendloop_intake_targets`` (live names);
+- ``mendloop_loop_failures_total{name}``, ``mendloop_loop_failing{name}`` (supervised tasks
+  and dependencies: failures since start, failures in a row now), ``mendloop_loop_findings_
+  total{outcome}``, ``mendloop_findings_held``, ``mendloop_run_slots{state}``,
+  ``mendloop_outcomes_pending``, ``mendloop_input_quality_findings_total{kind}`` (the
+  engine's resilience, loop/supervise.py and loop/admission.py);
+  ``mendloop_token_last_used_failures_total`` (api/auth.py: the call went on regardless);
 - ``mendloop_api_requests_total{method,route,status}`` and
   ``mendloop_api_request_seconds{method,route}`` (route templates, not raw paths).
 """
@@ -30,7 +36,7 @@ from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func
 from sqlmodel import Session, select
@@ -116,6 +122,85 @@ class LoopCollector(Collector):
             "Incidents being driven through the loop now",
             value=probe.incident_tasks(),
         )
+        yield from _resilience_metrics(self.engine)
+
+
+def _resilience_metrics(engine: Any) -> Iterator[Metric]:
+    """The loop's supervision (loop/supervise.py), admission (loop/admission.py) and outbox."""
+    health = getattr(engine, "health", None)
+    if health is not None:
+        failures = CounterMetricFamily(
+            "mendloop_loop_failures",
+            "Failures of the loop's tasks and dependencies since start (each retried)",
+            labels=["name"],
+        )
+        for name, count in sorted(health.failures.items()):
+            failures.add_metric([name], count)
+        yield failures
+        failing = GaugeMetricFamily(
+            "mendloop_loop_failing",
+            "Failures in a row of a task or dependency now (0: works)",
+            labels=["name"],
+        )
+        for name, failure in sorted(health.failing().items()):
+            failing.add_metric([name], failure.count)
+        yield failing
+    admission = getattr(engine, "admission", None)
+    if admission is not None:
+        findings = CounterMetricFamily(
+            "mendloop_loop_findings",
+            "Findings by what became of them (opened, joined, deferred, dropped_full, ...)",
+            labels=["outcome"],
+        )
+        for outcome, count in sorted(admission.counts.items()):
+            findings.add_metric([outcome], count)
+        yield findings
+        yield GaugeMetricFamily(
+            "mendloop_findings_held", "Findings waiting to become incidents", value=len(admission)
+        )
+    gate = getattr(engine, "run_gate", None)
+    if gate is not None:
+        slots = GaugeMetricFamily(
+            "mendloop_run_slots",
+            "Incidents in their dry run / run steps (busy) and queued for a slot (waiting)",
+            labels=["state"],
+        )
+        slots.add_metric(["busy"], gate.busy)
+        slots.add_metric(["waiting"], gate.waiting)
+        yield slots
+    outbox = getattr(engine, "outbox", None)
+    if outbox is not None:
+        try:
+            pending = outbox.count_pending()
+        except Exception:  # SQL out: /readyz says so; the scrape still answers
+            log.warning("metrics: the outcome outbox was not read", exc_info=True)
+        else:
+            yield GaugeMetricFamily(
+                "mendloop_outcomes_pending",
+                "Remediation outcomes not yet written to the knowledge graph",
+                value=pending,
+            )
+    quality = getattr(engine, "quality_log", None)
+    if quality is not None:
+        bad = CounterMetricFamily(
+            "mendloop_input_quality_findings",
+            "Gaps and stale samples seen since start (summarised in the log)",
+            labels=["kind"],
+        )
+        for kind, count in sorted(quality.total.items()):
+            bad.add_metric([kind], count)
+        yield bad
+
+
+class CounterOf(Collector):
+    """One counter read at scrape time from whoever keeps it (e.g. api/auth.py's
+    TokenStore counts the ``last_used_at`` writes that failed)."""
+
+    def __init__(self, name: str, documentation: str, read: Callable[[], int]) -> None:
+        self.name, self.documentation, self.read = name, documentation, read
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name, self.documentation, value=self.read())
 
 
 class LoopProbe:
@@ -127,6 +212,17 @@ class LoopProbe:
 
     def running(self) -> bool:
         return self.engine is not None and self.engine.loop_running()
+
+    def status(self) -> tuple[bool, str]:
+        """Running and nothing in it failing (what fails and since when, else)."""
+        if self.engine is None:
+            return False, "the engine loop is not running"
+        health = getattr(self.engine, "loop_health", None)
+        if callable(health):
+            ok, detail = health()
+            return bool(ok), str(detail)
+        running = self.running()
+        return running, "running" if running else "the engine loop is not running"
 
     def findings_queued(self) -> int:
         return self.engine.findings_queued() if self.engine is not None else 0

@@ -106,3 +106,70 @@ def test_token_cli_create_list_revoke(tmp_path, monkeypatch, capsys) -> None:
     assert main(["token", "create", "dave", "--role", "viewer"]) == 0
     out = capsys.readouterr()
     assert out.out.startswith("mlt_") and "shown only now" in out.err
+
+
+def test_a_read_goes_on_when_last_used_at_cannot_be_written(store, tmp_path) -> None:
+    """Another connection holds SQLite's write lock past the busy timeout: the token's
+    last_used_at cannot be written, the caller is still served (logged and counted)."""
+    import sqlite3
+
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.auth import Auth
+
+    auth = Auth.on(store.engine)
+    issued = auth.tokens.create("erin", Role.viewer)
+    client = TestClient(create_app(store, auth=auth))
+    lock = sqlite3.connect(tmp_path / "auth.db", isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")  # a writer elsewhere: reads go on, writes wait
+    lock.execute("UPDATE api_token SET created_by = created_by")
+    try:
+        who = auth.tokens.verify(issued.token)  # first use: last_used_at is due
+        assert who is not None and who.name == "erin"
+        assert auth.tokens.last_used_failures == 1
+        with store.engine.connect() as conn:  # the tokens' wait did not stay on the pool
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+        answer = client.get("/v1/whoami", headers={"Authorization": f"Bearer {issued.token}"})
+        assert answer.status_code == 200 and answer.json()["name"] == "erin"
+        assert auth.tokens.last_used_failures == 2
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert auth.tokens.verify(issued.token) is not None  # written now
+    assert auth.tokens.list()[0].last_used_at is not None
+    metrics = client.get("/metrics", headers={"Authorization": f"Bearer {issued.token}"}).text
+    assert "mendloop_token_last_used_failures_total 2.0" in metrics
+
+
+@pytest.mark.skipif(
+    not __import__("os").environ.get("MENDLOOP_TEST_POSTGRES_URL"),
+    reason="MENDLOOP_TEST_POSTGRES_URL not set",
+)
+def test_a_read_goes_on_when_postgresql_holds_the_token_row_locked() -> None:
+    import os
+    import uuid
+
+    from loop.store import make_engine
+
+    url = os.environ["MENDLOOP_TEST_POSTGRES_URL"]
+    schema = f"t_{uuid.uuid4().hex[:8]}"
+    admin = make_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    store = IncidentStore(f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}")
+    try:
+        tokens = TokenStore(store.engine)
+        issued = tokens.create("frank", Role.viewer)
+        with store.engine.connect() as other:  # a writer elsewhere holds the table
+            other.execute(text("LOCK TABLE api_token IN EXCLUSIVE MODE"))  # reads still go on
+            who = tokens.verify(issued.token)
+            assert who is not None and who.name == "frank"
+            assert tokens.last_used_failures == 1
+            other.rollback()
+        assert tokens.verify(issued.token) is not None and tokens.list()[0].last_used_at
+    finally:
+        store.close()
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
