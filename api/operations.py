@@ -78,8 +78,8 @@ def _rules(svc: Services) -> CheckOut:
 
 
 def _loop(svc: Services) -> CheckOut:
-    running = LoopProbe(svc.need_engine()).running()
-    return CheckOut(ok=running, detail="running" if running else "the engine loop is not running")
+    ok, detail = LoopProbe(svc.need_engine()).status()  # what fails in the loop, since when
+    return CheckOut(ok=ok, detail=detail)
 
 
 @router.get(

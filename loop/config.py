@@ -81,6 +81,24 @@ class Settings(BaseSettings):
     )
     autonomy_max_per_hour: int = Field(30, ge=0, description="automatic fixes per hour in all")
 
+    # loop resilience and admission (loop/admission.py, loop/supervise.py)
+    loop_max_opens_per_minute: int = Field(
+        60, ge=1, description="incidents opened per minute; more findings wait, best rank first"
+    )
+    loop_max_concurrent_runs: int = Field(
+        4, ge=1, description="incidents in their dry run / run steps at once; others queue by rank"
+    )
+    loop_held_max: int = Field(
+        10_000, ge=1, description="findings waiting to become incidents; the lowest-ranked drop"
+    )
+    loop_established_s: float = Field(
+        300.0, ge=0, description="a target reporting this long ranks before newer ones"
+    )
+    loop_retry_max_s: float = Field(30.0, gt=0, description="longest wait between retries")
+    log_summary_s: float = Field(
+        60.0, gt=0, description="repeating input-quality warnings: one summary line per interval"
+    )
+
     # ChatOps (api/chatops, docs/CHATOPS.md): validated at start by ChatConfig.from_settings
     chat_webhook_url: str = Field("", description="incoming webhook (Slack/Mattermost): no threads")
     chat_api_url: str = Field("", description="Slack Web API base, e.g. https://slack.com/api")

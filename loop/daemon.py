@@ -16,6 +16,16 @@ thread-safe methods of loop/operate.py that the REST API and chat call; listener
 every step as a StageEvent. Every playbook run is keyed and recorded before it starts;
 after a restart an incident found in ``executing`` is reconciled (loop/execute.py
 ``reconcile``, a begun rollback through ``rollback``), never blindly re-run.
+
+Every long-lived task (the findings consumer, housekeeping, the rules watcher, the
+outcome outbox, each incident's walk) runs under ``supervised`` (loop/supervise.py): an
+exception is logged (its stack once), counted (``health``, /metrics) and the task starts
+again after a backoff. A finding stays held (loop/admission.py) until its incident is
+committed, so a fault that arrives while SQL is locked, full or down becomes an incident
+once it is back; /readyz says what is failing meanwhile. A walk that meets an SQL outage
+is retried from its persisted state, never escalated for it. Incidents are opened at most
+``loop_max_opens_per_minute`` and at most ``loop_max_concurrent_runs`` run their dry runs
+and runs at once, best rank first (established targets, then severity).
 """
 
 from __future__ import annotations
@@ -32,33 +42,47 @@ from typing import Any, overload
 
 from knowledge.embedding import Embedder
 from knowledge.graph import KnowledgeGraph
-from loop.analyze import Analyzer, ReloadResult
+from loop.admission import Admission, Rank, RunGate, Standing, rank
+from loop.analyze import Analyzer
 from loop.anomaly import BaselineBank
 from loop.config import Settings
+from loop.consume import Consumer
 from loop.decide import Decider
-from loop.errors import IllegalTransition, MendloopError, RuleFileError
+from loop.errors import GraphUnavailable, IllegalTransition, MendloopError, RuleFileError
 from loop.execute import PlaybookRunner
+from loop.intake import limits_of
 from loop.ledger import Ledger
+from loop.logsafe import LogDigest
 from loop.models import (
     Finding,
     Sample,
     utcnow,
 )
-from loop.intake import limits_of
 from loop.monitor import IngestResult, Monitor
+from loop.outbox import OutcomeOutbox
 from loop.policy import (
     PolicyConfig,
 )
-from loop.rca import independent_problems
 from loop.remediate import Remediation
 from loop.solutions import SolutionSpec, load_library
 from loop.state import State
-from loop.store import IncidentStore, IncidentView
+from loop.store import IncidentStore, IncidentView, store_outage
+from loop.supervise import Backoff, Health, supervised
+from loop.watch import Upkeep
 from rules.catalog import Catalog
 from rules.compiler import RuleSpec
 from rules.reload import RuleSource
 
 log = logging.getLogger("mendloop.daemon")
+RUN_STATES = frozenset({State.decided, State.approved, State.executing})  # playbooks run here
+STUCK_S = 10.0  # an SQL call of the loop waiting longer (a table lock) makes /readyz say so
+
+
+def dependency_down(exc: BaseException) -> str | None:
+    """The dependency an exception says is out (``sql``, ``neo4j``), or None (a bug)."""
+    if store_outage(exc):
+        return "sql"
+    return "neo4j" if isinstance(exc, GraphUnavailable) else None
 
 
 @dataclass(frozen=True)
@@ -79,7 +103,7 @@ class StageEvent:
 Listener = Callable[[StageEvent], None]
 
 
-class Engine(Remediation):
+class Engine(Consumer, Upkeep, Remediation):
     def __init__(
         self,
         settings: Settings,
@@ -134,6 +158,22 @@ class Engine(Remediation):
         self._target_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._consumer: asyncio.Task[None] | None = None
         self._housekeeper: asyncio.Task[None] | None = None
+        # resilience: supervised tasks, held findings, bounded opens and runs, the outbox
+        self.health = Health()
+        self.backoff = Backoff(max_s=settings.loop_retry_max_s)
+        self.standing = Standing(settings.loop_established_s)
+        every_s = settings.log_summary_s
+        self.admission = Admission(
+            settings.loop_held_max, settings.loop_max_opens_per_minute, digest_s=every_s
+        )
+        self.run_gate = RunGate(settings.loop_max_concurrent_runs)
+        self.outbox = OutcomeOutbox(store.engine)
+        self._outcomes: asyncio.Task[None] | None = None
+        self._resumer: asyncio.Task[None] | None = None
+        self._outcomes_due = asyncio.Event()
+        self._outcomes_lock = asyncio.Lock()
+        self.quality_log = LogDigest(log, "input quality (gaps, stale samples)", every_s)
+        self.sqi_log = LogDigest(log, "SQI below 80 (context, opens nothing)", every_s)
         self._steps: dict[State, Callable[[IncidentView], Awaitable[None]]] = {
             State.open: self._analyze,
             State.analyzed: self._decide,
@@ -154,6 +194,8 @@ class Engine(Remediation):
     ) -> IngestResult:
         """Ingest samples (thread-safe); findings are handed to the loop's queue."""
         result = self.monitor.ingest(batch, owner=owner, refused=refused)
+        if result.latest:
+            self.standing.seen({p.target for p in result.latest})
         self._hand_over(self.analyzer.observe(result.latest))
         return result
 
@@ -165,44 +207,11 @@ class Engine(Remediation):
                 else:
                     self._loop.call_soon_threadsafe(self._findings.put_nowait, findings)
 
-    # -- rules: hot reload -------------------------------------------------------------
-
-    def reload_rules(self) -> ReloadResult | None:
-        """Re-read the rule files. A set with any error is refused whole (``rules_errors``
-        says file:line and why) and the running rules stay; a good set replaces them
-        atomically, the currently abnormal signals re-asserted into it."""
-        specs, errors = self.rule_source.load()
-        if errors:
-            self.rules_errors = tuple(errors)
-            for error in errors:
-                log.error("rule reload refused, previous rules stay active: %s", error)
-            return None
-        self.rules_errors = ()
-        result = self.analyzer.reload(specs)
-        log.info(
-            "rules reloaded: %d active (added %s, removed %s, changed %s)",
-            len(specs),
-            ", ".join(result.added) or "-",
-            ", ".join(result.removed) or "-",
-            ", ".join(result.changed) or "-",
+    def _supervise(self, name: str, body: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+        return asyncio.create_task(
+            supervised(name, body, self.health, self.backoff, blame=dependency_down),
+            name=f"mendloop-{name}",
         )
-        self._hand_over(list(result.fired))
-        return result
-
-    async def _watch_rules(self) -> None:
-        """Poll the rule files (mtimes) and sweep the analyzer (gaps, absences, windows)."""
-        while True:
-            await asyncio.sleep(self.rules_poll_s)
-            if self.rule_source.changed():
-                await asyncio.to_thread(self.reload_rules)
-            self._hand_over(self.analyzer.sweep())
-            bad_input: defaultdict[tuple[str, str, str], list[str]] = defaultdict(list)
-            for finding in self.analyzer.quality_findings():
-                bad_input[(finding.kind, finding.target, finding.rule_id)] += finding.series
-            for (kind, target, why), series in bad_input.items():
-                log.warning("%s on %s (%s): %s", kind, target, why, ", ".join(series[:5]))
-            for finding in self.analyzer.sqi_findings():  # context for people, opens nothing
-                log.warning("SQI below 80 on %s: %s", finding.target, finding.rule_id)
 
     async def start(self) -> None:
         with self._intake_lock:
@@ -210,19 +219,30 @@ class Engine(Remediation):
             if self._early:
                 self._findings.put_nowait(self._early)
                 self._early = []
-        for incident in self.store.unfinished():
-            log.info("resuming incident %s from %s", incident.id, incident.state)
-            self._spawn(incident.id)
-        self._consumer = asyncio.create_task(self._consume(), name="mendloop-findings")
-        self._housekeeper = asyncio.create_task(self._housekeeping(), name="mendloop-housekeeping")
-        self._rules_watcher = asyncio.create_task(self._watch_rules(), name="mendloop-rules")
+        self._resumer = self._supervise("resume", self._resume)
+        self._consumer = self._supervise("findings", self._consume)
+        self._housekeeper = self._supervise("housekeeping", self._housekeeping)
+        self._rules_watcher = self._supervise("rules", self._watch_rules)
+        self._outcomes = self._supervise("outcomes", self._deliver_outcomes)
+
+    async def _resume(self) -> None:
+        """Every unfinished incident walks on from its stored state (SQL failing at start:
+        retried with backoff while the API answers and /readyz says why)."""
+        for incident in await asyncio.to_thread(self.store.unfinished):
+            if incident.id not in self._tasks:
+                log.info("resuming incident %s from %s", incident.id, incident.state)
+                self._spawn(incident.id)
+        self.health.ok("resume")
 
     async def stop(self) -> None:
-        tasks = [
-            t
-            for t in (self._consumer, self._housekeeper, self._rules_watcher, *self._tasks.values())
-            if t is not None
-        ]
+        running = (
+            self._resumer,
+            self._consumer,
+            self._housekeeper,
+            self._rules_watcher,
+            self._outcomes,
+        )
+        tasks = [t for t in (*running, *self._tasks.values()) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -257,8 +277,24 @@ class Engine(Remediation):
         """The findings consumer is alive: findings become incidents."""
         return self._consumer is not None and not self._consumer.done()
 
+    def loop_health(self) -> tuple[bool, str]:
+        """For /readyz: the loop runs and nothing in it is failing now; else what fails
+        (task or dependency), since when and with what, and how many findings wait."""
+        if not self.loop_running():
+            return False, "the engine loop is not running"
+        held = f"{len(self.admission)} finding(s) held"
+        problems = [f"{name}: {f.describe()}" for name, f in sorted(self.health.failing().items())]
+        problems += [
+            f"{name}: a call has waited {seconds:.0f} s"
+            for name, seconds in sorted(self.health.stuck(STUCK_S).items())
+        ]
+        if problems:
+            return False, f"{'; '.join(problems)}; {held}"
+        return True, f"running; {held}, {len(self._tasks)} incident(s) in flight"
+
     def findings_queued(self) -> int:
-        return self._findings.qsize()
+        """Findings waiting to become incidents: batches not yet taken, findings held."""
+        return self._findings.qsize() + len(self.admission)
 
     def incidents_in_flight(self) -> int:
         """Incidents being driven through the loop now (one task each)."""
@@ -275,75 +311,64 @@ class Engine(Remediation):
                 return incident
             await asyncio.sleep(0.2)
 
-    async def _housekeeping(self, every_s: float = 60.0) -> None:
-        """Series that went quiet are forgotten, so memory follows the live series only."""
-        while True:
-            await asyncio.sleep(every_s)
-            freed = self.monitor.expire()
-            if freed:
-                log.info("expired %d quiet series", freed)
-            retrained = await asyncio.to_thread(self.analyzer.retrain_due, self.monitor.clock())
-            if retrained:
-                log.info("ML baselines retrained: %s", ", ".join(retrained))
-
-    async def _consume(self) -> None:
-        while True:
-            findings = await self._findings.get()
-            by_target: defaultdict[str, list[Finding]] = defaultdict(list)
-            for finding in findings:
-                by_target[finding.target].append(finding)
-            for target, group in by_target.items():
-                handled = self._faults_in_flight(target)
-                fresh = [f for f in group if self._fault_of(f) not in handled]
-                if not fresh:
-                    log.info("findings on %s belong to incidents in flight", target)
-                    continue
-                for problem in independent_problems(
-                    fresh, self._component_of, self.analyzer.topology
-                ):
-                    incident_id = self.store.open_incident(target, problem)
-                    self._emit(incident_id, target, State.open, f"{len(problem)} rule finding(s)")
-                    self._spawn(incident_id)
-
-    def _fault_of(self, finding: Finding) -> str:
-        return self.analyzer.rules[finding.rule_id].fault
-
-    def _component_of(self, finding: Finding) -> str:
-        return self.analyzer.rules[finding.rule_id].component
-
-    def _faults_in_flight(self, target: str) -> set[str]:
-        """Faults a live incident of the target already handles: more findings of the same
-        fault join nothing new; a different fault is a problem of its own (its remediation
-        still waits for the target's lock)."""
-        return {
-            self._fault_of(f)
-            for incident in self.store.unfinished(target)
-            for f in incident.findings
-            if f.rule_id in self.analyzer.rules
-        }
-
     # -- the walk through the state machine ------------------------------------------------
 
     def _spawn(self, incident_id: str) -> None:
-        task = asyncio.create_task(self._drive(incident_id), name=f"incident-{incident_id}")
+        walk = supervised(
+            "incident walk",
+            lambda: self._drive(incident_id),
+            self.health,
+            self.backoff,
+            retry=lambda exc: dependency_down(exc) is not None,  # from its stored state
+            blame=dependency_down,
+        )
+        task = asyncio.create_task(walk, name=f"incident-{incident_id}")
         self._tasks[incident_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(incident_id, None))
+        task.add_done_callback(
+            lambda done: self._tasks.pop(incident_id, None)
+            if self._tasks.get(incident_id) is done
+            else None
+        )
+
+    def _run_rank(self, incident: IncidentView) -> Rank:
+        severities = [
+            rule.severity
+            for f in incident.findings
+            if (rule := self.analyzer.rules.get(f.rule_id)) is not None
+        ]
+        best = min(severities, key=lambda s: rank(False, s, 0), default=None)
+        established = self.standing.established(incident.target)
+        return rank(established, best, incident.opened_at.timestamp())
+
+    async def _step(self, incident: IncidentView) -> None:
+        """One step; those that run playbooks (dry runs, runs) wait for a run slot."""
+        if incident.state not in RUN_STATES:
+            await self._steps[incident.state](incident)
+            return
+        async with self.run_gate.slot(self._run_rank(incident)):
+            await self._steps[incident.state](incident)
 
     async def _drive(self, incident_id: str) -> None:
         """Walk one incident through the daemon's steps under its target's lock. A person
         may move it meanwhile (approve, re-analyse, propose, close): then whoever moved it
-        owns the next step (a new walk is spawned), and this walk stops quietly."""
-        incident = self.store.get(incident_id)
-        assert incident is not None
+        owns the next step (a new walk is spawned), and this walk stops quietly. An SQL
+        outage raises out of here (the supervisor walks it again from its stored state)."""
+        with self.health.waiting("sql"):
+            incident = await asyncio.to_thread(self.store.get, incident_id)
+        if incident is None:
+            log.error("incident %s to walk does not exist", incident_id)
+            return
         async with self._target_locks[incident.target]:
-            incident = self.store.get(incident_id)  # what it is now, after the wait
+            incident = await asyncio.to_thread(self.store.get, incident_id)  # after the wait
             assert incident is not None
             while not incident.terminal and incident.state in self._steps:
                 before, stamp = incident.state, incident.updated_at
                 try:
-                    await self._steps[incident.state](incident)
+                    await self._step(incident)
                 except asyncio.CancelledError:
                     raise
+                except GraphUnavailable:
+                    raise  # Neo4j out past the matcher's own retries: walked again later
                 except IllegalTransition as exc:
                     now = self.store.get(incident_id)
                     if now is not None and now.updated_at != stamp:
@@ -353,12 +378,17 @@ class Engine(Remediation):
                 except MendloopError as exc:
                     self._escalate(incident, f"{incident.state} failed: {exc}")
                 except Exception as exc:  # a bug must not take the daemon down
+                    if store_outage(exc):
+                        raise  # not the incident's fault: never escalated for it
                     log.exception(
                         "incident %s: unexpected error in %s", incident.id, incident.state
                     )
                     self._escalate(incident, f"internal error in {incident.state}: {exc!r}")
-                incident = self.store.get(incident_id)  # type: ignore[assignment]
-                assert incident is not None
+                now_view = await asyncio.to_thread(self.store.get, incident_id)
+                assert now_view is not None
+                incident = now_view
+                self.health.ok("incident walk")
+                self.health.ok("sql")
                 if incident.state == before:  # never run a step (a playbook!) twice in a row
                     if incident.updated_at != stamp:  # a person put it back: their walk goes on
                         return

@@ -4,7 +4,8 @@ The new case carries the RCA text (embedded like any case), the symptoms, the ta
 which solution was used and whether verification passed; the solution's success
 statistics (a Beta posterior over verified outcomes) move with it, which is what later
 decisions weigh. The case whose fix was reused is linked (SIMILAR_TO) and its reuse count
-goes up: the past case is strengthened, the new one kept for the audit trail.
+goes up: the past case is strengthened, the new one kept for the audit trail. The daemon
+queues every outcome in SQL first (loop/outbox.py), so Neo4j being down loses none.
 """
 
 from __future__ import annotations
@@ -35,9 +36,15 @@ def outcome_case(
 
 
 def record_outcome(
-    graph: KnowledgeGraph, embedder: Embedder, case: Case, decision: Decision
+    graph: KnowledgeGraph,
+    embedder: Embedder,
+    case: Case,
+    decision: Decision,
+    retry_s: float = 90.0,
 ) -> None:
-    """Same write path as an import: idempotent, so a retried write never counts twice."""
-    Importer(graph, embedder, Domain.load()).write([case])
+    """Same write path as an import: idempotent, so a retried write never counts twice.
+    Neo4j away for longer than ``retry_s``: KnowledgeError (the daemon's outbox keeps the
+    outcome and tries again later, loop/outbox.py)."""
+    Importer(graph, embedder, Domain.load(), retry_s=retry_s).write([case])
     if decision.match is not None:
         graph.link_reuse(case.id, decision.match.case_id, decision.match.similarity)

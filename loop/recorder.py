@@ -114,7 +114,7 @@ class IncidentRecorder:
                     return
                 self._write(snapshot)
                 self._prune()
-            except OSError:
+            except Exception:  # a full disk or a bug: this recording is lost, the writer lives
                 log.exception("incident %s: recording not written", snapshot.incident_id)
             finally:
                 self._queue.task_done()

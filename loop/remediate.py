@@ -10,7 +10,8 @@ pause/resume, reanalyze, propose, close, escalate), ``_execute`` (the plan recom
 an approved fix, preconditions, blast radius, keyed runs, loop/execute.py), ``_reconcile``
 (a run found interrupted after a restart), ``_verify`` (the solution's verification spec,
 loop/verify.py), ``_roll_back`` (rollback + re-check; a rollback found interrupted is
-reconciled) and ``_learn`` (graph + autonomy).
+reconciled) and ``_learn`` (graph + autonomy; the outcome goes through the SQL outbox,
+loop/outbox.py, delivered by ``_deliver_outcomes`` while Neo4j is away).
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from loop.errors import (
-    MendloopError,
-)
+from loop.errors import GraphUnavailable
 from loop.execute import (
     PlaybookRunner,
     execute,
@@ -30,8 +29,9 @@ from loop.execute import (
     rollback,
     run_key,
 )
-from loop.learn import outcome_case, record_outcome
+from loop.learn import outcome_case
 from loop.ledger import Ledger
+from loop.logsafe import safe
 from loop.models import (
     Decision,
     DecisionMode,
@@ -43,6 +43,7 @@ from loop.models import (
     utcnow,
 )
 from loop.operate import Operations, Void
+from loop.outbox import OutcomeDelivery, OutcomeOutbox
 from loop.policy import (
     AutonomyKey,
     PolicyConfig,
@@ -55,6 +56,7 @@ from loop.policy import (
 from loop.solutions import SolutionSpec
 from loop.state import State
 from loop.store import IncidentStore, IncidentView
+from loop.supervise import Health
 from loop.verify import verify
 
 if TYPE_CHECKING:
@@ -72,7 +74,7 @@ log = logging.getLogger("mendloop.daemon")
 _WAITS = "the automatic fix waits for approval"
 
 
-class Remediation(Operations):
+class Remediation(OutcomeDelivery, Operations):
     """Mixin of loop.daemon.Engine: the steps from ``decided`` to an ending."""
 
     settings: Settings
@@ -89,6 +91,10 @@ class Remediation(Operations):
     policy: PolicyConfig
     _blast: dict[str, asyncio.Semaphore]
     _loop: asyncio.AbstractEventLoop | None
+    health: Health
+    outbox: OutcomeOutbox
+    _outcomes_due: asyncio.Event
+    _outcomes_lock: asyncio.Lock
     shadow: ShadowScope | None = None  # None: from settings.shadow (MENDLOOP_SHADOW)
 
     def shadow_scope(self) -> ShadowScope:
@@ -326,12 +332,19 @@ class Remediation(Operations):
         state = self.ledger.autonomy(key) or initial_state(key, 0, 0, self.policy)
         state = self.ledger.record_outcome(incident.id, state, resolved, self.policy)
         log.info(
-            "incident %s: autonomy of %s now %s (%s)", incident.id, key, state.level, state.reason
+            "incident %s: autonomy of %s now %s (%s)",
+            incident.id,
+            safe(key),  # the target class comes from outside
+            state.level,
+            state.reason,
         )
         seconds = (utcnow() - incident.opened_at).total_seconds()
         case = outcome_case(incident.id, incident.report, decision, resolved, seconds)
-        try:
-            # in a thread: the write retries through a Neo4j restart, the loop must not wait
-            await asyncio.to_thread(record_outcome, self.graph, self.embedder, case, decision)
-        except MendloopError as exc:
-            log.warning("incident %s: outcome not written to the graph: %s", incident.id, exc)
+        self.outbox.put(incident.id, case, decision)  # in SQL first: Neo4j may be down now
+        async with self._outcomes_lock:
+            try:
+                await self._deliver(case, decision)
+            except GraphUnavailable as exc:  # kept in the outbox, retried by _deliver_outcomes
+                self.health.failed("neo4j", exc, stack=False)
+                log.warning("incident %s: the outcome waits in the outbox: %s", incident.id, exc)
+                self._outcomes_due.set()

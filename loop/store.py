@@ -9,6 +9,8 @@ transaction as the incident row, guarded by the state it came from, so two worke
 never both move an incident out of one state (the loser gets IllegalTransition).
 Payload columns added after a database was created (``plan``, ``approval``) are added to
 it on start (``ALTER TABLE ... ADD COLUMN``), so an older database keeps working.
+``store_outage(exc)`` tells an outage of the database (the daemon holds its work and
+retries) from a bug (the work fails).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, field_validator
 from sqlalchemy import JSON, Column, DateTime, inspect, text, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from loop.errors import ConfigError, IllegalTransition
@@ -127,6 +130,15 @@ def make_engine(url: str) -> Any:
     if parsed.drivername == "postgresql":
         url = str(parsed.set(drivername="postgresql+psycopg").render_as_string(False))
     return create_engine(url, pool_pre_ping=True)
+
+
+def store_outage(exc: BaseException) -> bool:
+    """The database itself failed (locked past the busy timeout, disk full, read-only,
+    unreachable, connection lost, pool exhausted): waiting and retrying can cure it. A bad
+    statement or a broken constraint (ProgrammingError, IntegrityError) cannot."""
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeout):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 class IncidentStore:

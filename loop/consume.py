@@ -1,0 +1,138 @@
+"""Findings -> incidents: the daemon's consumer of the analyzer's findings (a mixin of
+loop.daemon.Engine).
+
+    engine._findings.put_nowait(findings)   # the analyzer's hand-over (Engine._hand_over)
+    await engine._consume()                 # supervised by the daemon: runs for ever
+
+A finding is held (loop/admission.py) until its incident is committed or a live
+incident already handles its fault, so an SQL outage (locked past the busy timeout, disk
+full, read-only, server down) delays it and never loses it: the outage raises out of
+``_consume``, the supervisor (loop/supervise.py) counts it, waits and starts it again,
+and the held findings are opened once SQL is back. One finding that fails for another
+reason (a bug) is counted, logged and dropped; the others go on. Incidents are opened
+within a budget per minute, the best-ranked target first (established, then severity);
+findings of an over-budget minute wait, counted as ``deferred``. The SQL work runs in a
+worker thread: a locked database never stalls the event loop (and the API on it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from loop.admission import Admission, Standing, rank
+from loop.logsafe import safe
+from loop.models import Finding
+from loop.rca import independent_problems
+from loop.state import State
+from loop.store import IncidentStore, store_outage
+from loop.supervise import Health
+
+if TYPE_CHECKING:
+    from loop.analyze import Analyzer
+
+log = logging.getLogger("mendloop.daemon")
+
+
+class Consumer:
+    """Mixin of loop.daemon.Engine: findings in, incidents opened (see the module doc)."""
+
+    store: IncidentStore
+    analyzer: Analyzer
+    admission: Admission
+    standing: Standing
+    health: Health
+    _findings: asyncio.Queue[list[Finding]]
+
+    def _spawn(self, incident_id: str) -> None:
+        raise NotImplementedError
+
+    def _emit(
+        self, incident_id: str, target: str, state: State | None, note: str, kind: str = "incident"
+    ) -> None:
+        raise NotImplementedError
+
+    async def _consume(self) -> None:
+        """Take findings into the held set and open their incidents. An SQL outage raises
+        out of here: the supervisor retries after a backoff and the findings stay held."""
+        while True:
+            if not len(self.admission):
+                self._take(await self._findings.get())
+            while not self._findings.empty():
+                self._take(self._findings.get_nowait())
+            if (wait_s := self.admission.budget_in()) > 0:
+                self.admission.defer_all()
+                await self._take_for(wait_s)  # what arrives meanwhile may rank higher
+                continue
+            await self._open_held()
+            self.health.ok("findings")
+
+    def _take(self, findings: list[Finding]) -> None:
+        for finding in findings:
+            rule = self.analyzer.rules.get(finding.rule_id)
+            established = self.standing.established(finding.target)
+            severity = rule.severity if rule is not None else None
+            self.admission.hold(finding, rank(established, severity, time.monotonic()))
+
+    async def _take_for(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                self._take(await asyncio.wait_for(self._findings.get(), left))
+            except TimeoutError:
+                return
+
+    async def _open_held(self) -> None:
+        """Open incidents for held findings, best-ranked target first, within the budget."""
+        for target, group in self.admission.by_rank():
+            if self.admission.budget() <= 0:
+                return
+            try:
+                await self._open_target(target, group)
+            except Exception as exc:
+                if store_outage(exc):
+                    raise  # held, retried after the backoff
+                self.health.failed("findings", exc)  # one bad item: counted, the rest go on
+                self.admission.release(group, "failed")
+
+    async def _open_target(self, target: str, group: list[Finding]) -> None:
+        gone = [f for f in group if f.rule_id not in self.analyzer.rules]
+        if gone:  # its rule was removed by a reload meanwhile
+            self.admission.release(gone, "rule_gone")
+            group = [f for f in group if f.rule_id in self.analyzer.rules]
+        with self.health.waiting("sql"):
+            handled = await asyncio.to_thread(self._faults_in_flight, target)
+        joined = [f for f in group if self._fault_of(f) in handled]
+        if joined:
+            self.admission.release(joined, "joined")
+            log.info("%d finding(s) on %s belong to incidents in flight", len(joined), safe(target))
+        fresh = [f for f in group if self._fault_of(f) not in handled]
+        for problem in independent_problems(fresh, self._component_of, self.analyzer.topology):
+            if self.admission.budget() <= 0:
+                return  # the rest stays held
+            with self.health.waiting("sql"):
+                incident_id = await asyncio.to_thread(self.store.open_incident, target, problem)
+            self.admission.release(problem, "opened")
+            self.admission.opened()
+            self.health.ok("sql")
+            self._emit(incident_id, target, State.open, f"{len(problem)} rule finding(s)")
+            self._spawn(incident_id)
+
+    def _fault_of(self, finding: Finding) -> str:
+        return self.analyzer.rules[finding.rule_id].fault
+
+    def _component_of(self, finding: Finding) -> str:
+        return self.analyzer.rules[finding.rule_id].component
+
+    def _faults_in_flight(self, target: str) -> set[str]:
+        """Faults a live incident of the target already handles: more findings of the same
+        fault join nothing new; a different fault is a problem of its own (its remediation
+        still waits for the target's lock)."""
+        return {
+            self._fault_of(f)
+            for incident in self.store.unfinished(target)
+            for f in incident.findings
+            if f.rule_id in self.analyzer.rules
+        }

@@ -1,0 +1,109 @@
+"""Upkeep of the engine (a mixin of loop.daemon.Engine): rules hot reload, the analyzer's
+sweep, housekeeping; each runs as a supervised task of the daemon.
+
+    engine.reload_rules()      # a refused set keeps the running rules (rules_errors says why)
+    engine.sweep_once()        # gaps and absences -> findings; bad input summarised in the log
+
+Bad input (gaps, stale samples) and low SQI are context, not faults: they used to be one
+warning per gap per target per sweep (every 2 s), which floods the log when many targets
+go quiet. They are counted in a LogDigest (loop/logsafe.py): one summary line per
+``log_summary_s`` with counts and a few example targets (escaped), each event at debug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+from loop.admission import Standing
+from loop.analyze import Analyzer, ReloadResult
+from loop.errors import RuleFileError
+from loop.logsafe import LogDigest, safe
+from loop.models import Finding
+from loop.supervise import Health
+from rules.reload import RuleSource
+
+if TYPE_CHECKING:
+    from loop.monitor import Monitor
+
+log = logging.getLogger("mendloop.daemon")
+
+
+class Upkeep:
+    """Mixin of loop.daemon.Engine: rule reloads, sweeps, housekeeping."""
+
+    analyzer: Analyzer
+    monitor: Monitor
+    rule_source: RuleSource
+    rules_errors: tuple[RuleFileError, ...]
+    rules_poll_s: float
+    standing: Standing
+    health: Health
+    quality_log: LogDigest
+    sqi_log: LogDigest
+
+    def _hand_over(self, findings: list[Finding]) -> None:
+        raise NotImplementedError
+
+    # -- rules: hot reload -------------------------------------------------------------
+
+    def reload_rules(self) -> ReloadResult | None:
+        """Re-read the rule files. A set with any error is refused whole (``rules_errors``
+        says file:line and why) and the running rules stay; a good set replaces them
+        atomically, the currently abnormal signals re-asserted into it."""
+        specs, errors = self.rule_source.load()
+        if errors:
+            self.rules_errors = tuple(errors)
+            for error in errors:
+                log.error("rule reload refused, previous rules stay active: %s", error)
+            return None
+        self.rules_errors = ()
+        result = self.analyzer.reload(specs)
+        log.info(
+            "rules reloaded: %d active (added %s, removed %s, changed %s)",
+            len(specs),
+            ", ".join(result.added) or "-",
+            ", ".join(result.removed) or "-",
+            ", ".join(result.changed) or "-",
+        )
+        self._hand_over(list(result.fired))
+        return result
+
+    async def _watch_rules(self) -> None:
+        """Poll the rule files (mtimes) and sweep the analyzer (gaps, absences, windows)."""
+        while True:
+            await asyncio.sleep(self.rules_poll_s)
+            if self.rule_source.changed():
+                await asyncio.to_thread(self.reload_rules)
+            self.sweep_once()
+            self.health.ok("rules")
+
+    def sweep_once(self) -> None:
+        """One sweep: findings of gaps and absences to the loop; bad input and low SQI
+        summarised in the log (one line per interval, each at debug), never one warning
+        per gap per target per sweep."""
+        self._hand_over(self.analyzer.sweep())
+        bad_input: defaultdict[tuple[str, str, str], list[str]] = defaultdict(list)
+        for finding in self.analyzer.quality_findings():
+            bad_input[(finding.kind, finding.target, finding.rule_id)] += finding.series
+        for (kind, target, why), series in bad_input.items():
+            self.quality_log.add(f"{kind} ({why})", target, ", ".join(series[:5]))
+        for finding in self.analyzer.sqi_findings():  # context for people, opens nothing
+            self.sqi_log.add("sqi", finding.target, finding.rule_id)
+        self.quality_log.flush()
+        self.sqi_log.flush()
+
+    async def _housekeeping(self, every_s: float = 60.0) -> None:
+        """Series that went quiet are forgotten, so memory follows the live series only."""
+        while True:
+            await asyncio.sleep(every_s)
+            freed = self.monitor.expire()
+            if freed:
+                log.info("expired %d quiet series", freed)
+            self.standing.keep_only(self.monitor.targets())
+            retrained = await asyncio.to_thread(self.analyzer.retrain_due, self.monitor.clock())
+            if retrained:
+                log.info("ML baselines retrained: %s", safe(", ".join(retrained), 2000))
+            self.health.ok("housekeeping")
