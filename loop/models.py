@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
@@ -36,22 +35,10 @@ class Sample(Frozen):
 
     series: str = Field(min_length=1, max_length=200)
     labels: dict[str, str] = Field(default_factory=dict, validate_default=True)
-    ts: float = Field(description="unix seconds")
-    value: float
-
-    @field_validator("value", "ts", mode="before")
-    @classmethod
-    def _not_bool(cls, v: object) -> object:
-        if isinstance(v, bool):  # JSON true/false is no measurement: never 1.0/0.0
-            raise ValueError("must be a number, not true/false")
-        return v
-
-    @field_validator("value", "ts")
-    @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError("must be a finite number (NaN and infinity are rejected)")
-        return v
+    # strict: a JSON number only (true/false is no measurement, never 1.0/0.0; nor is a
+    # string); finite (NaN and infinity are refused); both checked in pydantic's core
+    ts: float = Field(strict=True, allow_inf_nan=False, description="unix seconds")
+    value: float = Field(strict=True, allow_inf_nan=False)
 
     @field_validator("labels")
     @classmethod
