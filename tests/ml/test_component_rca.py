@@ -50,7 +50,7 @@ def _z(propagation):
 def test_the_culprit_with_the_largest_deviation_ranks_first(propagation):
     devs = metric_deviations(_site({"web": 4.0, "api": 6.0, "db": 30.0}), START, settings=Z)
     ranked = rank_components(devs, CHAIN, _z(propagation))
-    assert [c.component for c in ranked][0] == "db"
+    assert ranked[0].component == "db"
     top = ranked[0]
     assert top.anomalous and top.evidence[0].metric == "latency"
     assert top.evidence[0].z > 0 and top.evidence[0].onset == START
