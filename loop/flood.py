@@ -1,18 +1,20 @@
 """`mendloop bench flood`: the whole daemon under a flood of new names, with a real fault.
 
-    mendloop bench flood --json            # needs Neo4j (started when local), ~3-4 min
+    mendloop bench flood --json            # needs Neo4j (started when local), ~8-9 min
 
 In this process, as `mendloop demo` runs them: Neo4j, the twin (one real target, fed in
 process), the engine and its API with tokens on. First the twin's fault is injected once
-on a quiet daemon (its MTTR is the reference); then a flood client in a process of its own
-(loop/floodclient.py) pushes ever new targets x every catalog series through the real HTTP
-API (JSON, Prometheus text and OTLP in turn, several operator tokens, the values of a
-faulty target so that what gets in opens incidents) while a prober lists incidents as a
-person would, and the same fault is injected again. Reported (one JSON object with
-``--json``): peak RSS of the daemon's process, the API's latency during the flood (the
-prober's and the pushes'), what the flood sent and what became of it by reason (the
-server's counters and the answers), the live series/targets at the end, the incidents the
-flood opened, and the real fault's MTTR during the flood beside the quiet one.
+on a quiet daemon (its MTTR is the reference); once the real target has reported for
+``MENDLOOP_LOOP_ESTABLISHED_S`` (an established target, as in any real estate), a flood
+client in a process of its own (loop/floodclient.py) pushes ever new targets x every
+catalog series through the real HTTP API (JSON, Prometheus text and OTLP in turn, several
+operator tokens, the values of a faulty target so that what gets in opens incidents) while
+a prober lists incidents as a person would, and the same fault is injected again.
+Reported (one JSON object with ``--json``): peak RSS of the daemon's process, the API's
+latency during the flood (the prober's and the pushes'), what the flood sent and what
+became of it by reason (the server's counters and the answers), the live series/targets
+at the end, the incidents the flood opened, and the real fault's MTTR during the flood
+beside the quiet one.
 """
 
 from __future__ import annotations
@@ -120,6 +122,7 @@ async def _run(settings: Settings, args: Any) -> dict[str, Any]:
         engine = build_engine(settings, {"twin_url": twin.url}, database_url=f"sqlite:///{db}")
         twin.sink = engine.submit
         await engine.start()
+        started = time.monotonic()
         auth = Auth.on(engine.store.engine)
         tokens = [
             auth.tokens.create(f"flood-{i}", Role.operator, by="bench").token
@@ -146,6 +149,13 @@ async def _run(settings: Settings, args: Any) -> dict[str, Any]:
             quiet = await _fix_once(engine, twin, api, approver, args.fault)
             stderr_progress(f"quiet: {quiet}")
             await asyncio.sleep(args.warmup_s)
+            # the real target has reported for long enough to count as established (the
+            # loop's admission ranks such targets before new ones), as in any real estate
+            established_s = float(getattr(settings, "loop_established_s", 0.0))
+            wait_s = established_s + args.warmup_s - (time.monotonic() - started)
+            if wait_s > 0:
+                stderr_progress(f"waiting {wait_s:.0f} s until {TARGET} is established")
+                await asyncio.sleep(wait_s)
             series, values = _faulty_values(engine.catalog, args.fault)
             config = {
                 "url": api,
