@@ -192,19 +192,44 @@ def register_rca(bench_sub: Any) -> None:
     rca.add_argument("--targets", type=int, default=10)
     rca.add_argument("--ticks", type=int, default=600, help="simulated 1 s ticks")
     rca.add_argument("--json", action="store_true")
+    rca.add_argument(
+        "--rule-free-only", action="store_true", help="only the rule-free component ranking"
+    )
+    rca.add_argument("--components", type=int, default=50, help="rule-free: site components")
+    rca.add_argument(
+        "--rule-free-targets", type=int, default=1000, help="rule-free: targets analysed in turn"
+    )
 
 
 def _cmd_bench_rca(args: Any, settings: Any) -> int:
     import sys
 
+    from loop.bench_rule_free import bench_rule_free
     from loop.cli import print_json
     from rules.catalog import load_catalog
     from rules.compiler import load_rules
 
+    if args.components < 1 or args.rule_free_targets < 1:
+        from loop.errors import MendloopError
+
+        raise MendloopError("--components and --rule-free-targets must be positive")
+    print(
+        f"bench rca: rule-free ranking, {args.components} components x 20 metrics,"
+        f" {args.rule_free_targets} targets ...",
+        file=sys.stderr,
+    )
+    rule_free = bench_rule_free(args.components, targets=args.rule_free_targets)
+    if args.rule_free_only:
+        if args.json:
+            print_json(rule_free)
+        else:
+            print(_rule_free_line(rule_free))
+        return 0
     catalog = load_catalog(settings.rules_dir / "metrics.yaml")
     rules = load_rules(catalog, settings.rules_dir)
     print(f"bench rca: {len(catalog)} metrics x {args.targets} targets ...", file=sys.stderr)
     result = bench_rca(catalog, rules, targets=args.targets, ticks=args.ticks)
+    result["rule_free"] = rule_free
     if args.json:
         print_json(result)
     else:
@@ -214,4 +239,14 @@ def _cmd_bench_rca(args: Any, settings: Any) -> int:
             f"report compute p95 {result['report_ms_p95']} ms; first abnormal sample -> "
             f"report p50 {result['time_to_report_s_p50']} s, max {result['time_to_report_s_max']} s"
         )
+        print(_rule_free_line(rule_free))
     return 0
+
+
+def _rule_free_line(r: dict[str, Any]) -> str:
+    return (
+        f"rule-free ranking ({r['components']} components, {r['metrics']} series x "
+        f"{r['samples_per_series']} samples): p50 {r['p50_ms']} ms, p95 {r['p95_ms']} ms per "
+        f"analysis over {r['targets']} targets; working set {r['analysis_working_set_mb']} MB, "
+        f"RSS +{r['rss_growth_mb']} MB"
+    )
