@@ -1,4 +1,4 @@
-"""`mendloop eval rca|nab|smd|trainticket|forest`: accuracy figures for docs/EVALUATION.md.
+"""`mendloop eval ...`: accuracy figures for docs/EVALUATION.md.
 
 With --json exactly one JSON object goes to stdout; progress goes to stderr.
 
@@ -8,6 +8,7 @@ With --json exactly one JSON object goes to stdout; progress goes to stderr.
     mendloop eval smd --machines machine-1-6,machine-2-1 --dataset DIR
     mendloop eval smd --protocol per-machine --machines machine-1-6 --json
     mendloop eval trainticket --json               # rule-free component RCA, 45 faults
+    mendloop eval components --json                # the same ranking on the twin's faults
     mendloop eval forest --json                    # IsolationForest groups on the twin
 """
 
@@ -222,6 +223,20 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         result = _forest(args, settings)
         print(json.dumps(result, default=str) if args.json else _forest_summary(result))
         return 0
+    if args.kind == "components":
+        from evaluation.twin_components import evaluate_components
+        from rules.catalog import load_catalog
+
+        catalog = load_catalog(settings.rules_dir / "metrics.yaml")
+        result = evaluate_components(catalog, quick=bool(args.quick), progress=_progress)
+        if args.json:
+            print(json.dumps(result, default=str))
+        else:
+            print(
+                f"twin, rule-free component ranking, {result['scenarios']} scenarios: top-1 "
+                f"{result['top1']}, top-3 {result['top3']} (setting {result['setting']})"
+            )
+        return 0
     if args.kind == "trainticket":
         result = _trainticket(args, settings)
         if args.json:
@@ -243,7 +258,9 @@ def register(sub: Any) -> None:
     """Add `eval` to the top-level sub-parsers."""
     ev = sub.add_parser("eval", help="accuracy: twin fault scenarios, public datasets")
     ev.set_defaults(func=cmd_eval)
-    ev.add_argument("kind", choices=("rca", "nab", "smd", "trainticket", "forest"))
+    ev.add_argument(
+        "kind", choices=("rca", "nab", "smd", "trainticket", "components", "forest")
+    )
     ev.add_argument("--json", action="store_true", help="one JSON object on stdout")
     ev.add_argument(
         "--data",
