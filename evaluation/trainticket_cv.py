@@ -179,6 +179,28 @@ def _cache_path(cache_dir: Path, root: Path, days: Sequence[str], grid: Sequence
     return cache_dir / f"ranks-{key}.npy"
 
 
+def _ablation(
+    table: np.ndarray, faults: Sequence[Fault], grid: Sequence[Setting]
+) -> dict[str, dict[str, Any]]:
+    """Leave-one-day-out again with one knob held at each of its values (the others still
+    chosen on the other day): what each choice is worth, under the same protocol."""
+    knobs: dict[str, Callable[[Setting], Any]] = {
+        "propagation": lambda s: describe(s)["propagation"]
+        + (f"@{s.rca.damping}" if s.rca.propagation == "pagerank" else "")
+        + ("+symptom" if s.symptom else ""),
+        "score": lambda s: s.rca.score,
+        "split_shared": lambda s: s.rca.split_shared,
+        "detrend": lambda s: s.rca.detrend,
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for knob, value_of in knobs.items():
+        for value in sorted({value_of(s) for s in grid}, key=str):
+            rows = [i for i, s in enumerate(grid) if value_of(s) == value]
+            cv = cross_validate(table[rows], faults, lambda f: f.day)
+            out.setdefault(knob, {})[str(value)] = accuracy(cv["ranks"].tolist())
+    return out
+
+
 def evaluate_trainticket(
     root: Path,
     days: Sequence[str] = DAYS,
@@ -237,6 +259,7 @@ def evaluate_trainticket(
             for j, f in enumerate(faults)
         ],
     }
+    out["ablation_leave_one_day_out"] = _ablation(table, faults, grid)
     if len(grid) > 1:
         best = choose(table, np.ones(len(faults), dtype=bool))
         out["chosen_on_all_faults"] = {
