@@ -9,6 +9,9 @@
 - :class:`DeviationRanker` — which metrics explain a multivariate anomaly: deviation from
   each metric's recent baseline relative to its training behaviour, shared between
   correlated metrics;
+- :func:`rank_components` (:mod:`ml.component_rca`) — rule-free root cause: which
+  component broke, from each series' deviation against its recent past and blame
+  propagated along the dependency graph (personalised PageRank), with evidence;
 - :class:`GroupForest` — IsolationForest over short windows of a group of series (a target
   or subsystem) with per-metric attribution (:meth:`GroupForest.attribute`);
 - :class:`DetectorBank` — one StreamingDetector per (target, series), emitting
@@ -24,6 +27,13 @@ NO_DATA / STALE states of :class:`SeriesState`, never ANOMALOUS.
 from ml.attribution import DeviationRanker
 from ml.bank import DetectorBank, SeriesEvent
 from ml.baseline import ScoredBlock, SeasonalBaseline
+from ml.component_rca import (
+    ComponentScore,
+    MetricDeviation,
+    RcaSettings,
+    metric_deviations,
+    rank_components,
+)
 from ml.contextual import ContextualDetector, rest_period_alarms
 from ml.forest import GroupForest, GroupScores
 from ml.onset import elevated_level, onset_index, onset_order
@@ -44,14 +54,17 @@ from ml.windowed import WindowNovelty, window_novelty
 __all__ = [
     "FORMAT_VERSION",
     "Attribution",
+    "ComponentScore",
     "ContextualDetector",
     "DetectorBank",
     "DeviationRanker",
     "GroupForest",
     "GroupScores",
+    "MetricDeviation",
     "ModelFileError",
     "ModelMeta",
     "PointScore",
+    "RcaSettings",
     "RetrainSchedule",
     "ScoredBlock",
     "SeasonalBaseline",
@@ -65,8 +78,10 @@ __all__ = [
     "alarms_from_scores",
     "elevated_level",
     "load_model",
+    "metric_deviations",
     "onset_index",
     "onset_order",
+    "rank_components",
     "rest_period_alarms",
     "retrain_due",
     "save_model",
