@@ -3,7 +3,7 @@ more arrive than the loop should take on at once (a flood of bogus targets, a st
 
     admission = Admission(held_max=10_000, opens_per_minute=60)
     admission.hold(finding, rank(standing.established(t), severity))   # from the queue
-    for target, findings in admission.by_rank(): ...                    # best rank first
+    for target, established, findings in admission.by_rank(): ...       # best rank first
     admission.release(findings, "opened")       # handled: no longer held (counted)
     gate = RunGate(slots=4)
     async with gate.slot(rank): ...             # a dry run / run of one incident
@@ -17,8 +17,10 @@ Ranks (lower first): established targets (reporting for ``established_s`` at lea
 counted from the first sample that *arrived*, so a back-dated timestamp does not make a
 target older) before new ones, then the rule's severity (critical first), then arrival.
 So a flood of new targets cannot push a real fault on a known target to the back:
-incidents are opened at most ``opens_per_minute`` (best rank first, the rest held), and
-at most ``slots`` incidents run their dry runs / runs at once, the others queued by rank.
+incidents are opened at most ``opens_per_minute`` (best rank first, the rest held; new
+targets at most half of them, so the minute always has room for a known one), and at
+most ``slots`` incidents run their dry runs / runs at once, the others queued by rank
+(new targets hold all but one slot at most).
 After a restart every target is new again for ``established_s``; severity and arrival
 still order them.
 """
@@ -44,6 +46,8 @@ log = logging.getLogger("mendloop.daemon")
 Rank = tuple[int, int, float]
 SEVERITY_ORDER = {s: i for i, s in enumerate(Severity)}  # critical first
 OPEN_WINDOW_S = 60.0
+NEW_TARGET_SHARE = 0.5  # of the opens per minute, what new targets may use
+RESERVED_RUN_SLOTS = 1  # run slots only established targets may take (when slots > 1)
 
 
 def rank(established: bool, severity: Severity | str | None, arrival: float) -> Rank:
@@ -109,7 +113,7 @@ class Admission:
         self.clock = clock
         self.counts: Counter[str] = Counter()
         self._held: dict[tuple[str, str], _Held] = {}
-        self._opens: deque[float] = deque()
+        self._opens: deque[tuple[float, bool]] = deque()  # (when, for a new target)
         self._drops = LogDigest(log, "findings dropped, the held set is full", digest_s)
 
     def __len__(self) -> int:
@@ -136,13 +140,17 @@ class Admission:
         self.counts["dropped_full"] += 1
         self._drops.add(finding.rule_id, finding.target)
 
-    def by_rank(self) -> list[tuple[str, list[Finding]]]:
+    def by_rank(self) -> list[tuple[str, bool, list[Finding]]]:
         """Held findings grouped by target (they form problems together), the target with
-        the best-ranked finding first, each target's findings in rank order."""
+        the best-ranked finding first, each target's findings in rank order; with whether
+        the target is established (its best finding's rank says)."""
         groups: dict[str, list[_Held]] = {}
         for held in sorted(self._held.values(), key=lambda h: h.rank):
             groups.setdefault(held.finding.target, []).append(held)
-        return [(target, [h.finding for h in items]) for target, items in groups.items()]
+        return [
+            (target, items[0].rank[0] == 0, [h.finding for h in items])
+            for target, items in groups.items()
+        ]
 
     def release(self, findings: Iterable[Finding], outcome: str) -> int:
         """These findings are handled (``outcome`` says how): no longer held."""
@@ -162,29 +170,53 @@ class Admission:
 
     # -- the budget of incidents opened per minute --------------------------------------
 
-    def budget(self) -> int:
+    def _window(self) -> float:
         now = self.clock()
-        while self._opens and now - self._opens[0] >= OPEN_WINDOW_S:
+        while self._opens and now - self._opens[0][0] >= OPEN_WINDOW_S:
             self._opens.popleft()
-        return self.opens_per_minute - len(self._opens)
+        return now
 
-    def opened(self) -> None:
-        self._opens.append(self.clock())
+    def budget(self, established: bool = True) -> int:
+        """Incidents that may open now: for an established target whatever the minute has
+        left; for a new one no more than its share (``NEW_TARGET_SHARE``), so a flood of
+        new targets always leaves room for a real fault on a known one."""
+        self._window()
+        left = self.opens_per_minute - len(self._opens)
+        if established:
+            return left
+        new_cap = max(1, int(self.opens_per_minute * NEW_TARGET_SHARE))
+        return min(left, new_cap - sum(1 for _, new in self._opens if new))
 
-    def budget_in(self) -> float:
-        """Seconds until the budget allows one more incident (0: now)."""
-        if self.budget() > 0:
+    def opened(self, established: bool = True) -> None:
+        self._opens.append((self.clock(), not established))
+
+    def budget_in(self, established: bool = True) -> float:
+        """Seconds until ``budget(established)`` allows one more incident (0: now)."""
+        now = self._window()
+        if self.budget(established) > 0:
             return 0.0
-        return max(0.0, self._opens[0] + OPEN_WINDOW_S - self.clock())
+        waits = []
+        if len(self._opens) >= self.opens_per_minute:  # the minute is full: its oldest
+            waits.append(self._opens[0][0])
+        if not established and (news := [t for t, new in self._opens if new]):
+            waits.append(news[0])  # new targets' share is full: its oldest
+        return max(0.0, max(waits, default=now) + OPEN_WINDOW_S - now)
+
+    def holds_established(self) -> bool:
+        return any(h.rank[0] == 0 for h in self._held.values())
 
 
 class RunGate:
-    """At most ``slots`` holders at once; waiters are let in by rank, not by arrival.
-    Used from the event loop only."""
+    """At most ``slots`` holders at once; waiters are let in by rank, not by arrival, and
+    new targets (rank ``(1, ...)``) hold at most ``slots - RESERVED_RUN_SLOTS``, so a real
+    fault on an established target never waits for a flood's dry runs to end. Used from
+    the event loop only."""
 
     def __init__(self, slots: int) -> None:
         self.slots = slots
+        self.new_slots = max(1, slots - RESERVED_RUN_SLOTS)
         self.busy = 0
+        self.busy_new = 0
         self.peak = 0  # the most holders seen at once (tests, /metrics)
         self.admitted = 0
         self._waiting: list[tuple[Rank, int, asyncio.Future[None]]] = []
@@ -196,35 +228,55 @@ class RunGate:
 
     @asynccontextmanager
     async def slot(self, slot_rank: Rank) -> AsyncIterator[None]:
+        new = slot_rank[0] != 0
         await self._acquire(slot_rank)
         try:
             yield
         finally:
-            self._release()
+            self._release(new)
+
+    def _free_for(self, new: bool) -> bool:
+        return self.busy < self.slots and (not new or self.busy_new < self.new_slots)
 
     async def _acquire(self, slot_rank: Rank) -> None:
-        if self.busy < self.slots and not self.waiting:
-            self._take()
+        new = slot_rank[0] != 0
+        if self._free_for(new) and not self.waiting:
+            self._take(new)
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiting, (slot_rank, next(self._seq), future))
+        self._grant()  # a slot may be free for this one though others wait for theirs
         try:
             await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():  # granted, then cancelled: pass on
-                self._release()
+                self._release(new)
             raise
 
-    def _take(self) -> None:
+    def _take(self, new: bool) -> None:
         self.busy += 1
+        self.busy_new += new
         self.admitted += 1
         self.peak = max(self.peak, self.busy)
 
-    def _release(self) -> None:
+    def _release(self, new: bool) -> None:
         self.busy -= 1
-        while self._waiting:
-            *_, future = heapq.heappop(self._waiting)
-            if not future.done():
-                self._take()
-                future.set_result(None)
-                return
+        self.busy_new -= new
+        self._grant()
+
+    def _grant(self) -> None:
+        """Let waiters in, best rank first; an established waiter ranks before every new
+        one, so the reserved slots go to it."""
+        skipped = []
+        while self._waiting and self.busy < self.slots:
+            entry = heapq.heappop(self._waiting)
+            future, new = entry[2], entry[0][0] != 0
+            if future.done():
+                continue
+            if not self._free_for(new):  # new targets' share is full: the next one waits
+                skipped.append(entry)
+                break
+            self._take(new)
+            future.set_result(None)
+        for entry in skipped:
+            heapq.heappush(self._waiting, entry)

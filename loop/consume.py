@@ -10,8 +10,9 @@ full, read-only, server down) delays it and never loses it: the outage raises ou
 ``_consume``, the supervisor (loop/supervise.py) counts it, waits and starts it again,
 and the held findings are opened once SQL is back. One finding that fails for another
 reason (a bug) is counted, logged and dropped; the others go on. Incidents are opened
-within a budget per minute, the best-ranked target first (established, then severity);
-findings of an over-budget minute wait, counted as ``deferred``. The SQL work runs in a
+within a budget per minute, the best-ranked target first (established, then severity),
+new targets within half of it; findings of an over-budget minute wait, counted as
+``deferred``. The SQL work runs in a
 worker thread: a locked database never stalls the event loop (and the API on it).
 """
 
@@ -62,42 +63,51 @@ class Consumer:
                 self._take(await self._findings.get())
             while not self._findings.empty():
                 self._take(self._findings.get_nowait())
-            if (wait_s := self.admission.budget_in()) > 0:
-                self.admission.defer_all()
-                await self._take_for(wait_s)  # what arrives meanwhile may rank higher
-                continue
             await self._open_held()
             self.health.ok("findings")
+            if len(self.admission):  # over budget: they wait, counted
+                self.admission.defer_all()
+                wait_s = self.admission.budget_in(self.admission.holds_established())
+                await self._take_for(max(wait_s, 0.1))
 
-    def _take(self, findings: list[Finding]) -> None:
+    def _take(self, findings: list[Finding]) -> bool:
+        """Hold them, ranked; True when one is of an established target."""
+        established_any = False
         for finding in findings:
             rule = self.analyzer.rules.get(finding.rule_id)
             established = self.standing.established(finding.target)
             severity = rule.severity if rule is not None else None
             self.admission.hold(finding, rank(established, severity, time.monotonic()))
+            established_any |= established
+        return established_any
 
     async def _take_for(self, seconds: float) -> None:
+        """Take what arrives for ``seconds``; sooner when a finding of an established
+        target comes and the minute still has room for it."""
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
             try:
-                self._take(await asyncio.wait_for(self._findings.get(), left))
+                batch = await asyncio.wait_for(self._findings.get(), left)
             except TimeoutError:
+                return
+            if self._take(batch) and self.admission.budget(established=True) > 0:
                 return
 
     async def _open_held(self) -> None:
-        """Open incidents for held findings, best-ranked target first, within the budget."""
-        for target, group in self.admission.by_rank():
-            if self.admission.budget() <= 0:
-                return
+        """Open incidents for held findings, best-ranked target first, within the budget
+        (new targets within their share of it)."""
+        for target, established, group in self.admission.by_rank():
+            if self.admission.budget(established) <= 0:
+                return  # what follows ranks lower (new after established): it waits
             try:
-                await self._open_target(target, group)
+                await self._open_target(target, established, group)
             except Exception as exc:
                 if store_outage(exc):
                     raise  # held, retried after the backoff
                 self.health.failed("findings", exc)  # one bad item: counted, the rest go on
                 self.admission.release(group, "failed")
 
-    async def _open_target(self, target: str, group: list[Finding]) -> None:
+    async def _open_target(self, target: str, established: bool, group: list[Finding]) -> None:
         gone = [f for f in group if f.rule_id not in self.analyzer.rules]
         if gone:  # its rule was removed by a reload meanwhile
             self.admission.release(gone, "rule_gone")
@@ -110,12 +120,12 @@ class Consumer:
             log.info("%d finding(s) on %s belong to incidents in flight", len(joined), safe(target))
         fresh = [f for f in group if self._fault_of(f) not in handled]
         for problem in independent_problems(fresh, self._component_of, self.analyzer.topology):
-            if self.admission.budget() <= 0:
+            if self.admission.budget(established) <= 0:
                 return  # the rest stays held
             with self.health.waiting("sql"):
                 incident_id = await asyncio.to_thread(self.store.open_incident, target, problem)
             self.admission.release(problem, "opened")
-            self.admission.opened()
+            self.admission.opened(established)
             self.health.ok("sql")
             self._emit(incident_id, target, State.open, f"{len(problem)} rule finding(s)")
             self._spawn(incident_id)

@@ -62,7 +62,7 @@ def test_a_full_held_set_drops_the_lowest_rank_and_counts_it() -> None:
     assert not admission.hold(finding("new-0"), rank(False, Severity.minor, 9))  # duplicate
     assert not admission.hold(finding("worse"), rank(False, Severity.warning, 10))  # refused
     assert admission.hold(finding("real"), rank(True, Severity.major, 11))  # evicts new-2
-    targets = [t for t, _ in admission.by_rank()]
+    targets = [t for t, _, _ in admission.by_rank()]
     assert targets == ["real", "new-0", "new-1"]
     assert admission.counts["dropped_full"] == 2 and admission.counts["duplicate"] == 1
     assert accounted(admission) == 6  # offered: 6
@@ -82,9 +82,26 @@ def test_the_budget_of_opens_per_minute() -> None:
     assert admission.budget() == 2
 
 
-def test_the_run_gate_bounds_holders_and_lets_the_best_rank_in_first() -> None:
-    async def main() -> tuple[RunGate, list[str]]:
-        gate = RunGate(slots=2)
+def test_new_targets_get_half_of_the_minute_a_known_one_the_rest() -> None:
+    now = [0.0]
+    admission = Admission(held_max=10, opens_per_minute=4, clock=lambda: now[0])
+    admission.opened(established=False)
+    now[0] = 5.0
+    admission.opened(established=False)
+    assert admission.budget(established=False) == 0 and admission.budget(established=True) == 2
+    assert admission.budget_in(established=False) == pytest.approx(55.0)
+    assert admission.budget_in(established=True) == 0
+    admission.opened(established=True)
+    admission.opened(established=True)
+    assert admission.budget(established=True) == 0
+    assert admission.budget_in(established=True) == pytest.approx(55.0)  # the oldest: t=0
+    now[0] = 60.0  # the first new one left the window
+    assert admission.budget(established=False) == 1 and admission.budget(established=True) == 1
+
+
+def test_the_run_gate_bounds_holders_and_keeps_a_slot_for_a_known_target() -> None:
+    async def main() -> tuple[RunGate, list[str], int, int]:
+        gate = RunGate(slots=3)  # new targets: 2 of them at most
         release = asyncio.Event()
         order: list[str] = []
 
@@ -93,37 +110,38 @@ def test_the_run_gate_bounds_holders_and_lets_the_best_rank_in_first() -> None:
                 order.append(name)
                 await release.wait()
 
-        first = [
-            asyncio.create_task(holder(f"early-{i}", rank(False, "minor", i))) for i in range(2)
-        ]
+        new = rank(False, "minor", 0)
+        tasks = [asyncio.create_task(holder(f"early-{i}", new)) for i in range(2)]
         await asyncio.sleep(0)
-        waiting = [
-            asyncio.create_task(holder(f"bogus-{i}", rank(False, "minor", 10 + i)))
-            for i in range(4)
+        tasks += [
+            asyncio.create_task(holder(f"bogus-{i}", rank(False, "critical", i))) for i in range(4)
         ]
-        doomed = asyncio.create_task(holder("cancelled", rank(True, "critical", 0)))
-        real = asyncio.create_task(holder("real", rank(True, "major", 20)))
+        doomed = asyncio.create_task(holder("cancelled", rank(False, "critical", 0)))
         await asyncio.sleep(0)
-        assert gate.busy == 2 and gate.waiting == 6
+        busy_before = gate.busy  # 2: the third slot is kept for a known target
         doomed.cancel()  # a walk stopped while it waited must not keep a slot
+        tasks.append(asyncio.create_task(holder("real", rank(True, "major", 99))))
         await asyncio.sleep(0)
+        busy_with_real = gate.busy
         release.set()
-        await asyncio.gather(*first, *waiting, real, return_exceptions=True)
-        return gate, order
+        await asyncio.gather(*tasks, doomed, return_exceptions=True)
+        return gate, order, busy_before, busy_with_real
 
-    gate, order = asyncio.run(main())
-    assert gate.peak == 2 and gate.busy == 0 and gate.waiting == 0
-    assert order[:3] == ["early-0", "early-1", "real"]  # the real fault next, not the 4 bogus
+    gate, order, busy_before, busy_with_real = asyncio.run(main())
+    assert busy_before == 2 and busy_with_real == 3
+    assert order[:3] == ["early-0", "early-1", "real"]  # the real fault at once, not after 4
+    assert gate.peak == 3 and gate.busy == gate.busy_new == 0 and gate.waiting == 0
     assert "cancelled" not in order and len(order) == 7
 
 
 @pytest.mark.neo4j
-def test_a_flood_of_new_targets_opens_within_the_budget_and_the_real_fault_first(
-    make_settings, graph
-) -> None:
+def test_a_flood_of_new_targets_leaves_room_for_the_real_fault(make_settings, graph) -> None:
+    """40 new targets' faults, then a fault on a target known for an hour: the bogus ones
+    use their half of the minute's budget, the real one is opened at once, nothing is
+    lost silently."""
     settings = make_settings(
         shadow="all",
-        loop_max_opens_per_minute=5,
+        loop_max_opens_per_minute=5,  # new targets: 2 a minute
         loop_held_max=30,
         loop_max_concurrent_runs=2,
         loop_established_s=3600,
@@ -134,14 +152,14 @@ def test_a_flood_of_new_targets_opens_within_the_budget_and_the_real_fault_first
     engine.standing.clock = lambda: now[0]  # time is the one thing a test may move
     quiet = {"cache_utilization_pct": 40.0, "cache_hit_ratio": 0.95, "db_penetration_pct": 1.0}
     t0 = int(time.time())
-    engine.submit(  # real-1 has reported for more than an hour ...
+    engine.submit(  # real-1 has reported for more than an hour
         [
             {"series": s, "labels": {"target": "real-1"}, "ts": t0 - 20, "value": v}
             for s, v in quiet.items()
         ]
     )
     now[0] += 3601
-    for i in range(40):  # ... the 40 bogus targets are new; all 41 faults arrive together
+    for i in range(40):  # the flood's faults, all at once when the loop starts
         for ts in range(t0 - 5, t0):
             engine.submit(
                 [
@@ -149,25 +167,27 @@ def test_a_flood_of_new_targets_opens_within_the_budget_and_the_real_fault_first
                     for s, v in BROKEN.items()
                 ]
             )
-    for ts in range(t0 - 5, t0):
-        engine.submit(
-            [
-                {"series": s, "labels": {"target": "real-1"}, "ts": ts, "value": v}
-                for s, v in BROKEN.items()
-            ]
-        )
     with run:
-        wait_for(lambda: engine.admission.counts["opened"] == 5, "the minute's budget used")
+        wait_for(lambda: engine.admission.counts["opened"] == 2, "the new targets' share used")
+        assert engine.admission.budget(established=False) == 0
+        for ts in range(t0 - 5, t0):  # now the real fault
+            engine.submit(
+                [
+                    {"series": s, "labels": {"target": "real-1"}, "ts": ts, "value": v}
+                    for s, v in BROKEN.items()
+                ]
+            )
+        wait_for(lambda: engine.store.list(target="real-1"), "the real fault opened")
         wait_for(lambda: all(i.terminal for i in engine.store.list()), "the opened ones walked")
-        opened = {i.target for i in engine.store.list()}
-        assert len(opened) == 5 and "real-1" in opened  # arrived last, opened first
+        opened = [i.target for i in engine.store.list()]
+        assert len(opened) == 3 and "real-1" in opened
         counts = engine.admission.counts
-        assert counts["dropped_full"] == 11 and len(engine.admission) == 25
-        assert counts["deferred"] >= 25
+        assert counts["dropped_full"] == 10 and len(engine.admission) == 28
+        assert counts["deferred"] >= 28
         assert accounted(engine.admission) == 41
-        assert engine.run_gate.admitted >= 5 and engine.run_gate.peak <= 2
+        assert engine.run_gate.admitted >= 3 and engine.run_gate.peak <= 2
         metrics = run.client.get("/metrics").text
-        assert 'mendloop_loop_findings_total{outcome="dropped_full"} 11.0' in metrics
-        assert "mendloop_findings_held 25.0" in metrics
+        assert 'mendloop_loop_findings_total{outcome="dropped_full"} 10.0' in metrics
+        assert "mendloop_findings_held 28.0" in metrics
         ok, detail = engine.loop_health()
-        assert ok and "25 finding(s) held" in detail
+        assert ok and "28 finding(s) held" in detail
