@@ -82,3 +82,29 @@ def test_bad_arguments():
         DeviationRanker(smooth=0)
     with pytest.raises(RuntimeError):
         DeviationRanker().scores(np.zeros((5, 2)))
+
+
+def test_the_absolute_view_remembers_what_the_recent_baseline_forgot():
+    train = _train()
+    test = _train(600, seed=5)
+    test[100:, 3] += 12  # moved long ago: the 100-row baseline has absorbed it
+    test[595:, 2] += 15  # a fresh, smaller move (in its own units metric 2 is noisy)
+    rows = np.vstack([train, test])
+    drift = DeviationRanker(window=100, gap=5, share=0).fit(train).scores(rows)
+    both = DeviationRanker(window=100, gap=5, share=0, absolute=2.0).fit(train).scores(rows)
+    assert int(np.argmax(drift[-1])) == 2
+    assert both[-1, 3] > np.log1p(drift[-1, 3])  # metric 3 is still far from its training
+    with pytest.raises(ValueError, match="absolute_z"):
+        DeviationRanker(absolute=1.0).fit(train).blame(np.zeros((3, 4)))
+    with pytest.raises(ValueError):
+        DeviationRanker(absolute=-1.0)
+
+
+def test_with_blame_is_a_ranker_fitted_with_those_settings():
+    train = _train()
+    rows = np.vstack([train, _train(300, seed=6)])
+    fitted = DeviationRanker(window=100, gap=5, quantile=0.9, corr=0.8).fit(train)
+    fresh = DeviationRanker(window=100, gap=5, quantile=0.9, corr=0.8, share=0.3, smooth=15)
+    np.testing.assert_allclose(
+        fitted.with_blame(0.3, 15, 0.0).scores(rows), fresh.fit(train).scores(rows)
+    )
