@@ -41,6 +41,7 @@ from api.schemas import (
     RunOut,
     errors,
 )
+from loop import untrusted
 from loop.errors import (
     ApprovalRefused,
     IllegalTransition,
@@ -86,7 +87,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """The cursor's position; 400 when it is not one this API handed out."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        at, incident_id = json.loads(raw)
+        at, incident_id = untrusted.loads(raw)
         return _utc(datetime.fromisoformat(at)), str(incident_id)
     except (binascii.Error, ValueError, TypeError) as exc:
         raise HTTPException(400, "cursor is not valid: use the X-Next-Cursor of a page") from exc

@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from knowledge.domain import Domain
+from loop import untrusted
 from loop.errors import KnowledgeError, validation_reasons
 from loop.models import Case
 
@@ -138,9 +139,11 @@ def _jsonl_records(data: bytes) -> Iterator[tuple[int, Any]]:
             continue
         text = raw_line.decode("utf-8", errors="surrogateescape")
         try:
-            yield number, json.loads(text)
+            yield number, untrusted.loads(text)
         except json.JSONDecodeError as exc:
             yield number, ValueError(f"not JSON: {exc.msg} at column {exc.colno}")
+        except ValueError as exc:
+            yield number, ValueError(f"not JSON: {exc}")
 
 
 def _csv_records(data: bytes) -> Iterator[tuple[int, Any]]:

@@ -27,6 +27,8 @@ import functools
 import re
 from collections.abc import Mapping
 
+from loop.logsafe import safe
+
 MAX_ID_LEN = 200
 MAX_LABELS = 32
 MAX_LABEL_VALUE_LEN = 1024
@@ -51,11 +53,9 @@ def _label_name_ok(key: object) -> bool:
 
 
 def loggable(value: object, limit: int = 60) -> str:
-    """A value as it may appear in a log or an error message: quoted, escaped (``repr``
-    turns newlines and control characters into ``\\n``/``\\x..``), and cut to ``limit``."""
-    text = value if isinstance(value, str) else str(value)
-    shown = repr(text[:limit])
-    return shown + ("..." if len(text) > limit else "")
+    """A value as it may appear in an error message: quoted, and printable as the log's
+    ``logsafe.safe`` makes it (control characters escaped, cut to ``limit``)."""
+    return f"'{safe(value, limit)}'"
 
 
 def label_problem(labels: Mapping[object, object]) -> tuple[str, str] | None:

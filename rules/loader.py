@@ -40,6 +40,8 @@ def _compose(path: Path) -> tuple[Any, yaml.Node | None]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise RuleFileError(str(path), mark.line + 1 if mark else None, str(exc)) from exc
+    except RecursionError:  # a posted file may nest [[[[... thousands deep
+        raise RuleFileError(str(path), 1, "YAML nested too deeply") from None
     return data, node
 
 
@@ -169,6 +171,9 @@ def check_file(
             continue
         except ValueError as exc:  # raised by a before-validator on the raw mapping
             errors.append(RuleFileError(str(path), line, f"rule {rule_id}: {exc}"))
+            continue
+        except RecursionError:  # an alias that contains itself (&a [*a])
+            errors.append(RuleFileError(str(path), line, f"rule {rule_id}: nested too deeply"))
             continue
         problems = semantic_errors(spec, catalog, faults)
         for loc, reason in problems:

@@ -23,7 +23,6 @@ Every authentic request is audited with its outcome.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Literal
 from urllib.parse import parse_qs
@@ -43,6 +42,7 @@ from api.chatops.commands import (
     who,
 )
 from api.chatops.signing import Refusal, check_signature, replay_key
+from loop import untrusted
 from loop.errors import (
     ApprovalRefused,
     IllegalTransition,
@@ -222,8 +222,8 @@ def _json(text: str) -> Any:
     """JSON from a hostile form field: anything unreadable (bad syntax, absurd nesting) is
     a ChatInputError, never an exception that would make a 500."""
     try:
-        return json.loads(text)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        return untrusted.loads(text)
+    except ValueError as exc:
         raise ChatInputError(f"payload is not JSON ({type(exc).__name__})") from None
 
 

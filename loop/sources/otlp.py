@@ -36,6 +36,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from loop import untrusted
 from loop.errors import InvalidSample
 from loop.sources.base import NameMap, Origin, ParseResult, ResultBuilder, SampleMapper, identity
 from loop.sources.units import units_agree
@@ -71,7 +72,7 @@ def parse_otlp_json(
     """
     if isinstance(payload, str | bytes):
         try:
-            payload = json.loads(payload)
+            payload = untrusted.loads(payload)
         except ValueError as exc:
             raise OtlpPayloadError(f"body is not valid JSON: {exc}") from exc
     if not isinstance(payload, Mapping):

@@ -146,7 +146,7 @@ def test_a_missing_target_is_refused_not_filed_under_default(catalog):
 
 def test_loggable_escapes_and_cuts():
     assert loggable("a\nb") == "'a\\nb'"
-    assert loggable("x" * 100, limit=5) == "'xxxxx'..."
+    assert loggable("x" * 100, limit=5) == "'xxxxx...(+95 chars)'"
 
 
 # -- cardinality ----------------------------------------------------------------------
