@@ -80,6 +80,13 @@ class Settings(BaseSettings):
         6, ge=0, description="automatic fixes on one target per hour; more wait for approval"
     )
     autonomy_max_per_hour: int = Field(30, ge=0, description="automatic fixes per hour in all")
+    autonomy_new_target_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="share of the hourly automatic fixes that targets reporting for less "
+        "than loop_established_s may take together",
+    )
 
     # loop resilience and admission (loop/admission.py, loop/supervise.py)
     loop_max_opens_per_minute: int = Field(

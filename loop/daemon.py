@@ -124,6 +124,7 @@ class Engine(Consumer, Upkeep, Remediation):
         self.policy = policy or PolicyConfig(
             max_auto_per_target_per_hour=settings.autonomy_max_per_target_per_hour,
             max_auto_per_hour=settings.autonomy_max_per_hour,
+            new_target_share=settings.autonomy_new_target_share,
         )
         self._blast: dict[str, asyncio.Semaphore] = {}
         self.graph = graph

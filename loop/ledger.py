@@ -339,6 +339,17 @@ class Ledger:
                 )
                 session.commit()
 
+    def auto_action_targets(self, within: timedelta) -> dict[str, int]:
+        """Automatic actions of the last ``within``, counted by target."""
+        since = utcnow() - within
+        with Session(self.engine) as session:
+            query = (
+                select(AutoActionRecord.target, func.count())
+                .where(AutoActionRecord.at >= since)  # type: ignore[operator]
+                .group_by(AutoActionRecord.target)
+            )
+            return {target: int(n) for target, n in session.exec(query).all()}
+
     def auto_actions(self, target: str | None, within: timedelta) -> int:
         since = utcnow() - within
         with Session(self.engine) as session:

@@ -36,6 +36,13 @@ class PolicyConfig:
     promote_after: int = 2
     max_auto_per_target_per_hour: int = 6
     max_auto_per_hour: int = 30
+    # targets reporting for less than the loop's ``established_s`` share this part of the
+    # hourly budget: a flood of made-up targets cannot spend what real ones need
+    new_target_share: float = 0.5
+
+    @property
+    def max_auto_per_hour_new_targets(self) -> int:
+        return int(self.max_auto_per_hour * self.new_target_share)
 
 
 @dataclass(frozen=True)
@@ -136,24 +143,45 @@ def choose_mode(
     recent_on_target: int,
     recent_total: int,
     cfg: PolicyConfig | None = None,
+    *,
+    recent_on_new_targets: int | None = None,
 ) -> tuple[DecisionMode, str]:
     """The mode for one decision now, and why: the earned level, capped by risk and by the
-    automatic actions of the last hour (on this target, and overall)."""
+    automatic actions of the last hour (on this target, overall, and, for a target that is
+    not established yet, ``recent_on_new_targets``: those on targets that are not either)."""
     cfg = cfg or PolicyConfig()
     why = f"autonomy of {state.key}: {state.level} ({state.reason})"
     mode = state.level
     if risk == "high" and mode == DecisionMode.auto:
         return DecisionMode.approval, f"{why}; high risk: never automatic -> approval"
-    if mode == DecisionMode.auto and (limit := limit_reached(recent_on_target, recent_total, cfg)):
+    limit = limit_reached(
+        recent_on_target, recent_total, cfg, recent_on_new_targets=recent_on_new_targets
+    )
+    if mode == DecisionMode.auto and limit:
         return DecisionMode.approval, f"{why}; {limit}"
     return mode, why
 
 
 def limit_reached(
-    recent_on_target: int, recent_total: int, cfg: PolicyConfig | None = None
+    recent_on_target: int,
+    recent_total: int,
+    cfg: PolicyConfig | None = None,
+    *,
+    recent_on_new_targets: int | None = None,
 ) -> str | None:
-    """Why one more automatic action would be one too many (None: it would not)."""
+    """Why one more automatic action would be one too many (None: it would not).
+    ``recent_on_new_targets`` is given for a target that is not established: then the
+    new targets' share of the hourly budget applies too."""
     cfg = cfg or PolicyConfig()
+    if (
+        recent_on_new_targets is not None
+        and recent_on_new_targets >= cfg.max_auto_per_hour_new_targets
+    ):
+        return (
+            f"limit reached: {recent_on_new_targets} automatic action(s) in the last hour on "
+            f"targets reporting for a short while (max {cfg.max_auto_per_hour_new_targets}, "
+            f"{cfg.new_target_share:.0%} of {cfg.max_auto_per_hour}) -> approval"
+        )
     if recent_on_target >= cfg.max_auto_per_target_per_hour:
         return (
             f"limit reached: {recent_on_target} automatic action(s) on this target in the "

@@ -62,6 +62,7 @@ from loop.verify import verify
 if TYPE_CHECKING:
     from knowledge.embedding import Embedder
     from knowledge.graph import KnowledgeGraph
+    from loop.admission import Standing
     from loop.analyze import Analyzer
     from loop.config import Settings
     from loop.decide import Decider
@@ -89,6 +90,7 @@ class Remediation(OutcomeDelivery, Operations):
     library: dict[str, SolutionSpec]
     ledger: Ledger
     policy: PolicyConfig
+    standing: Standing
     _blast: dict[str, asyncio.Semaphore]
     _loop: asyncio.AbstractEventLoop | None
     health: Health
@@ -119,7 +121,17 @@ class Remediation(OutcomeDelivery, Operations):
             self.ledger.auto_actions(target, hour),
             self.ledger.auto_actions(None, hour),
             self.policy,
+            recent_on_new_targets=self._on_new_targets(target, hour),
         )
+
+    def _on_new_targets(self, target: str, within: timedelta) -> int | None:
+        """For a target that is not established: the automatic actions of the last
+        ``within`` on targets that are not established either (None for an established
+        target, which the new targets' share does not bind)."""
+        if self.standing.established(target):
+            return None
+        recent = self.ledger.auto_action_targets(within)
+        return sum(n for t, n in recent.items() if not self.standing.established(t))
 
     async def _dispatch(self, incident: IncidentView) -> None:
         decision = incident.decision
@@ -154,6 +166,7 @@ class Remediation(OutcomeDelivery, Operations):
             self.ledger.auto_actions(incident.target, hour),
             self.ledger.auto_actions(None, hour),
             self.policy,
+            recent_on_new_targets=self._on_new_targets(incident.target, hour),
         )
         if limit is not None:
             await self._ask_approval(incident, limit)

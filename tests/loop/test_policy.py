@@ -120,3 +120,19 @@ def test_shadow_scopes() -> None:
     assert scope.applies("pm-site-1", "sol-a") is None
     with pytest.raises(ValueError, match="expected all, target:NAME or solution:ID"):
         ShadowScope.parse("pm-site-1")
+
+
+def test_new_targets_share_the_hourly_budget_established_ones_do_not() -> None:
+    cfg = PolicyConfig(max_auto_per_target_per_hour=6, max_auto_per_hour=10, new_target_share=0.5)
+    assert cfg.max_auto_per_hour_new_targets == 5
+    # a new target, while new targets took 4 of their 5: still automatic
+    assert limit_reached(0, 4, cfg, recent_on_new_targets=4) is None
+    # the fifth spent: the next new target waits for a person
+    why = limit_reached(0, 5, cfg, recent_on_new_targets=5)
+    assert why is not None and "reporting for a short while" in why
+    # an established target is not bound by the new targets' share, only by the total
+    assert limit_reached(0, 5, cfg) is None
+    assert limit_reached(0, 10, cfg) is not None
+    state = initial_state(KEY, 5, 0, cfg)
+    assert choose_mode(state, "low", 0, 5, cfg)[0] == DecisionMode.auto
+    assert choose_mode(state, "low", 0, 5, cfg, recent_on_new_targets=5)[0] == DecisionMode.approval
