@@ -32,6 +32,7 @@ import shutil
 import sys
 import threading
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,25 @@ def _diff_text(res: dict[str, Any]) -> str:
         else:
             parts.append(str(d))
     return "\n".join(parts)
+
+
+# what a playbook inherits from the daemon's environment: locale, home, proxies, SSH agent,
+# Ansible's own settings; never the daemon's secrets (MENDLOOP_*, NEO4J_*, tokens, ...)
+_INHERITED = re.compile(
+    r"(PATH|HOME|USER|LOGNAME|SHELL|TERM|TZ|TMPDIR|LANG|LANGUAGE|LC_[A-Z]+|SSH_AUTH_SOCK"
+    r"|(?i:https?_proxy|no_proxy|all_proxy)|ANSIBLE_[A-Z0-9_]+)"
+)
+
+
+def playbook_environment(prepared: Mapping[str, str], daemon: Mapping[str, str]) -> dict[str, str]:
+    """The environment ansible-playbook gets: what ansible-runner set or changed for the run,
+    and of the daemon's own only what a playbook needs (``_INHERITED``). ansible-runner
+    seeds every run with a copy of the whole process environment, secrets included."""
+    return {
+        key: value
+        for key, value in prepared.items()
+        if daemon.get(key) != value or _INHERITED.fullmatch(key)
+    }
 
 
 def _not_run(playbook: str, check: bool, started: Any, reason: str) -> RunDetail:
@@ -254,7 +274,7 @@ class PlaybookRunner:
         kept: str | None = None
         try:
             write_private(private / "env" / "extravars", variables)  # runner: -e @it
-            result = ansible_runner.run(
+            result = ansible_runner.interface.init_runner(
                 private_data_dir=str(private),
                 project_dir=str(self.playbooks_dir),
                 playbook=str(path.relative_to(self.playbooks_dir)),
@@ -268,6 +288,8 @@ class PlaybookRunner:
                 cancel_callback=(lambda: cancel.is_set()) if cancel else None,
                 suppress_env_files=True,
             )
+            result.config.env = playbook_environment(result.config.env, os.environ)
+            result.run()
             status = (
                 RunStatus(result.status)
                 if result.status in RunStatus.__members__

@@ -268,6 +268,50 @@ def test_extra_vars_are_not_on_the_command_line(tmp_path: Path, library: Path) -
     assert list(work.glob("run-*")) == []  # the private dir (and its extravars) is gone
 
 
+ENV = """\
+- name: Write what the playbook's environment holds
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Each asked-for variable, empty when unset
+      ansible.builtin.set_fact:
+        seen: >-
+          {{ seen | default({})
+             | combine({item: lookup('ansible.builtin.env', item, default='')}) }}
+      loop: "{{ names }}"
+    - name: Write them
+      ansible.builtin.copy:
+        content: "{{ seen | to_json }}"
+        dest: "{{ out_dir }}/env.json"
+"""
+
+
+def test_a_playbook_never_sees_the_daemons_secrets(
+    tmp_path: Path, library: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ansible-runner seeds a run with the whole process environment; the daemon's own
+    settings and secrets must not reach the playbook, what it needs (PATH, HOME, locale,
+    proxies, Ansible's settings) must."""
+    secret = f"s3cret-{uuid.uuid4().hex}"
+    for name in ("MENDLOOP_API_TOKEN", "NEO4J_PASSWORD", "MENDLOOP_CHAT_BOT_TOKEN", "AWS_SECRET"):
+        monkeypatch.setenv(name, secret)
+    monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
+    monkeypatch.setenv("ANSIBLE_FORCE_COLOR", "0")
+    (library / "env.yml").write_text(ENV)
+    names = [
+        "MENDLOOP_API_TOKEN", "NEO4J_PASSWORD", "MENDLOOP_CHAT_BOT_TOKEN", "AWS_SECRET",
+        "PATH", "HOME", "https_proxy", "ANSIBLE_FORCE_COLOR",
+    ]
+    runner = PlaybookRunner(library, tmp_path / "runs", timeout_s=300)
+    run = runner.run("env.yml", {"out_dir": str(tmp_path), "names": names}, check=False)
+    assert run.status == RunStatus.successful, run.events
+    seen = json.loads((tmp_path / "env.json").read_text())
+    assert {k: v for k, v in seen.items() if secret in v} == {}
+    assert seen["PATH"] and seen["HOME"]
+    assert seen["https_proxy"] == "http://proxy.example:3128"
+    assert seen["ANSIBLE_FORCE_COLOR"] == "0"
+
+
 def _command_lines() -> list[str]:
     lines = []
     for proc in Path("/proc").iterdir():
