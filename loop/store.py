@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
-from sqlalchemy import JSON, Column, DateTime, inspect, text, update
+from sqlalchemy import JSON, Column, DateTime, event, inspect, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -118,6 +118,12 @@ class IncidentView(BaseModel):
         return self.state in TERMINAL
 
 
+def _sqlite_wal(connection: Any, _record: Any) -> None:
+    """Write-ahead log: readers (token checks, the API, the web page) go on while a writer
+    holds the database, and a writer waits for readers no more."""
+    connection.execute("PRAGMA journal_mode=WAL")
+
+
 def make_engine(url: str) -> Any:
     try:
         parsed = make_url(url)
@@ -126,7 +132,9 @@ def make_engine(url: str) -> Any:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        return create_engine(url, connect_args={"check_same_thread": False})
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_wal)
+        return engine
     if parsed.drivername == "postgresql":
         url = str(parsed.set(drivername="postgresql+psycopg").render_as_string(False))
     return create_engine(url, pool_pre_ping=True)
