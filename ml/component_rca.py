@@ -4,20 +4,23 @@ When metrics go wrong and no rule names a fault, which component is the likely c
 Two steps, both pure functions (no I/O, no clock):
 
 1. :func:`metric_deviations` — each series (component, metric) is compared with its own
-   recent past: the window's values against the baseline's median, in units of the
-   baseline's robust scale, divided by how far the baseline itself usually strays (its
-   ``typical_quantile``), so a noisy metric must move further to count. A series that
-   is exactly the same in several components (a node metric every pod on the node
-   reports) cannot tell them apart: its evidence is split between them.
-2. :func:`rank_components` — a component's own anomaly is the largest deviation of its
-   metrics (log-scaled); then blame is propagated along the dependencies
-   (``dependencies[c]`` = the components c calls or needs). With ``propagation =
-   "pagerank"`` a random walk starts at the anomalous components (or at the symptom),
-   moves from a component to its dependencies in proportion to their anomaly, stays on
-   a component that is more anomalous than all of its dependencies, and steps back to a
-   dependant with a small weight (the personalised PageRank of MicroRCA / CloudRanger);
-   the ranking is the walk's stationary share. Only a component with an abnormal
-   metric can receive blame. ``"none"`` ranks by own anomaly.
+   recent past (the baseline): the window's values against the baseline's median, in
+   units of its robust scale, scored as how rare each window sample is among the
+   baseline's (``score="tail"``), as |z| over how far the baseline usually strays
+   (``"z"``), or as how rare the *whole window* is among every window of the same
+   length inside the baseline (``"history"``: a series that often has excursions, like
+   the latency percentiles of a nearly idle service, is not abnormal for one more).
+   Evidence given twice counts once (:mod:`ml.rca_sharing`): a series several
+   components report identically is split between them, and series of one component
+   that move together can share one score (``merge_alike``).
+2. :func:`rank_components` — a component's own anomaly is the sum (or the largest) of
+   its metrics' scores; then blame moves along the dependencies (``dependencies[c]`` =
+   the components c calls or needs; :mod:`ml.rca_walk`): ``"pagerank"``, a walk from
+   the abnormal components towards the dependencies that are more anomalous
+   (MicroRCA / CloudRanger; only an abnormal component receives blame); ``"callers"``,
+   each caller's abnormal latency / errors (``symptoms``) shared among what it calls,
+   added to their own anomaly (a fault that shows in its callers more than in itself);
+   ``"none"`` ranks by own anomaly.
 
     devs = metric_deviations(series, start=t_incident)        # [MetricDeviation]
     ranked = rank_components(devs, {"api": ["db", "cache"], "db": []})
@@ -31,16 +34,23 @@ the component names.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
-Propagation = Literal["none", "pagerank"]
+from ml.rca_sharing import merge_alike, split_shared
+from ml.rca_walk import caller_evidence, pagerank
+
+Propagation = Literal["none", "pagerank", "callers"]
 Statistic = Literal["max", "mean"]
-Score = Literal["z", "tail"]
+Score = Literal["z", "tail", "history"]
 Aggregate = Literal["max", "sum"]
+# metrics whose deviation a caller shows when something it calls breaks (propagation
+# "callers"); matched against the metric name, case-insensitive
+SYMPTOMS = r"latency|duration|response|error|fail|timeout"
 
 
 @dataclass(frozen=True)
@@ -58,17 +68,27 @@ class Series:
 class RcaSettings:
     """How deviations are measured and blame propagates (see the module docstring)."""
 
-    score: Score = "tail"  # per window sample: |z| / typical, or -log of its tail share
+    # per window sample: |z| / typical, or -log of its tail share among the baseline
+    # samples; "history": the window's mean log1p|z| against every window of the same
+    # length inside the baseline, -log of its tail share among them
+    score: Score = "tail"
     statistic: Statistic = "mean"  # of the samples' scores over the window
     aggregate: Aggregate = "sum"  # of the metrics' scores, a component's anomaly
+    abnormal_only: bool = False  # only abnormal series count (no noise summed up)
     typical_quantile: float | None = 0.9  # z: None = |z| as is
     min_baseline: int = 5  # fewer finite baseline samples: the series gives no evidence
     relative_floor: float = 0.01  # the scale is at least this share of the baseline level
     split_shared: bool = True  # a series identical in k components counts 1/k in each
+    # series of one component that move together (|correlation| >= this over baseline
+    # and window, e.g. a CPU counter and the same counter in percent) count as one piece
+    # of evidence: each 1/k of its score. None: every series counts fully
+    merge_alike: float | None = None
     detrend: bool = False  # compare with the baseline's straight-line trend, not its level
     propagation: Propagation = "pagerank"
     damping: float = 0.85  # pagerank: share of steps that follow an edge
     back_weight: float = 0.1  # pagerank: weight of the step back to a dependant
+    caller_weight: float = 1.0  # callers: weight of the callers' symptoms
+    symptoms: str = SYMPTOMS  # callers: which metrics are symptoms (a regex)
     abnormal_z: float = 3.0  # z: a sample beyond this many typical deviations is abnormal
     abnormal_share: float = 0.05  # tail: rarer than this, or beyond every baseline sample
     evidence: int = 5  # metrics kept as evidence per component
@@ -80,6 +100,11 @@ class RcaSettings:
             raise ValueError("damping must be in [0, 1)")
         if self.min_baseline < 2:
             raise ValueError("min_baseline must be >= 2")
+        if self.merge_alike is not None and not 0 < self.merge_alike <= 1:
+            raise ValueError("merge_alike must be in (0, 1] or None")
+        if self.caller_weight < 0:
+            raise ValueError("caller_weight must be >= 0")
+        re.compile(self.symptoms)
 
 
 @dataclass(frozen=True)
@@ -97,6 +122,7 @@ class MetricDeviation:
     value: float
     onset: float | None
     shared_with: int = 1  # components reporting the identical series
+    alike: int = 1  # series of the same component that move with it (merge_alike)
 
     @property
     def abnormal(self) -> bool:
@@ -171,8 +197,11 @@ def _group(
         limit = np.full(rows.size, cfg.abnormal_z)
     dev = np.where(np.isfinite(win), dev, np.nan)
     score = np.nanmax(dev, axis=1) if cfg.statistic == "max" else np.nanmean(dev, axis=1)
-    peak = np.nanargmax(np.where(np.isfinite(z), np.abs(z), -1.0), axis=1)
     first = np.where(dev >= limit[:, None], win_ts[None, :], np.inf).min(axis=1)
+    if cfg.score == "history":
+        score, limit = _history(spread, np.abs(z), cfg)
+        first = np.where(np.isfinite(first), first, win_ts[0])  # abnormal as a whole
+    peak = np.nanargmax(np.where(np.isfinite(z), np.abs(z), -1.0), axis=1)
     out = []
     for i, row in enumerate(rows):
         onset = float(first[i]) if score[i] >= limit[i] else None  # the window is abnormal
@@ -180,6 +209,39 @@ def _group(
         at_peak = (float(z[i, p]), float(raw_med[i]), float(raw_win[i, p]))
         out.append((int(row), float(score[i]), *at_peak, onset))
     return out
+
+
+def _window_stat(x: np.ndarray, n: int, statistic: Statistic) -> np.ndarray:
+    """Per row, the mean (or max) of every run of ``n`` consecutive columns, NaN
+    ignored (NaN where a run has no finite value): (rows, columns - n + 1)."""
+    if x.shape[1] < n:
+        return np.full((x.shape[0], 0), np.nan)
+    runs = np.lib.stride_tricks.sliding_window_view(x, n, axis=1)
+    finite = np.isfinite(runs)
+    count = finite.sum(axis=2)
+    if statistic == "max":
+        out = np.where(finite, runs, -np.inf).max(axis=2)
+    else:
+        out = np.where(finite, runs, 0.0).sum(axis=2) / np.maximum(count, 1)
+    return np.where(count > 0, out, np.nan)
+
+
+def _history(
+    spread: np.ndarray, win_abs_z: np.ndarray, cfg: RcaSettings
+) -> tuple[np.ndarray, np.ndarray]:
+    """Score ``history``: how rare the window's mean (or max) log1p|z| is among every
+    window of the same length inside the baseline (-log of its tail share, (count + 1)
+    / (n + 1)), and the limit beyond which it is abnormal. A series that often has
+    excursions like this one (latency percentiles of a nearly idle service) is not
+    abnormal for having one more."""
+    n = win_abs_z.shape[1]
+    now = _window_stat(np.log1p(win_abs_z), n, cfg.statistic)[:, 0]
+    past = _window_stat(np.log1p(spread), n, cfg.statistic)
+    count = np.isfinite(past).sum(axis=1)
+    beyond = (past >= now[:, None] - 1e-12).sum(axis=1)
+    score = np.where(count > 0, -np.log((beyond + 1) / (count + 1)), 0.0)
+    limit = np.minimum(-math.log(cfg.abnormal_share), np.log(count + 1)) - 1e-9
+    return score, np.where(count > 0, limit, np.inf)
 
 
 def metric_deviations(
@@ -208,82 +270,32 @@ def metric_deviations(
             s = group[row]
             out.append((s, MetricDeviation(s.component, s.metric, *measured)))
     if cfg.split_shared:
-        out = _split_shared(out, since, end)
+        out = split_shared(out, since, end)
+    if cfg.merge_alike is not None:
+        out = merge_alike(out, since, end, cfg.merge_alike)
     return [d for _, d in out]
-
-
-def _split_shared(
-    pairs: list[tuple[Series, MetricDeviation]], since: float, end: float
-) -> list[tuple[Series, MetricDeviation]]:
-    """Divide the score of a series that several components report identically."""
-    groups: dict[tuple[str, bytes], list[int]] = {}
-    for i, (s, _) in enumerate(pairs):
-        ts = np.asarray(s.ts, dtype=np.float64)
-        keep = (ts >= since) & (ts <= end)
-        v = np.round(np.asarray(s.values, dtype=np.float64)[keep], 9)
-        groups.setdefault((s.metric, v.tobytes()), []).append(i)
-    out = list(pairs)
-    for members in groups.values():
-        if len(members) < 2:
-            continue
-        for i in members:
-            s, d = pairs[i]
-            k = len(members)
-            out[i] = (
-                s,
-                MetricDeviation(
-                    d.component, d.metric, d.score / k, d.z, d.baseline, d.value, d.onset, k
-                ),
-            )
-    return out
-
-
-def _pagerank(
-    names: Sequence[str],
-    anomaly: np.ndarray,
-    dependencies: Mapping[str, Sequence[str]],
-    start: np.ndarray,
-    settings: RcaSettings,
-) -> np.ndarray:
-    """Stationary share of a walk that restarts at ``start`` and follows blame: to a
-    dependency in proportion to its anomaly, back to a dependant with ``back_weight``,
-    or stays where the component is more anomalous than all its dependencies.
-    ``anomaly`` is 0 for a component that is not abnormal: it never receives blame."""
-    n = len(names)
-    index = {c: i for i, c in enumerate(names)}
-    w = np.zeros((n, n))
-    for c, deps in dependencies.items():
-        i = index[c]
-        for d in deps:
-            j = index[d]
-            if i == j:
-                continue
-            w[i, j] += anomaly[j]
-            w[j, i] += settings.back_weight * anomaly[i]
-    for i in range(n):
-        deps_max = max((anomaly[index[d]] for d in dependencies.get(names[i], ())), default=0.0)
-        w[i, i] += max(anomaly[i] - deps_max, 0.0)
-    rows = w.sum(axis=1)
-    p = np.where(rows[:, None] > 0, w / np.where(rows > 0, rows, 1.0)[:, None], 0.0)
-    dangling = rows <= 0
-    restart = start / start.sum() if start.sum() > 0 else np.full(n, 1.0 / n)
-    pi = restart.copy()
-    for _ in range(200):
-        nxt = settings.damping * (pi @ p + pi[dangling].sum() * restart)
-        nxt += (1 - settings.damping) * restart
-        if np.abs(nxt - pi).sum() < 1e-12:
-            pi = nxt
-            break
-        pi = nxt
-    return pi
 
 
 def _anomaly(devs: Sequence[MetricDeviation], cfg: RcaSettings) -> float:
     """A component's own anomaly from its metrics' scores (log-scaled for ``z``)."""
-    scores = [d.score if cfg.score == "tail" else math.log1p(d.score) for d in devs]
+    scores = [
+        d.score if cfg.score != "z" else math.log1p(d.score)
+        for d in devs
+        if d.abnormal or not cfg.abnormal_only
+    ]
     if not scores:
         return 0.0
     return float(sum(scores) if cfg.aggregate == "sum" else max(scores))
+
+
+def _symptom(devs: Sequence[MetricDeviation], pattern: re.Pattern[str], cfg: RcaSettings) -> float:
+    """A component's symptom: the largest score of its abnormal symptom metrics."""
+    scores = [
+        d.score if cfg.score != "z" else math.log1p(d.score)
+        for d in devs
+        if d.abnormal and pattern.search(d.metric)
+    ]
+    return max(scores, default=0.0)
 
 
 def rank_components(
@@ -317,7 +329,14 @@ def rank_components(
         if symptom is not None:
             start = np.zeros(len(names))
             start[names.index(symptom[0])] = 1.0
-        score = _pagerank(names, blame, deps, start, cfg) * abnormal if blame.any() else blame
+        score = blame
+        if blame.any():
+            walk = pagerank(names, blame, deps, start, cfg.damping, cfg.back_weight)
+            score = walk * abnormal
+    elif cfg.propagation == "callers":
+        pattern = re.compile(cfg.symptoms, re.IGNORECASE)
+        symptoms = np.array([_symptom(by_comp.get(c, ()), pattern, cfg) for c in names])
+        score = caller_evidence(names, anomaly, symptoms, deps, cfg.caller_weight)
     else:
         score = anomaly.copy()
     total = float(score.sum())

@@ -49,8 +49,12 @@ def test_faults_use_inject_time_in_utc(tt_root):
 def test_a_day_of_metrics_and_the_graph(tt_root):
     series = load_day(tt_root, "2023-01-30")
     comps = {s.component for s in series}
-    assert len(comps) == 47 and FRONTEND in comps  # 46 services and the front end
+    assert len(comps) == 46 and FRONTEND in comps  # front_service.csv is the UI's
     assert len(series) == 46 * 19 + 5
+    ui = {s.metric: s.values for s in series if s.component == FRONTEND}
+    same = np.isfinite(ui["LatencyP90(s)"])  # the entry latency is the UI's own
+    assert same.sum() > 600
+    assert np.array_equal(ui["LatencyP90(s)"][same], ui["PodServerLatencyP90(s)"][same])
     ts = next(s.ts for s in series if s.component == "ts-basic-service")
     assert ts.size == 741 and np.all(np.diff(ts) > 50)
     faults = [f for f in load_faults(tt_root) if f.day == "2023-01-30"]
@@ -95,7 +99,9 @@ def test_a_short_real_run(tt_root):
         Setting(240, 1800, RcaSettings(propagation="none")),
         Setting(240, 600, RcaSettings(score="z", statistic="max", propagation="pagerank")),
     ]
-    r = evaluate_trainticket(tt_root, DAYS, progress=lambda m: None, grid=grid)
+    r = evaluate_trainticket(
+        tt_root, DAYS, progress=lambda m: None, grid=grid, with_baselines=False
+    )
     lodo = r["leave_one_day_out"]
     assert r["faults"] == 45 and set(lodo["chosen"]) == set(DAYS)
     assert sum(v["faults"] for v in lodo["per_fault_type"].values()) == 45

@@ -171,7 +171,7 @@ def test_settings_are_validated():
         max_size=20,
     ),
     edges=st.lists(st.tuples(st.sampled_from("abcdefg"), st.sampled_from("abcdefg")), max_size=15),
-    propagation=st.sampled_from(["none", "pagerank"]),
+    propagation=st.sampled_from(["none", "pagerank", "callers"]),
 )
 def test_any_input_gives_a_ranking_of_every_component(scores, edges, propagation):
     devs = [MetricDeviation(c, f"m{i}", s, s, 0.0, s, None) for i, (c, s) in enumerate(scores)]
