@@ -28,7 +28,7 @@ from api.ingest import MAX_BODY_BYTES, ingest_router
 from api.metrics import ApiMetrics, RequestMetrics
 from api.operations import IngestOut, RejectionOut, ingest_response
 from api.schemas import IncidentSummary
-from loop import __version__
+from kernel import __version__
 from loop.store import IncidentStore
 
 ERROR_REF = "#/components/schemas/ErrorOut"

@@ -30,7 +30,6 @@ import logging
 import secrets
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
@@ -45,27 +44,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.metrics import CounterOf
-from loop.errors import MendloopError
-from loop.models import utcnow
+from api.roles import Role
+from kernel.errors import MendloopError
+from kernel.models import utcnow
 
 log = logging.getLogger("mendloop.api")
 
 TOKEN_PREFIX = "mlt"
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-class Role(StrEnum):
-    viewer = "viewer"
-    operator = "operator"
-    approver = "approver"
-    admin = "admin"
-
-    @property
-    def rank(self) -> int:
-        return list(Role).index(self)
-
-    def allows(self, needed: Role) -> bool:
-        return self.rank >= needed.rank
 
 
 class Principal(BaseModel):

@@ -22,14 +22,14 @@ from loop.store import IncidentStore, IncidentView
 
 if TYPE_CHECKING:
     from api.metrics import ApiMetrics
+    from kernel.approval import ApprovalPlan, AutomationStatus
+    from kernel.config import Settings
+    from kernel.errors import RuleFileError
     from knowledge.embedding import Embedder
     from knowledge.graph import KnowledgeGraph
     from knowledge.matcher import Matcher
     from loop.analyze import Analyzer, ReloadResult
-    from loop.config import Settings
-    from loop.errors import RuleFileError
     from loop.ledger import Ledger
-    from loop.models import ApprovalPlan, AutomationStatus
     from loop.solutions import SolutionSpec
     from rules.catalog import Catalog
 
@@ -118,7 +118,7 @@ class Services:
     stats: Callable[[], dict[str, Any]] | None = None
     approvals: Approvals | None = None
     metrics: ApiMetrics | None = None
-    domain: Any = field(default=None, repr=False)  # knowledge.domain.Domain, loaded once
+    domain: Any = field(default=None, repr=False)  # kernel.domain.Domain, loaded once
     _matcher: Matcher | None = field(default=None, repr=False)
 
     def need_engine(self) -> EngineApi:

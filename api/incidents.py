@@ -41,16 +41,18 @@ from api.schemas import (
     RunOut,
     errors,
 )
-from loop import untrusted
-from loop.errors import (
+from kernel import untrusted
+from kernel.approval import ApprovalPlan
+from kernel.errors import (
     ApprovalRefused,
     IllegalTransition,
     MendloopError,
     PlanChanged,
     PlanHashRequired,
 )
-from loop.models import ApprovalPlan, RCAReport
-from loop.state import State
+from kernel.models import RCAReport
+from kernel.state import State
+from loop.report import render_markdown
 from loop.store import IncidentRecord, IncidentView
 
 router = APIRouter(tags=["incidents"])
@@ -251,7 +253,7 @@ def get_report(
         raise HTTPException(404, f"incident {incident_id} has no RCA report yet ({incident.state})")
     if _wants_markdown(request, format):
         return PlainTextResponse(
-            incident.report.markdown(), media_type=f"{MARKDOWN}; charset=utf-8"
+            render_markdown(incident.report), media_type=f"{MARKDOWN}; charset=utf-8"
         )
     return incident.report
 

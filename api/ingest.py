@@ -36,7 +36,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Submit
-from loop.errors import Overloaded
+from kernel.errors import Overloaded
 from loop.monitor import IngestResult
 from loop.sources.base import DEFAULT_TARGET_LABELS, NameMap, ParseResult, SampleMapper, identity
 from loop.sources.otlp import (

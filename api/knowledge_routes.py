@@ -35,8 +35,8 @@ from api.schemas import (
     TrackRecord,
     errors,
 )
-from loop.errors import GraphUnavailable, KnowledgeError
-from loop.models import Case
+from kernel.errors import GraphUnavailable, KnowledgeError
+from kernel.models import Case
 
 router = APIRouter()
 KNOWLEDGE = ["knowledge"]
@@ -56,7 +56,7 @@ def graph_errors() -> Iterator[None]:
 
 
 def _domain(svc: Services) -> Any:
-    from knowledge.domain import Domain
+    from kernel.domain import Domain
 
     if svc.domain is None:
         svc.domain = Domain.load()
@@ -119,7 +119,7 @@ def search(
         raise HTTPException(422, "give exactly one of text= or incident=")
     if incident is not None:
         return similar_to_incident(incident, svc, who, k)
-    from knowledge.domain import parse_symptom, symptom_keys
+    from kernel.domain import parse_symptom, symptom_keys
     from knowledge.similarity import MatchQuery
 
     assert text is not None

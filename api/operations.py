@@ -24,9 +24,9 @@ from api.deps import Services, Svc, engine_method
 from api.ingest import busy, push_status
 from api.metrics import CONTENT_TYPE, LoopProbe
 from api.schemas import CheckOut, HealthOut, PauseIn, ReadyOut, ResumeIn, WhoAmI, errors
-from loop import __version__
-from loop.errors import Overloaded
-from loop.models import AutomationStatus
+from kernel import __version__
+from kernel.approval import AutomationStatus
+from kernel.errors import Overloaded
 from loop.monitor import IngestResult
 
 router = APIRouter()

@@ -17,7 +17,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from api.auth import Operator, Viewer, note_audit
 from api.deps import Svc
 from api.schemas import ReloadOut, RuleCheckOut, RuleErrorOut, RuleOut, RulesOut, errors
-from loop.errors import RuleFileError
+from kernel.errors import RuleFileError
 from rules.catalog import MetricSpec
 
 router = APIRouter()

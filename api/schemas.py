@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from loop.state import State
+from kernel.state import State
 from loop.store import IncidentView
 
 TARGET_PATTERN = r"^[A-Za-z0-9_.:-]{1,200}$"

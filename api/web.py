@@ -36,7 +36,7 @@ from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 
 from api.auth import Principal, Role, Viewer, bearer, require
 from api.events import EventHub, StreamClosed, StreamTickets, TooManyClients
-from knowledge.domain import Domain
+from kernel.domain import Domain
 from loop.monitor import Monitor
 from loop.sqi import SQIResult
 from rules.catalog import Catalog

@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from loop.config import REPO_ROOT, Settings
-from loop.errors import MendloopError
+from kernel.config import REPO_ROOT, Settings
+from kernel.errors import MendloopError
 
 # the team's checkout keeps the public data beside the repo; MENDLOOP_DATASETS points
 # elsewhere (a clone in another folder, a CI cache)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from loop.errors import MendloopError
+from kernel.errors import MendloopError
 from ml.component_rca import (
     ComponentScore,
     RcaSettings,

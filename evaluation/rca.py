@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the engine is imported by the command, not by `mendloop --help`
+    from kernel.config import Settings
+    from kernel.models import Finding, RCAReport
     from loop.anomaly import BaselineBank, TargetBaseline
-    from loop.config import Settings
-    from loop.models import Finding, RCAReport
     from rules.catalog import Catalog
     from rules.compiler import RuleSpec
 

@@ -91,7 +91,7 @@ def rank_table(
     progress: Callable[[str], None] | None = None,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Rank of the fault's component, per setting x scenario; and the scenarios."""
-    from knowledge.domain import Domain
+    from kernel.domain import Domain
     from twin.faults import FAULTS
 
     topology = {c: list(ups) for c, ups in Domain.load().components.items()}

@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from knowledge.domain import Domain, symptom_keys
+from kernel.domain import Domain, symptom_keys
+from kernel.errors import KnowledgeError
+from kernel.models import Case
 from knowledge.embedding import Embedder
 from knowledge.seed import load_cases
 from knowledge.similarity import (
@@ -34,8 +36,6 @@ from knowledge.similarity import (
     environment_pairs,
     match_features,
 )
-from loop.errors import KnowledgeError
-from loop.models import Case
 
 LABELLED_QUERIES = Path(__file__).resolve().parent / "labelled_queries.yaml"
 THRESHOLD = 0.8

@@ -36,13 +36,13 @@ from neo4j.exceptions import (
     TransientError,
 )
 
+from kernel.config import Settings
+from kernel.domain import Domain
+from kernel.errors import GraphUnavailable, KnowledgeError
+from kernel.models import Case, Solution
 from knowledge import schema
-from knowledge.domain import Domain
 from knowledge.embedding import DIMENSIONS
 from knowledge.similarity import cosine_from_index_score
-from loop.config import Settings
-from loop.errors import GraphUnavailable, KnowledgeError
-from loop.models import Case, Solution
 
 VECTOR_INDEX = "case_embedding"
 

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, TypeVar
 
-from knowledge.domain import Domain, parse_symptom, symptom_keys
+from kernel.domain import Domain, parse_symptom, symptom_keys
+from kernel.errors import GraphUnavailable, KnowledgeError
+from kernel.models import Case
 from knowledge.embedding import Embedder, VectorCache, text_key
 from knowledge.graph import KnowledgeGraph
-from loop.errors import GraphUnavailable, KnowledgeError
-from loop.models import Case
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -11,11 +11,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from kernel.errors import GraphUnavailable
+from kernel.models import Match
 from knowledge.embedding import Embedder
 from knowledge.graph import Candidate, KnowledgeGraph
 from knowledge.similarity import Calibration, MatchFeatures, MatchQuery, match_features
-from loop.errors import GraphUnavailable
-from loop.models import Match
 
 CANDIDATES_K = 50
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from knowledge.domain import Domain
+from kernel.domain import Domain
+from kernel.errors import KnowledgeError
+from kernel.models import Case, Solution
 from knowledge.embedding import Embedder
 from knowledge.graph import KnowledgeGraph
 from knowledge.importer import Importer
-from loop.errors import KnowledgeError
-from loop.models import Case, Solution
 
 SEED_CASES = Path(__file__).resolve().parent / "seed_cases.yaml"
 

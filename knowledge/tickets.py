@@ -23,10 +23,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from knowledge.domain import Domain
-from loop import untrusted
-from loop.errors import KnowledgeError, validation_reasons
-from loop.models import Case
+from kernel import untrusted
+from kernel.domain import Domain
+from kernel.errors import KnowledgeError, validation_reasons
+from kernel.models import Case
 
 ALIASES = {
     "description": "text",

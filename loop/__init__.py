@@ -1,7 +1,6 @@
-"""mendloop: closed-loop AIOps remediation engine.
+"""The loop: monitor -> analyze -> decide -> execute -> verify -> learn, one module per step.
 
-monitor -> analyze -> decide -> execute -> verify, one module per stage in this package;
-`loop.daemon` wires them together.
+``loop.daemon.Engine`` takes findings in and drives each incident through the steps
+(``loop.steps``); what people do to incidents is ``loop.operations``. The typed messages
+between steps live in the kernel (``kernel.models``).
 """
-
-__version__ = "0.1.0"

@@ -37,8 +37,8 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from loop.logsafe import LogDigest
-from loop.models import Finding
+from kernel.logsafe import LogDigest
+from kernel.models import Finding
 from rules.spec import Severity
 
 log = logging.getLogger("mendloop.daemon")

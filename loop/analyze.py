@@ -36,8 +36,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kernel.models import Evidence, Finding, FindingKind, RCAReport, Sample
 from loop.anomaly import BaselineBank
-from loop.models import Evidence, Finding, FindingKind, RCAReport, Sample
 from loop.monitor import Point
 from loop.rca import Context, Topology
 from loop.report import build_report, default_topology, rank_causes

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from loop.models import Evidence
+from kernel.models import Evidence
 from rules.catalog import Catalog
 
 if TYPE_CHECKING:  # ml/ pulls in scikit-learn: imported where a model is fitted or read

@@ -23,11 +23,11 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from kernel.logsafe import safe
+from kernel.models import Finding
+from kernel.state import State
 from loop.admission import Admission, Standing, rank
-from loop.logsafe import safe
-from loop.models import Finding
 from loop.rca import independent_problems
-from loop.state import State
 from loop.store import IncidentStore, store_outage
 from loop.supervise import Health
 

@@ -40,24 +40,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, overload
 
+from kernel.config import Settings
+from kernel.errors import GraphUnavailable, IllegalTransition, MendloopError, RuleFileError
+from kernel.logsafe import LogDigest
+from kernel.models import (
+    Finding,
+    Sample,
+    utcnow,
+)
+from kernel.state import State
 from knowledge.embedding import Embedder
 from knowledge.graph import KnowledgeGraph
 from loop.admission import Admission, Rank, RunGate, Standing, rank
 from loop.analyze import Analyzer
 from loop.anomaly import BaselineBank
-from loop.config import Settings
 from loop.consume import Consumer
 from loop.decide import Decider
-from loop.errors import GraphUnavailable, IllegalTransition, MendloopError, RuleFileError
 from loop.execute import PlaybookRunner
 from loop.intake import limits_of
 from loop.ledger import Ledger
-from loop.logsafe import LogDigest
-from loop.models import (
-    Finding,
-    Sample,
-    utcnow,
-)
 from loop.monitor import IngestResult, Monitor
 from loop.outbox import OutcomeOutbox
 from loop.policy import (
@@ -65,7 +66,6 @@ from loop.policy import (
 )
 from loop.remediate import Remediation
 from loop.solutions import SolutionSpec, load_library
-from loop.state import State
 from loop.store import IncidentStore, IncidentView, store_outage
 from loop.supervise import Backoff, Health, supervised
 from loop.watch import Upkeep

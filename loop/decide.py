@@ -26,12 +26,12 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from knowledge.domain import symptom_keys
+from kernel.domain import symptom_keys
+from kernel.models import Case, Decision, DecisionMode, Match, RCAReport, Solution
 from knowledge.embedding import Embedder
 from knowledge.graph import KnowledgeGraph
 from knowledge.matcher import Matcher, Scored
 from knowledge.similarity import MatchQuery, solution_score
-from loop.models import Case, Decision, DecisionMode, Match, RCAReport, Solution
 from loop.solutions import SolutionSpec
 
 log = logging.getLogger("mendloop.decide")

@@ -18,10 +18,10 @@ from typing import Any, NamedTuple
 import numpy as np
 from pydantic import ValidationError
 
-from loop.config import Settings
-from loop.errors import InvalidSample, validation_reasons
-from loop.ids import label_problem
-from loop.models import Sample
+from kernel.config import Settings
+from kernel.errors import InvalidSample, validation_reasons
+from kernel.ids import label_problem
+from kernel.models import Sample
 from loop.windows import REFUSALS, Limits
 from rules.catalog import Catalog
 
@@ -123,7 +123,7 @@ def parse_sample(raw: Sample | Mapping[str, Any], catalog: Catalog) -> Sample:
 
 
 def reason_of(exc: ValidationError) -> str:
-    """The counter a Sample's validation error is booked under: a label reason (loop/ids.py)
+    """The counter a Sample's validation error is booked under: a label reason (kernel/ids.py)
     when the labels were at fault, else ``invalid``."""
     for error in exc.errors():
         if error["type"] in LABEL_REASONS:

@@ -10,11 +10,11 @@ queues every outcome in SQL first (loop/outbox.py), so Neo4j being down loses no
 
 from __future__ import annotations
 
-from knowledge.domain import Domain
+from kernel.domain import Domain
+from kernel.models import Case, Decision, RCAReport
 from knowledge.embedding import Embedder
 from knowledge.graph import KnowledgeGraph
 from knowledge.importer import Importer
-from loop.models import Case, Decision, RCAReport
 
 
 def outcome_case(

@@ -24,7 +24,8 @@ from sqlalchemy import JSON, Column, DateTime, func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, select
 
-from loop.models import AutomationStatus, DecisionMode, PlaybookRun, TargetPause, utcnow
+from kernel.approval import AutomationStatus, TargetPause
+from kernel.models import DecisionMode, PlaybookRun, utcnow
 from loop.policy import AutonomyKey, AutonomyState, PolicyConfig, after_outcome
 from loop.store import _aware
 

@@ -8,7 +8,7 @@
     monitor.latest("a", "cache_hit_ratio"); monitor.stats()
 
 Nothing is lost silently. A bad sample (unknown series, NaN/inf, true/false, wrong type,
-a missing target or one that is not an identifier (loop/ids.py), bad labels, a timestamp
+a missing target or one that is not an identifier (kernel/ids.py), bad labels, a timestamp
 far in the past or future) is rejected with its index and reason; a sample older than or
 equal to its series' newest is dropped as *late* or *duplicate* (windows.py); a batch over
 ``max_batch`` is refused whole; when more than ``max_in_flight`` samples are being
@@ -32,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from loop.errors import InvalidSample, Overloaded
-from loop.ids import is_identifier
+from kernel.errors import InvalidSample, Overloaded
+from kernel.ids import is_identifier
+from kernel.models import Sample
 from loop.intake import (
     COUNTED,
     DEFAULT_LIMITS,
@@ -44,7 +45,6 @@ from loop.intake import (
     parse_sample,
     refusal_texts,
 )
-from loop.models import Sample
 from loop.windows import REFUSALS, Limits, WindowStore
 from rules.catalog import Catalog
 
@@ -232,7 +232,7 @@ class Monitor:
             in_future = ts > now + self.max_future_s
             good = known & finite & ~too_old & ~in_future
             checks = [
-                (~valid, "bad_target", "labels.target: not an identifier (loop/ids.py)"),
+                (~valid, "bad_target", "labels.target: not an identifier (kernel/ids.py)"),
                 (valid & ~known, "unknown_metric", "series: unknown metric (not in the catalog)"),
                 (known & ~finite, "invalid", "value/ts: must be finite numbers"),
                 (known & finite & too_old, "too_old", "ts: older than the window"),

@@ -30,7 +30,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from loop.errors import (
+from kernel.approval import Approval, ApprovalPlan, AutomationStatus
+from kernel.errors import (
     ApprovalRefused,
     IllegalTransition,
     KnowledgeError,
@@ -38,19 +39,11 @@ from loop.errors import (
     PlanChanged,
     PlanHashRequired,
 )
+from kernel.models import Decision, DecisionMode, PlaybookRun, RunStatus
+from kernel.state import REDECIDABLE, RUNNING, State, check_transition
 from loop.execute import PlaybookRunner, RunDetail, dry_run
 from loop.ledger import Ledger
-from loop.models import (
-    Approval,
-    ApprovalPlan,
-    AutomationStatus,
-    Decision,
-    DecisionMode,
-    PlaybookRun,
-    RunStatus,
-)
 from loop.solutions import SolutionSpec
-from loop.state import REDECIDABLE, RUNNING, State, check_transition
 from loop.store import IncidentStore, IncidentView
 
 if TYPE_CHECKING:

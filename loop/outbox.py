@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import JSON, Column, DateTime, func
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from loop.errors import GraphUnavailable
+from kernel.errors import GraphUnavailable
+from kernel.models import Case, Decision, utcnow
 from loop.learn import record_outcome
-from loop.models import Case, Decision, utcnow
 from loop.store import store_outage
 from loop.supervise import Health, describe
 

@@ -1,6 +1,6 @@
 """Root-cause ranking: rule hits + ML anomalies + onset order + the dependency topology.
 
-    topology = Topology.from_domain()                       # knowledge/domain.yaml
+    topology = Topology.from_domain()                       # kernel/domain.yaml
     causes = rank(findings, rules, catalog, topology, context)
     # loop/report.py turns them into the RCAReport (and its Markdown)
 
@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from loop.models import Evidence, Finding, FindingKind, RootCause
+from kernel.models import Evidence, Finding, FindingKind, RootCause
 from loop.sqi import SQIResult
 from rules.catalog import Catalog
 from rules.compiler import AbnormalFact
@@ -68,8 +68,8 @@ class Topology:
 
     @classmethod
     def from_domain(cls) -> Topology:
-        """The platform topology of knowledge/domain.yaml (also mirrored in Neo4j)."""
-        from knowledge.domain import Domain
+        """The platform topology of kernel/domain.yaml (also mirrored in Neo4j)."""
+        from kernel.domain import Domain
 
         return cls(Domain.load().components)
 

@@ -2,7 +2,7 @@
 
     recorder = IncidentRecorder(engine.monitor, settings.var_dir / "recordings")
     engine.listeners.append(recorder)       # a StageEvent listener; writes off the loop
-    batches = window_batches(recorder.path("5aaded876eda"))   # rules/tester.py -> loop/replay.py
+    batches = window_batches(recorder.path("5aaded876eda"))   # mendloop.rules_tester -> replay
 
 When an incident opens, every series of its target is copied from the monitor's windows
 (the last ``pre_s`` seconds: what led up to it, so a replay starts from healthy data);
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from loop.state import TERMINAL, State
+from kernel.state import TERMINAL, State
 
 if TYPE_CHECKING:
     from loop.daemon import StageEvent

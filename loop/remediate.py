@@ -21,18 +21,9 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from loop.errors import GraphUnavailable
-from loop.execute import (
-    PlaybookRunner,
-    execute,
-    reconcile,
-    rollback,
-    run_key,
-)
-from loop.learn import outcome_case
-from loop.ledger import Ledger
-from loop.logsafe import safe
-from loop.models import (
+from kernel.errors import GraphUnavailable
+from kernel.logsafe import safe
+from kernel.models import (
     Decision,
     DecisionMode,
     Execution,
@@ -42,29 +33,38 @@ from loop.models import (
     VerificationStatus,
     utcnow,
 )
+from kernel.shadow import ShadowScope
+from kernel.state import State
+from loop.execute import (
+    PlaybookRunner,
+    execute,
+    reconcile,
+    rollback,
+    run_key,
+)
+from loop.learn import outcome_case
+from loop.ledger import Ledger
 from loop.operate import Operations, Void
 from loop.outbox import OutcomeDelivery, OutcomeOutbox
 from loop.policy import (
     AutonomyKey,
     PolicyConfig,
-    ShadowScope,
     choose_mode,
     initial_state,
     limit_reached,
     target_class,
 )
 from loop.solutions import SolutionSpec
-from loop.state import State
 from loop.store import IncidentStore, IncidentView
 from loop.supervise import Health
 from loop.verify import verify
 
 if TYPE_CHECKING:
+    from kernel.config import Settings
     from knowledge.embedding import Embedder
     from knowledge.graph import KnowledgeGraph
     from loop.admission import Standing
     from loop.analyze import Analyzer
-    from loop.config import Settings
     from loop.decide import Decider
     from loop.monitor import Monitor
     from rules.catalog import Catalog

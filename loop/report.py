@@ -2,7 +2,7 @@
 as JSON (the pydantic model) and as Markdown for chat and the web page.
 
     report = build_report(incident_id, target, findings, rules, catalog=..., context=...)
-    report.markdown()                     # render_markdown(report)
+    render_markdown(report)               # the report for chat and the web page
 
 ``first_abnormal_at`` is the first sample past a threshold among the fired causes'
 evidence (an ML onset is earlier: where a deviation began, not a sample anybody would call
@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from loop.models import Evidence, Finding, RCAReport, RootCause
+from kernel.models import Evidence, Finding, RCAReport, RootCause
 from loop.rca import Context, Topology, component_onsets, rank
 from rules.catalog import Catalog, load_catalog
 from rules.compiler import RuleSpec

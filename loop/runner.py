@@ -39,8 +39,8 @@ from typing import Any
 
 import ansible_runner
 
+from kernel.models import PlaybookRun, RunStatus, utcnow
 from loop.extravars import unsafe_yaml
-from loop.models import PlaybookRun, RunStatus, utcnow
 from loop.rundirs import clean_stale_runs, make_private, write_private
 from loop.solutions import library_playbook
 

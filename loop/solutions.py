@@ -23,8 +23,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from loop.errors import PlaybookError
-from loop.models import Solution
+from kernel.errors import PlaybookError
+from kernel.models import Solution
 
 SOLUTIONS_FILE = "solutions.yaml"  # the platform's library (twin faults; seeded into the graph)
 GENERIC_FILE = "generic.yaml"  # solutions acting on local resources (processes, disk, cache)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from loop.models import Evidence, Finding, FindingKind
+from kernel.models import Evidence, Finding, FindingKind
 from rules.catalog import Catalog
 
 WEIGHTS: dict[str, float] = {

@@ -27,18 +27,10 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
-from loop.errors import ConfigError, IllegalTransition
-from loop.models import (
-    Approval,
-    ApprovalPlan,
-    Decision,
-    Execution,
-    Finding,
-    RCAReport,
-    Verification,
-    utcnow,
-)
-from loop.state import TERMINAL, State, check_transition
+from kernel.approval import Approval, ApprovalPlan
+from kernel.errors import ConfigError, IllegalTransition
+from kernel.models import Decision, Execution, Finding, RCAReport, Verification, utcnow
+from kernel.state import TERMINAL, State, check_transition
 
 _PAYLOAD_FIELDS = ("report", "decision", "execution", "verification", "plan", "approval")
 _ADDED_COLUMNS = ("plan", "approval")  # JSON columns newer than the first schema

@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
-from loop.logsafe import safe
+from kernel.logsafe import safe
 
 log = logging.getLogger("mendloop.daemon")
 

@@ -19,7 +19,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable
 
-from loop.models import Execution, MetricCheck, Verification, VerificationStatus
+from kernel.models import Execution, MetricCheck, Verification, VerificationStatus
 from loop.solutions import Condition
 from rules.catalog import Catalog
 

@@ -6,7 +6,7 @@ sweep, housekeeping; each runs as a supervised task of the daemon.
 
 Bad input (gaps, stale samples) and low SQI are context, not faults: they used to be one
 warning per gap per target per sweep (every 2 s), which floods the log when many targets
-go quiet. They are counted in a LogDigest (loop/logsafe.py): one summary line per
+go quiet. They are counted in a LogDigest (kernel/logsafe.py): one summary line per
 ``log_summary_s`` with counts and a few example targets (escaped), each event at debug.
 """
 
@@ -17,11 +17,11 @@ import logging
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
+from kernel.errors import RuleFileError
+from kernel.logsafe import LogDigest, safe
+from kernel.models import Finding
 from loop.admission import Standing
 from loop.analyze import Analyzer, ReloadResult
-from loop.errors import RuleFileError
-from loop.logsafe import LogDigest, safe
-from loop.models import Finding
 from loop.supervise import Health
 from rules.reload import RuleSource
 

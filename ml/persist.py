@@ -19,7 +19,7 @@ from typing import Any
 
 import joblib
 
-from loop.errors import MendloopError
+from kernel.errors import MendloopError
 
 FORMAT_VERSION = 1
 

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from loop.errors import RuleFileError, validation_reasons
+from kernel.errors import RuleFileError, validation_reasons
 from rules import RULES_DIR
 from rules.source import entry_name, line_of, read_yaml_list
 
@@ -54,7 +54,7 @@ class MetricSpec(BaseModel):
 
     @property
     def component(self) -> str:
-        """The platform component (knowledge/domain.yaml) the series tells about: its
+        """The platform component (kernel/domain.yaml) the series tells about: its
         subsystem, except host series, which belong to what the host serves
         (``host_db_01_cpu_util_pct`` -> database), as in the RCA topology."""
         if self.subsystem != "host":

@@ -37,7 +37,7 @@ from durable.engine import Host, MessageNotHandledException, MessageObservedExce
 from durable.lang import c, m, none, when_all
 from pydantic import BaseModel, ConfigDict
 
-from loop.errors import RuleFileError
+from kernel.errors import RuleFileError
 from rules import RULES_DIR
 from rules.catalog import Catalog
 from rules.loader import check_file, check_paths, load_faults
@@ -91,7 +91,7 @@ class AbnormalFact(BaseModel):
 
 def faults_for(rules_dir: Path | None = None) -> dict[str, str]:
     """The faults a rule may name (fault -> component). One registry for every rules
-    directory: ``knowledge/domain.yaml``; ``rules_dir`` is accepted for old callers."""
+    directory: ``kernel/domain.yaml``; ``rules_dir`` is accepted for old callers."""
     return load_faults()
 
 

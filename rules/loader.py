@@ -17,14 +17,14 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from loop.errors import RuleFileError
+from kernel.errors import RuleFileError
 from rules.catalog import Catalog
 from rules.spec import OPERATORS, ConditionKind, RuleSpec, fmt_duration
 
 CATALOG_FILE = "metrics.yaml"
 NOT_RULES = {CATALOG_FILE}
 # where a rule's fault names must come from: the one fault registry of the platform
-FAULT_REGISTRY = "knowledge/domain.yaml"
+FAULT_REGISTRY = "kernel/domain.yaml"
 
 
 # -- YAML with line numbers ---------------------------------------------------------------
@@ -72,9 +72,9 @@ def line_at(node: yaml.Node, loc: Iterable[str | int]) -> int:
 
 def load_faults() -> dict[str, str]:
     """Fault name -> component, from the platform's one fault registry
-    (``knowledge/domain.yaml``, which the knowledge graph mirrors too)."""
-    from knowledge.domain import DOMAIN_FILE, Domain
-    from loop.errors import KnowledgeError
+    (``kernel/domain.yaml``, which the knowledge graph mirrors too)."""
+    from kernel.domain import DOMAIN_FILE, Domain
+    from kernel.errors import KnowledgeError
 
     try:
         return dict(Domain.load().faults)

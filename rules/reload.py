@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from loop.errors import RuleFileError
+from kernel.errors import RuleFileError
 from rules.catalog import Catalog
 from rules.compiler import faults_for
 from rules.loader import check_paths, rule_files

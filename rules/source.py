@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from loop.errors import RuleFileError
+from kernel.errors import RuleFileError
 
 
 def read_yaml_list(path: Path, key: str) -> tuple[str, list[Any]]:

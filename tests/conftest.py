@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from loop.config import REPO_ROOT, Settings
-from loop.errors import GraphUnavailable
+from kernel.config import REPO_ROOT, Settings
+from kernel.errors import GraphUnavailable
 
 TEST_NEO4J_URI = os.environ.get("MENDLOOP_TEST_NEO4J_URI", "bolt://127.0.0.1:7688")
 # another port gets its own data directory, so two test runs never share a store
@@ -29,8 +29,8 @@ TEST_NEO4J_HOME = (
 def neo4j_settings() -> Iterator[Settings]:
     """The tests' Neo4j: started here when it is local and not running (and stopped again
     at the end of the session unless MENDLOOP_KEEP_NEO4J is set)."""
-    from knowledge import local_neo4j
     from knowledge.graph import KnowledgeGraph
+    from mendloop import local_neo4j
 
     settings = Settings(neo4j_uri=TEST_NEO4J_URI, var_dir=TEST_NEO4J_HOME)
     started = False
@@ -84,8 +84,8 @@ def embedder():
 def analyzed(engine: Any, target: str, rule_id: str = "cache-saturation-penetration") -> str:
     """An incident as the daemon leaves it after analysis: the rule's finding (every
     series of the rule past its crit line) and the report (tests of what people do)."""
+    from kernel.state import State
     from loop.analyze import finding_from_rule
-    from loop.state import State
     from rules.compiler import AbnormalFact
 
     rule = engine.analyzer.rules[rule_id]

@@ -21,8 +21,8 @@ import ansible_runner
 import pytest
 import yaml
 
+from kernel.errors import PlaybookError
 from knowledge.seed import load_cases
-from loop.errors import PlaybookError
 from loop.solutions import check_library, load_library, load_solutions
 from rules.catalog import load_catalog
 from twin.model import ACTIONS, FAULTS, Twin

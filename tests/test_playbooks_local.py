@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from kernel.models import RunStatus
 from loop.execute import PlaybookRunner
-from loop.models import RunStatus
 from loop.solutions import GENERIC_FILE, load_library
 from twin.model import Twin
 from twin.server import TwinRunner

@@ -9,7 +9,7 @@ MendloopError
 
 from __future__ import annotations
 
-from loop.errors import MendloopError
+from kernel.errors import MendloopError
 
 
 class TwinError(MendloopError, ValueError):

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from loop.models import Sample
+from kernel.models import Sample
 from twin.catalog_baselines import NOISE_CLIP, load_shape
 from twin.effects import (
     AMP,

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from loop.models import Sample
+from kernel.models import Sample
 
 _SAMPLE_FIELDS = frozenset(Sample.model_fields)
 

@@ -39,7 +39,7 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
-from loop.models import Sample
+from kernel.models import Sample
 from twin.model import (
     ACTIONS,
     FAULTS,

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from api.chatops.commands import APPROVE_ACTION, REJECT_ACTION, button_value
-from loop.models import ApprovalPlan, AutomationStatus, RootCause
-from loop.state import State
+from kernel.approval import ApprovalPlan, AutomationStatus
+from kernel.models import RootCause
+from kernel.state import State
 from loop.store import IncidentView
 
 SECTION_MAX = 2900  # Slack: 3000 characters per section text

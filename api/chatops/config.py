@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from api.auth import Role
 from api.chatops.commands import ChatInputError, parse_users
-from loop.errors import ConfigError
+from kernel.errors import ConfigError
 
 SLACK_RESPONSE_HOST = ("hooks.slack.com", 443)  # where Slack's response_urls point
 _HOST = re.compile(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?|\[[0-9a-f:.]+\]")
@@ -134,7 +134,7 @@ class ChatConfig:
 
     @classmethod
     def from_settings(cls, settings: Any) -> ChatConfig:
-        """From loop.config.Settings (its ``chat_*`` fields); ConfigError says what to fix."""
+        """From kernel.config.Settings (its ``chat_*`` fields); ConfigError says what to fix."""
         try:
             users = parse_users(settings.chat_users)
         except ChatInputError as exc:

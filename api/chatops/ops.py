@@ -25,8 +25,8 @@ from typing import Any, Protocol
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
+import api.chatops.blocks as blocks
 from api.auth import AuditLog, Principal, client_of, note_audit
-from api.chatops import blocks
 from api.chatops.commands import USAGE, Action, Command
 from api.chatops.config import ChatConfig
 from api.chatops.router import Reply, approval_error, chat_router, not_allowed
@@ -38,9 +38,9 @@ from api.chatops.sender import (
     WebhookTransport,
 )
 from api.chatops.signing import ReplayGuard
-from loop.errors import IllegalTransition, MendloopError, PlanChanged
-from loop.models import ApprovalPlan, AutomationStatus
-from loop.state import State
+from kernel.approval import ApprovalPlan, AutomationStatus
+from kernel.errors import IllegalTransition, MendloopError, PlanChanged
+from kernel.state import State
 from loop.store import IncidentStore, IncidentView
 
 log = logging.getLogger("mendloop.chat")

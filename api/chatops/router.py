@@ -42,15 +42,15 @@ from api.chatops.commands import (
     who,
 )
 from api.chatops.signing import Refusal, check_signature, replay_key
-from loop import untrusted
-from loop.errors import (
+from kernel import untrusted
+from kernel.errors import (
     ApprovalRefused,
     IllegalTransition,
     MendloopError,
     PlanChanged,
     PlanHashRequired,
 )
-from loop.state import State
+from kernel.state import State
 
 log = logging.getLogger("mendloop.chat")
 

@@ -41,8 +41,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel
 
 from api.chatops.blocks import ChatMessage
-from loop.errors import MendloopError
-from loop.models import utcnow
+from kernel.errors import MendloopError
+from kernel.models import utcnow
 
 log = logging.getLogger("mendloop.chat")
 

@@ -11,10 +11,10 @@ from typing import NamedTuple
 
 from pydantic import ValidationError
 
-from loop.errors import InvalidSample, validation_reasons
-from loop.ids import is_identifier, loggable
+from kernel.errors import InvalidSample, validation_reasons
+from kernel.ids import is_identifier, loggable
+from kernel.models import Sample
 from loop.intake import reason_of
-from loop.models import Sample
 
 NameMap = Callable[[str], str | None]
 """Foreign metric name -> catalog series name; ``None`` means "no catalog name" (an Issue)."""
@@ -57,7 +57,7 @@ class SampleMapper:
     The target comes from the first of ``target_labels`` present (copied to ``target``), or
     ``default_target``; with neither the point is refused (``bad_target``), because a sample
     filed under the wrong target would open incidents on the wrong machine. A target that
-    is not an identifier (loop/ids.py) and labels a log could not show are refused too.
+    is not an identifier (kernel/ids.py) and labels a log could not show are refused too.
     """
 
     name_map: NameMap = identity

@@ -36,8 +36,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from loop import untrusted
-from loop.errors import InvalidSample
+from kernel import untrusted
+from kernel.errors import InvalidSample
 from loop.sources.base import NameMap, Origin, ParseResult, ResultBuilder, SampleMapper, identity
 from loop.sources.units import units_agree
 

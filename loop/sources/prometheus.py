@@ -32,8 +32,8 @@ from typing import Any, Protocol
 
 import httpx
 
-from loop.errors import MendloopError
-from loop.models import Sample
+from kernel.errors import MendloopError
+from kernel.models import Sample
 from loop.sources.base import (
     DEFAULT_TARGET_LABELS,
     Issue,

@@ -28,7 +28,7 @@ import re
 import time
 from collections.abc import Sequence
 
-from loop.errors import InvalidSample
+from kernel.errors import InvalidSample
 from loop.sources.base import (
     DEFAULT_TARGET_LABELS,
     NameMap,

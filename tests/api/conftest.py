@@ -24,12 +24,12 @@ from api.app import create_app
 from api.auth import Auth, Role
 from api.events import EventHub, StreamingServer
 from api.web import web_router
-from loop.config import REPO_ROOT
+from kernel.config import REPO_ROOT
+from kernel.models import utcnow
+from kernel.state import State
 from loop.daemon import StageEvent
-from loop.models import utcnow
 from loop.monitor import Monitor
 from loop.sqi import SQIModel, SQIResult
-from loop.state import State
 from loop.store import IncidentStore, IncidentView
 from rules.catalog import Catalog, load_catalog
 

@@ -4,8 +4,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from kernel.state import State
 from loop.monitor import Monitor
-from loop.state import State
 from loop.store import IncidentStore
 from rules.catalog import load_catalog
 
@@ -106,7 +106,7 @@ def test_oversized_batch_is_413_and_counted(client):
 
 
 def test_busy_intake_is_429_with_retry_after(store):
-    from loop.errors import Overloaded
+    from kernel.errors import Overloaded
 
     def busy(batch, **_):
         raise Overloaded("intake busy", retry_after_s=2.0)

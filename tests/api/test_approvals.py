@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from loop.state import State
+from kernel.state import State
 from loop.store import IncidentStore, IncidentView
 
 from .test_chatops import ApprovalDesk, _plan
@@ -126,7 +126,7 @@ def live_desk(store):
 
 
 def test_cli_approve_and_reject_go_through_the_api(store, live_api, capsys) -> None:
-    from loop.cli import main
+    from mendloop.cli import main
 
     url, approvals = live_api
     first, second = waiting(store), waiting(store)
@@ -184,7 +184,7 @@ def test_an_incident_without_a_plan_is_approved_without_a_hash(store) -> None:
 
 
 def test_cli_approve_sends_the_plan_hash_it_shows(store, live_desk, capsys) -> None:
-    from loop.cli import main
+    from mendloop.cli import main
 
     url, _ = live_desk
     first, plan = waiting_with_plan(store)

@@ -79,7 +79,7 @@ def test_audit_log_is_newest_first_and_filterable(store) -> None:
 
 
 def test_token_cli_create_list_revoke(tmp_path, monkeypatch, capsys) -> None:
-    from loop.cli import main
+    from mendloop.cli import main
 
     db = tmp_path / "cli.db"
     monkeypatch.setenv("MENDLOOP_DATABASE_URL", f"sqlite:///{db}")

@@ -28,12 +28,13 @@ from api.chatops.blocks import ChatMessage, answer
 from api.chatops.commands import APPROVE_ACTION, REJECT_ACTION, parse_users
 from api.chatops.sender import ChatSender, ThreadStore, WebApiTransport, WebhookTransport
 from api.chatops.signing import sign
+from kernel.approval import ApprovalPlan
+from kernel.models import Decision, DecisionMode, RCAReport, RootCause, RunStatus
+from kernel.state import State
 from loop.daemon import StageEvent
 from loop.ledger import Ledger
-from loop.models import ApprovalPlan, Decision, DecisionMode, RCAReport, RootCause, RunStatus
 from loop.remediate import Remediation
 from loop.solutions import load_library
-from loop.state import State
 from loop.store import IncidentStore
 
 PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
@@ -628,7 +629,7 @@ class ChatLoop:
 
         import uvicorn
 
-        from loop.service import build_engine
+        from mendloop.service import build_engine
 
         self.engine = build_engine(self.settings, {"twin_url": self.twin.url}, lambda _: None)
         self.chat = ChatOps.from_settings(self.settings, self.engine.store, self.engine)

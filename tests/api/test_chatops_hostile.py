@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from api.chatops import ChatConfig
 from api.chatops.signing import sign
-from loop.config import Settings
-from loop.errors import ConfigError
-from loop.state import State
+from kernel.config import Settings
+from kernel.errors import ConfigError
+from kernel.state import State
 
 from .test_chatops import NOW, SECRET, Chat, ChatReceiver, waiting
 

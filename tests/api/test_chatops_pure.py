@@ -28,9 +28,8 @@ from api.chatops.commands import (
 )
 from api.chatops.config import ChatConfig, parse_hosts
 from api.chatops.signing import ReplayGuard, check_signature, replay_key, sign
-from loop.models import (
-    ApprovalPlan,
-    AutomationStatus,
+from kernel.approval import ApprovalPlan, AutomationStatus, TargetPause
+from kernel.models import (
     Decision,
     DecisionMode,
     Evidence,
@@ -40,11 +39,10 @@ from loop.models import (
     RCAReport,
     RootCause,
     RunStatus,
-    TargetPause,
     Verification,
     VerificationStatus,
 )
-from loop.state import State
+from kernel.state import State
 from loop.store import IncidentView
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -543,8 +541,8 @@ def test_status_incident_and_automation_texts() -> None:
 
 def test_chat_settings_are_validated_at_start() -> None:
     from api.chatops import ChatConfig
-    from loop.config import Settings
-    from loop.errors import ConfigError
+    from kernel.config import Settings
+    from kernel.errors import ConfigError
 
     off = ChatConfig.from_settings(Settings())
     assert not off.outgoing and not off.incoming

@@ -22,13 +22,14 @@ from neo4j import GraphDatabase
 
 from api.app import app_for
 from api.auth import Auth, Role
+from kernel.approval import ApprovalPlan
+from kernel.config import Settings
+from kernel.errors import RuleFileError
+from kernel.models import Decision, DecisionMode, PlaybookRun, RunStatus, utcnow
+from kernel.state import State
 from knowledge.graph import KnowledgeGraph
-from loop.config import Settings
 from loop.daemon import Engine
-from loop.errors import RuleFileError
-from loop.models import ApprovalPlan, Decision, DecisionMode, PlaybookRun, RunStatus, utcnow
-from loop.service import build_engine
-from loop.state import State
+from mendloop.service import build_engine
 
 from ..conftest import analyzed
 

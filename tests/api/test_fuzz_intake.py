@@ -4,7 +4,7 @@ OTLP/HTTP JSON, over a real SQLite token store and a real monitor with small lim
 For any request, whatever it holds: the answer is never a 500; every point sent is
 accounted for exactly once (accepted, stale, or refused under a counted reason); and
 nothing that could be read as a template, a shell word or a log line break ever becomes a
-target or a label name (every live target is an identifier of ``loop.ids``)."""
+target or a label name (every live target is an identifier of ``kernel.ids``)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from api.app import create_app
 from api.auth import Auth, Role
-from loop.ids import is_identifier
+from kernel.ids import is_identifier
 from loop.monitor import Monitor
 from loop.sources.promtext import BLANKS
 from loop.store import IncidentStore

@@ -10,8 +10,9 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.incidents import decode_cursor, encode_cursor
-from loop.models import Evidence, RCAReport, RootCause
-from loop.state import State
+from kernel.models import Evidence, RCAReport, RootCause
+from kernel.state import State
+from loop.report import render_markdown
 from loop.store import IncidentStore
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -144,11 +145,11 @@ def test_report_as_json_and_markdown(client, store) -> None:
     assert as_json.json()["candidates"][0]["component"] == "cache"
     markdown = client.get(f"/v1/incidents/{incident_id}/report", params={"format": "markdown"})
     assert markdown.headers["content-type"].startswith("text/markdown")
-    assert markdown.text == report.markdown() and "cache_saturation" in markdown.text
+    assert markdown.text == render_markdown(report) and "cache_saturation" in markdown.text
     accepted = client.get(
         f"/v1/incidents/{incident_id}/report", headers={"accept": "text/markdown"}
     )
-    assert accepted.text == report.markdown()
+    assert accepted.text == render_markdown(report)
     bad = client.get(f"/v1/incidents/{incident_id}/report", params={"format": "pdf"})
     assert bad.status_code == 422
     assert client.get("/v1/incidents/nope/report").status_code == 404

@@ -9,8 +9,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.metrics import ApiMetrics, LoopProbe
+from kernel.state import State
 from loop.daemon import StageEvent
-from loop.state import State
 from loop.store import IncidentStore
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

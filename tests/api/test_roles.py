@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.auth import Auth, Role
+from kernel.state import State
 from loop.monitor import Monitor
-from loop.state import State
 from loop.store import IncidentStore
 from rules.catalog import load_catalog
 

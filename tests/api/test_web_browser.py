@@ -12,8 +12,8 @@ import pytest
 from selenium.webdriver.common.by import By
 
 from api.auth import Role
-from loop.models import ApprovalPlan
-from loop.state import State
+from kernel.approval import ApprovalPlan
+from kernel.state import State
 
 from .conftest import Served, Site, page_text, sign_in, wait_for, wait_until
 

@@ -16,9 +16,9 @@ from api.app import app_for
 from api.auth import Auth, Role
 from api.events import EventHub, StreamingServer
 from api.web import engine_web_router
-from loop.models import RunStatus, VerificationStatus
-from loop.service import build_engine
-from loop.state import State
+from kernel.models import RunStatus, VerificationStatus
+from kernel.state import State
+from mendloop.service import build_engine
 
 from ..e2e.conftest import LoopHarness, empty_graph, settings_for
 from .conftest import page_text, sign_in, wait_for, wait_until

@@ -15,9 +15,9 @@ import pytest
 
 from api.auth import Principal, Role
 from api.events import EventHub, StreamClosed, StreamTickets, TooManyClients
+from kernel.models import utcnow
+from kernel.state import State
 from loop.daemon import StageEvent
-from loop.models import utcnow
-from loop.state import State
 
 from .conftest import Served, Site
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from api.web import area_rates, judge_areas, region_tree
-from knowledge.domain import Domain
+from kernel.domain import Domain
 
 A1 = ("P", "C1", "D1", "a1")
 A2 = ("P", "C1", "D2", "a2")

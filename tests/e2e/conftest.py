@@ -22,11 +22,11 @@ import httpx
 import uvicorn
 
 from api.app import create_app
-from loop.config import Settings
+from kernel.config import Settings
+from kernel.state import State
 from loop.daemon import Engine
-from loop.service import build_engine
-from loop.state import State
 from loop.store import IncidentView
+from mendloop.service import build_engine
 from twin.model import Twin
 from twin.server import TwinRunner
 

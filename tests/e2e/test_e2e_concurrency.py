@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from loop.state import State
+from kernel.state import State
 
 from .conftest import LoopHarness, empty_graph, gated_playbooks, settings_for
 

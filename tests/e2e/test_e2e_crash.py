@@ -42,7 +42,7 @@ def free_port() -> int:
 
 def start_daemon(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "loop.cli", "run"],
+        [sys.executable, "-m", "mendloop.cli", "run"],
         env=env,
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,

@@ -16,11 +16,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from kernel.models import Decision, DecisionMode, RunStatus, VerificationStatus
+from kernel.shadow import ShadowScope
+from kernel.state import State
 from loop.decide import Decider
-from loop.models import Decision, DecisionMode, RunStatus, VerificationStatus
-from loop.policy import AutonomyKey, ShadowScope
-from loop.replay import backtest
-from loop.state import State
+from loop.policy import AutonomyKey
+from mendloop.replay import backtest
 from twin.model import ACTIONS, FAULTS
 
 from ..conftest import analyzed

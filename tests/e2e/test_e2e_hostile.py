@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from loop.service import build_engine
-from loop.state import State
+from kernel.state import State
+from mendloop.service import build_engine
 from twin.model import Twin
 from twin.server import TwinRunner
 

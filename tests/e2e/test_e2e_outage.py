@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loop.state import State
+from kernel.state import State
 
 from .conftest import LoopHarness, empty_graph, settings_for
 

@@ -13,9 +13,9 @@ import time
 import pytest
 import yaml
 
-from loop.cli import main
-from loop.config import REPO_ROOT
-from loop.state import State
+from kernel.config import REPO_ROOT
+from kernel.state import State
+from mendloop.cli import main
 
 from .conftest import LoopHarness, empty_graph, settings_for
 

@@ -1,6 +1,6 @@
 import json
 
-from loop.cli import main
+from mendloop.cli import main
 
 
 def test_eval_nab_json_is_one_object_on_stdout(nab_root, capsys):

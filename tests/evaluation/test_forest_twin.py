@@ -3,7 +3,7 @@ per-series baselines on the real twin, learnt from the same fault-free day."""
 
 import json
 
-from loop.cli import main
+from mendloop.cli import main
 
 
 def test_forest_and_baselines_name_the_faults_component_first(capsys):

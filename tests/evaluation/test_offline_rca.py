@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from loop.cli import main
+from mendloop.cli import main
 
 T0 = 1_700_000_000
 DEPS = {"web": ["api"], "api": ["db", "cache"], "db": [], "cache": []}

@@ -17,8 +17,8 @@ from evaluation.rca import (
     scenarios,
     train_baseline,
 )
+from kernel.config import Settings
 from loop.anomaly import BaselineBank
-from loop.config import Settings
 from rules.catalog import load_catalog
 from rules.compiler import load_rules
 

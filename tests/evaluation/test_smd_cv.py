@@ -18,7 +18,7 @@ from evaluation.smd_cv import (
     lomo,
     ranker_settings,
 )
-from loop.cli import main
+from mendloop.cli import main
 
 
 def _table(name, best_detector, best_ranker, n_det=3, n_rank=3):

@@ -20,7 +20,7 @@ from evaluation.trainticket import (
     topology,
 )
 from evaluation.trainticket_cv import choose, cross_validate, evaluate_trainticket
-from loop.cli import main
+from mendloop.cli import main
 from ml.component_rca import ComponentScore, RcaSettings
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 
+from kernel.domain import Domain
 from knowledge.calibration import calibrate, load_queries
-from knowledge.domain import Domain
 from knowledge.similarity import Calibration
 
 

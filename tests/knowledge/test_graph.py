@@ -3,16 +3,16 @@ candidates by vector index, learning, export, on the real server."""
 
 import pytest
 
+from kernel.config import Settings
+from kernel.domain import Domain
+from kernel.errors import GraphUnavailable, KnowledgeError
+from kernel.models import Case, Decision, DecisionMode, Evidence, RCAReport, RootCause
 from knowledge import schema
-from knowledge.domain import Domain
 from knowledge.graph import KnowledgeGraph
 from knowledge.importer import Importer
 from knowledge.seed import load_cases, seed_graph
-from loop.config import Settings
 from loop.decide import Decider
-from loop.errors import GraphUnavailable, KnowledgeError
 from loop.learn import outcome_case, record_outcome
-from loop.models import Case, Decision, DecisionMode, Evidence, RCAReport, RootCause
 from loop.solutions import load_library, load_solutions
 
 pytestmark = pytest.mark.neo4j

@@ -7,16 +7,16 @@ import time
 
 import pytest
 
-from knowledge import local_neo4j
-from knowledge.domain import Domain
-from knowledge.generator import Generator
+from kernel.config import REPO_ROOT
+from kernel.domain import Domain
 from knowledge.importer import Importer
 from knowledge.matcher import Matcher
 from knowledge.similarity import MatchQuery
 from knowledge.tickets import ticket_of
-from loop.cli import main
-from loop.config import REPO_ROOT
 from loop.solutions import load_solutions
+from mendloop import local_neo4j
+from mendloop.cli import main
+from mendloop.generator import Generator
 from rules.catalog import load_catalog
 
 pytestmark = pytest.mark.neo4j

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from knowledge.domain import Domain
+from kernel.config import REPO_ROOT
+from kernel.domain import Domain
+from kernel.errors import KnowledgeError
 from knowledge.tickets import BadRow, GoodRow, read_tickets, ticket_of
-from loop.config import REPO_ROOT
-from loop.errors import KnowledgeError
 from loop.solutions import load_solutions
 from rules.catalog import load_catalog
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
+from kernel.models import Evidence, Finding, FindingKind
 from loop.admission import Admission, RunGate, Standing, rank
-from loop.models import Evidence, Finding, FindingKind
 from rules.spec import Severity
 
 from .test_resilience import BROKEN, Running, wait_for

@@ -2,8 +2,8 @@
 
 import pytest
 
+from kernel.models import Sample
 from loop.analyze import Analyzer, ThresholdTracker, build_report
-from loop.models import Sample
 from rules.catalog import load_catalog
 from rules.compiler import load_rules
 

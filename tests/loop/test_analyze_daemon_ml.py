@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 
 from evaluation.rca import local_time
-from loop.config import Settings
+from kernel.config import Settings
+from kernel.models import Sample
+from kernel.state import State
 from loop.daemon import Engine
-from loop.models import Sample
-from loop.state import State
+from loop.report import render_markdown
 from loop.store import IncidentStore
 from rules.catalog import load_catalog
 from rules.compiler import load_rules
@@ -104,7 +105,7 @@ def test_engine_learns_baselines_from_healthy_data_and_reports_ml_onsets(make_en
     assert injected - 1 <= min(onsets) <= report.first_abnormal_at
     assert top.onset is not None and top.onset <= report.first_abnormal_at
     assert next(iter(report.abnormal_components)) == "cache"
-    assert "ML baseline" in report.markdown()
+    assert "ML baseline" in render_markdown(report)
 
     # a restarted daemon loads the persisted baseline and judges at once
     again = make_engine(clock)

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from evaluation.rca import local_time, train_baseline
+from kernel.models import FindingKind
 from loop.analyze import Analyzer
 from loop.anomaly import BaselineBank, BaselinePolicy
-from loop.models import FindingKind
 from loop.monitor import Monitor
+from loop.report import render_markdown
 from rules.catalog import load_catalog
 from rules.compiler import load_rules
 from twin.model import Twin
@@ -106,7 +107,7 @@ def test_a_fault_is_ranked_with_ml_onsets_and_sqi(make_loop):
     sqi = loop.analyzer.sqi_findings()
     assert len(sqi) == 1 and sqi[0].kind == FindingKind.sqi and sqi[0].target == TARGET
     assert "cache" in {e.component for e in sqi[0].evidence}  # first to drag it down
-    assert "cache_saturation" in report.markdown()
+    assert "cache_saturation" in render_markdown(report)
 
 
 def test_below_the_rules_thresholds_the_baselines_still_point_at_the_cause(make_loop):

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
+from kernel.models import FindingKind
 from loop.analyze import Analyzer
-from loop.models import FindingKind
 from loop.monitor import Point
 from rules.catalog import load_catalog
 from rules.compiler import load_rules

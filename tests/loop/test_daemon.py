@@ -6,9 +6,9 @@ import time
 
 import pytest
 
+from kernel.state import State
 from loop.analyze import finding_from_rule
-from loop.service import build_engine
-from loop.state import State
+from mendloop.service import build_engine
 from rules.compiler import AbnormalFact
 
 pytestmark = pytest.mark.neo4j

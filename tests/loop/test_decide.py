@@ -1,11 +1,11 @@
 """Candidate ranking is pure: these pin the policy without Neo4j (the integration tests in
 tests/knowledge cover the graph query itself)."""
 
+from kernel.models import Case, DecisionMode, Evidence, RCAReport, RootCause, Solution
 from knowledge.graph import Candidate as Hit
 from knowledge.matcher import score_candidates
 from knowledge.similarity import Calibration
 from loop.decide import autonomy_mode, match_query, rank_candidates
-from loop.models import Case, DecisionMode, Evidence, RCAReport, RootCause, Solution
 
 EVIDENCE = (
     Evidence(series="cache_hit_ratio", value=0.4, threshold=0.7, direction="low", since=0),

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from kernel.models import Evidence, RCAReport, RootCause
 from knowledge.graph import KnowledgeGraph
 from knowledge.seed import load_cases, seed_graph
 from loop.decide import Decider
-from loop.models import Evidence, RCAReport, RootCause
 from loop.solutions import SolutionSpec, load_library, load_solutions
 
 pytestmark = pytest.mark.neo4j

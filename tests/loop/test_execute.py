@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from kernel.models import Decision, DecisionMode, RunStatus
 from loop.execute import (
     PlaybookRunner,
     dry_run,
@@ -20,7 +21,6 @@ from loop.execute import (
     run_key,
 )
 from loop.ledger import INTERRUPTED, Ledger
-from loop.models import Decision, DecisionMode, RunStatus
 from loop.store import IncidentStore
 from twin.model import Twin
 from twin.server import TwinRunner

@@ -21,10 +21,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from kernel.models import Decision, DecisionMode, RunStatus
 from loop.execute import PlaybookRunner, execute
 from loop.extravars import unsafe_yaml
 from loop.ledger import Ledger
-from loop.models import Decision, DecisionMode, RunStatus
 from loop.rundirs import RUN_LOCK, clean_stale_runs
 from loop.solutions import check_file, library_playbook
 from loop.store import IncidentStore

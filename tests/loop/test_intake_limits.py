@@ -1,5 +1,5 @@
 """The monitor's door against hostile names and floods: one identifier pattern for
-targets and label names (loop/ids.py), label values that cannot break a log, true/false
+targets and label names (kernel/ids.py), label values that cannot break a log, true/false
 refused as values, and bounded cardinality (live series and targets, in all and per token),
 each refusal counted by reason so that sent = accepted + late + duplicate + refused."""
 
@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from loop.ids import is_identifier, label_problem, loggable
-from loop.models import Sample
+from kernel.ids import is_identifier, label_problem, loggable
+from kernel.models import Sample
 from loop.monitor import COUNTED, Monitor
 from loop.windows import Limits, WindowStore
 from rules.catalog import load_catalog

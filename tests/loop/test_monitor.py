@@ -4,8 +4,8 @@ import threading
 import numpy as np
 import pytest
 
-from loop.errors import InvalidSample, Overloaded
-from loop.models import Sample
+from kernel.errors import InvalidSample, Overloaded
+from kernel.models import Sample
 from loop.monitor import Monitor, parse_sample
 from rules.catalog import load_catalog
 

@@ -12,13 +12,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from kernel.errors import ApprovalRefused, IllegalTransition, PlanChanged, PlanHashRequired
+from kernel.models import Decision, DecisionMode
+from kernel.state import State
 from loop.daemon import Engine, StageEvent
-from loop.errors import ApprovalRefused, IllegalTransition, PlanChanged, PlanHashRequired
 from loop.execute import execute, run_key
 from loop.ledger import INTERRUPTED
-from loop.models import Decision, DecisionMode
-from loop.service import build_engine
-from loop.state import State
+from mendloop.service import build_engine
 from twin.model import Twin
 from twin.server import TwinRunner
 

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from knowledge import local_neo4j
-from loop.models import Case, Decision, DecisionMode, Execution, RunStatus, utcnow
+from kernel.models import Case, Decision, DecisionMode, Execution, RunStatus, utcnow
+from kernel.state import State
 from loop.outbox import OutcomeOutbox
-from loop.service import build_engine
-from loop.state import State
 from loop.store import IncidentStore
+from mendloop import local_neo4j
+from mendloop.service import build_engine
 
 from ..conftest import analyzed
 

@@ -6,12 +6,12 @@ from datetime import timedelta
 
 import pytest
 
+from kernel.models import DecisionMode
+from kernel.shadow import ShadowScope
 from loop.ledger import Ledger
-from loop.models import DecisionMode
 from loop.policy import (
     AutonomyKey,
     PolicyConfig,
-    ShadowScope,
     after_outcome,
     choose_mode,
     initial_state,

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from loop.models import Evidence, Finding, FindingKind, RCAReport
+from kernel.models import Evidence, Finding, FindingKind, RCAReport
 from loop.rca import Context, Topology, rank
-from loop.report import assemble
+from loop.report import assemble, render_markdown
 from rules.catalog import load_catalog
 from rules.compiler import AbnormalFact, load_rules
 
@@ -206,14 +206,14 @@ def test_markdown_has_the_headline_table_and_evidence(rules, catalog, topology):
         0.2,
         catalog,
     )
-    text = report.markdown()
+    text = render_markdown(report)
     assert "Most likely cause: `cache_saturation` on cache" in text
     assert "| 1 | `cache_saturation` | cache |" in text
     assert "`cache_hit_ratio` = 0.35, below threshold 0.7" in text
     assert "[rule cache-saturation-penetration]" in text and "[ML baseline]" in text
     assert "first abnormal sample -> report: 3.0 s" in text
     empty = assemble("inc0", "t", (), Context(), 0.1, catalog)
-    assert "No candidate" in empty.markdown()
+    assert "No candidate" in render_markdown(empty)
 
 
 def test_old_reports_without_the_new_fields_still_load():
@@ -238,7 +238,7 @@ def test_old_reports_without_the_new_fields_still_load():
 
 
 def test_findings_that_arrive_together_split_into_independent_problems():
-    from loop.models import Finding, FindingKind
+    from kernel.models import Finding, FindingKind
     from loop.rca import Topology, independent_problems
 
     topology = Topology({"cache": [], "database": ["cache"], "edge": [], "power_quality": []})

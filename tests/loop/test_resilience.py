@@ -24,12 +24,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from api.app import app_for
-from loop.config import Settings
+from kernel.config import Settings
+from kernel.models import Evidence, Finding, FindingKind
+from kernel.state import State
 from loop.daemon import Engine
-from loop.models import Evidence, Finding, FindingKind
-from loop.service import build_engine
-from loop.state import State
 from loop.store import make_engine
+from mendloop.service import build_engine
 
 pytestmark = pytest.mark.neo4j
 POSTGRES = os.environ.get("MENDLOOP_TEST_POSTGRES_URL")

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from loop.errors import RuleFileError
+from kernel.errors import RuleFileError
 from rules.catalog import load_catalog
 from rules.compiler import load_rule_file, load_rules
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from loop.models import FindingKind
+from kernel.models import FindingKind
 from loop.sqi import ALERT_BELOW, WEIGHTS, SQIModel, SQITracker, metric_scores
 from rules.catalog import load_catalog
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from kernel.models import Sample
 from loop.analyze import Analyzer
-from loop.models import Sample
 from loop.monitor import Monitor
 from rules.catalog import load_catalog
 from rules.compiler import load_rules

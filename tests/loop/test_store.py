@@ -6,12 +6,9 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import text
 
-from loop.errors import ConfigError, IllegalTransition
-from loop.ledger import Ledger
-from loop.models import (
-    Approval,
-    ApprovalPlan,
-    AutomationStatus,
+from kernel.approval import Approval, ApprovalPlan, AutomationStatus
+from kernel.errors import ConfigError, IllegalTransition
+from kernel.models import (
     Decision,
     DecisionMode,
     Evidence,
@@ -20,7 +17,8 @@ from loop.models import (
     RCAReport,
     RootCause,
 )
-from loop.state import State
+from kernel.state import State
+from loop.ledger import Ledger
 from loop.store import IncidentStore, make_engine
 
 

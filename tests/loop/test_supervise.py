@@ -1,4 +1,4 @@
-"""Supervision (loop/supervise.py) and log hygiene (loop/logsafe.py): a failing task is
+"""Supervision (loop/supervise.py) and log hygiene (kernel/logsafe.py): a failing task is
 counted, logged (its stack once) and started again; outside text never reaches the log
 raw; repeating warnings become one summary line per interval."""
 
@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from loop.logsafe import LogDigest, safe
+from kernel.logsafe import LogDigest, safe
 from loop.supervise import Backoff, Health, describe, supervised
 
 FAST = Backoff(first_s=0.001, max_s=0.004)

@@ -1,7 +1,7 @@
 import asyncio
 from datetime import UTC, datetime
 
-from loop.models import Execution, RunStatus, VerificationStatus
+from kernel.models import Execution, RunStatus, VerificationStatus
 from loop.verify import check_metrics, verify
 from rules.catalog import load_catalog
 

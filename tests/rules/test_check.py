@@ -157,17 +157,17 @@ def test_cli_exit_2_one_line_per_error(tmp_path):
     )
     bad = write(tmp_path, "bad.yaml", GOOD.replace("cache_hit_ratio", "nope") + second)
     run = subprocess.run(
-        [sys.executable, "-m", "loop.cli", "rules", "check", str(bad)],
+        [sys.executable, "-m", "mendloop.cli", "rules", "check", str(bad)],
         capture_output=True,
         text=True,
     )
     assert run.returncode == 2, run
     assert run.stdout.strip().splitlines() == [
         f"{bad}:6: rule good-one: unknown metric 'nope'",
-        f"{bad}:8: rule other: unknown fault 'bogus' (not in knowledge/domain.yaml)",
+        f"{bad}:8: rule other: unknown fault 'bogus' (not in kernel/domain.yaml)",
     ]
     as_json = subprocess.run(
-        [sys.executable, "-m", "loop.cli", "rules", "check", str(bad), "--json"],
+        [sys.executable, "-m", "mendloop.cli", "rules", "check", str(bad), "--json"],
         capture_output=True,
         text=True,
     )
@@ -179,7 +179,7 @@ def test_cli_exit_2_one_line_per_error(tmp_path):
 
 def test_cli_ok_on_the_shipped_rules():
     run = subprocess.run(
-        [sys.executable, "-m", "loop.cli", "rules", "check", "--json"],
+        [sys.executable, "-m", "mendloop.cli", "rules", "check", "--json"],
         capture_output=True,
         text=True,
     )

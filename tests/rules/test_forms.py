@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kernel.models import FindingKind, Sample
 from loop.analyze import Analyzer
-from loop.models import FindingKind, Sample
 from rules.catalog import load_catalog
 from rules.compiler import faults_for
 from rules.loader import check_paths

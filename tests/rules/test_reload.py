@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from kernel.config import Settings
+from kernel.models import Sample
 from loop.analyze import Analyzer
-from loop.config import Settings
 from loop.daemon import Engine
-from loop.models import Sample
 from loop.store import IncidentStore
 from rules.catalog import load_catalog
 from rules.compiler import load_rules

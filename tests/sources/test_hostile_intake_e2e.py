@@ -22,9 +22,9 @@ import uvicorn
 
 from api.app import app_for
 from api.auth import Auth, Role
-from loop.service import build_engine
+from kernel.state import State
 from loop.sources.prometheus import PrometheusPoller, PrometheusSource
-from loop.state import State
+from mendloop.service import build_engine
 from twin.model import Twin
 from twin.server import TwinRunner
 

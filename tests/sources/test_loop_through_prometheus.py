@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from loop.service import build_engine
+from kernel.state import State
 from loop.sources.prometheus import PrometheusPoller, PrometheusSource
-from loop.state import State
+from mendloop.service import build_engine
 from twin.model import Twin
 from twin.server import TwinRunner
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from loop.models import Sample
+from kernel.models import Sample
 from loop.monitor import Monitor
 from loop.sources.prometheus import (
     PrometheusPoller,

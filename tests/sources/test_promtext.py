@@ -9,7 +9,7 @@ import pytest
 import loop.sources
 import loop.sources.base
 import loop.sources.promtext
-from loop.errors import InvalidSample
+from kernel.errors import InvalidSample
 from loop.sources import parse_text, rename
 from loop.sources.promtext import parse_line, parse_value
 
@@ -54,7 +54,7 @@ def test_a_full_exposition_with_help_type_and_comments():
 
 
 def test_twin_output_round_trips():
-    from loop.models import Sample
+    from kernel.models import Sample
     from twin.server import prometheus_text  # the format we scrape in production
 
     sent = [

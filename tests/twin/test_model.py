@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loop.errors import MendloopError
+from kernel.errors import MendloopError
 from rules.catalog import load_catalog
 from twin.model import (
     ACTIONS,
@@ -284,7 +284,7 @@ def test_tables_are_consistent() -> None:
 
 def test_samples_equal_validated_samples(twin: Twin) -> None:
     """The fast construction path builds exactly what validation would."""
-    from loop.models import Sample
+    from kernel.models import Sample
 
     for sample in twin.step(T0 + 1)[:20]:
         assert Sample.model_validate(sample.model_dump()) == sample

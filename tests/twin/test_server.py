@@ -13,7 +13,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from loop.models import Sample
+from kernel.models import Sample
 from twin.model import ACTIONS, FAULTS, SERIES, Twin
 from twin.server import TwinRunner, http_sink
 

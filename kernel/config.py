@@ -1,0 +1,170 @@
+"""One validated Settings object; passed explicitly to whatever needs it.
+
+Environment variables with the prefix ``MENDLOOP_`` override an optional YAML config file
+(``mendloop run --config FILE``); Neo4j keeps its conventional ``NEO4J_URI``,
+``NEO4J_USER`` and ``NEO4J_PASSWORD``.
+
+    >>> s = Settings()            # embedded defaults: SQLite file under var/, local Neo4j
+    >>> s.database_url.endswith("var/mendloop.db")
+    True
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kernel.errors import ConfigError
+from kernel.shadow import ShadowScope
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEV_NEO4J_PASSWORD = "mendloop-dev"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MENDLOOP_", extra="forbid", frozen=True)
+
+    environment: Literal["development", "production"] = "development"
+    var_dir: Path = REPO_ROOT / "var"
+    database_url: str = ""
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8080, ge=0, le=65535)
+    api_auth: bool = Field(True, description="API tokens and roles; off: anonymous admin")
+    api_max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="413 beyond")
+    api_token: str = Field(
+        "", repr=False, description="the token CLI commands send to the daemon (a client secret)"
+    )
+
+    neo4j_uri: str = Field(
+        "bolt://127.0.0.1:7687", validation_alias=AliasChoices("NEO4J_URI", "MENDLOOP_NEO4J_URI")
+    )
+    neo4j_user: str = Field(
+        "neo4j", validation_alias=AliasChoices("NEO4J_USER", "MENDLOOP_NEO4J_USER")
+    )
+    neo4j_password: str = Field(
+        DEV_NEO4J_PASSWORD,
+        validation_alias=AliasChoices("NEO4J_PASSWORD", "MENDLOOP_NEO4J_PASSWORD"),
+    )
+    neo4j_heap: str = "768m"
+    neo4j_pagecache: str = "128m"
+
+    twin_host: str = "127.0.0.1"
+    twin_port: int = Field(9108, ge=0, le=65535)
+
+    prometheus_url: str = Field("", description="pull every catalog series from this Prometheus")
+    prometheus_interval_s: float = Field(5.0, gt=0)
+
+    rules_dir: Path = REPO_ROOT / "rules"
+    playbooks_dir: Path = REPO_ROOT / "playbooks"
+
+    window_s: int = Field(300, ge=10, description="sliding-window length per series")
+    # intake cardinality (loop/windows.py Limits): past these, new series/targets are refused
+    max_series: int = Field(100_000, gt=0, description="live series in the monitor")
+    max_targets: int = Field(2_000, gt=0, description="live targets in the monitor")
+    max_series_per_token: int = Field(50_000, gt=0, description="live series one token created")
+    max_targets_per_token: int = Field(1_000, gt=0, description="live targets one token created")
+    verify_hold_s: float = Field(5.0, gt=0, description="metrics must stay healthy this long")
+    verify_timeout_s: float = Field(600.0, gt=0, description="paper: verified within 10 min")
+    playbook_timeout_s: int = Field(300, gt=0)
+    match_min_similarity: float = Field(0.8, ge=0, le=1)
+
+    shadow: str = Field(
+        "", description="run without executing: `all`, or `target:NAME,solution:ID,...`"
+    )
+    autonomy_max_per_target_per_hour: int = Field(
+        6, ge=0, description="automatic fixes on one target per hour; more wait for approval"
+    )
+    autonomy_max_per_hour: int = Field(30, ge=0, description="automatic fixes per hour in all")
+    autonomy_new_target_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="share of the hourly automatic fixes that targets reporting for less "
+        "than loop_established_s may take together",
+    )
+
+    # loop resilience and admission (loop/admission.py, loop/supervise.py)
+    loop_max_opens_per_minute: int = Field(
+        60, ge=1, description="incidents opened per minute; more findings wait, best rank first"
+    )
+    loop_max_concurrent_runs: int = Field(
+        4, ge=1, description="incidents in their dry run / run steps at once; others queue by rank"
+    )
+    loop_held_max: int = Field(
+        10_000, ge=1, description="findings waiting to become incidents; the lowest-ranked drop"
+    )
+    loop_established_s: float = Field(
+        300.0, ge=0, description="a target reporting this long ranks before newer ones"
+    )
+    loop_retry_max_s: float = Field(30.0, gt=0, description="longest wait between retries")
+    log_summary_s: float = Field(
+        60.0, gt=0, description="repeating input-quality warnings: one summary line per interval"
+    )
+
+    # ChatOps (api/chatops, docs/CHATOPS.md): validated at start by ChatConfig.from_settings
+    chat_webhook_url: str = Field("", description="incoming webhook (Slack/Mattermost): no threads")
+    chat_api_url: str = Field("", description="Slack Web API base, e.g. https://slack.com/api")
+    chat_bot_token: str = Field("", repr=False, description="bot token for chat.postMessage")
+    chat_channel: str = Field("", description="channel id the Web API posts to")
+    chat_signing_secret: str = Field("", repr=False, description="verifies chat callbacks")
+    chat_users: str = Field("", description="CHATUSERID=name:role,... (others are viewers)")
+    chat_response_hosts: str = Field(
+        "", description="host[:port],... response_urls may point to, besides Slack's and ours"
+    )
+    chat_queue_size: int = Field(1000, gt=0, description="messages waiting; more are dropped")
+    chat_max_attempts: int = Field(5, gt=0, description="deliveries of one message")
+    chat_backoff_s: float = Field(1.0, gt=0, description="first retry delay, doubling")
+    chat_timeout_s: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _defaults_and_safety(self) -> Settings:
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{self.var_dir / 'mendloop.db'}")
+        try:
+            ShadowScope.parse(self.shadow)
+        except ValueError as exc:
+            raise ConfigError(f"MENDLOOP_SHADOW: {exc}") from exc
+        if self.environment == "production" and self.neo4j_password == DEV_NEO4J_PASSWORD:
+            raise ConfigError("NEO4J_PASSWORD is the development default; set a real one")
+        return self
+
+    @property
+    def uses_local_neo4j(self) -> bool:
+        """NEO4J_URI is a bolt/neo4j URI on this machine: ours to start when nothing answers."""
+        parts = urlsplit(self.neo4j_uri)
+        return parts.scheme in ("bolt", "neo4j") and parts.hostname in ("127.0.0.1", "localhost")
+
+    @property
+    def neo4j_bolt_port(self) -> int:
+        return urlsplit(self.neo4j_uri).port or 7687
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Settings from an optional YAML file, with MENDLOOP_*/NEO4J_* env vars on top."""
+    if config_file is None:
+        return Settings()
+    try:
+        data = yaml.safe_load(config_file.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{config_file}: cannot read config: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{config_file}: top level must be a mapping")
+
+    class _FileSettings(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+        ):
+            # env beats file: the file values come in as the lowest-priority init source
+            return env_settings, init_settings
+
+    try:
+        return _FileSettings(**data)
+    except ValueError as exc:
+        raise ConfigError(f"{config_file}: {exc}") from exc

@@ -1,0 +1,108 @@
+"""`mendloop rules check|test`: validate rule files, and try them before deploying.
+
+    mendloop rules check [PATH ...] [--json]           exit 2, one `file:line: reason` per error
+    mendloop rules test [PATH ...] --scenario FAULT [--intensity X] [--seconds N] [--json]
+    mendloop rules test [PATH ...] --window FILE.jsonl [--json]
+
+Heavy imports stay inside the commands: the CLI must start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from kernel.config import Settings
+from kernel.errors import RuleFileError
+from mendloop.output import print_json
+from mendloop.rules_tester import render, replay, twin_batches, window_batches
+from rules.catalog import load_catalog
+from rules.compiler import faults_for
+from rules.loader import check_paths
+from twin.faults import FAULTS
+
+EXIT_INVALID = 2
+
+
+def _load(args: argparse.Namespace, settings: Settings) -> tuple[Any, list[Any], list[Any]]:
+    """Catalog, rules and every error of the files named (default: the rules directory)."""
+    try:
+        catalog = load_catalog(settings.rules_dir / "metrics.yaml")
+        faults = faults_for(settings.rules_dir)
+    except RuleFileError as exc:
+        return None, [], [exc]
+    paths = [Path(p) for p in args.path] or [settings.rules_dir]
+    specs, errors = check_paths(paths, catalog, faults)
+    return catalog, specs, errors
+
+
+def _report_errors(errors: list[Any], as_json: bool) -> int:
+    if as_json:
+        print_json(
+            {
+                "ok": False,
+                "errors": [{"file": e.path, "line": e.line, "reason": e.reason} for e in errors],
+            }
+        )
+    else:
+        for error in errors:
+            print(error)
+        print(f"{len(errors)} error(s): rules refused", file=sys.stderr)
+    return EXIT_INVALID
+
+
+def cmd_rules_check(args: argparse.Namespace, settings: Settings) -> int:
+    catalog, rules, errors = _load(args, settings)
+    if errors:
+        return _report_errors(errors, args.json)
+    result = {"metrics": len(catalog), "rules": [r.id for r in rules], "ok": True}
+    if args.json:
+        print_json(result)
+    else:
+        print(f"ok: {len(catalog)} metrics, {len(rules)} rules ({', '.join(result['rules'])})")
+    return 0
+
+
+def cmd_rules_test(args: argparse.Namespace, settings: Settings) -> int:
+    catalog, rules, errors = _load(args, settings)
+    if errors:
+        return _report_errors(errors, args.json)
+    injected_at = None
+    if args.window:
+        try:
+            batches: Any = window_batches(Path(args.window))
+        except (OSError, RuleFileError) as exc:
+            return _report_errors(
+                [
+                    exc
+                    if isinstance(exc, RuleFileError)
+                    else RuleFileError(args.window, None, str(exc))
+                ],
+                args.json,
+            )
+    else:
+
+        fault = None if args.scenario == "none" else args.scenario
+        if fault is not None and fault not in FAULTS:
+            known = ", ".join(sorted(FAULTS))
+            print(f"unknown twin fault {fault!r}; known: none, {known}", file=sys.stderr)
+            return EXIT_INVALID
+        start = 1_800_000_000.0
+        batches = twin_batches(
+            fault,
+            target=args.target,
+            intensity=args.intensity,
+            seconds=args.seconds,
+            warmup_s=args.warmup,
+            start=start,
+            seed=args.seed,
+        )
+        injected_at = start + args.warmup if fault is not None else None
+    run = replay(catalog, rules, batches, injected_at=injected_at)
+    if args.json:
+        print_json(run.as_dict())
+    else:
+        print(render(run))
+    return 0

@@ -1,0 +1,144 @@
+"""Assembling the engine from Settings, and running it as the daemon behind the REST API.
+
+engine = build_engine(settings, playbook_vars={"twin_url": twin.url})
+asyncio.run(run_daemon(settings))         # `mendloop run`
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+import uvicorn
+
+from api.app import app_for
+from api.auth import Auth
+from api.chatops import ChatOps
+from api.chatops.config import ChatConfig
+from api.events import EventHub, StreamingServer
+from api.web import engine_web_router
+from kernel.config import Settings
+from kernel.errors import GraphUnavailable
+from knowledge.embedding import Embedder
+from knowledge.graph import KnowledgeGraph
+from knowledge.seed import load_cases, seed_graph
+from loop.daemon import Engine
+from loop.execute import PlaybookRunner
+from loop.recorder import IncidentRecorder
+from loop.solutions import load_solutions
+from loop.sources.prometheus import PrometheusPoller, PrometheusSource
+from loop.store import IncidentStore
+from mendloop import local_neo4j
+from mendloop.output import Progress, stderr_progress
+from rules.catalog import load_catalog
+from rules.compiler import load_rules
+
+log = logging.getLogger("mendloop")
+
+
+def connect_graph(settings: Settings, progress: Progress = stderr_progress) -> KnowledgeGraph:
+    """Connect to NEO4J_URI; when that is the local default and nothing answers, start it."""
+    try:
+        return KnowledgeGraph.connect(settings)
+    except GraphUnavailable:
+        if not settings.uses_local_neo4j:
+            raise
+    progress("Neo4j is not running locally: building/starting it (mendloop neo4j start)")
+    local_neo4j.ensure_built(progress)
+    local_neo4j.start(settings)
+    return KnowledgeGraph.connect(settings)
+
+
+def build_engine(
+    settings: Settings,
+    playbook_vars: dict[str, str | int | float | bool] | None = None,
+    progress: Progress = stderr_progress,
+    database_url: str | None = None,
+) -> Engine:
+    catalog = load_catalog(settings.rules_dir / "metrics.yaml")
+    rules = load_rules(catalog, settings.rules_dir)
+    solutions = load_solutions(settings.playbooks_dir)
+    graph = connect_graph(settings, progress)
+    progress("loading the embedding model (all-MiniLM-L6-v2, offline)")
+    embedder = Embedder.shared()
+    seeded = seed_graph(graph, embedder, list(solutions.values()), load_cases())
+    progress(
+        f"knowledge graph ready: {seeded['solutions']} solutions, {seeded['cases']} seed cases "
+        f"({seeded['embedded']} newly embedded)"
+    )
+    store = IncidentStore(database_url or settings.database_url)
+    runner = PlaybookRunner(
+        settings.playbooks_dir, settings.var_dir / "runs", settings.playbook_timeout_s
+    )
+    engine = Engine(settings, store, graph, embedder, catalog, rules, runner, playbook_vars)
+    # every incident's raw samples, for `mendloop replay` (loop/recorder.py)
+    engine.listeners.append(IncidentRecorder(engine.monitor, settings.var_dir / "recordings"))
+    return engine
+
+
+def flush_recordings(engine: Engine) -> None:
+    for listener in engine.listeners:
+        if isinstance(listener, IncidentRecorder):
+            listener.flush()
+
+
+async def run_daemon(settings: Settings) -> None:
+    """The loop and the REST API in one process until SIGINT/SIGTERM."""
+    ChatConfig.from_settings(settings)  # a bad MENDLOOP_CHAT_* fails now, not after Neo4j
+    engine = build_engine(settings)
+    auth = Auth.on(engine.store.engine) if settings.api_auth else None
+    if auth is not None and not auth.tokens.list():
+        stderr_progress(
+            "no API tokens yet: every call will be refused; create one with "
+            "`mendloop token create NAME --role admin`"
+        )
+    hub = EventHub()  # the web page's live board: stage events -> Server-Sent Events
+    engine.listeners.append(hub.publish)
+    chat = ChatOps.from_settings(settings, engine.store, engine)  # MENDLOOP_CHAT_*; None: off
+    if chat is not None:  # stage messages to chat (queued: never blocks the loop)
+        engine.listeners.append(chat.notify)
+    app = app_for(
+        engine,
+        auth=auth,
+        max_body_bytes=settings.api_max_body_bytes,
+        web=engine_web_router(engine, hub),
+        chat=chat.router if chat is not None else None,
+    )
+    server = StreamingServer(
+        uvicorn.Config(
+            app,
+            host=settings.api_host,
+            port=settings.api_port,
+            log_level="warning",
+            timeout_graceful_shutdown=3,
+        ),
+        hub,  # ends the page's open event streams when the server stops
+    )
+    poller = None
+    if settings.prometheus_url:
+        source = PrometheusSource.for_catalog(settings.prometheus_url, engine.catalog)
+        poller = PrometheusPoller(source, engine.submit, settings.prometheus_interval_s)
+    await engine.start()
+    if chat is not None:
+        chat.start()
+    if poller is not None:
+        poller.start()
+        stderr_progress(f"pulling the catalog from Prometheus at {settings.prometheus_url}")
+    stderr_progress(f"mendloop daemon: API on http://{settings.api_host}:{settings.api_port}")
+    try:
+        await server.serve()
+    finally:
+        if poller is not None:
+            poller.stop()
+        await engine.stop()
+        if chat is not None:
+            chat.stop()
+        flush_recordings(engine)
+        engine.close()
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    """`mendloop run`: the daemon until SIGINT/SIGTERM."""
+    asyncio.run(run_daemon(settings))
+    return 0
