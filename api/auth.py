@@ -34,10 +34,10 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Column, DateTime, or_, update
+from sqlalchemy import or_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
-from sqlmodel import Field, Session, SQLModel, col, select
+from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.responses import JSONResponse, Response
@@ -47,6 +47,8 @@ from api.metrics import CounterOf
 from api.roles import Role
 from kernel.errors import MendloopError
 from kernel.models import utcnow
+from loop.db.migrate import ensure_schema
+from loop.db.schema import ApiTokenRecord, AuditRecord
 
 log = logging.getLogger("mendloop.api")
 
@@ -77,23 +79,6 @@ def _aware(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=UTC)
-
-
-class ApiTokenRecord(SQLModel, table=True):
-    __tablename__ = "api_token"
-
-    id: str = Field(primary_key=True, max_length=16)
-    name: str = Field(index=True, max_length=100)
-    role: str = Field(max_length=16)
-    secret_sha256: str = Field(max_length=64)
-    created_by: str = Field(default="", max_length=100)
-    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-    revoked_at: datetime | None = Field(
-        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
-    )
-    last_used_at: datetime | None = Field(
-        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
-    )
 
 
 class TokenInfo(BaseModel):
@@ -138,7 +123,7 @@ class TokenStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.last_used_failures = 0  # writes of last_used_at that failed (/metrics)
-        SQLModel.metadata.create_all(engine, tables=[ApiTokenRecord.__table__])  # type: ignore[list-item]
+        ensure_schema(engine)
 
     def create(self, name: str, role: Role, by: str = "cli") -> IssuedToken:
         name = name.strip()
@@ -235,21 +220,6 @@ class TokenStore:
             )
 
 
-class AuditRecord(SQLModel, table=True):
-    __tablename__ = "audit_event"
-
-    id: int | None = Field(default=None, primary_key=True)
-    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
-    actor: str = Field(index=True, max_length=100)
-    role: str = Field(default="", max_length=16)
-    via: str = Field(default="", max_length=16)
-    method: str = Field(max_length=8)
-    path: str = Field(max_length=500)
-    status: int
-    client: str = Field(default="", max_length=100)
-    detail: str = Field(default="", max_length=2000)
-
-
 class AuditEntry(BaseModel):
     at: datetime
     actor: str
@@ -267,7 +237,7 @@ class AuditLog:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        SQLModel.metadata.create_all(engine, tables=[AuditRecord.__table__])  # type: ignore[list-item]
+        ensure_schema(engine)
 
     def record(
         self,

@@ -52,8 +52,9 @@ from kernel.errors import (
 )
 from kernel.models import RCAReport
 from kernel.state import State
+from loop.db.schema import IncidentRecord
 from loop.report import render_markdown
-from loop.store import IncidentRecord, IncidentView
+from loop.store import IncidentView
 
 router = APIRouter(tags=["incidents"])
 

@@ -42,7 +42,8 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from loop.store import IncidentRecord, IncidentStore
+from loop.db.schema import ExecutionRunRecord, IncidentRecord
+from loop.store import IncidentStore
 
 log = logging.getLogger("mendloop.api")
 
@@ -92,8 +93,6 @@ class LoopCollector(Collector):
                     )
 
     def _engine_metrics(self) -> Iterator[Metric]:
-        from loop.ledger import ExecutionRunRecord
-
         runs = GaugeMetricFamily(
             "mendloop_executions",
             "Playbook runs by phase and outcome (SQL)",

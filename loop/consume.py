@@ -27,8 +27,9 @@ from kernel.logsafe import safe
 from kernel.models import Finding
 from kernel.state import State
 from loop.admission import Admission, Standing, rank
+from loop.db.engine import store_outage
 from loop.rca import independent_problems
-from loop.store import IncidentStore, store_outage
+from loop.store import IncidentStore
 from loop.supervise import Health
 
 if TYPE_CHECKING:

@@ -55,6 +55,7 @@ from loop.admission import Admission, Rank, RunGate, Standing, rank
 from loop.analyze import Analyzer
 from loop.anomaly import BaselineBank
 from loop.consume import Consumer
+from loop.db.engine import store_outage
 from loop.decide import Decider
 from loop.execute import PlaybookRunner
 from loop.intake import limits_of
@@ -66,7 +67,7 @@ from loop.policy import (
 )
 from loop.remediate import Remediation
 from loop.solutions import SolutionSpec, load_library
-from loop.store import IncidentStore, IncidentView, store_outage
+from loop.store import IncidentStore, IncidentView
 from loop.supervise import Backoff, Health, supervised
 from loop.watch import Upkeep
 from rules.catalog import Catalog

@@ -29,7 +29,8 @@ from datetime import UTC
 from typing import Any, NamedTuple
 
 from kernel.models import Decision, Execution, PlaybookRun, RunStatus, utcnow
-from loop.ledger import INTERRUPTED, STARTED, ExecutionRunRecord, Ledger
+from loop.db.schema import ExecutionRunRecord
+from loop.ledger import INTERRUPTED, STARTED, Ledger
 from loop.runner import PlaybookRunner, RunDetail, prune_artifacts
 
 __all__ = [  # the runner is re-exported: callers import it from here

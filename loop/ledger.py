@@ -5,7 +5,7 @@
     ledger.finish_run("abc12/sol-x/run", playbook_run, detail)
     ledger.autonomy(key) / ledger.record_outcome(...)            # earned autonomy (policy.py)
 
-Tables (additive next to incident / incident_transition, same database):
+Tables (loop/db/schema.py, the incident database):
 ``execution_run`` one row per playbook invocation, keyed by its idempotency key, written
 before ansible starts and completed when it ends (a row left ``started`` after a crash is
 an interrupted run, which the daemon reconciles); ``autonomy`` one row per (solution,
@@ -17,107 +17,30 @@ for the hourly limits; ``shadow_decision`` what shadow mode would have done;
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, func
+from sqlalchemy import Engine, func
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, Session, SQLModel, select
+from sqlmodel import Session, select
 
 from kernel.approval import AutomationStatus, TargetPause
 from kernel.models import DecisionMode, PlaybookRun, utcnow
+from loop.db.engine import aware
+from loop.db.migrate import ensure_schema
+from loop.db.schema import (
+    AutoActionRecord,
+    AutonomyOutcomeRecord,
+    AutonomyRecord,
+    ExecutionRunRecord,
+    PauseRecord,
+    ShadowRecord,
+)
 from loop.policy import AutonomyKey, AutonomyState, PolicyConfig, after_outcome
-from loop.store import _aware
 
 STARTED = "started"
 INTERRUPTED = "interrupted"
 EVERYWHERE = "*"  # the automation_pause row of a global pause
-
-
-class ExecutionRunRecord(SQLModel, table=True):
-    __tablename__ = "execution_run"
-
-    key: str = Field(primary_key=True, max_length=200)
-    incident_id: str = Field(index=True, max_length=32)
-    phase: str = Field(max_length=32)  # check | run | rollback | rollback_check | reconcile
-    playbook: str = Field(max_length=300)
-    status: str = Field(max_length=32)  # started, then a RunStatus value or interrupted
-    rc: int | None = None
-    changed: int = 0
-    started_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-    ended_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
-    events: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
-    diff: list[str] = Field(default_factory=list, sa_column=Column(JSON))
-    artifacts: str | None = None
-    note: str = ""
-
-
-class AutonomyRecord(SQLModel, table=True):
-    __tablename__ = "autonomy"
-
-    key: str = Field(primary_key=True, max_length=400)
-    solution_id: str = Field(max_length=200)
-    fault: str = Field(max_length=200)
-    target_class: str = Field(max_length=200)
-    level: str = Field(max_length=16)
-    successes: int = 0
-    failures: int = 0
-    streak: int = 0
-    reason: str = ""
-    updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-
-
-class AutonomyOutcomeRecord(SQLModel, table=True):
-    __tablename__ = "autonomy_outcome"
-
-    incident_id: str = Field(primary_key=True, max_length=32)
-    key: str = Field(max_length=400)
-    verified: bool
-    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-
-
-class AutoActionRecord(SQLModel, table=True):
-    __tablename__ = "auto_action"
-
-    incident_id: str = Field(primary_key=True, max_length=32)
-    target: str = Field(index=True, max_length=200)
-    solution_id: str = Field(max_length=200)
-    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
-
-
-class ShadowRecord(SQLModel, table=True):
-    """What the loop would have done in shadow mode (nothing was executed)."""
-
-    __tablename__ = "shadow_decision"
-
-    incident_id: str = Field(primary_key=True, max_length=32)
-    target: str = Field(index=True, max_length=200)
-    solution_id: str = Field(max_length=200)
-    playbook: str = Field(max_length=300)
-    mode: str = Field(max_length=16)  # what it would have used: auto | approval | suggest
-    reason: str = ""
-    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-
-
-class PauseRecord(SQLModel, table=True):
-    """Automatic fixes paused everywhere (target ``*``) or on one target."""
-
-    __tablename__ = "automation_pause"
-
-    target: str = Field(primary_key=True, max_length=200)
-    by: str = Field(max_length=200)
-    reason: str = ""
-    since: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-
-
-_TABLES = [
-    PauseRecord.__table__,  # type: ignore[attr-defined]
-    ShadowRecord.__table__,  # type: ignore[attr-defined]
-    ExecutionRunRecord.__table__,  # type: ignore[attr-defined]
-    AutonomyRecord.__table__,  # type: ignore[attr-defined]
-    AutonomyOutcomeRecord.__table__,  # type: ignore[attr-defined]
-    AutoActionRecord.__table__,  # type: ignore[attr-defined]
-]
 
 
 def _state(record: AutonomyRecord) -> AutonomyState:
@@ -133,9 +56,9 @@ def _state(record: AutonomyRecord) -> AutonomyState:
 
 
 class Ledger:
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        SQLModel.metadata.create_all(engine, tables=_TABLES)
+        ensure_schema(engine)
 
     # -- runs (idempotency keys) ---------------------------------------------------------
 
@@ -214,8 +137,8 @@ class Ledger:
                 )
             )
             for record in records:
-                record.started_at = _aware(record.started_at)
-                record.ended_at = _aware(record.ended_at) if record.ended_at else None
+                record.started_at = aware(record.started_at)
+                record.ended_at = aware(record.ended_at) if record.ended_at else None
                 session.expunge(record)
             return records
 
@@ -319,10 +242,10 @@ class Ledger:
         return AutomationStatus(
             paused=everywhere is not None,
             by=everywhere.by if everywhere else None,
-            since=_aware(everywhere.since) if everywhere else None,
+            since=aware(everywhere.since) if everywhere else None,
             reason=everywhere.reason if everywhere else "",
             targets=tuple(
-                TargetPause(target=r.target, by=r.by, reason=r.reason, since=_aware(r.since))
+                TargetPause(target=r.target, by=r.by, reason=r.reason, since=aware(r.since))
                 for r in records
                 if r.target != EVERYWHERE
             ),

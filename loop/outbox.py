@@ -21,16 +21,17 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from sqlalchemy import JSON, Column, DateTime, func
-from sqlmodel import Field, Session, SQLModel, col, select
+from sqlalchemy import Engine, func
+from sqlmodel import Session, col, select
 
 from kernel.errors import GraphUnavailable
 from kernel.models import Case, Decision, utcnow
+from loop.db.engine import store_outage
+from loop.db.migrate import ensure_schema
+from loop.db.schema import OutcomeRecord
 from loop.learn import record_outcome
-from loop.store import store_outage
 from loop.supervise import Health, describe
 
 if TYPE_CHECKING:
@@ -42,22 +43,6 @@ LEARN_RETRY_S = 5.0  # a graph write waits this long for Neo4j, then the outbox 
 OUTBOX_POLL_S = 60.0  # pending outcomes are looked at this often even without news
 
 
-class OutcomeRecord(SQLModel, table=True):
-    __tablename__ = "outcome_outbox"
-
-    case_id: str = Field(primary_key=True, max_length=64)  # incident-<id>: one per incident
-    incident_id: str = Field(index=True, max_length=32)
-    case: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    decision: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-    attempts: int = 0
-    last_error: str = Field(default="", max_length=500)
-    delivered_at: datetime | None = Field(
-        default=None, sa_column=Column(DateTime(timezone=True), nullable=True, index=True)
-    )
-    refused: bool = False  # the graph refused it (not an outage): kept for a person
-
-
 @dataclass(frozen=True)
 class PendingOutcome:
     case: Case
@@ -66,9 +51,9 @@ class PendingOutcome:
 
 
 class OutcomeOutbox:
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        SQLModel.metadata.create_all(engine, tables=[SQLModel.metadata.tables["outcome_outbox"]])
+        ensure_schema(engine)
 
     def put(self, incident_id: str, case: Case, decision: Decision) -> None:
         """Queue an outcome (once per case: a resumed incident does not queue it again)."""

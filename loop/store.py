@@ -7,68 +7,29 @@
 Every transition is checked against the state machine and written in the same
 transaction as the incident row, guarded by the state it came from, so two workers can
 never both move an incident out of one state (the loser gets IllegalTransition).
-Payload columns added after a database was created (``plan``, ``approval``) are added to
-it on start (``ALTER TABLE ... ADD COLUMN``), so an older database keeps working.
-``store_outage(exc)`` tells an outage of the database (the daemon holds its work and
-retries) from a bug (the work fails).
+The tables are loop/db/schema.py's, made and migrated by Alembic when the store opens
+(loop/db/migrate.py; an older database is migrated, never dropped).
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
-from sqlalchemy import JSON, Column, DateTime, event, inspect, text, update
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlmodel import Field, Session, SQLModel, create_engine, select
+from sqlalchemy import update
+from sqlmodel import Session, select
 
 from kernel.approval import Approval, ApprovalPlan
-from kernel.errors import ConfigError, IllegalTransition
+from kernel.errors import IllegalTransition
 from kernel.models import Decision, Execution, Finding, RCAReport, Verification, utcnow
 from kernel.state import TERMINAL, State, check_transition
+from loop.db.engine import aware, make_engine
+from loop.db.migrate import ensure_schema
+from loop.db.schema import IncidentRecord, TransitionRecord
 
 _PAYLOAD_FIELDS = ("report", "decision", "execution", "verification", "plan", "approval")
-_ADDED_COLUMNS = ("plan", "approval")  # JSON columns newer than the first schema
-
-
-class IncidentRecord(SQLModel, table=True):
-    __tablename__ = "incident"
-
-    id: str = Field(primary_key=True, max_length=32)
-    target: str = Field(index=True, max_length=200)
-    state: str = Field(index=True, max_length=32)
-    fault: str | None = Field(default=None, max_length=200)
-    reason: str = ""
-    opened_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-    updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-    findings: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
-    report: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
-    decision: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
-    execution: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
-    verification: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
-    plan: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
-    approval: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
-
-
-class TransitionRecord(SQLModel, table=True):
-    __tablename__ = "incident_transition"
-
-    id: int | None = Field(default=None, primary_key=True)
-    incident_id: str = Field(foreign_key="incident.id", index=True, max_length=32)
-    from_state: str | None = Field(default=None, max_length=32)
-    to_state: str = Field(max_length=32)
-    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-    note: str = ""
-
-
-def _aware(value: datetime) -> datetime:
-    """SQLite hands datetimes back naive; they were stored as UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class TransitionView(BaseModel):
@@ -79,7 +40,7 @@ class TransitionView(BaseModel):
     at: datetime
     note: str
 
-    _aware = field_validator("at")(_aware)
+    _aware = field_validator("at")(aware)
 
 
 class IncidentView(BaseModel):
@@ -103,64 +64,18 @@ class IncidentView(BaseModel):
     approval: Approval | None = None  # who approved which plan hash
     timeline: tuple[TransitionView, ...] = ()
 
-    _aware = field_validator("opened_at", "updated_at")(_aware)
+    _aware = field_validator("opened_at", "updated_at")(aware)
 
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL
 
 
-def _sqlite_wal(connection: Any, _record: Any) -> None:
-    """Write-ahead log: readers (token checks, the API, the web page) go on while a writer
-    holds the database, and a writer waits for readers no more."""
-    connection.execute("PRAGMA journal_mode=WAL")
-
-
-def make_engine(url: str) -> Any:
-    try:
-        parsed = make_url(url)
-    except Exception as exc:  # sqlalchemy raises ArgumentError and ValueError subclasses
-        raise ConfigError(f"MENDLOOP_DATABASE_URL={url!r} is not a database URL: {exc}") from exc
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False})
-        event.listen(engine, "connect", _sqlite_wal)
-        return engine
-    if parsed.drivername == "postgresql":
-        url = str(parsed.set(drivername="postgresql+psycopg").render_as_string(False))
-    return create_engine(url, pool_pre_ping=True)
-
-
-def store_outage(exc: BaseException) -> bool:
-    """The database itself failed (locked past the busy timeout, disk full, read-only,
-    unreachable, connection lost, pool exhausted): waiting and retrying can cure it. A bad
-    statement or a broken constraint (ProgrammingError, IntegrityError) cannot."""
-    if isinstance(exc, OperationalError | InterfaceError | PoolTimeout):
-        return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
-
-
 class IncidentStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
-        SQLModel.metadata.create_all(self.engine)
-        self._add_columns()
-
-    def _add_columns(self) -> None:
-        """Additive migration: payload columns a database created earlier lacks."""
-        have = {c["name"] for c in inspect(self.engine).get_columns("incident")}
-        for name in _ADDED_COLUMNS:
-            if name in have:
-                continue
-            try:
-                with self.engine.begin() as conn:
-                    conn.execute(text(f"ALTER TABLE incident ADD COLUMN {name} JSON"))
-            except DBAPIError:  # another worker added it at the same moment
-                columns = inspect(self.engine).get_columns("incident")
-                if name not in {c["name"] for c in columns}:
-                    raise
+        ensure_schema(self.engine)  # Alembic, once per engine (loop/db/migrate.py)
 
     def open_incident(
         self, target: str, findings: list[Finding], opened_at: datetime | None = None

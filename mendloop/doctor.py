@@ -88,7 +88,7 @@ def _content(settings: Settings) -> Check:
 def _database(settings: Settings) -> Check:
     from sqlalchemy import text
 
-    from loop.store import make_engine
+    from loop.db.engine import make_engine
 
     try:
         engine = make_engine(settings.database_url)

@@ -31,18 +31,18 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal, Protocol
 
 import httpx
-from sqlalchemy import Column, DateTime
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, Session, SQLModel
+from sqlmodel import Session
 
 from api.chatops.blocks import ChatMessage
 from kernel.errors import MendloopError
 from kernel.models import utcnow
+from loop.db.migrate import ensure_schema
+from loop.db.schema import ChatThreadRecord
 
 log = logging.getLogger("mendloop.chat")
 
@@ -164,21 +164,12 @@ class WebApiTransport(HttpTransport):
         return Posted(channel=data.get("channel") or self.channel, ts=data.get("ts"))
 
 
-class ChatThreadRecord(SQLModel, table=True):
-    __tablename__ = "chat_thread"
-
-    incident_id: str = Field(primary_key=True, max_length=32)
-    channel: str = Field(default="", max_length=100)
-    ts: str = Field(max_length=64)
-    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-
-
 class ThreadStore:
     """incident -> (channel, ts) of its first chat message, in the incident database."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        SQLModel.metadata.create_all(engine, tables=[ChatThreadRecord.__table__])  # type: ignore[list-item]
+        ensure_schema(engine)
 
     def get(self, incident_id: str) -> tuple[str, str] | None:
         with Session(self.engine) as session:

@@ -150,7 +150,7 @@ def test_a_read_goes_on_when_postgresql_holds_the_token_row_locked() -> None:
     import os
     import uuid
 
-    from loop.store import make_engine
+    from loop.db.engine import make_engine
 
     url = os.environ["MENDLOOP_TEST_POSTGRES_URL"]
     schema = f"t_{uuid.uuid4().hex[:8]}"

@@ -7,7 +7,8 @@ import uuid
 import pytest
 from sqlalchemy import text
 
-from loop.store import IncidentStore, make_engine
+from loop.db.engine import make_engine
+from loop.store import IncidentStore
 
 POSTGRES = os.environ.get("MENDLOOP_TEST_POSTGRES_URL")
 

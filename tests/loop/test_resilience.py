@@ -28,7 +28,7 @@ from kernel.config import Settings
 from kernel.models import Evidence, Finding, FindingKind
 from kernel.state import State
 from loop.daemon import Engine
-from loop.store import make_engine
+from loop.db.engine import make_engine
 from mendloop.service import build_engine
 
 pytestmark = pytest.mark.neo4j

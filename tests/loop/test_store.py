@@ -18,8 +18,9 @@ from kernel.models import (
     RootCause,
 )
 from kernel.state import State
+from loop.db.engine import make_engine
 from loop.ledger import Ledger
-from loop.store import IncidentStore, make_engine
+from loop.store import IncidentStore
 
 
 def finding():
