@@ -90,7 +90,7 @@ def _smd(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     root = _data_root(args, "smd")
     machines = _smd_machines(root, _split(args.machines))
     if args.protocol == "lomo":
-        from evaluation.smd_cv import evaluate_lomo
+        from evaluation.smd_events import evaluate_events
 
         if len(machines) < 2:
             raise MendloopError(
@@ -100,7 +100,7 @@ def _smd(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             raise MendloopError(f"--limit must be at least {MIN_LOMO_ROWS} rows")
         cache = None if args.no_cache else settings.var_dir / "cache" / "smd-lomo"
         try:
-            return evaluate_lomo(root, machines, args.limit, cache, progress=_progress)
+            return evaluate_events(root, machines, args.limit, cache, progress=_progress)
         except (ValueError, OSError) as exc:  # a damaged data file: said, not a traceback
             raise MendloopError(f"could not read the SMD data in {root}: {exc}") from exc
     if args.ranker_setting == "synthetic" and args.limit is not None:

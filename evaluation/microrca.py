@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 from sklearn.cluster import Birch
 
+from evaluation.rank_folds import choose, cross_validate, report
 from evaluation.trainticket import (
     DAYS,
     Fault,
@@ -286,8 +287,6 @@ def report_microrca(
 ) -> dict[str, Any]:
     """MicroRCA with its published parameters, every grid setting, and the setting
     chosen leave-one-day-out (the criterion of ``evaluation.trainticket_cv``)."""
-    from evaluation.trainticket_cv import _report, choose, cross_validate
-
     ranks, sizes, first = table
     settings = grid()
     published = settings.index(MicroRcaSettings())
@@ -297,7 +296,7 @@ def report_microrca(
         "the anomalous subgraph is not ranked (a miss); leave-one-day-out as ours",
         "published_parameters": {
             **asdict(settings[published]),
-            **_report(ranks[published], faults),
+            **report(ranks[published], faults),
             "median_services_ranked": float(np.median(sizes[published])),
             "ranked_first": dict(
                 Counter(names[k] if k >= 0 else "-" for k in first[published]).most_common(3)
@@ -306,13 +305,13 @@ def report_microrca(
         "every_setting": [
             {
                 **asdict(cfg),
-                **_report(ranks[i], faults)["overall"],
+                **report(ranks[i], faults)["overall"],
                 "median_services_ranked": float(np.median(sizes[i])),
             }
             for i, cfg in enumerate(settings)
         ],
         "leave_one_day_out": {
-            **_report(lodo["ranks"], faults),
+            **report(lodo["ranks"], faults),
             "chosen": {d: asdict(settings[i]) for d, i in lodo["chosen"].items()},
         },
         "best_on_all_faults_in_sample": asdict(

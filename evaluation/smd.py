@@ -26,12 +26,12 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from evaluation.smd_types import Segment
 from ml.attribution import DeviationRanker
 from ml.forest import GroupForest
 
@@ -40,13 +40,6 @@ PUBLISHED = {
     "OmniAnomaly HitRate@150% (SMD, 28 machines)": "up to 0.89",
     "OmniAnomaly best-F1 point-adjusted (SMD, 28 machines)": 0.9620,
 }
-
-
-@dataclass(frozen=True)
-class Segment:
-    start: int  # 0-based test row, inclusive
-    end: int  # exclusive
-    dims: tuple[int, ...]  # 0-based metric indices
 
 
 def parse_interpretation(text: str) -> list[Segment]:

@@ -22,7 +22,7 @@ import itertools
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,11 @@ BASELINE_DETECTOR = "zmax@0.01"  # plain |z|: the largest |z| of a row, 1 % budg
 ABSOLUTE = (0.0, 0.5, 1.0, 2.0)
 BASELINE_RANKER = "abs_z"
 Progress = Callable[[str], None]
+# (tables) -> (tables per detector whose hits hold extra rankers, all ranker keys, what
+# the extra rankers are)
+Extend = Callable[
+    [list["MachineTable"]], tuple[Mapping[int, Sequence["MachineTable"]], list[str], str]
+]
 
 
 def detector_keys() -> list[str]:
@@ -254,25 +259,41 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return round(float(np.mean(vals)), 4) if vals else None
 
 
-def lomo(tables: Sequence[MachineTable]) -> dict[str, Any]:
-    """Leave-one-machine-out over ``tables`` (at least 2)."""
+def describe_ranker(key: str) -> Any:
+    """A ranker key as JSON: its setting, or "abs_z"; an event ranker (``|event-``,
+    :mod:`evaluation.smd_events`) with its mode."""
+    base, _, mode = key.partition("|event-")
+    setting = "abs_z" if base == BASELINE_RANKER else json.loads(base)
+    return {"ranker": setting, "event": mode} if mode else setting
+
+
+def lomo(
+    tables: Sequence[MachineTable],
+    rank_keys: Sequence[str] | None = None,
+    under: Mapping[int, Sequence[MachineTable]] | None = None,
+) -> dict[str, Any]:
+    """Leave-one-machine-out over ``tables`` (at least 2). ``rank_keys``: the rankers
+    of the tables' ``hits`` (default: :func:`ranker_settings`); ``under[d]``: the
+    tables whose ``hits`` follow detector ``d``'s events, read by the folds that choose
+    ``d`` (default: ``tables``)."""
     if len(tables) < 2:
         raise ValueError("leave-one-machine-out needs at least 2 machines")
     det_keys = detector_keys()
-    rank_keys = list(ranker_settings())
+    rank_keys = list(rank_keys or ranker_settings())
     base_d = det_keys.index(BASELINE_DETECTOR)
     base_r = rank_keys.index(BASELINE_RANKER)
     per: dict[str, Any] = {}
     for i, t in enumerate(tables):
         others = [o for j, o in enumerate(tables) if j != i]
         d = choose_detector(others)
-        r = choose_ranker(others, d)
+        view = under[d] if under is not None else tables
+        r = choose_ranker([o for j, o in enumerate(view) if j != i], d)
         per[t.machine] = {
             "detector": det_keys[d],
-            "ranker": json.loads(rank_keys[r]) if rank_keys[r] != BASELINE_RANKER else "abs_z",
+            "ranker": describe_ranker(rank_keys[r]),
             **detection(t, d),
-            "hitrate_per_point": ranking(t, r, d),
-            "hitrate_all_labelled_rows": ranking(t, r, None),
+            "hitrate_per_point": ranking(view[i], r, d),
+            "hitrate_all_labelled_rows": ranking(view[i], r, None),
             "abs_z_hitrate_per_point": ranking(t, base_r, d),
             "abs_z_hitrate_all_labelled_rows": ranking(t, base_r, None),
             "baseline_detector": detection(t, base_d),
@@ -301,13 +322,13 @@ def lomo(tables: Sequence[MachineTable]) -> dict[str, Any]:
         summary[prefix + "segments_found"] = sum(src(v)["segments_found"] for v in per.values())
     summary["segments"] = sum(v["segments"] for v in per.values())
     d_all = choose_detector(tables)
-    r_all = choose_ranker(tables, d_all)
+    r_all = choose_ranker(under[d_all] if under is not None else tables, d_all)
     return {
         "machines": per,
         "mean": summary,
         "chosen_on_all_machines": {
             "detector": det_keys[d_all],
-            "ranker": json.loads(rank_keys[r_all]) if r_all != base_r else "abs_z",
+            "ranker": describe_ranker(rank_keys[r_all]),
             "note": "for the library default only; no reported figure uses it",
         },
     }
@@ -319,18 +340,27 @@ def evaluate_lomo(
     limit: int | None = None,
     cache_dir: Path | None = None,
     progress: Progress | None = None,
+    extend: Extend | None = None,
 ) -> dict[str, Any]:
+    """Leave-one-machine-out. ``extend`` adds candidate rankers (round 2:
+    :func:`evaluation.smd_events.evaluate_events`); round 1's held-out means, without
+    them, are then reported beside (``round1``)."""
     say = progress or (lambda msg: None)
     started = time.monotonic()
     tables = [cached_table(root, m, limit, cache_dir, say) for m in machines]
-    out = lomo(tables)
+    if extend is not None:
+        under, keys, extra = extend(tables)
+        out = lomo(tables, keys, under)
+        out["round1"] = lomo(tables)["mean"]
+    else:
+        out, keys, extra = lomo(tables), list(ranker_settings()), ""
     out["protocol"] = {
         "name": "leave-one-machine-out",
         "detector": "best mean point-wise F1 on the other machines, among "
         f"{len(detector_keys())} settings ({', '.join(DETECTOR_FAMILIES)} x budgets "
         f"{list(BUDGETS)})",
         "ranker": "best mean (HitRate@100% + @150%)/2 per point on the other machines' "
-        f"true-positive rows, among {len(ranker_settings())} settings",
+        f"true-positive rows, among {len(keys)} settings{extra}",
         "baselines": f"detector {BASELINE_DETECTOR} (plain |z|), ranking by |z| against "
         "the training median",
         "grid_version": GRID_VERSION,

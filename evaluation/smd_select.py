@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluation.smd import Segment
+from evaluation.smd_types import Segment
 from ml.attribution import DeviationRanker
 from ml.hygiene import robust_scale
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from evaluation.rank_folds import choose, cross_validate, report
 from evaluation.trainticket import (
     DAYS,
     FRONTEND,
@@ -59,7 +60,6 @@ GRID = {  # round 2 (issue 17); round 1's grid is in docs/EVALUATION.md
 }
 SYMPTOM = (FRONTEND, "LatencyP90(s)")
 GRID_VERSION = 2  # bump when the code behind a setting changes (invalidates the cache)
-KINDS = ("return", "exception", "cpu_contention", "network_delay")
 
 
 def settings() -> list[Setting]:
@@ -128,49 +128,6 @@ def rank_table(
         if progress:
             progress(f"TrainTicket fault {j + 1}/{len(faults)} ({f.kind}) ranked by every setting")
     return table
-
-
-def _criterion(ranks: np.ndarray) -> tuple[float, float]:
-    """(AS@1 + AS@3) / 2 and the mean reciprocal rank, per setting (rows)."""
-    return (
-        ((ranks <= 1).mean(axis=1) + (ranks <= 3).mean(axis=1)) / 2,
-        (1.0 / ranks).mean(axis=1),
-    )
-
-
-def choose(table: np.ndarray, train: np.ndarray) -> int:
-    """The setting with the best criterion on the faults ``train`` (a boolean mask)."""
-    main, mrr = _criterion(table[:, train])
-    order = sorted(range(table.shape[0]), key=lambda i: (-main[i], -mrr[i], i))
-    return order[0]
-
-
-def cross_validate(
-    table: np.ndarray, faults: Sequence[Fault], fold_of: Callable[[Fault], str]
-) -> dict[str, Any]:
-    """Each fold's faults ranked by the setting chosen on all the others."""
-    folds = sorted({fold_of(f) for f in faults})
-    ranks = np.zeros(len(faults), dtype=np.int64)
-    chosen = {}
-    for fold in folds:
-        held = np.array([fold_of(f) == fold for f in faults])
-        i = choose(table, ~held)
-        ranks[held] = table[i, held]
-        chosen[fold] = i
-    return {"ranks": ranks, "chosen": chosen}
-
-
-def _report(ranks: np.ndarray, faults: Sequence[Fault]) -> dict[str, Any]:
-    return {
-        "overall": accuracy(ranks.tolist()),
-        "per_fault_type": {
-            k: {
-                **accuracy([int(r) for r, f in zip(ranks, faults, strict=True) if f.kind == k]),
-                "faults": sum(f.kind == k for f in faults),
-            }
-            for k in KINDS
-        },
-    }
 
 
 def _cache_path(cache_dir: Path, root: Path, days: Sequence[str], grid: Sequence[Any]) -> Path:
@@ -250,7 +207,7 @@ def baselines(
         "topology_only": {
             "method": "services ranked by their number of callers in the call graph, "
             "no metric read (what a graph alone gives)",
-            **_report(topology_only(faults, names), faults),
+            **report(topology_only(faults, names), faults),
         },
         "microrca": report_microrca(table, faults, names),
     }
@@ -287,11 +244,11 @@ def evaluate_trainticket(
         "grid": {k: list(v) for k, v in GRID.items()},
         "settings": len(grid),
         "leave_one_day_out": {
-            **_report(lodo["ranks"], faults),
+            **report(lodo["ranks"], faults),
             "chosen": {d: describe(grid[i]) for d, i in lodo["chosen"].items()},
         },
         "leave_one_fault_type_out": {
-            **_report(lofto["ranks"], faults),
+            **report(lofto["ranks"], faults),
             "chosen": {k: describe(grid[i]) for k, i in lofto["chosen"].items()},
         },
         "published": {
@@ -317,10 +274,10 @@ def evaluate_trainticket(
         out["chosen_on_all_faults"] = {
             **describe(grid[best]),
             "note": "the library default; it saw every label, so no reported figure uses it",
-            **_report(table[best], faults)["overall"],
+            **report(table[best], faults)["overall"],
         }
     out["run_time_s"] = round(time.monotonic() - started, 1)
     return out
 
 
-__all__ = ["FRONTEND", "evaluate_trainticket", "settings"]
+__all__ = ["FRONTEND", "choose", "cross_validate", "evaluate_trainticket", "settings"]

@@ -162,6 +162,32 @@ class DeviationRanker:
         return out
 
 
+def accumulate_events(
+    scores: np.ndarray, flagged: np.ndarray, gap: int = 10, how: str = "mean"
+) -> np.ndarray:
+    """Per flagged row, the mean (``how="mean"``) or maximum (``"max"``) of the scores
+    of its event's flagged rows so far: an event is a run of flagged rows with fewer than
+    ``gap`` unflagged rows between them. Unflagged rows keep their own scores. Causal:
+    a row never sees a later one. Why: the ranking an operator reads during an incident
+    should rest on all the incident's evidence, not on its latest row alone (on SMD the
+    culprit metrics often move most at the start and fade)."""
+    if how not in ("mean", "max"):
+        raise ValueError("how must be 'mean' or 'max'")
+    x = np.asarray(scores, dtype=np.float64)
+    out = x.copy()
+    rows = np.flatnonzero(np.asarray(flagged, dtype=bool))
+    if rows.size == 0:
+        return out
+    breaks = np.flatnonzero(np.diff(rows) > gap) + 1  # first flagged row of each event
+    for event in np.split(rows, breaks):
+        block = x[event]
+        if how == "max":
+            out[event] = np.maximum.accumulate(block, axis=0)
+        else:
+            out[event] = np.cumsum(block, axis=0) / np.arange(1, event.size + 1)[:, None]
+    return out
+
+
 def trailing_mean(x: np.ndarray, n: int) -> np.ndarray:
     """Per row t and column: the mean of rows ``t-n+1 .. t`` (the first row stands in for
     rows before the start). Causal."""

@@ -42,6 +42,7 @@ from typing import Literal
 import numpy as np
 
 from ml.rca_sharing import merge_alike, split_shared
+from ml.rca_types import MetricDeviation, Series
 from ml.rca_walk import caller_evidence, pagerank
 
 Propagation = Literal["none", "pagerank", "callers"]
@@ -51,17 +52,6 @@ Aggregate = Literal["max", "sum"]
 # metrics whose deviation a caller shows when something it calls breaks (propagation
 # "callers"); matched against the metric name, case-insensitive
 SYMPTOMS = r"latency|duration|response|error|fail|timeout"
-
-
-@dataclass(frozen=True)
-class Series:
-    """One metric of one component: timestamps (seconds, any order) and values (NaN =
-    missing)."""
-
-    component: str
-    metric: str
-    ts: np.ndarray
-    values: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -105,28 +95,6 @@ class RcaSettings:
         if self.caller_weight < 0:
             raise ValueError("caller_weight must be >= 0")
         re.compile(self.symptoms)
-
-
-@dataclass(frozen=True)
-class MetricDeviation:
-    """How far one series strayed in the window. ``score`` is in units of its usual
-    deviation (>= 0); ``z`` the signed peak in baseline scales. The series is abnormal
-    when ``score`` is beyond the setting's limit; ``onset`` is then the time of its
-    first window sample beyond that limit (None: not abnormal)."""
-
-    component: str
-    metric: str
-    score: float
-    z: float
-    baseline: float
-    value: float
-    onset: float | None
-    shared_with: int = 1  # components reporting the identical series
-    alike: int = 1  # series of the same component that move with it (merge_alike)
-
-    @property
-    def abnormal(self) -> bool:
-        return self.onset is not None
 
 
 @dataclass(frozen=True)

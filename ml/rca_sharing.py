@@ -11,16 +11,14 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
-if TYPE_CHECKING:
-    from ml.component_rca import MetricDeviation, Series
+from ml.rca_types import MetricDeviation, Series
 
-Pairs = list[tuple["Series", "MetricDeviation"]]
+Pairs = list[tuple[Series, MetricDeviation]]
 
 
 def split_shared(pairs: Pairs, since: float, end: float) -> Pairs:

@@ -108,3 +108,27 @@ def test_with_blame_is_a_ranker_fitted_with_those_settings():
     np.testing.assert_allclose(
         fitted.with_blame(0.3, 15, 0.0).scores(rows), fresh.fit(train).scores(rows)
     )
+
+
+def test_events_accumulate_their_flagged_rows_so_far():
+    from ml.attribution import accumulate_events
+
+    scores = np.array([[1.0, 0.0], [5.0, 0.0], [0.0, 3.0], [9.0, 9.0], [0.0, 4.0], [2.0, 2.0]])
+    flagged = np.array([False, True, True, False, True, False])
+    mean = accumulate_events(scores, flagged, gap=2)
+    # rows 1, 2 and 4 are one event (one unflagged row between); unflagged rows keep theirs
+    np.testing.assert_allclose(mean[[0, 3, 5]], scores[[0, 3, 5]])
+    np.testing.assert_allclose(mean[1], [5.0, 0.0])
+    np.testing.assert_allclose(mean[2], [2.5, 1.5])
+    np.testing.assert_allclose(mean[4], [5 / 3, 7 / 3])
+    peak = accumulate_events(scores, flagged, gap=2, how="max")
+    np.testing.assert_allclose(peak[4], [5.0, 4.0])
+    # a gap of 1 splits them: row 4 starts a new event and sees only itself
+    np.testing.assert_allclose(accumulate_events(scores, flagged, gap=1)[4], [0.0, 4.0])
+    # causal: a later row never changes an earlier one
+    later = scores.copy()
+    later[4] = 100.0
+    np.testing.assert_allclose(accumulate_events(later, flagged, gap=2)[:4], mean[:4])
+    assert np.array_equal(accumulate_events(scores, np.zeros(6, bool)), scores)
+    with pytest.raises(ValueError):
+        accumulate_events(scores, flagged, how="median")
