@@ -147,6 +147,15 @@ def _print_trainticket(r: dict[str, Any]) -> None:
         for kind, acc in res["per_fault_type"].items():
             k = " ".join(f"AS@{n} {acc[f'AS@{n}']}" for n in (1, 3, 5))
             print(f"  {kind} ({acc['faults']} faults): {k}")
+    base = r.get("baselines")
+    if base:
+        print(f"metrics-free control (services by callers): {base['topology_only']['overall']}")
+        micro = base["microrca"]
+        print(
+            f"MicroRCA re-implemented: published parameters "
+            f"{micro['published_parameters']['overall']}, leave-one-day-out "
+            f"{micro['leave_one_day_out']['overall']}"
+        )
     for name, pub in r["published"].items():
         print(f"published {name}: {pub}")
     print(f"{r['faults']} faults, {r['settings']} settings, {r['run_time_s']} s")

@@ -163,9 +163,10 @@ def evaluate_events(
     ) -> tuple[dict[int, list[MachineTable]], list[str], str]:
         under, keys = with_event_rankers(root, tables, limit, cache_dir, say)
         extra = (
-            f", and {len(keys) - len(ranker_settings())} event rankers (the settings without "
-            f"the |z| blend, and |z|, x {'/'.join(EVENT_MODES)} of the scores over the "
-            f"event so far, events split by {EVENT_GAP} unflagged rows)"
+            f" ({len(ranker_settings())} of round 1 and {len(keys) - len(ranker_settings())} "
+            f"event rankers: the settings without the |z| blend, and |z|, x "
+            f"{'/'.join(EVENT_MODES)} of the scores over the event so far, events split by "
+            f"{EVENT_GAP} unflagged rows)"
         )
         return under, keys, extra
 

@@ -8,10 +8,12 @@
   detector's deviation, one alarm per event (NAB: 68.8 cross-validated);
 - :class:`DeviationRanker` — which metrics explain a multivariate anomaly: deviation from
   each metric's recent baseline relative to its training behaviour, shared between
-  correlated metrics;
+  correlated metrics; :func:`ml.attribution.accumulate_events` ranks a detected event by
+  all its rows so far;
 - :func:`rank_components` (:mod:`ml.component_rca`) — rule-free root cause: which
   component broke, from each series' deviation against its recent past and blame
-  propagated along the dependency graph (personalised PageRank), with evidence;
+  propagated along the dependency graph (personalised PageRank, or callers' symptoms
+  shared among what they call: :mod:`ml.rca_walk`), with evidence;
 - :class:`GroupForest` — IsolationForest over short windows of a group of series (a target
   or subsystem) with per-metric attribution (:meth:`GroupForest.attribute`);
 - :class:`DetectorBank` — one StreamingDetector per (target, series), emitting
