@@ -104,7 +104,7 @@ def rank_table(
         comps = {s.component for s in series} | set(topology)
         shared: dict[tuple[Any, ...], Any] = {}
         for i, cfg in enumerate(grid):
-            key = (cfg.score, cfg.statistic, cfg.split_shared, cfg.detrend)
+            key = (cfg.score, cfg.statistic, cfg.split_shared, cfg.detrend, cfg.merge_alike)
             if key not in shared:
                 shared[key] = metric_deviations(
                     series, injected + 1.0, injected + OBSERVE_S, settings=cfg
