@@ -17,6 +17,8 @@ import os
 import shutil
 import signal
 import struct
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -289,6 +291,59 @@ def test_a_request_with_more_label_sets_than_the_cache_is_refused(backend: Backe
     exc = refusal(backend, three, cache_size=2)
     assert exc.reason is RefusalReason.TOO_LARGE and "distinct label sets" in str(exc)
     assert RemoteWriteDecoder(backend=backend, cache_size=3).decode(three).counts.label_sets == 3
+
+
+def test_concurrent_decodes_share_one_decoder_safely(backend: Backend) -> None:
+    """Threads on one decoder (the native one decodes without the GIL): no deadlock, and
+    every batch carries its own label sets."""
+    decoder = RemoteWriteDecoder(backend=backend, cache_size=4)
+    errors: list[BaseException] = []
+
+    def work(k: int) -> None:
+        try:
+            for i in range(30):
+                name = f"m{(k + i) % 6}"
+                batch = decoder.decode(body([([("__name__", name)], [(float(i), i)])]))
+                assert dict(batch.label_sets[0]) == {"__name__": name}
+        except BaseException as exc:  # reported below, on the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a decode never returned (deadlock?)"
+    assert not errors, errors
+
+
+DEADLOCK_PROBE = """
+import threading, cramjam, mendloop_remote_write
+native = mendloop_remote_write.Decoder(1 << 20, 1000, 64)
+data = bytes(cramjam.snappy.compress_raw(bytes.fromhex(%r)))
+def work():
+    for _ in range(200):
+        native.decode(data)
+threads = [threading.Thread(target=work) for _ in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+print("done")
+"""
+
+
+@pytest.mark.skipif(not NATIVE, reason="the native module is not built (no cargo)")
+def test_the_native_module_never_deadlocks_with_the_gil() -> None:
+    """Its own lock is taken without the GIL, so threads calling one native decoder
+    directly (no facade lock) all finish. In a child process: a deadlock holds the GIL, so
+    only a process-level timeout can report it."""
+    raw = _raw([(NODE, [(1.0, t) for t in range(200)])])
+    probe = subprocess.run(
+        [sys.executable, "-c", DEADLOCK_PROBE % raw.hex()],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert probe.stdout.strip() == "done", probe.stderr
 
 
 names = st.sampled_from(["a", "b", "c", "d", "e"])
@@ -621,10 +676,10 @@ def test_a_real_prometheus_remote_writes_what_it_scraped(
     assert {v for _, v in got[labels("mendloop_rw_city", city="Zürich")]} == {
         struct.unpack("<Q", struct.pack("<d", 42.0))[0]
     }
-    counter = sorted(got[labels("mendloop_rw_scrapes_total")])
+    counter = sorted(set(got[labels("mendloop_rw_scrapes_total")]))  # a resent batch: once
     values = [struct.unpack("<d", struct.pack("<Q", v))[0] for _, v in counter]
     assert values == sorted(values) and all(1 <= v <= receiver.scrapes for v in values)
-    assert len({ts for ts, _ in counter}) == len(counter)
+    assert len({ts for ts, _ in counter}) == len(counter), "one value per scrape"
     vanishing = [v for _, v in sorted(got[labels("mendloop_rw_vanishing")])]
     assert vanishing[-1] == STALE_NAN_BITS and sum(b.counts.stale_markers for b in results[0]) >= 1
 

@@ -47,10 +47,6 @@ struct Decoder {
     inner: Mutex<decoder::Decoder>,
 }
 
-fn internal(message: &str) -> PyErr {
-    DecodeError::new_err(("internal", message.to_string()))
-}
-
 #[pymethods]
 impl Decoder {
     #[new]
@@ -72,25 +68,35 @@ impl Decoder {
 
     /// Decode one snappy-compressed `prometheus.WriteRequest`; see the module docstring.
     fn decode<'py>(&self, py: Python<'py>, body: &[u8]) -> PyResult<Bound<'py, PyTuple>> {
-        let mut guard = self
-            .inner
-            .lock()
-            .map_err(|_| internal("decoder lock poisoned"))?;
-        let inner = &mut *guard;
-        let result = py.detach(|| {
-            let outcome = catch_unwind(AssertUnwindSafe(|| inner.decode(body)));
-            outcome.unwrap_or_else(|_| {
-                inner.reset();
-                Err(wire::DecodeError {
+        // The lock is taken without the GIL: a thread holding the GIL never waits on it.
+        let result = py.detach(
+            || -> Result<(decoder::Decoded, Vec<Vec<u8>>), wire::DecodeError> {
+                let mut guard = self.inner.lock().map_err(|_| wire::DecodeError {
                     reason: wire::Reason::Internal,
-                    message: "decoder bug (panic caught; label-set cache emptied)".into(),
-                })
-            })
-        });
-        let decoded = result.map_err(|e| DecodeError::new_err((e.reason.as_str(), e.message)))?;
+                    message: "decoder lock poisoned".into(),
+                })?;
+                let inner = &mut *guard;
+                let outcome = catch_unwind(AssertUnwindSafe(|| inner.decode(body)));
+                let decoded = outcome.unwrap_or_else(|_| {
+                    inner.reset();
+                    Err(wire::DecodeError {
+                        reason: wire::Reason::Internal,
+                        message: "decoder bug (panic caught; label-set cache emptied)".into(),
+                    })
+                })?;
+                let blobs: Vec<Vec<u8>> = decoded
+                    .created
+                    .iter()
+                    .map(|&slot| inner.canonical(slot).to_vec())
+                    .collect();
+                Ok((decoded, blobs))
+            },
+        );
+        let (decoded, blobs) =
+            result.map_err(|e| DecodeError::new_err((e.reason.as_str(), e.message)))?;
         let new_blobs = PyList::empty(py);
-        for &slot in &decoded.created {
-            new_blobs.append(PyBytes::new(py, inner.canonical(slot)))?;
+        for blob in &blobs {
+            new_blobs.append(PyBytes::new(py, blob))?;
         }
         let c = decoded.counts;
         let counts = (
