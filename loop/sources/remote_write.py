@@ -120,7 +120,8 @@ class RemoteWriteBatch:
 
     def stale(self) -> NDArray[np.bool_]:
         """Per sample: is it Prometheus' staleness marker?"""
-        return self.values.view(np.uint64) == np.uint64(STALE_NAN_BITS)
+        stale: NDArray[np.bool_] = self.values.view(np.uint64) == np.uint64(STALE_NAN_BITS)
+        return stale
 
 
 def available_backend() -> Backend:
