@@ -95,7 +95,7 @@ def yanked_release(client: httpx.Client, name: str, version: str) -> str | None:
 def yanked() -> tuple[int, str]:
     installed = metadata.distributions()
     dists = sorted({(canonicalize_name(d.metadata["Name"]), d.version) for d in installed})
-    dists = [(n, v) for n, v in dists if n != "mendloop"]
+    dists = [(n, v) for n, v in dists if not n.startswith("mendloop")]  # ours, not on the index
     results: list[tuple[str, str, str | Exception | None]] = []
     with httpx.Client(timeout=20, follow_redirects=True) as client, ThreadPoolExecutor(8) as pool:
 
