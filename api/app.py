@@ -25,7 +25,7 @@ from api import incidents, knowledge_routes, operations, rules_routes
 from api.auth import Auth, Principal, Role, install, require
 from api.deps import Approvals, EngineApi, Services, Submit
 from api.ingest import MAX_BODY_BYTES, ingest_router
-from api.metrics import ApiMetrics, RequestMetrics
+from api.metrics import ApiMetrics, ChatStatusSource, RequestMetrics
 from api.operations import IngestOut, RejectionOut, ingest_response
 from api.schemas import IncidentSummary
 from kernel import __version__
@@ -65,13 +65,17 @@ def create_app(
     engine: EngineApi | None = None,
     web: APIRouter | None = None,
     chat: APIRouter | None = None,
+    chat_status: ChatStatusSource | None = None,
 ) -> FastAPI:
     """The API over ``store``; with ``engine`` (loop.daemon.Engine) also knowledge, rules,
-    catalog, automation, actions and the loop's metrics. ``auth=None``: no tokens (every
-    caller is the anonymous admin; the server logs that at start). ``web``: the web page's
-    router; ``chat``: the ChatOps router (signed callbacks, their own authentication)."""
+    catalog, automation, what people do (``engine.operations``) and the loop's metrics.
+    ``approvals``: approve/reject alone (a server of one concern). ``auth=None``: no
+    tokens (every caller is the anonymous admin; the server logs that at start). ``web``:
+    the web page's router; ``chat``: the ChatOps router (signed callbacks, their own
+    authentication) and ``chat_status`` its counters for /metrics."""
     app = FastAPI(title="mendloop", version=__version__, description=DESCRIPTION, openapi_tags=TAGS)
-    metrics = ApiMetrics(store, engine, stats)
+    metrics = ApiMetrics(store, engine, stats, chat_status)
+    people = engine.operations if engine is not None else None
     if engine is not None:
         engine.listeners.append(metrics.on_stage)
     app.state.services = Services(
@@ -79,7 +83,8 @@ def create_app(
         engine=engine,
         submit=submit,
         stats=stats,
-        approvals=approvals if approvals is not None else engine,
+        approvals=approvals if approvals is not None else people,
+        operations=people,
         metrics=metrics,
     )
     install(app, auth, max_body_bytes)
@@ -109,6 +114,7 @@ def create_app(
         )
         if r is not None
     ]
+    # FastAPI documents replacing app.openapi to extend the schema; mypy sees a method
     app.openapi = lambda: _openapi(app, routers)  # type: ignore[method-assign]
     return app
 
@@ -119,19 +125,20 @@ def app_for(
     max_body_bytes: int = MAX_BODY_BYTES,
     web: APIRouter | None = None,
     chat: APIRouter | None = None,
+    chat_status: ChatStatusSource | None = None,
 ) -> FastAPI:
     """The daemon's whole API over a built engine (``web``, ``chat``: as create_app)."""
     return create_app(
         engine.store,
         submit=engine.submit,
-        stats=engine.monitor.stats,  # type: ignore[attr-defined]
+        stats=engine.monitor.stats,
         units={name: spec.unit for name, spec in engine.catalog.items()},
-        approvals=engine,
         auth=auth,
         max_body_bytes=max_body_bytes,
         engine=engine,
         web=web,
         chat=chat,
+        chat_status=chat_status,
     )
 
 
@@ -154,7 +161,7 @@ def _roles(routers: list[tuple[APIRouter, bool]]) -> dict[tuple[str, str], Role 
         for route in router.routes:
             if not isinstance(route, APIRoute):
                 continue
-            for method in route.methods:
+            for method in route.methods or ():
                 role = route_role(route)
                 if pushes:
                     role = Role.viewer if method in ("GET", "HEAD") else Role.operator

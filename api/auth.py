@@ -24,6 +24,7 @@ never reach it: request bodies are not recorded.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import hmac
 import logging
@@ -47,6 +48,7 @@ from api.metrics import CounterOf
 from api.roles import Role
 from kernel.errors import MendloopError
 from kernel.models import utcnow
+from loop.db.engine import aware
 from loop.db.migrate import ensure_schema
 from loop.db.schema import ApiTokenRecord, AuditRecord
 
@@ -99,7 +101,7 @@ class TokenInfo(BaseModel):
             name=row.name,
             role=Role(row.role),
             created_by=row.created_by,
-            created_at=_aware(row.created_at),  # type: ignore[arg-type]
+            created_at=aware(row.created_at),
             revoked_at=_aware(row.revoked_at),
             last_used_at=_aware(row.last_used_at),
         )
@@ -147,15 +149,16 @@ class TokenStore:
 
     def list(self, include_revoked: bool = False) -> list[TokenInfo]:
         with Session(self.engine) as session:
-            query = select(ApiTokenRecord).order_by(ApiTokenRecord.created_at)  # type: ignore[arg-type]
+            query = select(ApiTokenRecord).order_by(col(ApiTokenRecord.created_at))
             rows = session.exec(query).all()
             return [TokenInfo.of(r) for r in rows if include_revoked or r.revoked_at is None]
 
-    def revoke(self, id_or_name: str) -> list[TokenInfo]:
+    def revoke(self, id_or_name: str) -> builtins.list[TokenInfo]:
         """Revoke the token with this id, or every live token of this name."""
         with Session(self.engine) as session:
-            live = ApiTokenRecord.revoked_at.is_(None)  # type: ignore[union-attr]
-            named = or_(ApiTokenRecord.id == id_or_name, ApiTokenRecord.name == id_or_name)
+            live = col(ApiTokenRecord.revoked_at).is_(None)
+            by_id, by_name = col(ApiTokenRecord.id), col(ApiTokenRecord.name)
+            named = or_(by_id == id_or_name, by_name == id_or_name)
             rows = list(session.exec(select(ApiTokenRecord).where(live, named)).all())
             if not rows:
                 raise TokenError(f"no live token with id or name {id_or_name!r}")
@@ -193,7 +196,7 @@ class TokenStore:
             with self.engine.connect() as conn:
                 sqlite = conn.dialect.name == "sqlite"
                 if sqlite:  # the connection's own wait, put back before it returns to the pool
-                    before = conn.exec_driver_sql("PRAGMA busy_timeout").scalar()
+                    before = int(conn.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0)
                     conn.exec_driver_sql(f"PRAGMA busy_timeout = {wait_ms}")
                     conn.commit()
                 try:
@@ -208,7 +211,7 @@ class TokenStore:
                 finally:
                     if sqlite:
                         conn.rollback()
-                        conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(before)}")
+                        conn.exec_driver_sql(f"PRAGMA busy_timeout = {before}")
                         conn.commit()
         except DBAPIError as exc:
             self.last_used_failures += 1
@@ -265,13 +268,13 @@ class AuditLog:
 
     def entries(self, limit: int = 100, actor: str | None = None) -> list[AuditEntry]:
         with Session(self.engine) as session:
-            query = select(AuditRecord).order_by(AuditRecord.id.desc())  # type: ignore[union-attr]
+            query = select(AuditRecord).order_by(col(AuditRecord.id).desc())
             if actor:
                 query = query.where(AuditRecord.actor == actor)
             rows = session.exec(query.limit(limit)).all()
             return [
                 AuditEntry(
-                    at=_aware(r.at),  # type: ignore[arg-type]
+                    at=aware(r.at),
                     actor=r.actor,
                     role=r.role,
                     via=r.via,

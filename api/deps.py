@@ -6,7 +6,9 @@
 
 ``create_app`` fills ``Services``; a server built from a store alone (tests of one concern,
 a read-only API) answers 503 on what needs the engine, never 500. ``EngineApi`` is what the
-routes use of ``loop.daemon.Engine``, so anything shaped like it can stand behind the API.
+routes use of ``loop.daemon.Engine`` and ``PeopleActions`` what people do through them
+(``loop.operations.Operations``): typed interfaces, so anything shaped like them can stand
+behind the API.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 from fastapi import Depends, HTTPException, Request
 
-from loop.monitor import IngestResult
+from knowledge.matcher import Matcher
+from loop.monitor import IngestResult, Monitor
+from loop.status import LoopStatus
 from loop.store import IncidentStore, IncidentView
 
 if TYPE_CHECKING:
@@ -27,8 +31,8 @@ if TYPE_CHECKING:
     from kernel.errors import RuleFileError
     from knowledge.embedding import Embedder
     from knowledge.graph import KnowledgeGraph
-    from knowledge.matcher import Matcher
-    from loop.analyze import Analyzer, ReloadResult
+    from loop.analyze import Analyzer
+    from loop.findings import ReloadResult
     from loop.ledger import Ledger
     from loop.solutions import SolutionSpec
     from rules.catalog import Catalog
@@ -48,43 +52,16 @@ class Submit(Protocol):
 
 
 class Approvals(Protocol):
-    """What approving needs from the daemon (loop.daemon.Engine has both); ``plan_hash``
-    is passed only when the caller named one."""
+    """What approving needs (loop.operations.Operations has both); ``plan_hash`` is passed
+    only when the caller named one."""
 
     def approve(self, incident_id: str, by: str = ..., comment: str = ...) -> IncidentView: ...
 
     def reject(self, incident_id: str, by: str = ..., comment: str = ...) -> IncidentView: ...
 
 
-class EngineApi(Approvals, Protocol):
-    """What the routes use of loop.daemon.Engine."""
-
-    settings: Settings
-    store: IncidentStore
-    graph: KnowledgeGraph
-    embedder: Embedder
-    catalog: Catalog
-    library: dict[str, SolutionSpec]
-    ledger: Ledger
-    analyzer: Analyzer
-    rules_errors: tuple[RuleFileError, ...]
-    listeners: list[Callable[[Any], None]]
-
-    def submit(
-        self,
-        batch: Iterable[Any],
-        *,
-        owner: str | None = None,
-        refused: Mapping[str, int] | None = None,
-    ) -> IngestResult: ...
-
-    def reload_rules(self) -> ReloadResult | None: ...
-
-    def loop_running(self) -> bool: ...
-
-    def findings_queued(self) -> int: ...
-
-    def incidents_in_flight(self) -> int: ...
+class PeopleActions(Approvals, Protocol):
+    """What people do through the API (loop.operations.Operations)."""
 
     def plan(self, incident_id: str) -> ApprovalPlan | None: ...
 
@@ -96,18 +73,58 @@ class EngineApi(Approvals, Protocol):
 
     def reanalyze(self, incident_id: str, by: str) -> IncidentView: ...
 
-    def escalate(self, incident_id: str, by: str, comment: str) -> IncidentView: ...
+    def propose(self, incident_id: str, solution_id: str, by: str) -> IncidentView: ...
+
+    def close(self, incident_id: str, by: str, comment: str = "") -> IncidentView: ...
+
+    def escalate(self, incident_id: str, by: str, comment: str = "") -> IncidentView: ...
 
 
-def engine_method(engine: object, *names: str) -> Callable[..., Any]:
-    """The first of ``names`` the engine has; 503 when it has none (an engine older than
-    the API). ``close`` is looked up as ``close_incident`` first: ``Engine.close()`` is
-    also the shutdown of its connections."""
-    for name in names:
-        method = getattr(engine, name, None)
-        if callable(method):
-            return method  # type: ignore[no-any-return]
-    raise HTTPException(503, f"this engine cannot {names[0].replace('_', ' ')}")
+class RuleUpkeep(Protocol):
+    """The engine's rule reloads (loop.watch.Upkeep)."""
+
+    errors: tuple[RuleFileError, ...]
+
+    def reload_rules(self) -> ReloadResult | None: ...
+
+
+class EngineApi(Protocol):
+    """What the routes use of loop.daemon.Engine."""
+
+    settings: Settings
+    store: IncidentStore
+    graph: KnowledgeGraph
+    embedder: Embedder
+    catalog: Catalog
+    library: dict[str, SolutionSpec]
+    ledger: Ledger
+    analyzer: Analyzer
+    monitor: Monitor
+    listeners: list[Callable[[Any], None]]
+
+    @property
+    def upkeep(self) -> RuleUpkeep: ...
+
+    @property
+    def operations(self) -> PeopleActions: ...
+
+    def submit(
+        self,
+        batch: Iterable[Any],
+        *,
+        owner: str | None = None,
+        refused: Mapping[str, int] | None = None,
+    ) -> IngestResult: ...
+
+    def loop_running(self) -> bool: ...
+
+    def loop_health(self) -> tuple[bool, str]: ...
+
+    def findings_queued(self) -> int: ...
+
+    def incidents_in_flight(self) -> int: ...
+
+    def status(self) -> LoopStatus: ...
 
 
 @dataclass
@@ -117,6 +134,7 @@ class Services:
     submit: Submit | None = None
     stats: Callable[[], dict[str, Any]] | None = None
     approvals: Approvals | None = None
+    operations: PeopleActions | None = None
     metrics: ApiMetrics | None = None
     domain: Any = field(default=None, repr=False)  # kernel.domain.Domain, loaded once
     _matcher: Matcher | None = field(default=None, repr=False)
@@ -126,18 +144,22 @@ class Services:
             raise HTTPException(503, "this server runs without the engine (read-only API)")
         return self.engine
 
+    def need_operations(self) -> PeopleActions:
+        if self.operations is None:
+            raise HTTPException(503, "this server runs without the engine (read-only API)")
+        return self.operations
+
     def matcher(self) -> Matcher:
         """One Matcher (calibration loaded once) over the engine's graph and embedder."""
         if self._matcher is None:
-            from knowledge.matcher import Matcher
-
             engine = self.need_engine()
             self._matcher = Matcher(engine.graph, engine.embedder, retry_s=5.0)
         return self._matcher
 
 
 def services(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
+    found: Services = request.app.state.services  # set by create_app
+    return found
 
 
 Svc = Annotated[Services, Depends(services)]

@@ -37,14 +37,12 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import uvicorn
 
 from api.auth import Principal, Role
-
-if TYPE_CHECKING:  # the daemon (and all it loads) is not needed to serve events
-    from loop.daemon import StageEvent
+from loop.events import StageEvent  # the event only: the daemon is not needed to serve events
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import inspect
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,10 +27,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import and_, func, or_
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from api.auth import Approver, Operator, Viewer, note_audit
-from api.deps import Svc, by_of, engine_method
+from api.deps import Svc, by_of
 from api.schemas import (
     ApprovalIn,
     CommentIn,
@@ -98,15 +97,15 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 def _filtered(query: Any, filters: dict[str, Any]) -> Any:
     if filters["states"]:
-        query = query.where(IncidentRecord.state.in_([s.value for s in filters["states"]]))  # type: ignore[attr-defined]
+        query = query.where(col(IncidentRecord.state).in_([s.value for s in filters["states"]]))
     if filters["target"] is not None:
         query = query.where(IncidentRecord.target == filters["target"])
     if filters["fault"] is not None:
         query = query.where(IncidentRecord.fault == filters["fault"])
     if filters["since"] is not None:
-        query = query.where(IncidentRecord.opened_at >= filters["since"])  # type: ignore[operator]
+        query = query.where(col(IncidentRecord.opened_at) >= filters["since"])
     if filters["until"] is not None:
-        query = query.where(IncidentRecord.opened_at < filters["until"])  # type: ignore[operator]
+        query = query.where(col(IncidentRecord.opened_at) < filters["until"])
     return query
 
 
@@ -114,16 +113,16 @@ def page_of(
     svc_store: Any, filters: dict[str, Any], limit: int, cursor: str | None
 ) -> tuple[list[IncidentSummary], int, str | None]:
     """One page newest first, the total matching the filters, and the next cursor."""
-    opened, ident = IncidentRecord.opened_at, IncidentRecord.id
+    opened, ident = col(IncidentRecord.opened_at), col(IncidentRecord.id)
     with Session(svc_store.engine) as session:
         total = session.exec(_filtered(select(func.count()).select_from(IncidentRecord), filters))
         query = _filtered(select(IncidentRecord), filters)
         if cursor is not None:
             at, last_id = decode_cursor(cursor)
             query = query.where(
-                or_(opened < at, and_(opened == at, ident < last_id))  # type: ignore[operator]
+                or_(opened < at, and_(opened == at, ident < last_id))
             )
-        query = query.order_by(opened.desc(), ident.desc()).limit(limit + 1)  # type: ignore[attr-defined]
+        query = query.order_by(opened.desc(), ident.desc()).limit(limit + 1)
         rows = list(session.exec(query))
         count = int(total.one())
     more = len(rows) > limit
@@ -269,9 +268,9 @@ def get_plan(incident_id: str, svc: Svc, who: Viewer) -> ApprovalPlan:
     rollback, and ``plan_hash`` to send back with the approval."""
     incident = incident_or_404(svc, incident_id)
     plan = incident.plan
-    if svc.engine is not None and callable(getattr(svc.engine, "plan", None)):
+    if svc.operations is not None:
         with engine_errors():
-            plan = svc.engine.plan(incident_id)
+            plan = svc.operations.plan(incident_id)
     if plan is None:
         raise HTTPException(404, f"incident {incident_id} has no plan ({incident.state})")
     return plan
@@ -372,13 +371,13 @@ def _decide(
 def reanalyze(request: Request, incident_id: str, svc: Svc, who: Operator) -> IncidentSummary:
     """Run the analysis (and then the decision) again on the incident's findings; allowed
     while it is analysed, decided or waiting for approval (409 otherwise)."""
-    method = engine_method(svc.need_engine(), "reanalyze")
+    ops = svc.need_operations()
     return _act(
         request,
         svc,
         incident_id,
         f"reanalyze {incident_id} as {who.name}",
-        lambda: method(incident_id, by=who.name),
+        lambda: ops.reanalyze(incident_id, by=who.name),
     )
 
 
@@ -392,26 +391,14 @@ def propose(
 ) -> IncidentSummary:
     """Propose another library solution (analysed, decided or waiting incidents): it always
     waits for an approval, and its requester cannot approve it alone when it is high risk."""
-    method = engine_method(svc.need_engine(), "propose")
+    ops = svc.need_operations()
     return _act(
         request,
         svc,
         incident_id,
         f"propose {body.solution_id} for {incident_id} as {who.name}",
-        lambda: method(incident_id, body.solution_id, by=who.name),
+        lambda: ops.propose(incident_id, body.solution_id, by=who.name),
     )
-
-
-def _closer(engine: object) -> Callable[..., IncidentView]:
-    """``Engine.close_incident``, or ``Engine.close(id, by, comment)`` when ``close`` is that
-    one (``Engine.close()`` without parameters shuts the engine's connections)."""
-    method = getattr(engine, "close_incident", None)
-    if callable(method):
-        return method  # type: ignore[no-any-return]
-    close = getattr(engine, "close", None)
-    if callable(close) and "comment" in inspect.signature(close).parameters:
-        return close  # type: ignore[no-any-return]
-    raise HTTPException(503, "this engine cannot close incidents")
 
 
 @router.post(
@@ -423,13 +410,13 @@ def close(
     request: Request, incident_id: str, body: CommentIn, svc: Svc, who: Operator
 ) -> IncidentSummary:
     """Close an incident a person has dealt with (not while a playbook may run: 409)."""
-    method = _closer(svc.need_engine())
+    ops = svc.need_operations()
     return _act(
         request,
         svc,
         incident_id,
         f"close {incident_id} as {who.name}",
-        lambda: method(incident_id, by=who.name, comment=body.comment),
+        lambda: ops.close(incident_id, by=who.name, comment=body.comment),
     )
 
 
@@ -442,11 +429,11 @@ def escalate(
     request: Request, incident_id: str, body: CommentIn, svc: Svc, who: Operator
 ) -> IncidentSummary:
     """Hand the incident to a person now, with why (not while a playbook may run: 409)."""
-    method = engine_method(svc.need_engine(), "escalate")
+    ops = svc.need_operations()
     return _act(
         request,
         svc,
         incident_id,
         f"escalate {incident_id} as {who.name}",
-        lambda: method(incident_id, by=who.name, comment=body.comment),
+        lambda: ops.escalate(incident_id, by=who.name, comment=body.comment),
     )

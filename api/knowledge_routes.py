@@ -17,10 +17,12 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from api.auth import Operator, Viewer, note_audit
 from api.deps import Services, Svc
@@ -35,11 +37,16 @@ from api.schemas import (
     TrackRecord,
     errors,
 )
+from kernel.domain import Domain, parse_symptom, symptom_keys
 from kernel.errors import GraphUnavailable, KnowledgeError
 from kernel.models import Case
+from knowledge.importer import Importer
+from knowledge.similarity import MatchQuery
+from knowledge.tickets import BadRow, read_tickets, validate
+from loop.decide import match_query
 
 router = APIRouter()
-KNOWLEDGE = ["knowledge"]
+KNOWLEDGE: list[str | Enum] = ["knowledge"]  # FastAPI's tag type
 
 CSV_TYPES = ("text/csv", "application/csv")
 JSONL_TYPES = ("application/x-ndjson", "application/jsonl", "application/json", "text/plain", "")
@@ -56,8 +63,6 @@ def graph_errors() -> Iterator[None]:
 
 
 def _domain(svc: Services) -> Any:
-    from kernel.domain import Domain
-
     if svc.domain is None:
         svc.domain = Domain.load()
     return svc.domain
@@ -119,9 +124,6 @@ def search(
         raise HTTPException(422, "give exactly one of text= or incident=")
     if incident is not None:
         return similar_to_incident(incident, svc, who, k)
-    from kernel.domain import parse_symptom, symptom_keys
-    from knowledge.similarity import MatchQuery
-
     assert text is not None
     if not text.strip():
         raise HTTPException(422, "text must not be empty")
@@ -156,8 +158,6 @@ def similar_to_incident(
     incident_id: str, svc: Svc, who: Viewer, k: Annotated[int, Query(ge=1, le=50)] = 5
 ) -> SearchOut:
     """Past cases like this incident, matched on its RCA report as the decision does."""
-    from loop.decide import match_query
-
     incident = svc.store.get(incident_id)
     if incident is None:
         raise HTTPException(404, f"no incident {incident_id}")
@@ -176,8 +176,6 @@ def _solution_ids(svc: Services) -> set[str]:
 
 def _validated(svc: Services, case: Case) -> Case:
     """The same checks as ``kb import``: the domain's vocabulary, a known solution."""
-    from knowledge.tickets import BadRow, validate
-
     engine = svc.need_engine()
     row = validate(
         1, case.model_dump(mode="json"), _domain(svc), engine.catalog, _solution_ids(svc)
@@ -188,8 +186,6 @@ def _validated(svc: Services, case: Case) -> Case:
 
 
 def _write(svc: Services, cases: list[Case]) -> dict[str, Any]:
-    from knowledge.importer import Importer
-
     engine = svc.need_engine()
     importer = Importer(engine.graph, engine.embedder, _domain(svc), batch_size=500, retry_s=10)
     with graph_errors():
@@ -279,13 +275,15 @@ def delete_case(request: Request, case_id: str, svc: Svc, who: Operator) -> Resp
     return Response(status_code=204)
 
 
-def _upload_format(request: Request, fmt: str | None) -> str:
-    if fmt is not None:
-        return fmt
+UploadFormat = Literal["jsonl", "csv"]
+
+
+def _upload_format(request: Request, fmt: str | None) -> UploadFormat:
+    """``?format=`` (checked by the route's pattern), else the Content-Type."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media in CSV_TYPES:
+    if fmt == "csv" or (fmt is None and media in CSV_TYPES):
         return "csv"
-    if media in JSONL_TYPES:
+    if fmt == "jsonl" or (fmt is None and media in JSONL_TYPES):
         return "jsonl"
     raise HTTPException(
         415, f"send JSONL (application/x-ndjson) or CSV (text/csv), or ?format=; not {media}"
@@ -319,8 +317,6 @@ async def import_cases(
     """Historical tickets (the ``mendloop kb import`` formats) as the request body. Bad rows
     are reported with line, id and why and the good ones are still written (idempotent:
     re-importing an unchanged case writes nothing)."""
-    from starlette.concurrency import run_in_threadpool
-
     fmt = _upload_format(request, format)
     body = await request.body()
     if not body.strip():
@@ -329,9 +325,7 @@ async def import_cases(
     return await run_in_threadpool(_import, svc, body, fmt, check)
 
 
-def _import(svc: Services, body: bytes, fmt: str, check: bool) -> ImportOut:
-    from knowledge.tickets import BadRow, read_tickets
-
+def _import(svc: Services, body: bytes, fmt: UploadFormat, check: bool) -> ImportOut:
     engine = svc.need_engine()
     solutions = _solution_ids(svc)
     with tempfile.TemporaryDirectory(prefix="mendloop-import-") as tmp:
@@ -344,7 +338,7 @@ def _import(svc: Services, body: bytes, fmt: str, check: bool) -> ImportOut:
     bad = [r for r in rows if isinstance(r, BadRow)]
     good = [r.case for r in rows if not isinstance(r, BadRow)]
     out = ImportOut(
-        format=fmt,  # type: ignore[arg-type]
+        format=fmt,
         checked_only=check,
         rows=len(rows),
         good=len(good),

@@ -19,7 +19,12 @@ What is exported and where it comes from:
   and dependencies: failures since start, failures in a row now), ``mendloop_loop_findings_
   total{outcome}``, ``mendloop_findings_held``, ``mendloop_run_slots{state}``,
   ``mendloop_outcomes_pending``, ``mendloop_input_quality_findings_total{kind}`` (the
-  engine's resilience, loop/supervise.py and loop/admission.py);
+  engine's resilience, loop/supervise.py and loop/admission.py), all read from the
+  engine's typed ``status()`` (loop/status.py);
+- ``mendloop_decisions_refused_total{reason}`` (loop/decide.py: the graph's solution
+  disagreed with the library), ``mendloop_chat_refusals_total{reason}`` and
+  ``mendloop_chat_messages_total{outcome}`` (api/chatops: callbacks refused, messages
+  sent / failed / dropped / retried);
   ``mendloop_token_last_used_failures_total`` (api/auth.py: the call went on regardless);
 - ``mendloop_api_requests_total{method,route,status}`` and
   ``mendloop_api_request_seconds{method,route}`` (route templates, not raw paths).
@@ -31,9 +36,10 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -43,6 +49,8 @@ from sqlmodel import Session, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loop.db.schema import ExecutionRunRecord, IncidentRecord
+from loop.events import StageEvent
+from loop.status import LoopStatus
 from loop.store import IncidentStore
 
 log = logging.getLogger("mendloop.api")
@@ -52,13 +60,46 @@ STAGE_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 
 TRACKED_INCIDENTS = 10_000  # stage timing memory is bounded, oldest incidents forgotten
 
 
-class LoopCollector(Collector):
-    """Gauges computed at scrape time from SQL and the engine's queues."""
+class LoopSource(Protocol):
+    """What /metrics and /readyz read of the engine (loop.daemon.Engine)."""
 
-    def __init__(self, store: IncidentStore, engine: Any | None, stats: Any | None) -> None:
+    def status(self) -> LoopStatus: ...
+
+    def loop_running(self) -> bool: ...
+
+    def loop_health(self) -> tuple[bool, str]: ...
+
+    def findings_queued(self) -> int: ...
+
+    def incidents_in_flight(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class ChatStatus:
+    """What /metrics reads of chat (api.chatops.ChatOps.status): callbacks and URLs refused,
+    by reason, and the sender's messages by outcome (sent, failed, dropped, retried)."""
+
+    refusals: Mapping[str, int]
+    messages: Mapping[str, int]
+
+
+ChatStatusSource = Callable[[], ChatStatus]
+
+
+class LoopCollector(Collector):
+    """Gauges computed at scrape time from SQL, the engine's status and chat's counters."""
+
+    def __init__(
+        self,
+        store: IncidentStore,
+        engine: LoopSource | None,
+        stats: Callable[[], dict[str, Any]] | None,
+        chat: ChatStatusSource | None = None,
+    ) -> None:
         self.store = store
         self.engine = engine
         self.stats = stats
+        self.chat = chat
 
     def collect(self) -> Iterator[Metric]:
         incidents = GaugeMetricFamily(
@@ -75,7 +116,9 @@ class LoopCollector(Collector):
             log.exception("metrics: incidents by state not read")
         yield incidents
         if self.engine is not None:
-            yield from self._engine_metrics()
+            yield from self._engine_metrics(self.engine)
+        if self.chat is not None:
+            yield from _chat_metrics(self.chat())
         if self.stats is not None:
             intake = GaugeMetricFamily(
                 "mendloop_intake_samples",
@@ -92,7 +135,7 @@ class LoopCollector(Collector):
                         f"mendloop_intake_{kind}", f"Live {kind} in the monitor", value=stats[kind]
                     )
 
-    def _engine_metrics(self) -> Iterator[Metric]:
+    def _engine_metrics(self, engine: LoopSource) -> Iterator[Metric]:
         runs = GaugeMetricFamily(
             "mendloop_executions",
             "Playbook runs by phase and outcome (SQL)",
@@ -110,85 +153,94 @@ class LoopCollector(Collector):
         except Exception:
             log.exception("metrics: executions not read")
         yield runs
-        probe = LoopProbe(self.engine)
         yield GaugeMetricFamily(
             "mendloop_findings_queued",
             "Finding batches waiting for the loop",
-            value=probe.findings_queued(),
+            value=engine.findings_queued(),
         )
         yield GaugeMetricFamily(
             "mendloop_incident_tasks",
             "Incidents being driven through the loop now",
-            value=probe.incident_tasks(),
+            value=engine.incidents_in_flight(),
         )
-        yield from _resilience_metrics(self.engine)
+        yield from _resilience_metrics(engine.status())
 
 
-def _resilience_metrics(engine: Any) -> Iterator[Metric]:
-    """The loop's supervision (loop/supervise.py), admission (loop/admission.py) and outbox."""
-    health = getattr(engine, "health", None)
-    if health is not None:
-        failures = CounterMetricFamily(
-            "mendloop_loop_failures",
-            "Failures of the loop's tasks and dependencies since start (each retried)",
-            labels=["name"],
-        )
-        for name, count in sorted(health.failures.items()):
-            failures.add_metric([name], count)
-        yield failures
-        failing = GaugeMetricFamily(
-            "mendloop_loop_failing",
-            "Failures in a row of a task or dependency now (0: works)",
-            labels=["name"],
-        )
-        for name, failure in sorted(health.failing().items()):
-            failing.add_metric([name], failure.count)
-        yield failing
-    admission = getattr(engine, "admission", None)
-    if admission is not None:
-        findings = CounterMetricFamily(
-            "mendloop_loop_findings",
-            "Findings by what became of them (opened, joined, deferred, dropped_full, ...)",
-            labels=["outcome"],
-        )
-        for outcome, count in sorted(admission.counts.items()):
-            findings.add_metric([outcome], count)
-        yield findings
+def _counters(name: str, documentation: str, label: str, counts: Mapping[str, int]) -> Metric:
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for key, count in sorted(counts.items()):
+        family.add_metric([key], count)
+    return family
+
+
+def _resilience_metrics(status: LoopStatus) -> Iterator[Metric]:
+    """The loop's supervision (loop/supervise.py), admission (loop/admission.py), outbox
+    and decisions refused because the graph disagreed with the library (loop/decide.py)."""
+    yield _counters(
+        "mendloop_loop_failures",
+        "Failures of the loop's tasks and dependencies since start (each retried)",
+        "name",
+        status.failures,
+    )
+    failing = GaugeMetricFamily(
+        "mendloop_loop_failing",
+        "Failures in a row of a task or dependency now (0: works)",
+        labels=["name"],
+    )
+    for name, count in sorted(status.failing.items()):
+        failing.add_metric([name], count)
+    yield failing
+    yield _counters(
+        "mendloop_loop_findings",
+        "Findings by what became of them (opened, joined, deferred, dropped_full, ...)",
+        "outcome",
+        status.findings,
+    )
+    yield GaugeMetricFamily(
+        "mendloop_findings_held", "Findings waiting to become incidents", value=status.held
+    )
+    slots = GaugeMetricFamily(
+        "mendloop_run_slots",
+        "Incidents in their dry run / run steps (busy) and queued for a slot (waiting)",
+        labels=["state"],
+    )
+    slots.add_metric(["busy"], status.runs_busy)
+    slots.add_metric(["waiting"], status.runs_waiting)
+    yield slots
+    if status.outcomes_pending is not None:  # None: SQL out (/readyz says so)
         yield GaugeMetricFamily(
-            "mendloop_findings_held", "Findings waiting to become incidents", value=len(admission)
+            "mendloop_outcomes_pending",
+            "Remediation outcomes not yet written to the knowledge graph",
+            value=status.outcomes_pending,
         )
-    gate = getattr(engine, "run_gate", None)
-    if gate is not None:
-        slots = GaugeMetricFamily(
-            "mendloop_run_slots",
-            "Incidents in their dry run / run steps (busy) and queued for a slot (waiting)",
-            labels=["state"],
-        )
-        slots.add_metric(["busy"], gate.busy)
-        slots.add_metric(["waiting"], gate.waiting)
-        yield slots
-    outbox = getattr(engine, "outbox", None)
-    if outbox is not None:
-        try:
-            pending = outbox.count_pending()
-        except Exception:  # SQL out: /readyz says so; the scrape still answers
-            log.warning("metrics: the outcome outbox was not read", exc_info=True)
-        else:
-            yield GaugeMetricFamily(
-                "mendloop_outcomes_pending",
-                "Remediation outcomes not yet written to the knowledge graph",
-                value=pending,
-            )
-    quality = getattr(engine, "quality_log", None)
-    if quality is not None:
-        bad = CounterMetricFamily(
-            "mendloop_input_quality_findings",
-            "Gaps and stale samples seen since start (summarised in the log)",
-            labels=["kind"],
-        )
-        for kind, count in sorted(quality.total.items()):
-            bad.add_metric([kind], count)
-        yield bad
+    yield _counters(
+        "mendloop_input_quality_findings",
+        "Gaps and stale samples seen since start (summarised in the log)",
+        "kind",
+        status.input_quality,
+    )
+    yield _counters(
+        "mendloop_decisions_refused",
+        "Decisions refused since start because the graph's solution disagrees with the "
+        "library (not_in_library, library_mismatch)",
+        "reason",
+        status.decider_refusals,
+    )
+
+
+def _chat_metrics(status: ChatStatus) -> Iterator[Metric]:
+    yield _counters(
+        "mendloop_chat_refusals",
+        "Chat callbacks and response URLs refused since start, by reason",
+        "reason",
+        status.refusals,
+    )
+    yield _counters(
+        "mendloop_chat_messages",
+        "Chat messages since start by outcome (sent, failed, dropped, retried)",
+        "outcome",
+        status.messages,
+    )
 
 
 class CounterOf(Collector):
@@ -203,39 +255,25 @@ class CounterOf(Collector):
 
 
 class LoopProbe:
-    """The loop's liveness and queue depths, from the Engine's probes (0 / not running
-    for an engine-less app)."""
+    """The loop's liveness for /readyz (not running for an engine-less app)."""
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: LoopSource | None) -> None:
         self.engine = engine
-
-    def running(self) -> bool:
-        return self.engine is not None and self.engine.loop_running()
 
     def status(self) -> tuple[bool, str]:
         """Running and nothing in it failing (what fails and since when, else)."""
         if self.engine is None:
             return False, "the engine loop is not running"
-        health = getattr(self.engine, "loop_health", None)
-        if callable(health):
-            ok, detail = health()
-            return bool(ok), str(detail)
-        running = self.running()
-        return running, "running" if running else "the engine loop is not running"
-
-    def findings_queued(self) -> int:
-        return self.engine.findings_queued() if self.engine is not None else 0
-
-    def incident_tasks(self) -> int:
-        return self.engine.incidents_in_flight() if self.engine is not None else 0
+        return self.engine.loop_health()
 
 
 class ApiMetrics:
     def __init__(
         self,
         store: IncidentStore,
-        engine: Any | None = None,
+        engine: LoopSource | None = None,
         stats: Callable[[], dict[str, Any]] | None = None,
+        chat: ChatStatusSource | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.stage_seconds = Histogram(
@@ -257,16 +295,16 @@ class ApiMetrics:
             ["method", "route"],
             registry=self.registry,
         )
-        self.registry.register(LoopCollector(store, engine, stats))
+        self.registry.register(LoopCollector(store, engine, stats, chat))
         self._last: OrderedDict[str, tuple[str, datetime]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def on_stage(self, event: Any) -> None:
-        """A StageEvent listener (loop.daemon): the time since the incident entered its
+    def on_stage(self, event: StageEvent) -> None:
+        """A StageEvent listener (loop/events.py): the time since the incident entered its
         previous state goes into the histogram under (previous state, this state)."""
-        if getattr(event, "kind", "incident") != "incident" or event.state is None:
+        if event.kind != "incident" or event.state is None:
             return  # automation paused/resumed: no incident moved
-        state = str(getattr(event.state, "value", event.state))
+        state = event.state.value
         with self._lock:
             previous = self._last.pop(event.incident_id, None)
             if previous is not None and previous[0] == state:  # a step within the stage

@@ -12,6 +12,7 @@ GET  /v1/audit, /v1/tokens   admin
 from __future__ import annotations
 
 import concurrent.futures
+from enum import Enum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
@@ -20,7 +21,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from api.auth import Admin, AuditEntry, Auth, Operator, TokenInfo, Viewer, note_audit
-from api.deps import Services, Svc, engine_method
+from api.deps import Services, Svc
 from api.ingest import busy, push_status
 from api.metrics import CONTENT_TYPE, LoopProbe
 from api.schemas import CheckOut, HealthOut, PauseIn, ReadyOut, ResumeIn, WhoAmI, errors
@@ -30,7 +31,7 @@ from kernel.errors import Overloaded
 from loop.monitor import IngestResult
 
 router = APIRouter()
-OPS = ["operations"]
+OPS: list[str | Enum] = ["operations"]  # FastAPI's tag type
 NEO4J_CHECK_S = 3.0
 _checks = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="readyz")
 
@@ -67,11 +68,9 @@ def _neo4j(svc: Services) -> CheckOut:
 
 def _rules(svc: Services) -> CheckOut:
     engine = svc.need_engine()
-    if engine.rules_errors:
-        first = engine.rules_errors[0]
+    if errors := engine.upkeep.errors:
         return CheckOut(
-            ok=False,
-            detail=f"last reload refused ({len(engine.rules_errors)} error(s), first: {first})",
+            ok=False, detail=f"last reload refused ({len(errors)} error(s), first: {errors[0]})"
         )
     active = len(engine.analyzer.active_rules)
     return CheckOut(ok=active > 0, detail=f"{active} rule(s) active")
@@ -189,9 +188,7 @@ def intake(svc: Svc, who: Viewer) -> dict[str, Any]:
 
 
 def _automation(svc: Services) -> AutomationStatus:
-    engine = svc.need_engine()
-    status = engine_method(engine, "automation")()
-    return status  # type: ignore[no-any-return]
+    return svc.need_operations().automation()
 
 
 @router.get(
@@ -216,8 +213,7 @@ def pause(
     body = body or PauseIn()
     where = body.target or "everywhere"
     note_audit(request, f"pause automation {where} as {who.name}: {body.reason}"[:2000])
-    method = engine_method(svc.need_engine(), "pause")
-    return method(body.target, by=who.name, reason=body.reason)  # type: ignore[no-any-return]
+    return svc.need_operations().pause(body.target, by=who.name, reason=body.reason)
 
 
 @router.post(
@@ -240,8 +236,7 @@ def resume(
     )
     if not paused:
         raise HTTPException(404, f"automation is not paused {where}")
-    method = engine_method(svc.need_engine(), "resume")
-    return method(body.target, by=who.name)  # type: ignore[no-any-return]
+    return svc.need_operations().resume(body.target, by=who.name)
 
 
 # -- who, audit, tokens -------------------------------------------------------------------

@@ -9,19 +9,23 @@ GET  /v1/catalog?subsystem=&layer=&sqi_role=&component=&q=   GET /v1/catalog/{na
 from __future__ import annotations
 
 import tempfile
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
+from starlette.concurrency import run_in_threadpool
 
 from api.auth import Operator, Viewer, note_audit
 from api.deps import Svc
 from api.schemas import ReloadOut, RuleCheckOut, RuleErrorOut, RuleOut, RulesOut, errors
 from kernel.errors import RuleFileError
 from rules.catalog import MetricSpec
+from rules.compiler import faults_for
+from rules.loader import check_paths
 
 router = APIRouter()
-RULES = ["rules"]
+RULES: list[str | Enum] = ["rules"]  # FastAPI's tag type
 
 
 # -- rules --------------------------------------------------------------------------------
@@ -51,7 +55,7 @@ def list_rules(svc: Svc, who: Viewer) -> RulesOut:
             )
             for r in sorted(engine.analyzer.active_rules.values(), key=lambda r: r.id)
         ],
-        errors=[_rule_error(e) for e in engine.rules_errors],
+        errors=[_rule_error(e) for e in engine.upkeep.errors],
     )
 
 
@@ -77,11 +81,6 @@ async def validate_rules(
 ) -> RuleCheckOut:
     """Check a rule file (YAML body) as ``mendloop rules check`` does: every error as
     file:line and why, against the running catalog and fault registry. Nothing changes."""
-    from starlette.concurrency import run_in_threadpool
-
-    from rules.compiler import faults_for
-    from rules.loader import check_paths
-
     engine = svc.need_engine()
     body = await request.body()
 
@@ -110,7 +109,7 @@ def reload_rules(request: Request, svc: Svc, who: Operator) -> ReloadOut:
     """Re-read the rule files now (the daemon also polls them). A set with any error is
     refused whole and the running rules stay: ``ok`` false and the errors."""
     engine = svc.need_engine()
-    result = engine.reload_rules()
+    result = engine.upkeep.reload_rules()
     active = len(engine.analyzer.active_rules)
     note_audit(request, "reload rules" + ("" if result is not None else " (refused)"))
     if result is None:
@@ -120,7 +119,7 @@ def reload_rules(request: Request, svc: Svc, who: Operator) -> ReloadOut:
             added=[],
             removed=[],
             changed=[],
-            errors=[_rule_error(e) for e in engine.rules_errors],
+            errors=[_rule_error(e) for e in engine.upkeep.errors],
         )
     return ReloadOut(
         ok=True,

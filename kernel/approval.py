@@ -1,7 +1,7 @@
 """What a person approves and who did: the approval plan (bound by its hash), the approval,
 and whether automatic fixes are paused.
 
-    plan = ApprovalPlan.build(incident_id="abc", solution_id="sol-x", ...)
+    plan = ApprovalPlan.of(remediation, hosts=("localhost",), dry_run=run, diff=diff)
     plan.plan_hash                      # 64 hex digits
     Approval(by="alice", plan_hash=plan.plan_hash)
     AutomationStatus().pause_for("pm-site-1")     # None: not paused
@@ -16,11 +16,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from kernel.models import Frozen, RunStatus, utcnow
+from kernel.models import Frozen, PlaybookRun, RunStatus, utcnow
+from kernel.plan import Condition, RemediationPlan, Scalar, VerificationPlan
 
-Scalar = str | int | float | bool
-
-# what an ApprovalPlan's hash covers: everything that would run, and what its dry run said
+# what an ApprovalPlan's hash covers: the remediation plan (everything that would run, and
+# how it is checked before and after), the inventory it runs on, and what its dry run said
 _PLAN_HASHED = (
     "incident_id",
     "solution_id",
@@ -36,18 +36,26 @@ _PLAN_HASHED = (
     "diff",
     "rollback_playbook",
     "rollback_vars",
+    "blast_radius",
+    "preconditions",
+    "verification",
 )
 
 
 class ApprovalPlan(Frozen):
-    """The exact plan a person approves: the playbook with its extra vars and hosts, what
-    its dry run (check mode) would change, and the rollback. ``plan_hash`` (sha256 of the
-    canonical JSON of the fields in ``_PLAN_HASHED``) binds an approval to it: when the
-    plan recomputed just before the run hashes differently, the approval is void.
+    """The exact plan a person approves: the incident's RemediationPlan (kernel/plan.py:
+    the playbook with its extra vars, the rollback, risk, blast radius, preconditions and
+    verification), the hosts it runs on and what its dry run (check mode) would change.
+    ``plan_hash`` (sha256 of the canonical JSON of the fields in ``_PLAN_HASHED``) binds an
+    approval to it: when the plan recomputed just before the run (the remediation plan
+    resolved again, a fresh dry run) hashes differently, the approval is void.
 
-        plan = ApprovalPlan.build(incident_id="abc", solution_id="sol-x", ...)
+        plan = ApprovalPlan.of(remediation, hosts=("localhost",), dry_run=run, diff=diff)
         plan.plan_hash                      # 64 hex digits
         plan.differences(newer)             # ["extra_vars.target: 'a' -> 'b'", ...]
+
+    A plan stored before the remediation plan existed has no ``blast_radius``,
+    ``preconditions`` or ``verification``; it loads, and its hash stays what it was.
     """
 
     incident_id: str
@@ -66,8 +74,44 @@ class ApprovalPlan(Frozen):
     rollback_playbook: str | None = None
     rollback_vars: dict[str, Scalar] = Field(default_factory=dict)
     requested_by: str = "mendloop"
+    blast_radius: int | None = Field(None, description="targets it may run on at once")
+    preconditions: tuple[Condition, ...] = Field((), description="must hold before the run")
+    verification: VerificationPlan | None = Field(None, description="how the fix is verified")
     created_at: datetime = Field(default_factory=utcnow)
     plan_hash: str = Field(description="sha256 of the canonical JSON of what would run")
+
+    @classmethod
+    def of(
+        cls,
+        plan: RemediationPlan,
+        hosts: tuple[str, ...],
+        dry_run: PlaybookRun | None,
+        diff: tuple[str, ...] = (),
+        requested_by: str = "mendloop",
+    ) -> ApprovalPlan:
+        """What a person is shown for ``plan``: all of it, the hosts, and its dry run
+        (None: the playbook has no check mode)."""
+        return cls.build(
+            incident_id=plan.incident_id,
+            solution_id=plan.solution_id,
+            title=plan.title,
+            risk=plan.risk,
+            target=plan.target,
+            playbook=plan.playbook,
+            extra_vars=plan.extra_vars,
+            hosts=hosts,
+            check_mode=plan.check_mode,
+            check_status=dry_run.status if dry_run else None,
+            changed=dry_run.changed if dry_run else 0,
+            changed_tasks=dry_run.changed_tasks if dry_run else (),
+            diff=diff,
+            rollback_playbook=plan.rollback_playbook,
+            rollback_vars=plan.extra_vars if plan.rollback_playbook else {},
+            requested_by=requested_by,
+            blast_radius=plan.blast_radius,
+            preconditions=plan.preconditions,
+            verification=plan.verification,
+        )
 
     @staticmethod
     def digest(fields: dict[str, object]) -> str:

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import AliasChoices, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from kernel.errors import ConfigError
 from kernel.shadow import ShadowScope
@@ -159,8 +159,13 @@ def load_settings(config_file: Path | None = None) -> Settings:
     class _FileSettings(Settings):
         @classmethod
         def settings_customise_sources(
-            cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
-        ):
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
             # env beats file: the file values come in as the lowest-priority init source
             return env_settings, init_settings
 

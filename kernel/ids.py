@@ -58,7 +58,7 @@ def loggable(value: object, limit: int = 60) -> str:
     return f"'{safe(value, limit)}'"
 
 
-def label_problem(labels: Mapping[object, object]) -> tuple[str, str] | None:
+def label_problem(labels: object) -> tuple[str, str] | None:
     """``(reason, message)`` for the first thing wrong with ``labels``, or None when fine."""
     if not isinstance(labels, Mapping):
         return "bad_labels", "labels must be an object of name: value"

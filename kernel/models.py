@@ -1,7 +1,8 @@
 """Typed messages that cross a stage boundary, each defined once.
 
     Sample -> (monitor) -> Finding -> (analyze) -> RCAReport -> (decide) -> Match, Decision
-           -> (execute) -> Execution -> (verify) -> Verification
+           (+ its RemediationPlan, kernel/plan.py) -> (execute) -> Execution
+           -> (verify) -> Verification
     (kernel/approval.py: the ApprovalPlan a person approves, the Approval, AutomationStatus)
 
 All are frozen pydantic models: a stage hands its output on and nobody edits it after.
@@ -11,9 +12,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from kernel.ids import label_problem
@@ -217,12 +218,16 @@ class DecisionMode(StrEnum):
     suggest = "suggest"
 
 
+# what a Decision carried before the remediation plan (kernel/plan.py) took it over
+_LEGACY_DECISION_FIELDS = ("playbook", "rollback_playbook", "extra_vars")
+
+
 class Decision(Frozen):
+    """Which solution, how far it may go on its own (``mode``) and why. What it runs is
+    the incident's RemediationPlan (kernel/plan.py), resolved once from the library."""
+
     incident_id: str
     solution_id: str
-    playbook: str
-    rollback_playbook: str | None = None
-    extra_vars: dict[str, str | int | float | bool] = Field(default_factory=dict)
     mode: DecisionMode
     reason: str
     match: Match | None = None
@@ -231,6 +236,15 @@ class Decision(Frozen):
         description="who asks for this fix: the daemon, or the person who re-ran the analysis "
         "or proposed the solution (two-person rule: a high-risk fix needs someone else)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data: Any) -> Any:
+        """A decision stored before the remediation plan named the playbook and its vars
+        itself: they are dropped (the plan is resolved again from the library, once)."""
+        if isinstance(data, dict) and any(k in data for k in _LEGACY_DECISION_FIELDS):
+            return {k: v for k, v in data.items() if k not in _LEGACY_DECISION_FIELDS}
+        return data
 
 
 class RunStatus(StrEnum):

@@ -5,7 +5,7 @@
 
 Any non-terminal state may also go to ``escalated``: a stage that cannot go on hands the
 incident to a human with its reason rather than leaving it hanging. What people add
-(loop/remediate.py, called by the API and chat):
+(loop/operations.py, called by the API and chat):
 
 - ``approved -> awaiting_approval``: the plan recomputed just before the run differs from
   the approved one, so the approval is void and asked again;

@@ -118,6 +118,7 @@ def _design(pairs: list[Pair]) -> np.ndarray:
 
 
 def fit(pairs: list[Pair]) -> Calibration:
+    # scikit-learn (~1 s to import) only for `mendloop kb calibrate`, never in the daemon
     from sklearn.linear_model import LogisticRegression
 
     model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000)

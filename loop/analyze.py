@@ -32,12 +32,12 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 import numpy as np
 
-from kernel.models import Evidence, Finding, FindingKind, RCAReport, Sample
+from kernel.models import Evidence, Finding, RCAReport, Sample
 from loop.anomaly import BaselineBank
+from loop.findings import ReloadResult, finding_from_rule, quality_finding
 from loop.monitor import Point
 from loop.rca import Context, Topology
 from loop.report import build_report, default_topology, rank_causes
@@ -49,67 +49,11 @@ from rules.signals import Change, QualityEvent, SignalTracker, ThresholdTracker
 __all__ = [
     "Analyzer",
     "Change",
-    "ReloadResult",
     "ThresholdTracker",
     "build_report",
-    "finding_from_rule",
-    "quality_finding",
     "rank_causes",
     "sqi_finding",
 ]
-
-
-def finding_from_rule(rule: RuleSpec, facts: list[AbnormalFact]) -> Finding:
-    evidence = tuple(
-        Evidence(
-            series=f.series,
-            value=f.value,
-            threshold=f.threshold,
-            direction="high" if f.direction == "high" else "low",
-            since=f.since,
-        )
-        for f in facts
-    )
-    return Finding(
-        kind=FindingKind.rule,
-        target=facts[0].target,
-        series=tuple(f.series for f in facts),
-        rule_id=rule.id,
-        started_at=min(f.since for f in facts),
-        score=rule.confidence,
-        evidence=evidence,
-    )
-
-
-def quality_finding(event: QualityEvent) -> Finding:
-    """Bad input as a finding of its own kind; ``rule_id`` is ``data:<reason>``."""
-    return Finding(
-        kind=FindingKind(event.kind),
-        target=event.target,
-        series=(event.series,),
-        rule_id=f"data:{event.reason}",
-        started_at=event.since,
-        score=1.0,
-        evidence=(
-            Evidence(
-                series=event.series,
-                value=event.value,
-                threshold=event.limit,
-                direction="high",
-                since=event.since,
-            ),
-        ),
-    )
-
-
-@dataclass(frozen=True)
-class ReloadResult:
-    """What a hot reload did: rule ids added/removed/changed, findings it fired."""
-
-    added: tuple[str, ...]
-    removed: tuple[str, ...]
-    changed: tuple[str, ...]
-    fired: tuple[Finding, ...]
 
 
 def _windows(rules: Iterable[RuleSpec]) -> dict[str, float]:
@@ -128,6 +72,13 @@ class Analyzer:
 
     ``rules`` maps every rule id ever loaded to its newest spec (so findings of a rule a
     reload removed can still be explained); ``active_rules`` is what runs now.
+
+    Why one class of ~300 lines: the threshold and signal trackers, the durable_rules
+    ruleset, the SQI trackers and the ML baselines share one lock and one clock, and a
+    hot reload swaps the ruleset while re-asserting the trackers' state into it; split,
+    the lock (and the atomicity of a reload) would have to cross objects. What does not
+    need the lock lives beside it: findings (loop/findings.py), ranking (loop/rca.py),
+    reports (loop/report.py), SQI (loop/sqi.py), baselines (loop/anomaly.py).
     """
 
     def __init__(

@@ -1,8 +1,8 @@
-"""Findings -> incidents: the daemon's consumer of the analyzer's findings (a mixin of
-loop.daemon.Engine).
+"""Findings -> incidents: the daemon's consumer of the analyzer's findings.
 
-    engine._findings.put_nowait(findings)   # the analyzer's hand-over (Engine._hand_over)
-    await engine._consume()                 # supervised by the daemon: runs for ever
+    consumer = Consumer(store, analyzer, admission, standing, health, events, walk)
+    consumer.queue.put_nowait(findings)     # the engine's hand-over (Engine.hand_over)
+    await consumer.run()                    # supervised by the engine: runs for ever
 
 A finding is held (loop/admission.py) until its incident is committed or a live
 incident already handles its fault, so an SQL outage (locked past the busy timeout, disk
@@ -21,49 +21,52 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from kernel.logsafe import safe
 from kernel.models import Finding
 from kernel.state import State
 from loop.admission import Admission, Standing, rank
+from loop.analyze import Analyzer
 from loop.db.engine import store_outage
+from loop.events import Events
 from loop.rca import independent_problems
 from loop.store import IncidentStore
 from loop.supervise import Health
-
-if TYPE_CHECKING:
-    from loop.analyze import Analyzer
 
 log = logging.getLogger("mendloop.daemon")
 
 
 class Consumer:
-    """Mixin of loop.daemon.Engine: findings in, incidents opened (see the module doc)."""
+    """Findings in, incidents opened and handed to ``walk`` (see the module doc)."""
 
-    store: IncidentStore
-    analyzer: Analyzer
-    admission: Admission
-    standing: Standing
-    health: Health
-    _findings: asyncio.Queue[list[Finding]]
-
-    def _spawn(self, incident_id: str) -> None:
-        raise NotImplementedError
-
-    def _emit(
-        self, incident_id: str, target: str, state: State | None, note: str, kind: str = "incident"
+    def __init__(
+        self,
+        store: IncidentStore,
+        analyzer: Analyzer,
+        admission: Admission,
+        standing: Standing,
+        health: Health,
+        events: Events,
+        walk: Callable[[str], None],
     ) -> None:
-        raise NotImplementedError
+        self.store = store
+        self.analyzer = analyzer
+        self.admission = admission
+        self.standing = standing
+        self.health = health
+        self.events = events
+        self.walk = walk  # on the event loop: the engine's walk of a new incident
+        self.queue: asyncio.Queue[list[Finding]] = asyncio.Queue()
 
-    async def _consume(self) -> None:
+    async def run(self) -> None:
         """Take findings into the held set and open their incidents. An SQL outage raises
         out of here: the supervisor retries after a backoff and the findings stay held."""
         while True:
             if not len(self.admission):
-                self._take(await self._findings.get())
-            while not self._findings.empty():
-                self._take(self._findings.get_nowait())
+                self._take(await self.queue.get())
+            while not self.queue.empty():
+                self._take(self.queue.get_nowait())
             await self._open_held()
             self.health.ok("findings")
             if len(self.admission):  # over budget: they wait, counted
@@ -88,7 +91,7 @@ class Consumer:
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
             try:
-                batch = await asyncio.wait_for(self._findings.get(), left)
+                batch = await asyncio.wait_for(self.queue.get(), left)
             except TimeoutError:
                 return
             if self._take(batch) and self.admission.budget(established=True) > 0:
@@ -128,8 +131,8 @@ class Consumer:
             self.admission.release(problem, "opened")
             self.admission.opened(established)
             self.health.ok("sql")
-            self._emit(incident_id, target, State.open, f"{len(problem)} rule finding(s)")
-            self._spawn(incident_id)
+            self.events.emit(incident_id, target, State.open, f"{len(problem)} rule finding(s)")
+            self.walk(incident_id)
 
     def _fault_of(self, finding: Finding) -> str:
         return self.analyzer.rules[finding.rule_id].fault

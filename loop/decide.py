@@ -1,6 +1,6 @@
 """Decide: from an RCA report to the fix that worked before, and how much autonomy to use.
 
-    decider = Decider(graph, embedder, settings.match_min_similarity, base_vars, library=lib)
+    decider = Decider(graph, embedder, settings.match_min_similarity, library=lib)
     outcome = decider.decide(report)
     outcome.decision        # Decision, or None with outcome.reason saying why
     decider.refusals        # Counter: graph solutions refused, by reason
@@ -12,11 +12,13 @@ that ended *resolved*, score at least ``min_similarity`` and do not contradict t
 the RCA named (a look-alike's fix treats another fault) may propose their solution;
 among them the solution with the best similarity x success rate x risk wins.
 
-The graph is outside data: what a decision runs (playbook, rollback, parameters) comes
-from the solution library (loop/solutions.py), never from the graph's Solution node. A
-chosen solution the library does not know, or whose graph record names another playbook
-or rollback than the library, is refused (no decision: the incident is escalated with the
-reason), logged and counted in ``refusals``.
+The graph is outside data: what a decision runs (playbook, rollback, parameters: the
+RemediationPlan, loop/planner.py) and its risk come from the solution library
+(loop/solutions.py), never from the graph's Solution node (a copy of the library entry
+made at seed time, whose track record is what the graph adds). A chosen solution the
+library does not know, or whose graph record names another playbook or rollback than the
+library, is refused (no decision: the incident is escalated with the reason), logged and
+counted in ``refusals``.
 """
 
 from __future__ import annotations
@@ -100,21 +102,29 @@ def library_mismatch(solution: Solution, spec: SolutionSpec | None) -> tuple[str
     return None
 
 
+def with_library_risk(solution: Solution, library: Mapping[str, SolutionSpec]) -> Solution:
+    """The graph's record of a solution with the library's risk, the one source of risk (a
+    solution the library does not know keeps the graph's: chosen, it is refused anyway)."""
+    spec = library.get(solution.id)
+    if spec is None or spec.risk == solution.risk:
+        return solution
+    return solution.model_copy(update={"risk": spec.risk})
+
+
 def rank_candidates(
-    scored: list[Scored], min_similarity: float
+    scored: list[Scored],
+    min_similarity: float,
+    library: Mapping[str, SolutionSpec] | None = None,
 ) -> tuple[list[Candidate], list[Match]]:
-    """Pure: the eligible candidates (best fix first) and every match (most similar first)."""
-    candidates = [
-        Candidate(
-            s.candidate.case,
-            s.candidate.solution,
-            s.as_match(),
-            solution_score(
-                s.similarity, s.candidate.solution.success_rate, s.candidate.solution.risk
-            ),
-        )
-        for s in scored
-    ]
+    """Pure: the eligible candidates (best fix first) and every match (most similar first).
+    With ``library``, risk is the library's (the daemon's case); without, the graph's."""
+    candidates = []
+    for s in scored:
+        solution = s.candidate.solution
+        if library is not None:
+            solution = with_library_risk(solution, library)
+        score = solution_score(s.similarity, solution.success_rate, solution.risk)
+        candidates.append(Candidate(s.candidate.case, solution, s.as_match(), score))
     matches = sorted((c.match for c in candidates), key=lambda m: m.similarity, reverse=True)
     eligible = [
         c
@@ -133,14 +143,12 @@ class Decider:
         graph: KnowledgeGraph,
         embedder: Embedder,
         min_similarity: float,
-        base_vars: dict[str, str | int | float | bool],
         autonomy: Autonomy | None = None,
         *,
         library: Mapping[str, SolutionSpec],
     ) -> None:
         self.matcher = Matcher(graph, embedder)
         self.min_similarity = min_similarity
-        self.base_vars = base_vars
         self.autonomy = autonomy
         self.library = library
         self.refusals: Counter[str] = Counter()
@@ -148,9 +156,9 @@ class Decider:
     def decide(self, report: RCAReport) -> DecideOutcome:
         if report.top is None:
             return DecideOutcome(None, "the RCA report names no root cause")
-        scored, timing = self.matcher.match(match_query(report))
-        eligible, matches = rank_candidates(scored, self.min_similarity)
-        timing = {"embed_ms": timing.embed_ms, "query_ms": timing.query_ms + timing.score_ms}
+        scored, took = self.matcher.match(match_query(report))
+        eligible, matches = rank_candidates(scored, self.min_similarity, self.library)
+        timing = {"embed_ms": took.embed_ms, "query_ms": took.query_ms + took.score_ms}
         if not eligible:
             best = f"best {matches[0].similarity:.2f} ({matches[0].case_id})" if matches else "none"
             return DecideOutcome(
@@ -167,22 +175,11 @@ class Decider:
             self.refusals[key] += 1
             log.warning("incident %s: decision refused: %s", report.incident_id, why)
             return DecideOutcome(None, f"decision refused: {why}", tuple(matches[:3]), **timing)
-        assert spec is not None  # library_mismatch refuses what the library lacks
         fault = report.top.fault
         mode, why = choose_autonomy(chosen.solution, fault, report.target, self.autonomy)
-        base = {**self.base_vars, "target": report.target}
-        try:  # the library's typed parameters, defaults filled in and validated
-            extra_vars = spec.render_vars(base)
-        except ValueError as exc:
-            return DecideOutcome(
-                None, f"{chosen.solution.id}: bad parameters: {exc}", tuple(matches[:3]), **timing
-            )
         decision = Decision(
             incident_id=report.incident_id,
             solution_id=chosen.solution.id,
-            playbook=spec.playbook,  # the library's, never the graph's
-            rollback_playbook=spec.rollback_playbook,
-            extra_vars=extra_vars,
             mode=mode,
             reason=(
                 f"case {chosen.case.id} similarity {chosen.match.similarity:.2f}; "

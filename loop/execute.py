@@ -1,11 +1,16 @@
-"""Execute: run a decision's playbook with ansible-runner, dry run first, at most once.
+"""Execute: run a remediation plan's playbook with ansible-runner, dry run first, at most
+once.
 
     runner = PlaybookRunner(settings.playbooks_dir, settings.var_dir / "runs")
-    execution = await execute(decision, runner, ledger, check_mode=True)
+    execution = await execute(plan, runner, ledger)    # plan: kernel.plan.RemediationPlan
     execution.status                      # RunStatus: an outcome, not an exception
-    execution, why = await reconcile(decision, runner, ledger, check_mode=True)  # after a crash
-    detail = await dry_run(decision, runner, ledger, "plan")   # a keyed check run (approval plan)
-    outcome = await rollback(decision, runner, ledger, why="verification failed")
+    execution, why = await reconcile(plan, runner, ledger)          # after a crash
+    detail = await dry_run(plan, runner, ledger, "plan")   # a keyed check run (approval plan)
+    outcome = await rollback(plan, runner, ledger, why="verification failed")
+
+Everything comes from the plan: the playbook and its rollback, the extra vars, and whether
+the playbook has a check mode (without one: no dry run, and an interrupted run cannot be
+probed, so it is left to a person).
 
 The ansible-runner facade (a worker thread per run, cancellation, private data dirs,
 bounded artifacts) is loop/runner.py; here the runs are keyed: the runner's events
@@ -28,7 +33,8 @@ import uuid
 from datetime import UTC
 from typing import Any, NamedTuple
 
-from kernel.models import Decision, Execution, PlaybookRun, RunStatus, utcnow
+from kernel.models import Execution, PlaybookRun, RunStatus, utcnow
+from kernel.plan import RemediationPlan
 from loop.db.schema import ExecutionRunRecord
 from loop.ledger import INTERRUPTED, STARTED, Ledger
 from loop.runner import PlaybookRunner, RunDetail, prune_artifacts
@@ -48,17 +54,17 @@ __all__ = [  # the runner is re-exported: callers import it from here
     "run_once",
 ]
 
-MAX_ATTEMPTS = 3  # real runs of one decision (and of its rollback), counting re-runs
+MAX_ATTEMPTS = 3  # real runs of one plan (and of its rollback), counting re-runs
 
 
-def run_key(decision: Decision, phase: str) -> str:
-    return f"{decision.incident_id}/{decision.solution_id}/{phase}"
+def run_key(plan: RemediationPlan, phase: str) -> str:
+    return f"{plan.incident_id}/{plan.solution_id}/{phase}"
 
 
 async def run_once(
     runner: PlaybookRunner,
     ledger: Ledger,
-    decision: Decision,
+    plan: RemediationPlan,
     phase: str,
     playbook: str,
     check: bool,
@@ -66,55 +72,55 @@ async def run_once(
 ) -> PlaybookRun | None:
     """One run under its idempotency key, committed before it starts; None when the key
     was used already (it must not run again)."""
-    detail = await _run_keyed(runner, ledger, decision, phase, playbook, check, note)
+    detail = await _run_keyed(runner, ledger, plan, phase, playbook, check, note)
     return detail.run if detail else None
 
 
 async def _run_keyed(
     runner: PlaybookRunner,
     ledger: Ledger,
-    decision: Decision,
+    plan: RemediationPlan,
     phase: str,
     playbook: str,
     check: bool,
     note: str = "",
 ) -> RunDetail | None:
-    key = run_key(decision, phase)
-    if not ledger.begin_run(key, decision.incident_id, phase, playbook, note):
+    key = run_key(plan, phase)
+    if not ledger.begin_run(key, plan.incident_id, phase, playbook, note):
         return None
-    detail = await runner.run_async(playbook, decision.extra_vars, check, keep_as=key)
+    detail = await runner.run_async(playbook, plan.extra_vars, check, keep_as=key)
     ledger.finish_run(key, detail.run, detail.events, detail.diff, detail.artifacts, note)
     return detail
 
 
-def free_phase(ledger: Ledger, decision: Decision, phase: str) -> str:
+def free_phase(ledger: Ledger, plan: RemediationPlan, phase: str) -> str:
     """The first unused key of a repeatable phase: ``phase``, ``phase-2``, ``phase-3``..."""
     n = 1
-    while ledger.run(run_key(decision, phase if n == 1 else f"{phase}-{n}")) is not None:
+    while ledger.run(run_key(plan, phase if n == 1 else f"{phase}-{n}")) is not None:
         n += 1
     return phase if n == 1 else f"{phase}-{n}"
 
 
 async def dry_run(
-    decision: Decision, runner: PlaybookRunner, ledger: Ledger, phase: str = "plan"
+    plan: RemediationPlan, runner: PlaybookRunner, ledger: Ledger, phase: str = "plan"
 ) -> RunDetail:
-    """Check mode of the decision's playbook under the next free key of ``phase`` (a dry
+    """Check mode of the plan's playbook under the next free key of ``phase`` (a dry
     run changes nothing, so it may be repeated): what it would change, with its diff."""
-    key_phase = free_phase(ledger, decision, phase)
-    detail = await _run_keyed(runner, ledger, decision, key_phase, decision.playbook, check=True)
+    key_phase = free_phase(ledger, plan, phase)
+    detail = await _run_keyed(runner, ledger, plan, key_phase, plan.playbook, check=True)
     assert detail is not None  # the phase was free a moment ago; one task per incident
     return detail
 
 
 def _execution(
-    decision: Decision, check: PlaybookRun | None, real: PlaybookRun | None, started: Any
+    plan: RemediationPlan, check: PlaybookRun | None, real: PlaybookRun | None, started: Any
 ) -> Execution:
     final = real or check
     assert final is not None
     return Execution(
         id=uuid.uuid4().hex[:12],
-        incident_id=decision.incident_id,
-        playbook=decision.playbook,
+        incident_id=plan.incident_id,
+        playbook=plan.playbook,
         check_result=check,
         run=real,
         status=final.status,
@@ -123,72 +129,71 @@ def _execution(
     )
 
 
-def _already_used(decision: Decision, phase: str) -> Execution:
+def _already_used(plan: RemediationPlan, phase: str) -> Execution:
     now = utcnow()
     run = PlaybookRun(
-        playbook=decision.playbook,
+        playbook=plan.playbook,
         check_mode=phase == "check",
         status=RunStatus.error,
         rc=None,
-        events=(f"idempotency key {run_key(decision, phase)} was used already; not run again",),
+        events=(f"idempotency key {run_key(plan, phase)} was used already; not run again",),
         started=now,
         ended=now,
     )
     check = phase == "check"
-    return _execution(decision, run if check else None, None if check else run, now)
+    return _execution(plan, run if check else None, None if check else run, now)
 
 
 async def execute(
-    decision: Decision,
+    plan: RemediationPlan,
     runner: PlaybookRunner,
     ledger: Ledger,
-    check_mode: bool = True,
     checked: PlaybookRun | None = None,
 ) -> Execution:
     """Check mode first (when the playbook supports it); only a clean dry run earns the
-    real one. Each real run happens at most once for the decision. ``checked``: a dry run
+    real one. Each real run happens at most once for the plan. ``checked``: a dry run
     made just now (the approval plan's, recomputed before the run) stands for the check."""
     started = utcnow()
     check: PlaybookRun | None = checked
-    if check_mode:
+    if plan.check_mode:
         if check is None:
-            phase = free_phase(ledger, decision, "check")
-            check = await run_once(runner, ledger, decision, phase, decision.playbook, check=True)
+            phase = free_phase(ledger, plan, "check")
+            check = await run_once(runner, ledger, plan, phase, plan.playbook, check=True)
         if check is None:
-            return _already_used(decision, "check")
+            return _already_used(plan, "check")
         if check.status != RunStatus.successful:
-            return _execution(decision, check, None, started)
-    real = await run_once(runner, ledger, decision, "run", decision.playbook, check=False)
+            return _execution(plan, check, None, started)
+    real = await run_once(runner, ledger, plan, "run", plan.playbook, check=False)
     if real is None:
-        return _already_used(decision, "run")
-    return _execution(decision, check, real, started)
+        return _already_used(plan, "run")
+    return _execution(plan, check, real, started)
 
 
 async def reconcile(
-    decision: Decision, runner: PlaybookRunner, ledger: Ledger, check_mode: bool = True
+    plan: RemediationPlan, runner: PlaybookRunner, ledger: Ledger
 ) -> tuple[Execution | None, str]:
     """The daemon stopped while the incident was executing: find out what happened to the
     real run instead of repeating it blindly. Returns the execution to go on with, or
     None and why a person is needed."""
     started = utcnow()
     attempts = ["run"] + [f"run-{n}" for n in range(2, MAX_ATTEMPTS + 1)]
-    records = [(phase, ledger.run(run_key(decision, phase))) for phase in attempts]
+    records = [(phase, ledger.run(run_key(plan, phase))) for phase in attempts]
     used = [(phase, r) for phase, r in records if r is not None]
     if not used:  # stopped before the real run began: nothing ran, so run it now
-        execution = await execute(decision, runner, ledger, check_mode)
+        execution = await execute(plan, runner, ledger)
         return execution, "the real run had not started; ran it now"
     phase, record = used[-1]
     assert record is not None
     if record.status not in (STARTED, INTERRUPTED):  # it ended; only the transition was lost
         run = _ended_before_restart(record, "run")
-        return _execution(decision, None, run, started), f"run {record.key} had ended"
-    if not check_mode:
+        return _execution(plan, None, run, started), f"run {record.key} had ended"
+    if not plan.check_mode:
         return None, (
-            f"run {record.key} was interrupted and {decision.playbook} has no check mode to "
+            f"run {record.key} was interrupted and {plan.playbook} has no check mode to "
             "tell whether it took effect; not re-run — check the target by hand"
         )
     probe_phase = f"reconcile-{phase}"
-    probe = await run_once(runner, ledger, decision, probe_phase, decision.playbook, check=True)
+    probe = await run_once(runner, ledger, plan, probe_phase, plan.playbook, check=True)
     if probe is None or probe.status != RunStatus.successful:
         status = probe.status if probe else "already used"
         return None, f"run {record.key} was interrupted and its check mode ended {status}"
@@ -204,16 +209,16 @@ async def reconcile(
             started=record.started_at,
             ended=utcnow(),
         )
-        return _execution(decision, probe, run, started), f"run {record.key} {note}; not re-run"
+        return _execution(plan, probe, run, started), f"run {record.key} {note}; not re-run"
     position = attempts.index(phase)
     if position + 1 >= len(attempts):
         return None, f"run {record.key} was interrupted {MAX_ATTEMPTS} times; left to a person"
     ledger.mark_interrupted(record.key, "interrupted before it took effect (check mode)")
     next_phase = attempts[position + 1]
-    real = await run_once(runner, ledger, decision, next_phase, decision.playbook, check=False)
+    real = await run_once(runner, ledger, plan, next_phase, plan.playbook, check=False)
     if real is None:
         return None, f"run key {next_phase} was used already"
-    return _execution(decision, probe, real, started), (
+    return _execution(plan, probe, real, started), (
         f"run {record.key} was interrupted before it took effect (check mode: "
         f"{probe.changed} change(s) pending); ran once more as {next_phase}"
     )
@@ -229,10 +234,9 @@ class RollbackOutcome(NamedTuple):
 
 
 async def rollback(
-    decision: Decision,
+    plan: RemediationPlan,
     runner: PlaybookRunner,
     ledger: Ledger,
-    check_mode: bool = True,
     why: str = "",
 ) -> RollbackOutcome:
     """The rollback playbook (once), then its check mode to re-verify nothing is left to
@@ -240,28 +244,28 @@ async def rollback(
     never repeated blindly: ended -> its result is re-checked; still ``started`` -> its
     check mode tells whether it took effect (nothing left to revert) or not (run once
     more as ``rollback-2``, at most MAX_ATTEMPTS runs). ``why`` is stored with the run."""
-    if not decision.rollback_playbook:
+    if not plan.rollback_playbook:
         return RollbackOutcome(None, "no rollback playbook")
-    playbook = decision.rollback_playbook
+    playbook = plan.rollback_playbook
     attempts = ["rollback"] + [f"rollback-{n}" for n in range(2, MAX_ATTEMPTS + 1)]
-    used = [(p, r) for p in attempts if (r := ledger.run(run_key(decision, p))) is not None]
+    used = [(p, r) for p in attempts if (r := ledger.run(run_key(plan, p))) is not None]
     if not used:
-        run = await run_once(runner, ledger, decision, "rollback", playbook, check=False, note=why)
+        run = await run_once(runner, ledger, plan, "rollback", playbook, check=False, note=why)
         if run is None:
             return RollbackOutcome(None, "the rollback had run already")
-        return await _recheck(decision, runner, ledger, run, check_mode)
+        return await _recheck(plan, runner, ledger, run)
     phase, record = used[-1]
     if record.status not in (STARTED, INTERRUPTED):  # it ended; only what followed was lost
         run = _ended_before_restart(record, "rollback")
-        return await _recheck(decision, runner, ledger, run, check_mode)
-    if not check_mode:
+        return await _recheck(plan, runner, ledger, run)
+    if not plan.check_mode:
         return RollbackOutcome(
             None,
             f"rollback {record.key} was interrupted and {playbook} has no check mode to tell "
             "whether it took effect; not re-run, check the target by hand",
         )
-    probe_phase = free_phase(ledger, decision, f"reconcile-{phase}")
-    probe = await run_once(runner, ledger, decision, probe_phase, playbook, check=True)
+    probe_phase = free_phase(ledger, plan, f"reconcile-{phase}")
+    probe = await run_once(runner, ledger, plan, probe_phase, playbook, check=True)
     if probe is None or probe.status != RunStatus.successful:
         status = probe.status if probe else "already used"
         return RollbackOutcome(
@@ -287,10 +291,10 @@ async def rollback(
         )
     ledger.mark_interrupted(record.key, "interrupted before it took effect (check mode)")
     next_phase = attempts[position + 1]
-    again = await run_once(runner, ledger, decision, next_phase, playbook, False, note=record.note)
+    again = await run_once(runner, ledger, plan, next_phase, playbook, False, note=record.note)
     if again is None:
         return RollbackOutcome(None, f"rollback key {next_phase} was used already")
-    outcome = await _recheck(decision, runner, ledger, again, check_mode)
+    outcome = await _recheck(plan, runner, ledger, again)
     return outcome._replace(
         recheck=f"rollback {record.key} was interrupted before it took effect ({probe.changed} "
         f"change(s) pending); ran once more as {next_phase}; {outcome.recheck}"
@@ -318,20 +322,19 @@ def _ended_before_restart(record: ExecutionRunRecord, what: str) -> PlaybookRun:
 
 
 async def _recheck(
-    decision: Decision,
+    plan: RemediationPlan,
     runner: PlaybookRunner,
     ledger: Ledger,
     run: PlaybookRun,
-    check_mode: bool,
 ) -> RollbackOutcome:
     """The rollback's check mode after it ran: nothing left to revert means it held."""
     if run.status != RunStatus.successful:
         return RollbackOutcome(run, "not re-checked")
-    if not check_mode:
+    if not plan.check_mode:
         return RollbackOutcome(run, "not re-checked: no check mode", held=True)
-    assert decision.rollback_playbook is not None
-    phase = free_phase(ledger, decision, "rollback-check")
-    again = await run_once(runner, ledger, decision, phase, decision.rollback_playbook, check=True)
+    assert plan.rollback_playbook is not None
+    phase = free_phase(ledger, plan, "rollback-check")
+    again = await run_once(runner, ledger, plan, phase, plan.rollback_playbook, check=True)
     if again is None or again.status != RunStatus.successful:
         return RollbackOutcome(run, f"re-check ended {again.status if again else 'already used'}")
     if again.changed:

@@ -56,7 +56,8 @@ _Dumper.add_representer(str, _represent_str)
 def _reads_as_str(text: str) -> bool:
     """Whether YAML's implicit typing of the plain text is a string (what ansible-core
     2.19 applies to an ``!unsafe`` scalar)."""
-    return _RESOLVER.resolve(yaml.ScalarNode, text, (True, False)) == _STR_TAG
+    tag: str = _RESOLVER.resolve(yaml.ScalarNode, text, (True, False))
+    return tag == _STR_TAG
 
 
 def mark_unsafe(value: Any, where: str = "extra vars") -> Any:

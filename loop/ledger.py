@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from kernel.approval import AutomationStatus, TargetPause
 from kernel.models import DecisionMode, PlaybookRun, utcnow
@@ -133,7 +133,7 @@ class Ledger:
                 session.exec(
                     select(ExecutionRunRecord)
                     .where(ExecutionRunRecord.incident_id == incident_id)
-                    .order_by(ExecutionRunRecord.started_at)  # type: ignore[arg-type]
+                    .order_by(col(ExecutionRunRecord.started_at))
                 )
             )
             for record in records:
@@ -207,7 +207,7 @@ class Ledger:
             query = select(ShadowRecord)
             if target is not None:
                 query = query.where(ShadowRecord.target == target)
-            records = list(session.exec(query.order_by(ShadowRecord.at)))  # type: ignore[arg-type]
+            records = list(session.exec(query.order_by(col(ShadowRecord.at))))
             for record in records:
                 session.expunge(record)
             return records
@@ -237,7 +237,7 @@ class Ledger:
 
     def automation(self) -> AutomationStatus:
         with Session(self.engine) as session:
-            records = list(session.exec(select(PauseRecord).order_by(PauseRecord.target)))  # type: ignore[arg-type]
+            records = list(session.exec(select(PauseRecord).order_by(col(PauseRecord.target))))
         everywhere = next((r for r in records if r.target == EVERYWHERE), None)
         return AutomationStatus(
             paused=everywhere is not None,
@@ -269,7 +269,7 @@ class Ledger:
         with Session(self.engine) as session:
             query = (
                 select(AutoActionRecord.target, func.count())
-                .where(AutoActionRecord.at >= since)  # type: ignore[operator]
+                .where(col(AutoActionRecord.at) >= since)
                 .group_by(AutoActionRecord.target)
             )
             return {target: int(n) for target, n in session.exec(query).all()}
@@ -278,7 +278,7 @@ class Ledger:
         since = utcnow() - within
         with Session(self.engine) as session:
             query = select(func.count()).select_from(AutoActionRecord)
-            query = query.where(AutoActionRecord.at >= since)  # type: ignore[operator]
+            query = query.where(col(AutoActionRecord.at) >= since)
             if target is not None:
                 query = query.where(AutoActionRecord.target == target)
             return int(session.exec(query).one())

@@ -60,6 +60,15 @@ __all__ = [
 
 
 class Monitor:
+    """The windows of every live series and the one door samples come in by (``ingest``,
+    ``ingest_columns``), with every refusal counted by reason.
+
+    Why one class of ~290 lines: both doors, the cardinality limits, the back-pressure
+    counter and the windows share one lock and one set of counters, so every point is
+    counted exactly once whichever door it took; the pure parts live beside it (sample
+    validation: loop/intake.py, the window arrays: loop/windows.py).
+    """
+
     def __init__(
         self,
         catalog: Catalog,

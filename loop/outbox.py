@@ -3,7 +3,7 @@
     outbox = OutcomeOutbox(store.engine)
     outbox.put(incident_id, case, decision)   # committed before the graph is tried
     outbox.pending()                          # oldest first; delivered(case_id) when done
-    class Remediation(OutcomeDelivery, ...)   # the daemon's side: _deliver, _deliver_outcomes
+    delivery = OutcomeDelivery(graph, embedder, outbox, health)   # deliver(); run(): the task
 
 A verified (or failed) fix becomes a case in the graph and moves its solution's success
 statistics (loop/learn.py). Neo4j may be down just then; the outcome is written to the
@@ -21,22 +21,19 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
 from kernel.errors import GraphUnavailable
 from kernel.models import Case, Decision, utcnow
+from knowledge.embedding import Embedder
+from knowledge.graph import KnowledgeGraph
 from loop.db.engine import store_outage
 from loop.db.migrate import ensure_schema
 from loop.db.schema import OutcomeRecord
 from loop.learn import record_outcome
 from loop.supervise import Health, describe
-
-if TYPE_CHECKING:
-    from knowledge.embedding import Embedder
-    from knowledge.graph import KnowledgeGraph
 
 log = logging.getLogger("mendloop.daemon")
 LEARN_RETRY_S = 5.0  # a graph write waits this long for Neo4j, then the outbox retries it
@@ -125,16 +122,20 @@ class OutcomeOutbox:
 
 
 class OutcomeDelivery:
-    """Mixin of loop.remediate.Remediation: queued outcomes to the graph."""
+    """Queued outcomes to the graph: one now (``deliver``, from the learn step), and the
+    outbox task (``run``, supervised by the engine) for what could not go at once."""
 
-    graph: KnowledgeGraph
-    embedder: Embedder
-    outbox: OutcomeOutbox
-    health: Health
-    _outcomes_due: asyncio.Event
-    _outcomes_lock: asyncio.Lock
+    def __init__(
+        self, graph: KnowledgeGraph, embedder: Embedder, outbox: OutcomeOutbox, health: Health
+    ) -> None:
+        self.graph = graph
+        self.embedder = embedder
+        self.outbox = outbox
+        self.health = health
+        self.due = asyncio.Event()  # set: something waits in the outbox, try now
+        self.lock = asyncio.Lock()  # one delivery at a time (the step's and the task's)
 
-    async def _deliver(self, case: Case, decision: Decision) -> bool:
+    async def deliver(self, case: Case, decision: Decision) -> bool:
         """One queued outcome to the graph: True when it is there, False when the graph
         refused it (not an outage: it leaves the queue, kept with its error). Neo4j out:
         GraphUnavailable, and it stays queued."""
@@ -157,20 +158,20 @@ class OutcomeDelivery:
         self.health.ok("neo4j")
         return True
 
-    async def _deliver_outcomes(self) -> None:
+    async def run(self) -> None:
         """The outbox task: outcomes not yet in the graph, oldest first, at start and
         whenever one is queued; Neo4j still away raises (the supervisor backs off)."""
         while True:
-            self._outcomes_due.clear()
+            self.due.clear()
             if self.health.streak("neo4j"):  # out (a walk or a delivery saw it): back yet?
                 await asyncio.to_thread(self.graph.schema_version)
                 self.health.ok("neo4j")
-            async with self._outcomes_lock:
+            async with self.lock:
                 for item in await asyncio.to_thread(self.outbox.pending):
-                    await self._deliver(item.case, item.decision)
+                    await self.deliver(item.case, item.decision)
             self.health.ok("outcomes")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._outcomes_due.wait(), OUTBOX_POLL_S)
+                await asyncio.wait_for(self.due.wait(), OUTBOX_POLL_S)
 
 
 def graph_outage(exc: BaseException) -> GraphUnavailable | None:

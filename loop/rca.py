@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from kernel.domain import Domain
 from kernel.models import Evidence, Finding, FindingKind, RootCause
 from loop.sqi import SQIResult
 from rules.catalog import Catalog
@@ -69,8 +70,6 @@ class Topology:
     @classmethod
     def from_domain(cls) -> Topology:
         """The platform topology of kernel/domain.yaml (also mirrored in Neo4j)."""
-        from kernel.domain import Domain
-
         return cls(Domain.load().components)
 
     def downstream(self, component: str) -> frozenset[str]:
@@ -195,7 +194,9 @@ def _signatures(
 ) -> dict[str, _Candidate]:
     """Faults whose rule conditions are mostly present now although the rule did not fire."""
     facts = {f.signal: f for f in context.abnormal}
-    anomalous = {(e.series, e.direction): e for e in context.anomalies}
+    anomalous: dict[tuple[str, str], Evidence] = {
+        (e.series, e.direction): e for e in context.anomalies
+    }
     out: dict[str, _Candidate] = {}
     for rule in rules.values():
         if rule.fault in skip:

@@ -25,15 +25,12 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kernel.state import TERMINAL, State
-
-if TYPE_CHECKING:
-    from loop.daemon import StageEvent
-    from loop.monitor import Monitor
+from loop.events import StageEvent
+from loop.monitor import Monitor
 
 log = logging.getLogger("mendloop.recorder")
 
@@ -109,9 +106,10 @@ class IncidentRecorder:
     def _write_loop(self) -> None:
         while True:
             snapshot = self._queue.get()
+            if snapshot is None:
+                self._queue.task_done()
+                return
             try:
-                if snapshot is None:
-                    return
                 self._write(snapshot)
                 self._prune()
             except Exception:  # a full disk or a bug: this recording is lost, the writer lives

@@ -14,9 +14,8 @@ every error is reported with file:line, as rule files are (rules/loader.py).
 
 from __future__ import annotations
 
-import operator
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -25,28 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kernel.errors import PlaybookError
 from kernel.models import Solution
+from kernel.plan import Condition, Scalar
 
 SOLUTIONS_FILE = "solutions.yaml"  # the platform's library (twin faults; seeded into the graph)
 GENERIC_FILE = "generic.yaml"  # solutions acting on local resources (processes, disk, cache)
 LIBRARY_FILES = (SOLUTIONS_FILE, GENERIC_FILE)
 DEFAULT_DEADLINE_S = 600.0  # the paper: effect verified within 10 minutes
 PLAYBOOK_SUFFIXES = (".yml", ".yaml")
-
-Scalar = str | int | float | bool
-_OPS: dict[str, Callable[[float, float], bool]] = {
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-    "==": operator.eq,
-    "!=": operator.ne,
-}
-_CONDITION = re.compile(
-    r"^\s*(?P<series>[A-Za-z_][A-Za-z0-9_]*)\s+"
-    r"(?:(?P<word>healthy|unhealthy)|(?P<op><=|>=|==|!=|<|>)\s*(?P<value>-?[0-9.]+(?:e-?[0-9]+)?))"
-    r"\s*$"
-)
-
 
 def library_playbook(playbooks_dir: Path, name: str) -> Path:
     """The file of playbook ``name`` inside the library folder, or ValueError saying why
@@ -79,41 +63,6 @@ def library_playbook(playbooks_dir: Path, name: str) -> Path:
 
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Condition(_Strict):
-    """``series op number`` (``cache_hit_ratio >= 0.8``) or ``series healthy|unhealthy``
-    (within the catalog's warn threshold or not)."""
-
-    series: str
-    op: Literal["<", "<=", ">", ">=", "==", "!=", "healthy", "unhealthy"]
-    value: float | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> Condition:
-        m = _CONDITION.match(text)
-        if m is None:
-            raise ValueError(
-                f"condition {text!r}: expected 'series <op> number' (op one of "
-                "< <= > >= == !=) or 'series healthy' / 'series unhealthy'"
-            )
-        if m["word"]:
-            return cls(series=m["series"], op=m["word"])
-        return cls(series=m["series"], op=m["op"], value=float(m["value"]))
-
-    def holds(self, value: float | None, is_healthy: Callable[[float], bool] | None) -> bool:
-        """Pure: missing data never satisfies a condition."""
-        if value is None:
-            return False
-        if self.op == "healthy":
-            return bool(is_healthy and is_healthy(value))
-        if self.op == "unhealthy":
-            return bool(is_healthy is not None and not is_healthy(value))
-        assert self.value is not None
-        return _OPS[self.op](value, self.value)
-
-    def __str__(self) -> str:
-        return f"{self.series} {self.op}" + (f" {self.value:g}" if self.value is not None else "")
 
 
 def _conditions(value: Any) -> tuple[Condition, ...]:
@@ -151,6 +100,7 @@ class Parameter(_Strict):
             raise ValueError(f"parameter {name}: {value!r} is not one of {list(self.choices)}")
         if self.pattern is not None and not re.fullmatch(self.pattern, str(value)):
             raise ValueError(f"parameter {name}: {value!r} does not match {self.pattern}")
+        assert isinstance(value, str | int | float | bool)  # its declared kind, checked above
         return value
 
 
@@ -289,7 +239,7 @@ def check_file(
                 if fault not in faults:
                     problems.append((("faults", i), f"unknown fault {fault}"))
         if series is not None:
-            named = [
+            named: list[tuple[tuple[str | int, ...], str]] = [
                 (("verification", "metrics", i), s) for i, s in enumerate(spec.verification.metrics)
             ]
             named += [
@@ -298,8 +248,8 @@ def check_file(
             ]
             named += [(("preconditions", i), c.series) for i, c in enumerate(spec.preconditions)]
             problems += [(loc, f"unknown metric {s}") for loc, s in named if s not in series]
-        for loc, reason in problems:
-            errors.append(f"{path}:{_line_at(node, loc)}: {spec.id}: {reason}")
+        for where, reason in problems:
+            errors.append(f"{path}:{_line_at(node, where)}: {spec.id}: {reason}")
         if not problems:
             specs[spec.id] = spec
     return specs, errors

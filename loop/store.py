@@ -2,7 +2,7 @@
 
     store = IncidentStore("sqlite:///var/mendloop.db")
     incident_id = store.open_incident("pm-site-1", findings)
-    store.transition(incident_id, State.analyzed, "rules fired", report=report)
+    store.apply(incident_id, Transition(State.analyzed, "rules fired", report=report))
 
 Every transition is checked against the state machine and written in the same
 transaction as the incident row, guarded by the state it came from, so two workers can
@@ -13,23 +13,24 @@ The tables are loop/db/schema.py's, made and migrated by Alembic when the store 
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, field_validator
-from sqlalchemy import update
-from sqlmodel import Session, select
+from sqlalchemy import CursorResult, update
+from sqlmodel import Session, col, select
 
 from kernel.approval import Approval, ApprovalPlan
 from kernel.errors import IllegalTransition
 from kernel.models import Decision, Execution, Finding, RCAReport, Verification, utcnow
+from kernel.plan import RemediationPlan
 from kernel.state import TERMINAL, State, check_transition
 from loop.db.engine import aware, make_engine
 from loop.db.migrate import ensure_schema
 from loop.db.schema import IncidentRecord, TransitionRecord
-
-_PAYLOAD_FIELDS = ("report", "decision", "execution", "verification", "plan", "approval")
+from loop.transition import KEEP, Field, Transition
 
 
 class TransitionView(BaseModel):
@@ -60,6 +61,7 @@ class IncidentView(BaseModel):
     decision: Decision | None
     execution: Execution | None
     verification: Verification | None
+    remediation: RemediationPlan | None = None  # what will run (None: decided before plans)
     plan: ApprovalPlan | None = None  # what a person is asked to approve (awaiting_approval)
     approval: Approval | None = None  # who approved which plan hash
     timeline: tuple[TransitionView, ...] = ()
@@ -106,6 +108,19 @@ class IncidentStore:
             session.commit()
         return incident_id
 
+    def apply(self, incident_id: str, transition: Transition) -> IncidentView:
+        """Move an incident along one edge of the state machine, storing what the step
+        produced (a payload field given as None clears it, e.g. a plan that no longer
+        holds). IllegalTransition: not an edge from where it is, or it moved meanwhile."""
+        return self._move(
+            incident_id,
+            transition.state,
+            transition.note,
+            transition.payload(),
+            transition.fault,
+            transition.reason,
+        )
+
     def transition(
         self,
         incident_id: str,
@@ -114,13 +129,41 @@ class IncidentStore:
         *,
         fault: str | None = None,
         reason: str | None = None,
-        **payload: BaseModel | None,
+        report: Field[RCAReport] = KEEP,
+        decision: Field[Decision] = KEEP,
+        remediation: Field[RemediationPlan] = KEEP,
+        execution: Field[Execution] = KEEP,
+        verification: Field[Verification] = KEEP,
+        plan: Field[ApprovalPlan] = KEEP,
+        approval: Field[Approval] = KEEP,
     ) -> IncidentView:
-        """Move an incident along one edge of the state machine, storing stage outputs
-        (a payload given as None clears that field, e.g. a plan that no longer holds)."""
-        unknown = set(payload) - set(_PAYLOAD_FIELDS)
-        if unknown:
-            raise TypeError(f"unknown payload field(s): {', '.join(sorted(unknown))}")
+        """``apply`` spelled out (tests, people's actions)."""
+        return self.apply(
+            incident_id,
+            Transition(
+                to_state,
+                note,
+                report=report,
+                decision=decision,
+                remediation=remediation,
+                execution=execution,
+                verification=verification,
+                plan=plan,
+                approval=approval,
+                fault=fault,
+                reason=reason,
+            ),
+        )
+
+    def _move(
+        self,
+        incident_id: str,
+        to_state: State,
+        note: str,
+        payload: dict[str, BaseModel | None],
+        fault: str | None,
+        reason: str | None,
+    ) -> IncidentView:
         now = utcnow()
         with Session(self.engine) as session:
             record = session.get(IncidentRecord, incident_id)
@@ -137,10 +180,10 @@ class IncidentStore:
                 values["reason"] = reason
             result = session.execute(
                 update(IncidentRecord)
-                .where(IncidentRecord.id == incident_id, IncidentRecord.state == current)
+                .where(col(IncidentRecord.id) == incident_id, col(IncidentRecord.state) == current)
                 .values(**values)
             )
-            if result.rowcount != 1:
+            if cast(CursorResult[Any], result).rowcount != 1:  # an UPDATE's result
                 session.rollback()
                 raise IllegalTransition(
                     f"incident {incident_id} left {current} concurrently; {to_state} refused"
@@ -166,7 +209,7 @@ class IncidentStore:
                 session.exec(
                     select(TransitionRecord)
                     .where(TransitionRecord.incident_id == record.id)
-                    .order_by(TransitionRecord.id)  # type: ignore[arg-type]
+                    .order_by(col(TransitionRecord.id))
                 )
             )
         return IncidentView.model_validate(
@@ -192,18 +235,18 @@ class IncidentStore:
                 query = query.where(IncidentRecord.state == state)
             if target is not None:
                 query = query.where(IncidentRecord.target == target)
-            query = query.order_by(IncidentRecord.opened_at.desc()).limit(limit)  # type: ignore[attr-defined]
+            query = query.order_by(col(IncidentRecord.opened_at).desc()).limit(limit)
             return [self._view(session, r, timeline=False) for r in session.exec(query)]
 
-    def unfinished(self, target: str | None = None) -> list[IncidentView]:
+    def unfinished(self, target: str | None = None) -> builtins.list[IncidentView]:
         """Incidents still in flight (a restarted daemon picks them up), oldest first."""
         with Session(self.engine) as session:
             query = select(IncidentRecord).where(
-                IncidentRecord.state.not_in([s.value for s in TERMINAL])  # type: ignore[attr-defined]
+                col(IncidentRecord.state).not_in([s.value for s in TERMINAL])
             )
             if target is not None:
                 query = query.where(IncidentRecord.target == target)
-            query = query.order_by(IncidentRecord.opened_at)  # type: ignore[arg-type]
+            query = query.order_by(col(IncidentRecord.opened_at))
             return [self._view(session, r, timeline=False) for r in session.exec(query)]
 
     def close(self) -> None:

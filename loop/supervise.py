@@ -1,7 +1,7 @@
 """Supervision of the engine's long-lived tasks: a failure is logged, counted and retried.
 
     health = Health()
-    task = asyncio.create_task(supervised("findings", engine._consume, health, Backoff()))
+    task = asyncio.create_task(supervised("findings", consumer.run, health, Backoff()))
     health.failed("sql", exc)       # a dependency failing (from whoever saw it fail)
     health.ok("sql")                # ... and back: the streak ends, logged once
     health.failing()                # {"sql": Failure(since, count, error)}: /readyz says so
@@ -43,7 +43,7 @@ class Backoff:
 
     def delay(self, attempt: int) -> float:
         """The wait after the ``attempt``-th failure in a row (1-based)."""
-        return min(self.max_s, self.first_s * 2 ** max(0, min(attempt - 1, 30)))
+        return min(self.max_s, self.first_s * 2.0 ** max(0, min(attempt - 1, 30)))
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,16 @@
 """Verify: did the fix work? The series that opened the incident must be healthy again.
 
-    verification = await verify(execution, series, reader, target, catalog, hold_s, timeout_s,
-                                conditions=spec.verification.conditions, read_sqi=analyzer_sqi,
-                                sqi_min=80)
+    verification = await verify(execution, plan.verification, monitor.latest, target, catalog,
+                                read_sqi=analyzer_sqi)
 
 Healthy means within the *warn* threshold (stricter than the crit line that opened the
 incident), on samples newer than the end of the playbook run, continuously for
-``hold_s``. Passed as soon as that holds; timed_out if it has not by ``timeout_s``
+``hold_s``. Passed as soon as that holds; timed_out if it has not by ``deadline_s``
 (paper: 10 min); failed if a series sent no fresh sample at all, since then nothing
-can be verified. The solution's verification spec adds its own metrics (to ``series``),
-conditions (``cache_utilization_pct < 85``) and the SQI floor (paper: alert below 80);
-every one of them must hold at the same time for the whole hold period.
+can be verified. All of it is the remediation plan's VerificationPlan (kernel/plan.py:
+the series that opened the incident and the solution's own, its conditions such as
+``cache_utilization_pct < 85``, the SQI floor, paper: alert below 80, the hold and the
+deadline); every check must hold at the same time for the whole hold period.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from kernel.models import Execution, MetricCheck, Verification, VerificationStatus
-from loop.solutions import Condition
+from kernel.plan import Condition, VerificationPlan
 from rules.catalog import Catalog
 
 LatestReader = Callable[[str, str], tuple[float, float] | None]
@@ -91,23 +91,24 @@ def _sqi_checks(
 
 async def verify(
     execution: Execution,
-    series: Iterable[str],
+    plan: VerificationPlan,
     read_latest: LatestReader,
     target: str,
     catalog: Catalog,
-    hold_s: float,
-    timeout_s: float,
+    *,
+    read_sqi: SQIReader | None = None,
     poll_s: float = 0.5,
     clock: Callable[[], float] = time.time,
-    *,
-    conditions: Iterable[Condition] = (),
-    read_sqi: SQIReader | None = None,
-    sqi_min: float | None = None,
-    component: str | None = None,
 ) -> Verification:
-    conds = tuple(conditions)
-    metric_names = sorted(set(series))
+    conds = plan.conditions
+    metric_names = sorted(set(plan.series))
     names = sorted(set(metric_names) | {c.series for c in conds})
+    hold_s, timeout_s, sqi_min, component = (
+        plan.hold_s,
+        plan.deadline_s,
+        plan.sqi_min,
+        plan.component,
+    )
     fresh_after = execution.ended.timestamp()
     start = clock()
     healthy_since: float | None = None

@@ -1,8 +1,10 @@
-"""Upkeep of the engine (a mixin of loop.daemon.Engine): rules hot reload, the analyzer's
-sweep, housekeeping; each runs as a supervised task of the daemon.
+"""Upkeep of the engine: rules hot reload, the analyzer's sweep, housekeeping; each runs as
+a supervised task of the daemon.
 
-    engine.reload_rules()      # a refused set keeps the running rules (rules_errors says why)
-    engine.sweep_once()        # gaps and absences -> findings; bad input summarised in the log
+    upkeep = Upkeep(analyzer, monitor, rule_source, standing, health, hand_over, log_every_s)
+    upkeep.reload_rules()      # a refused set keeps the running rules (``errors`` says why)
+    upkeep.sweep_once()        # gaps and absences -> findings; bad input summarised in the log
+    await upkeep.watch_rules() / await upkeep.housekeeping()   # the engine's tasks
 
 Bad input (gaps, stale samples) and low SQI are context, not faults: they used to be one
 warning per gap per target per sweep (every 2 s), which floods the log when many targets
@@ -15,51 +17,58 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from kernel.errors import RuleFileError
 from kernel.logsafe import LogDigest, safe
 from kernel.models import Finding
 from loop.admission import Standing
-from loop.analyze import Analyzer, ReloadResult
+from loop.analyze import Analyzer
+from loop.findings import ReloadResult
+from loop.monitor import Monitor
 from loop.supervise import Health
 from rules.reload import RuleSource
-
-if TYPE_CHECKING:
-    from loop.monitor import Monitor
 
 log = logging.getLogger("mendloop.daemon")
 
 
 class Upkeep:
-    """Mixin of loop.daemon.Engine: rule reloads, sweeps, housekeeping."""
+    """Rule reloads, sweeps, housekeeping; findings they produce go to ``hand_over``."""
 
-    analyzer: Analyzer
-    monitor: Monitor
-    rule_source: RuleSource
-    rules_errors: tuple[RuleFileError, ...]
-    rules_poll_s: float
-    standing: Standing
-    health: Health
-    quality_log: LogDigest
-    sqi_log: LogDigest
-
-    def _hand_over(self, findings: list[Finding]) -> None:
-        raise NotImplementedError
+    def __init__(
+        self,
+        analyzer: Analyzer,
+        monitor: Monitor,
+        rule_source: RuleSource,
+        standing: Standing,
+        health: Health,
+        hand_over: Callable[[list[Finding]], None],
+        log_every_s: float,
+    ) -> None:
+        self.analyzer = analyzer
+        self.monitor = monitor
+        self.rule_source = rule_source
+        self.standing = standing
+        self.health = health
+        self.hand_over = hand_over
+        self.errors: tuple[RuleFileError, ...] = ()  # of the last refused reload
+        self.rules_poll_s = 2.0
+        self.quality_log = LogDigest(log, "input quality (gaps, stale samples)", log_every_s)
+        self.sqi_log = LogDigest(log, "SQI below 80 (context, opens nothing)", log_every_s)
 
     # -- rules: hot reload -------------------------------------------------------------
 
     def reload_rules(self) -> ReloadResult | None:
-        """Re-read the rule files. A set with any error is refused whole (``rules_errors``
-        says file:line and why) and the running rules stay; a good set replaces them
+        """Re-read the rule files. A set with any error is refused whole (``errors`` says
+        file:line and why) and the running rules stay; a good set replaces them
         atomically, the currently abnormal signals re-asserted into it."""
         specs, errors = self.rule_source.load()
         if errors:
-            self.rules_errors = tuple(errors)
+            self.errors = tuple(errors)
             for error in errors:
                 log.error("rule reload refused, previous rules stay active: %s", error)
             return None
-        self.rules_errors = ()
+        self.errors = ()
         result = self.analyzer.reload(specs)
         log.info(
             "rules reloaded: %d active (added %s, removed %s, changed %s)",
@@ -68,10 +77,10 @@ class Upkeep:
             ", ".join(result.removed) or "-",
             ", ".join(result.changed) or "-",
         )
-        self._hand_over(list(result.fired))
+        self.hand_over(list(result.fired))
         return result
 
-    async def _watch_rules(self) -> None:
+    async def watch_rules(self) -> None:
         """Poll the rule files (mtimes) and sweep the analyzer (gaps, absences, windows)."""
         while True:
             await asyncio.sleep(self.rules_poll_s)
@@ -84,7 +93,7 @@ class Upkeep:
         """One sweep: findings of gaps and absences to the loop; bad input and low SQI
         summarised in the log (one line per interval, each at debug), never one warning
         per gap per target per sweep."""
-        self._hand_over(self.analyzer.sweep())
+        self.hand_over(self.analyzer.sweep())
         bad_input: defaultdict[tuple[str, str, str], list[str]] = defaultdict(list)
         for finding in self.analyzer.quality_findings():
             bad_input[(finding.kind, finding.target, finding.rule_id)] += finding.series
@@ -95,7 +104,7 @@ class Upkeep:
         self.quality_log.flush()
         self.sqi_log.flush()
 
-    async def _housekeeping(self, every_s: float = 60.0) -> None:
+    async def housekeeping(self, every_s: float = 60.0) -> None:
         """Series that went quiet are forgotten, so memory follows the live series only."""
         while True:
             await asyncio.sleep(every_s)

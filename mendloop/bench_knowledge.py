@@ -121,7 +121,6 @@ def reuse_workload(graph: Any, embedder: Any, generator: Any, incidents: int, se
         decision = Decision(
             incident_id=case.id,
             solution_id=solution.id,
-            playbook=solution.playbook,
             mode=DecisionMode.auto,
             reason="bench",
             match=match,

@@ -31,7 +31,8 @@ from api.auth import Auth, Role
 from kernel.config import Settings
 from kernel.errors import MendloopError
 from kernel.state import State
-from loop.daemon import Engine, StageEvent
+from loop.daemon import Engine
+from loop.events import StageEvent
 from loop.store import IncidentView
 from mendloop.output import stderr_progress
 from mendloop.service import build_engine
@@ -107,7 +108,7 @@ def incident_summary(
         "top_cause": incident.fault,
         "matched_case": match.case_id if match else None,
         "similarity": match.similarity if match else None,
-        "playbook": incident.decision.playbook if incident.decision else None,
+        "playbook": incident.remediation.playbook if incident.remediation else None,
         "mode": incident.decision.mode if incident.decision else None,
         "verified": incident.verification is not None and incident.verification.status == "passed",
         "decision_after_s": round(decided_at - injected_at, 2) if decided_at else None,

@@ -113,8 +113,6 @@ def _faulty_values(catalog: Any, fault: str) -> tuple[list[str], list[float]]:
 
 
 async def _run(settings: Settings, args: Any) -> dict[str, Any]:
-
-
     db = settings.var_dir / "bench-flood.db"
     db.unlink(missing_ok=True)
     with TwinRunner(Twin(targets=(TARGET,)), host=settings.twin_host, port=0) as twin:

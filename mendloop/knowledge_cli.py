@@ -68,7 +68,6 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     if args.check:
         good = sum(1 for _ in good_cases())
     else:
-
         graph = KnowledgeGraph.connect(settings)
         try:
             graph.ensure_schema(domain)

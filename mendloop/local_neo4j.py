@@ -33,6 +33,9 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from neo4j import GraphDatabase
+from neo4j.exceptions import AuthError, DriverError, Neo4jError
+
 from kernel.config import Settings
 from kernel.errors import Neo4jLauncherError
 
@@ -304,9 +307,6 @@ BoltState = Literal["ok", "auth", "down"]
 
 def _bolt_check(settings: Settings, timeout: float = 5.0) -> tuple[BoltState, str]:
     """Does Bolt answer and accept the settings' credentials? ("ok"/"auth"/"down", why)"""
-    from neo4j import GraphDatabase
-    from neo4j.exceptions import AuthError, DriverError, Neo4jError
-
     auth = (settings.neo4j_user, settings.neo4j_password) if settings.neo4j_password else None
     try:
         with GraphDatabase.driver(

@@ -1,7 +1,7 @@
 """Replay: recorded incidents through today's analysis and decision, to backtest a change
 of rules, knowledge or policy before it goes live.
 
-    decider = Decider(graph, embedder, settings.match_min_similarity, base_vars, library=lib)
+    decider = Decider(graph, embedder, settings.match_min_similarity, library=lib)
     summary = backtest(store.list(limit=500), analyzer, decider)
     summary["same_solution"], summary["changed"]      # what the change would do differently
 
@@ -220,7 +220,6 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             graph,
             Embedder.shared(),
             settings.match_min_similarity,
-            {"twin_url": f"http://{settings.twin_host}:{settings.twin_port}"},
             library=load_library(settings.playbooks_dir),
         )
         analyzer = Analyzer(catalog, rules)

@@ -57,11 +57,11 @@ def cmd_rules_check(args: argparse.Namespace, settings: Settings) -> int:
     catalog, rules, errors = _load(args, settings)
     if errors:
         return _report_errors(errors, args.json)
-    result = {"metrics": len(catalog), "rules": [r.id for r in rules], "ok": True}
+    names = [r.id for r in rules]
     if args.json:
-        print_json(result)
+        print_json({"metrics": len(catalog), "rules": names, "ok": True})
     else:
-        print(f"ok: {len(catalog)} metrics, {len(rules)} rules ({', '.join(result['rules'])})")
+        print(f"ok: {len(catalog)} metrics, {len(rules)} rules ({', '.join(names)})")
     return 0
 
 
@@ -83,7 +83,6 @@ def cmd_rules_test(args: argparse.Namespace, settings: Settings) -> int:
                 args.json,
             )
     else:
-
         fault = None if args.scenario == "none" else args.scenario
         if fault is not None and fault not in FAULTS:
             known = ", ".join(sorted(FAULTS))

@@ -36,6 +36,7 @@ from loop.analyze import Analyzer
 from loop.monitor import Monitor
 from rules.catalog import Catalog
 from rules.compiler import RuleSpec
+from twin.model import Twin
 
 Batch = tuple[float, Sequence[Any]]
 
@@ -157,20 +158,20 @@ def window_batches(path: Path) -> list[Batch]:
             labels = {**(raw.get("labels") or {}), "target": raw["target"]}
             sample = {"series": raw["series"], "labels": labels, "ts": raw["ts"]}
             sample["value"] = raw["value"]
-            received = float(raw.get("received", raw["ts"]))
+            received = float(raw["received"] if "received" in raw else raw["ts"])
             if not math.isfinite(received):
                 received = float(raw["ts"])
         except (ValueError, TypeError) as exc:
             raise RuleFileError(str(path), number, f"bad sample: {exc}") from exc
         rows.append((received, number, sample))
     rows.sort(key=lambda r: (r[0], r[1]))
-    batches: list[Batch] = []
+    grouped: list[tuple[float, list[dict[str, Any]]]] = []
     for received, _, sample in rows:
-        if batches and batches[-1][0] == received:
-            batches[-1][1].append(sample)  # type: ignore[attr-defined]
+        if grouped and grouped[-1][0] == received:
+            grouped[-1][1].append(sample)
         else:
-            batches.append((received, [sample]))
-    return batches
+            grouped.append((received, [sample]))
+    return list(grouped)
 
 
 def twin_batches(
@@ -184,8 +185,6 @@ def twin_batches(
     seed: int = 0,
 ) -> Iterator[Batch]:
     """The twin stepped once a simulated second, ``fault`` injected after ``warmup_s``."""
-    from twin.model import Twin
-
     twin = Twin(targets=(target,), seed=seed)
     for tick in range(1, warmup_s + seconds + 1):
         now = start + tick

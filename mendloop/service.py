@@ -95,7 +95,8 @@ async def run_daemon(settings: Settings) -> None:
         )
     hub = EventHub()  # the web page's live board: stage events -> Server-Sent Events
     engine.listeners.append(hub.publish)
-    chat = ChatOps.from_settings(settings, engine.store, engine)  # MENDLOOP_CHAT_*; None: off
+    # MENDLOOP_CHAT_*; None: off. Chat acts through the same service as the REST API
+    chat = ChatOps.from_settings(settings, engine.store, engine.operations)
     if chat is not None:  # stage messages to chat (queued: never blocks the loop)
         engine.listeners.append(chat.notify)
     app = app_for(
@@ -104,6 +105,7 @@ async def run_daemon(settings: Settings) -> None:
         max_body_bytes=settings.api_max_body_bytes,
         web=engine_web_router(engine, hub),
         chat=chat.router if chat is not None else None,
+        chat_status=chat.status if chat is not None else None,
     )
     server = StreamingServer(
         uvicorn.Config(

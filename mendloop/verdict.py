@@ -53,7 +53,8 @@ def verdict(
         ) from exc
     if response.status_code >= 400:
         raise MendloopError(f"{verb} refused: HTTP {response.status_code} {_detail(response)}")
-    return response.json()  # type: ignore[no-any-return]
+    answer: dict[str, Any] = response.json()
+    return answer
 
 
 def plan_to_approve(

@@ -85,7 +85,7 @@ def analyzed(engine: Any, target: str, rule_id: str = "cache-saturation-penetrat
     """An incident as the daemon leaves it after analysis: the rule's finding (every
     series of the rule past its crit line) and the report (tests of what people do)."""
     from kernel.state import State
-    from loop.analyze import finding_from_rule
+    from loop.findings import finding_from_rule
     from rules.compiler import AbnormalFact
 
     rule = engine.analyzer.rules[rule_id]
@@ -108,3 +108,20 @@ def analyzed(engine: Any, target: str, rule_id: str = "cache-saturation-penetrat
         incident_id, State.analyzed, "test", report=report, fault=report.top.fault
     )
     return incident_id
+
+
+def library_plan(
+    incident_id: str,
+    target: str,
+    base_vars: dict[str, str | int | float | bool],
+    solution_id: str = "sol-cache-scale-out",
+    **changes: Any,
+) -> Any:
+    """The RemediationPlan the daemon would make from the shipped library (loop/planner.py),
+    with ``changes`` applied (e.g. ``rollback_playbook=None``)."""
+    from loop.planner import Planner, Subject
+    from loop.solutions import load_library
+
+    planner = Planner(load_library(REPO_ROOT / "playbooks"), base_vars, 5.0, 600.0)
+    plan = planner.resolve(Subject(incident_id, target), solution_id)
+    return plan.model_copy(update=changes) if changes else plan

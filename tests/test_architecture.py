@@ -16,18 +16,9 @@ import grimp
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("kernel", "loop", "knowledge", "rules", "ml", "api", "evaluation", "twin", "mendloop")
-# Cycles known and owned elsewhere: each names who removes it. An entry that no longer
-# exists is harmless; a new cycle fails the test.
-KNOWN_CYCLES = {
-    # evaluation internals (the SMD evaluation's Segment type): left to the evaluation's
-    # owner, who is reworking these modules
-    frozenset({"evaluation.smd", "evaluation.smd_select"}),
-    # the rule-free ranking's evidence sharing (a TYPE_CHECKING import back to
-    # ml.component_rca's types): left to ml's owner
-    frozenset({"ml.component_rca", "ml.rca_sharing"}),
-    # the MicroRCA baseline reuses the TrainTicket protocol lazily: evaluation's owner
-    frozenset({"evaluation.microrca", "evaluation.trainticket_cv"}),
-}
+# Cycles known and owned elsewhere, each with who removes it (none now). An entry that no
+# longer exists is harmless; a new cycle fails the test.
+KNOWN_CYCLES: set[frozenset[str]] = set()
 
 
 def strongly_connected(graph: grimp.ImportGraph) -> list[set[str]]:

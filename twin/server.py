@@ -51,7 +51,7 @@ from twin.model import (
 
 log = logging.getLogger(__name__)
 
-Sink = Callable[[list[Sample]], None]
+Sink = Callable[[list[Sample]], object]  # what it returns is not used
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 

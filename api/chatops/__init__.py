@@ -1,7 +1,7 @@
 """ChatOps: Slack-compatible (and Mattermost-compatible) messages per incident stage, and
 signed approvals and commands from chat. docs/CHATOPS.md has the set-up and the shapes.
 
-    chat = ChatOps.from_settings(settings, engine.store, engine)   # None when not configured
+    chat = ChatOps.from_settings(settings, engine.store, engine.operations)  # None: not set
     engine.listeners.append(chat.notify)
     app = create_app(..., chat=chat.router)
 
@@ -11,6 +11,6 @@ SQL thread map, the background sender), ``router`` (the endpoints), ``ops`` (ass
 """
 
 from api.chatops.config import ChatConfig
-from api.chatops.ops import ChatEngine, ChatOps
+from api.chatops.ops import ChatActions, ChatOps
 
-__all__ = ["ChatConfig", "ChatEngine", "ChatOps"]
+__all__ = ["ChatActions", "ChatConfig", "ChatOps"]

@@ -378,7 +378,8 @@ def incident_text(incident: IncidentView, plan: ApprovalPlan | None) -> str:
     ]
     if incident.decision is not None:
         d = incident.decision
-        lines.append(f"decision: {d.solution_id} via {d.playbook} ({d.mode}): {d.reason}")
+        via = f" via {incident.remediation.playbook}" if incident.remediation else ""
+        lines.append(f"decision: {d.solution_id}{via} ({d.mode}): {d.reason}")
     if plan is not None:
         lines.append(plan_text(plan))
     for step in incident.timeline[-5:]:

@@ -168,8 +168,10 @@ def parse_command(text: str) -> Command:
     if not words:
         return Command("help")
     verb, args = words[0].lower(), words[1:]
-    if verb in ("help", "status"):
-        return Command(verb)  # type: ignore[arg-type]
+    if verb == "help":
+        return Command("help")
+    if verb == "status":
+        return Command("status")
     if verb == "incident":
         return Command("incident", incident_id=_incident_id(args[0] if args else None, verb))
     if verb == "approve":
@@ -183,10 +185,10 @@ def parse_command(text: str) -> Command:
     if verb == "reject":
         incident_id = _incident_id(args[0] if args else None, verb)
         return Command("reject", incident_id=incident_id, comment=" ".join(args[1:])[:2000])
-    if verb in ("pause", "resume"):
+    if verb == "pause" or verb == "resume":
         target = _scope(args[0] if args else None)
         comment = " ".join(args[1:])[:2000] if verb == "pause" else ""
-        return Command(verb, target=target, comment=comment)  # type: ignore[arg-type]
+        return Command("pause" if verb == "pause" else "resume", target=target, comment=comment)
     raise ChatInputError(f"unknown command {_shown(verb)}. {USAGE}")
 
 
@@ -205,7 +207,10 @@ def parse_action(payload: Mapping[str, Any]) -> Action:
     if not isinstance(actions, list) or not actions or not isinstance(actions[0], dict):
         raise ChatInputError("the interaction names no action")
     action = actions[0]
-    verbs = {APPROVE_ACTION: "approve", REJECT_ACTION: "reject"}
+    verbs: dict[str, Literal["approve", "reject"]] = {
+        APPROVE_ACTION: "approve",
+        REJECT_ACTION: "reject",
+    }
     action_id = action.get("action_id")
     verb = verbs.get(action_id) if isinstance(action_id, str) else None
     if verb is None:
@@ -233,7 +238,7 @@ def parse_action(payload: Mapping[str, Any]) -> Action:
         or container.get("message_ts")
     )
     return Action(
-        verb=verb,  # type: ignore[arg-type]
+        verb=verb,
         incident_id=incident_id,
         plan_hash=plan_hash or None,
         user_id=user_id_of(user.get("id")),

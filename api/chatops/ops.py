@@ -1,13 +1,14 @@
 """ChatOps assembled: the engine listener that posts stage messages, and what the chat
 endpoints do as a chat user (approve, reject, status, incident, pause, resume).
 
-    chat = ChatOps.from_settings(settings, engine.store, engine)   # None: chat is off
+    chat = ChatOps.from_settings(settings, engine.store, engine.operations)   # None: off
     engine.listeners.append(chat.notify)      # only queues: never blocks the loop
     app = create_app(..., chat=chat.router)
     chat.start(); ...; chat.stop()
 
-The engine side is ``ChatEngine`` (loop.daemon.Engine has it all); the chat service side
-is a ChatTransport (api/chatops/sender.py). Audit: with API auth on, the app's audit
+What chat does to incidents goes through ``ChatActions`` (loop.operations.Operations, the
+service the REST API calls too); the chat service side is a ChatTransport
+(api/chatops/sender.py). Audit: with API auth on, the app's audit
 middleware writes each chat call's entry (principal and detail set here); with it off
 this writes them itself, since chat callbacks are authenticated by their signature
 whatever the API's setting.
@@ -20,7 +21,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
@@ -38,16 +39,19 @@ from api.chatops.sender import (
     WebhookTransport,
 )
 from api.chatops.signing import ReplayGuard
+from api.metrics import ChatStatus
 from kernel.approval import ApprovalPlan, AutomationStatus
+from kernel.config import Settings
 from kernel.errors import IllegalTransition, MendloopError, PlanChanged
 from kernel.state import State
+from loop.events import StageEvent
 from loop.store import IncidentStore, IncidentView
 
 log = logging.getLogger("mendloop.chat")
 
 
-class ChatEngine(Protocol):
-    """What chat needs from the daemon (loop.daemon.Engine)."""
+class ChatActions(Protocol):
+    """What chat does to incidents and automation (loop.operations.Operations)."""
 
     def plan(self, incident_id: str) -> ApprovalPlan | None: ...
 
@@ -69,13 +73,13 @@ class ChatOps:
         self,
         config: ChatConfig,
         store: IncidentStore,
-        engine: ChatEngine,
+        actions: ChatActions,
         transport: ChatTransport | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.store = store
-        self.engine = engine
+        self.actions = actions
         self.clock = clock
         self.replays = ReplayGuard()
         self.refusals: Counter[str] = Counter()  # refused callbacks and URLs, by reason
@@ -95,13 +99,13 @@ class ChatOps:
 
     @classmethod
     def from_settings(
-        cls, settings: Any, store: IncidentStore, engine: ChatEngine
+        cls, settings: Settings, store: IncidentStore, actions: ChatActions
     ) -> ChatOps | None:
         """ChatOps when any MENDLOOP_CHAT_* is configured, else None (ConfigError if bad)."""
         config = ChatConfig.from_settings(settings)
         if not (config.outgoing or config.incoming):
             return None
-        return cls(config, store, engine)
+        return cls(config, store, actions)
 
     def start(self) -> None:
         if self.sender is not None:
@@ -110,6 +114,13 @@ class ChatOps:
     def stop(self) -> None:
         if self.sender is not None:
             self.sender.stop()
+
+    def status(self) -> ChatStatus:
+        """For /metrics: refusals by reason, the sender's messages by outcome."""
+        with self._count_lock:
+            refusals = dict(self.refusals)
+        messages = dict(self.sender.counts) if self.sender is not None else {}
+        return ChatStatus(refusals=refusals, messages=messages)
 
     def count(self, reason: str) -> None:
         """One more refusal under ``reason`` (missing_headers, malformed_signature,
@@ -120,11 +131,11 @@ class ChatOps:
 
     # -- outgoing: the engine listener (called on the event loop: only queue) -----------
 
-    def notify(self, event: Any) -> None:
+    def notify(self, event: StageEvent) -> None:
         """``engine.listeners.append(chat.notify)``: one message per stage that matters."""
         if self.sender is None:
             return
-        if getattr(event, "kind", "incident") == "automation":
+        if event.kind == "automation":
             self.sender.post(None, blocks.automation_message(event.note))
             return
         if event.state is None or event.state not in blocks.POSTED:
@@ -137,7 +148,7 @@ class ChatOps:
                 return None
             plan = incident.plan
             if plan is None and state == State.awaiting_approval:
-                plan = self.engine.plan(incident_id)
+                plan = self.actions.plan(incident_id)
             return blocks.stage_message(state, note, incident, plan)
 
         self.sender.post(incident_id, build)
@@ -184,13 +195,13 @@ class ChatOps:
         if command.verb == "help":
             return Reply(USAGE)
         if command.verb == "status":
-            return Reply(blocks.status_text(self.store.unfinished(), self.engine.automation()))
+            return Reply(blocks.status_text(self.store.unfinished(), self.actions.automation()))
         if command.verb in ("pause", "resume"):
             try:
                 if command.verb == "pause":
-                    status = self.engine.pause(command.target, principal.name, command.comment)
+                    status = self.actions.pause(command.target, principal.name, command.comment)
                 else:
-                    status = self.engine.resume(command.target, principal.name)
+                    status = self.actions.resume(command.target, principal.name)
             except MendloopError as exc:
                 return Reply(f"{command.verb} refused: {exc}", "conflict")
             where = f"on {command.target}" if command.target else "everywhere"
@@ -218,7 +229,7 @@ class ChatOps:
         if incident is None:
             return Reply(f"no incident {incident_id}", "not_found")
         try:
-            view = self.engine.approve(
+            view = self.actions.approve(
                 incident_id, by=principal.name, comment="approved in chat", plan_hash=plan_hash
             )
         except MendloopError as exc:  # PlanHashRequired, PlanChanged, two-person rule, state
@@ -246,7 +257,7 @@ class ChatOps:
         if incident is None:
             return Reply(f"no incident {incident_id}", "not_found")
         try:
-            self.engine.reject(incident_id, by=principal.name, comment=comment)
+            self.actions.reject(incident_id, by=principal.name, comment=comment)
         except IllegalTransition as exc:
             return approval_error(exc, incident_id, incident.state)
         return Reply(f"Incident {incident_id} rejected by {principal.name}: {comment}", public=True)

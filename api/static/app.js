@@ -398,10 +398,12 @@ async function loadSimilar(inc) {
 function decisionPanel(inc) {
   const d = inc.decision;
   if (!d) return null;
-  const vars = Object.entries(d.extra_vars || {});
+  const r = inc.remediation || {};  // the frozen plan: what runs (older incidents: none)
+  const vars = Object.entries(r.extra_vars || {});
   return h("div", { class: "panel", id: "decision" }, h("h2", {}, "Decision"),
-    h("p", {}, h("strong", {}, d.solution_id), ` · mode ${d.mode} · playbook ${d.playbook}`,
-      d.rollback_playbook ? ` · rollback ${d.rollback_playbook}` : ""),
+    h("p", {}, h("strong", {}, d.solution_id), ` · mode ${d.mode}`,
+      r.playbook ? ` · playbook ${r.playbook}` : "",
+      r.rollback_playbook ? ` · rollback ${r.rollback_playbook}` : ""),
     h("p", { class: "muted" }, d.reason),
     vars.length ? h("p", { class: "muted" }, "vars: " + vars.map(([k, v]) => `${k}=${v}`).join(", ")) : null,
     inc.plan && inc.state !== "awaiting_approval" ? h("div", {}, h("h2", {}, "Plan"), planDetails(inc.plan)) : null,

@@ -111,7 +111,7 @@ def _metric(
         return
     sent_unit = str(metric.get("unit") or "")
     series = mapper.name_map(name) if kind in NUMBER_TYPES else None
-    if series in units and not units_agree(sent_unit, units[series]):
+    if series is not None and series in units and not units_agree(sent_unit, units[series]):
         out.issue(
             f"unit {sent_unit!r} does not match the catalog's {units[series]!r} for {series}",
             "bad_unit",

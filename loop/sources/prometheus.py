@@ -367,9 +367,10 @@ class PrometheusPoller:
     def _forget_old_marks(self) -> None:
         """A mark older than the lookback can no longer tell a point apart: drop it."""
         horizon = time.time() - 2 * self.lookback_s - self.interval_s
-        for marks in (self._seen, self._refused_seen):
-            for key in [k for k, ts in marks.items() if ts < horizon]:
-                del marks[key]
+        for old in [k for k, ts in self._seen.items() if ts < horizon]:
+            del self._seen[old]
+        for raw in [k for k, ts in self._refused_seen.items() if ts < horizon]:
+            del self._refused_seen[raw]
 
     def start(self) -> None:
         if self._thread is not None:

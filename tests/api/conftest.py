@@ -27,7 +27,7 @@ from api.web import web_router
 from kernel.config import REPO_ROOT
 from kernel.models import utcnow
 from kernel.state import State
-from loop.daemon import StageEvent
+from loop.events import StageEvent
 from loop.monitor import Monitor
 from loop.sqi import SQIModel, SQIResult
 from loop.store import IncidentStore, IncidentView

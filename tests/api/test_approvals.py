@@ -1,7 +1,7 @@
 """Approve / reject through the REST API, over a real SQLite store. The daemon's side
 (approve -> the real run) is covered end to end in tests/e2e; here ``StoreApprovals`` is
 the daemon's store half of it, so the HTTP contract is checked on its own, and
-``ApprovalDesk`` (the engine's real approval code, loop/operate.py) checks that an
+``approval_desk`` (the engine's real approval code, loop/operations.py) checks that an
 approval must name the plan it approves, from the API and from ``mendloop approve``."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from api.app import create_app
 from kernel.state import State
 from loop.store import IncidentStore, IncidentView
 
-from .test_chatops import ApprovalDesk, _plan
+from .test_chatops import _plan, approval_desk
 from .test_chatops import waiting as waiting_with_plan
 
 
@@ -120,7 +120,7 @@ def live_api(store):
 @pytest.fixture
 def live_desk(store):
     """The API over the engine's real approval code (plans, hashes, two-person rule)."""
-    desk = ApprovalDesk(store)
+    desk = approval_desk(store)
     for url in _serve(store, desk):
         yield url, desk
 
@@ -156,7 +156,7 @@ def test_an_approval_without_the_plan_hash_is_refused_naming_it(store) -> None:
         store.transition(low, state, "test")
     low_plan = _plan(low).model_copy(update={"risk": "low"})
     store.transition(low, State.awaiting_approval, "needs approval", plan=low_plan)
-    with TestClient(create_app(store, approvals=ApprovalDesk(store))) as client:
+    with TestClient(create_app(store, approvals=approval_desk(store))) as client:
         for incident_id, current in ((high, plan), (low, low_plan)):
             for body in (None, {"comment": "go"}, {"plan_hash": None}):
                 bare = client.post(f"/v1/incidents/{incident_id}/approve", json=body)
@@ -175,9 +175,9 @@ def test_an_approval_without_the_plan_hash_is_refused_naming_it(store) -> None:
 
 def test_an_incident_without_a_plan_is_approved_without_a_hash(store) -> None:
     """An incident left waiting before plans existed has nothing to name; the engine
-    makes its plan before the run and asks again (loop/operate.py ``_recheck_plan``)."""
+    makes its plan before the run and asks again (loop/steps/approvals.py ``recheck``)."""
     incident_id = waiting(store)
-    with TestClient(create_app(store, approvals=ApprovalDesk(store))) as client:
+    with TestClient(create_app(store, approvals=approval_desk(store))) as client:
         answer = client.post(f"/v1/incidents/{incident_id}/approve", json={"comment": "old"})
         assert answer.status_code == 200, answer.text
     assert store.get(incident_id).approval.plan_hash is None

@@ -1,7 +1,7 @@
 """ChatOps adapters against a local HTTP receiver standing in for the chat service (the one
 thing we fake): the background sender (threads kept in SQL across a restart, retries,
 backoff, a bounded queue), and the signed endpoints acting on the engine's real approval
-code (loop/remediate.py on a real SQLite store): correctly and incorrectly signed
+code (loop/operations.py on a real SQLite store): correctly and incorrectly signed
 callbacks, replays, unknown users, roles, a changed plan, the two-person rule, commands
 and the audit. The end-to-end test with the real Engine on the twin is at the bottom."""
 
@@ -31,9 +31,10 @@ from api.chatops.signing import sign
 from kernel.approval import ApprovalPlan
 from kernel.models import Decision, DecisionMode, RCAReport, RootCause, RunStatus
 from kernel.state import State
-from loop.daemon import StageEvent
+from loop.events import Events, StageEvent
 from loop.ledger import Ledger
-from loop.remediate import Remediation
+from loop.operations import Operations
+from loop.planner import Planner
 from loop.solutions import load_library
 from loop.store import IncidentStore
 
@@ -245,22 +246,21 @@ def _library() -> dict:
     return load_library(PLAYBOOKS)
 
 
-class ApprovalDesk(Remediation):
-    """The engine's people-facing half (loop/remediate.py: approve with the plan hash, the
-    two-person rule, reject, pause/resume) on a real SQLite store, without the stages that
-    need Neo4j and the twin (those run in the end-to-end test below)."""
-
-    def __init__(self, store: IncidentStore) -> None:
-        self.store = store
-        self.ledger = Ledger(store.engine)
-        self.library = _library()
-        self._loop = None
-        self.listeners: list[Callable[[StageEvent], None]] = []
-
-    def _emit(self, incident_id, target, state, note, kind: str = "incident") -> None:
-        event = StageEvent(incident_id, target, state, note, datetime.now(UTC), kind)
-        for listener in self.listeners:
-            listener(event)
+def approval_desk(store: IncidentStore) -> Operations:
+    """The engine's people-facing service (loop/operations.py: approve with the plan hash,
+    the two-person rule, reject, pause/resume) on a real SQLite store, built with what
+    those need; re-analysing and proposing need Neo4j and the twin (the end-to-end test
+    below has them), so there is no analyzer or decider here."""
+    planner = Planner(_library(), {}, verify_hold_s=5.0, verify_timeout_s=600.0)
+    return Operations(
+        store,
+        Ledger(store.engine),
+        analyzer=None,  # type: ignore[arg-type]  # reanalyze is not called on this desk
+        decider=None,  # type: ignore[arg-type]  # nor propose
+        planner=planner,
+        events=Events(),
+        walk=lambda incident_id: None,  # no loop here: an approved fix is not run
+    )
 
 
 def _plan(incident_id: str, requested_by: str = "mendloop", nodes: int = 2) -> ApprovalPlan:
@@ -292,7 +292,6 @@ def waiting(store: IncidentStore, requested_by: str = "mendloop") -> tuple[str, 
     decision = Decision(
         incident_id=incident_id,
         solution_id="sol-voltage-dvr",
-        playbook="voltage_dvr.yml",
         mode=DecisionMode.approval,
         reason="high risk",
         requested_by=requested_by,
@@ -309,7 +308,7 @@ class Chat:
 
     def __init__(self, store: IncidentStore, receiver: ChatReceiver, auth: bool = False) -> None:
         self.store = store
-        self.desk = ApprovalDesk(store)
+        self.desk = approval_desk(store)
         config = ChatConfig(
             api_url=receiver.url + "/api",
             bot_token="xoxb-test",
@@ -319,9 +318,14 @@ class Chat:
             backoff_s=0.01,
         )
         self.ops = ChatOps(config, store, self.desk, clock=lambda: NOW)
-        self.desk.listeners.append(self.ops.notify)
+        self.desk.events.listeners.append(self.ops.notify)
         self.ops.start()
-        app = create_app(store, auth=Auth.on(store.engine) if auth else None, chat=self.ops.router)
+        app = create_app(
+            store,
+            auth=Auth.on(store.engine) if auth else None,
+            chat=self.ops.router,
+            chat_status=self.ops.status,
+        )
         self.client = TestClient(app)
         self.response_url = receiver.url + "/respond/T1/1"
 
@@ -549,7 +553,7 @@ def test_with_api_auth_on_the_middleware_audits_chat_calls(store, receiver) -> N
 
 def test_the_listener_posts_only_stages_that_matter_and_never_raises(store, receiver) -> None:
     config = ChatConfig(api_url=receiver.url + "/api", bot_token="t", channel="C42", queue_size=1)
-    ops = ChatOps(config, store, ApprovalDesk(store))
+    ops = ChatOps(config, store, approval_desk(store))
     incident_id, _ = waiting(store)
 
     def event(state: State) -> StageEvent:
@@ -565,13 +569,13 @@ def test_the_listener_posts_only_stages_that_matter_and_never_raises(store, rece
     ops.stop()
     (posted,) = receiver.delivered()
     assert "Approval needed" in posted["body"]["blocks"][0]["text"]["text"]
-    quiet = ChatOps(ChatConfig(signing_secret="s"), store, ApprovalDesk(store))
+    quiet = ChatOps(ChatConfig(signing_secret="s"), store, approval_desk(store))
     quiet.notify(event(State.resolved))  # incoming only: nothing to send, nothing raised
     assert quiet.sender is None
 
 
 def test_callbacks_without_a_signing_secret_are_refused(store) -> None:
-    ops = ChatOps(ChatConfig(), store, ApprovalDesk(store))
+    ops = ChatOps(ChatConfig(), store, approval_desk(store))
     with TestClient(create_app(store, chat=ops.router)) as client:
         answer = client.post("/v1/chat/commands", data={"text": "status"})
         assert answer.status_code == 503
@@ -632,13 +636,17 @@ class ChatLoop:
         from mendloop.service import build_engine
 
         self.engine = build_engine(self.settings, {"twin_url": self.twin.url}, lambda _: None)
-        self.chat = ChatOps.from_settings(self.settings, self.engine.store, self.engine)
+        self.chat = ChatOps.from_settings(
+            self.settings, self.engine.store, self.engine.operations
+        )
         assert self.chat is not None
         self.engine.listeners.append(self.chat.notify)
         self.chat.start()
         self.twin.sink = self.engine.submit
         await self.engine.start()
-        app = create_app(self.engine.store, approvals=self.engine, chat=self.chat.router)
+        app = create_app(
+            self.engine.store, approvals=self.engine.operations, chat=self.chat.router
+        )
         config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
         self.server = uvicorn.Server(config)
         self._serve = asyncio.create_task(self.server.serve())

@@ -78,6 +78,10 @@ def test_a_captured_callback_cannot_be_replayed_by_respelling_its_signature(
     again = _post(chat, COMMANDS, body, str(NOW), signature)
     assert again.status_code == 401 and "replayed" in again.json()["detail"]
     assert chat.ops.refusals == {"malformed_signature": 1, "replayed": 1}
+    exported = chat.client.get("/metrics").text  # the counters reach /metrics, typed
+    assert 'mendloop_chat_refusals_total{reason="replayed"} 1.0' in exported
+    assert 'mendloop_chat_refusals_total{reason="malformed_signature"} 1.0' in exported
+    assert 'mendloop_chat_messages_total{outcome="sent"}' in exported
 
 
 def test_the_replay_guard_keys_on_what_was_signed(chat, store) -> None:

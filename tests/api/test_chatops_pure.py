@@ -389,7 +389,6 @@ def _incident(state: State = State.analyzed, **extra) -> IncidentView:
         "decision": Decision(
             incident_id="inc0001",
             solution_id="sol-cache-scale-out",
-            playbook="cache_scale_out.yml",
             mode=DecisionMode.approval,
             reason="high risk",
         ),

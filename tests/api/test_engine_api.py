@@ -84,7 +84,6 @@ def waiting(engine: Engine, target: str, requested_by: str, risk: str) -> tuple[
     decision = Decision(
         incident_id=incident_id,
         solution_id=spec.id,
-        playbook=spec.playbook,
         mode=DecisionMode.approval,
         reason="test",
         requested_by=requested_by,
@@ -139,11 +138,11 @@ def test_readyz_names_what_failed(client, engine) -> None:
     checks = down.json()["checks"]
     assert not checks["neo4j"]["ok"] and "Neo4j" in checks["neo4j"]["detail"]
     assert checks["sql"]["ok"] and checks["rules"]["ok"] and checks["loop"]["ok"]
-    engine.rules_errors = (RuleFileError("rules/x.yaml", 3, "unknown metric 'nope'"),)
+    engine.upkeep.errors = (RuleFileError("rules/x.yaml", 3, "unknown metric 'nope'"),)
     try:
         broken = client.get("/readyz")
     finally:
-        engine.rules_errors = ()
+        engine.upkeep.errors = ()
     assert broken.status_code == 503 and not broken.json()["checks"]["rules"]["ok"]
     assert "rules/x.yaml:3" in broken.json()["checks"]["rules"]["detail"]
     assert client.get("/readyz").status_code == 200
@@ -181,8 +180,12 @@ def test_reanalyze_walks_on_and_metrics_show_it(client, engine, tokens) -> None:
     assert [(r["phase"], r["status"], r["diff"]) for r in detail["runs"]] == [
         ("check", "successful", ["--- before\n+++ after"])
     ]
+    # what the decider refuses (tests/loop/test_decide_library.py counts it) is exported
+    engine.decider.refusals["library_mismatch"] += 1
+    refused = engine.decider.refusals["library_mismatch"]
     text = client.get("/metrics", headers=tokens[Role.viewer])
     assert text.status_code == 200 and text.headers["content-type"].startswith("text/plain")
+    assert f'mendloop_decisions_refused_total{{reason="library_mismatch"}} {refused}.0' in text.text
     body = text.text
     assert 'mendloop_stage_seconds_count{from_state="analyzed",to_state="decided"}' in body
     assert 'mendloop_stage_seconds_count{from_state="decided",to_state="escalated"}' in body
@@ -262,7 +265,7 @@ def test_pause_and_resume_automation(client, engine, tokens) -> None:
     assert (body["paused"], body["by"], body["reason"]) == (True, "operator-1", "change freeze")
     one = client.post("/v1/automation/pause", json={"target": "pm-site-9"}, headers=operator)
     assert [t["target"] for t in one.json()["targets"]] == ["pm-site-9"]
-    assert engine.automation().pause_for("pm-site-9") is not None
+    assert engine.operations.automation().pause_for("pm-site-9") is not None
     resumed = client.post("/v1/automation/resume", headers=operator)
     assert resumed.json()["paused"] is False and len(resumed.json()["targets"]) == 1
     missing = client.post("/v1/automation/resume", json={"target": "pm-site-8"}, headers=operator)
@@ -426,7 +429,7 @@ def test_import_reports_bad_rows_with_line_and_reason(client, tokens) -> None:
 def test_solutions_with_track_record_and_autonomy(client, engine, tokens) -> None:
     viewer = tokens[Role.viewer]
     solution = engine.graph.get_solution("sol-cache-scale-out")
-    engine.autonomy(solution, "cache_saturation", "pm-site-3")  # the key's first decision
+    engine.autonomy.mode(solution, "cache_saturation", "pm-site-3")  # the key's first decision
     listed = client.get("/v1/solutions", headers=viewer).json()
     assert {s["id"] for s in listed} == set(engine.library)
     scale = next(s for s in listed if s["id"] == "sol-cache-scale-out")

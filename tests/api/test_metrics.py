@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.metrics import ApiMetrics, LoopProbe
 from kernel.state import State
-from loop.daemon import StageEvent
+from loop.events import StageEvent
 from loop.store import IncidentStore
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -70,5 +70,5 @@ def test_incidents_by_state_and_two_apps_apart(store) -> None:
 
 
 def test_loop_probe_of_an_app_without_an_engine() -> None:
-    probe = LoopProbe(None)  # create_app(store) alone: nothing runs, nothing is queued
-    assert (probe.running(), probe.findings_queued(), probe.incident_tasks()) == (False, 0, 0)
+    probe = LoopProbe(None)  # create_app(store) alone: nothing runs
+    assert probe.status() == (False, "the engine loop is not running")

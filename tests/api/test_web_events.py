@@ -17,7 +17,7 @@ from api.auth import Principal, Role
 from api.events import EventHub, StreamClosed, StreamTickets, TooManyClients
 from kernel.models import utcnow
 from kernel.state import State
-from loop.daemon import StageEvent
+from loop.events import StageEvent
 
 from .conftest import Served, Site
 

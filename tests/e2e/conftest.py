@@ -69,7 +69,7 @@ class LoopHarness:
         self.engine = engine
         self.twin.sink = engine.submit
         await engine.start()
-        app = create_app(engine.store, submit=engine.submit, approvals=engine)
+        app = create_app(engine.store, submit=engine.submit, approvals=engine.operations)
         self.server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
         )

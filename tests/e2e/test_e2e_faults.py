@@ -21,6 +21,7 @@ from kernel.shadow import ShadowScope
 from kernel.state import State
 from loop.decide import Decider
 from loop.policy import AutonomyKey
+from loop.steps import subject
 from mendloop.replay import backtest
 from twin.model import ACTIONS, FAULTS
 
@@ -53,7 +54,7 @@ def settled(neo4j_settings, tmp_path_factory) -> Iterator[tuple[LoopHarness, dic
     settings = settings_for(neo4j_settings, var_dir, verify_hold_s=3.0, verify_timeout_s=45.0)
     with LoopHarness(settings, [*TARGETS.values(), WRONG_TARGET, SHADOW_TARGET]) as loop:
         engine = loop.engine
-        engine.shadow = ShadowScope(targets=frozenset({SHADOW_TARGET}))
+        engine.steps.dispatch.shadow = ShadowScope(targets=frozenset({SHADOW_TARGET}))
         time.sleep(2)  # a healthy baseline first
         wrong = _start_wrong_remedy(loop)
         for fault, target in TARGETS.items():
@@ -87,7 +88,6 @@ def settled(neo4j_settings, tmp_path_factory) -> Iterator[tuple[LoopHarness, dic
                     engine.graph,
                     engine.embedder,
                     settings.match_min_similarity,
-                    {"twin_url": loop.twin.url},
                     library=engine.library,
                 ),
             ),
@@ -107,13 +107,14 @@ def _start_wrong_remedy(loop: LoopHarness) -> str:
     decision = Decision(
         incident_id=incident_id,
         solution_id=spec.id,
-        playbook=spec.playbook,
-        rollback_playbook=spec.rollback_playbook,
-        extra_vars={"twin_url": loop.twin.url, "target": WRONG_TARGET},
         mode=DecisionMode.auto,
         reason="forced by the test: the look-alike fault's remedy",
     )
-    engine.store.transition(incident_id, State.decided, "test", decision=decision)
+    plan = engine.planner.resolve(subject(engine.store.get(incident_id)), spec.id)
+    assert plan.extra_vars["target"] == WRONG_TARGET
+    engine.store.transition(
+        incident_id, State.decided, "test", decision=decision, remediation=plan
+    )
     loop.inject(WRONG_TARGET, "meter_chip_overheat")
     # its precondition (metering deviation out of class) holds a few seconds after onset
     while not (
@@ -121,7 +122,7 @@ def _start_wrong_remedy(loop: LoopHarness) -> str:
         and not engine.catalog["meter_metering_deviation_pct"].is_healthy(point[1])
     ):
         time.sleep(0.2)
-    loop.loop.call_soon_threadsafe(engine._spawn, incident_id)
+    engine.walk(incident_id)
     return incident_id
 
 

@@ -59,7 +59,7 @@ def test_hostile_targets_and_a_tampered_graph_execute_nothing(neo4j_settings, tm
         engine = build_engine(settings, {"twin_url": twin.url}, progress=lambda _: None)
         try:
             for target in (LITERAL, lookup, TAMPERED):  # fixes wait for a person: dry run
-                engine.pause(target, by="e2e", reason="hold every fix for approval")
+                engine.operations.pause(target, by="e2e", reason="hold every fix for approval")
             spec = engine.library["sol-db-io-tune"]
             outside = os.path.relpath(evil, PLAYBOOKS)  # ../../../tmp/.../evil.yml
             engine.graph.upsert_solution(spec.solution().model_copy(update={"playbook": outside}))
@@ -90,7 +90,7 @@ def test_hostile_targets_and_a_tampered_graph_execute_nothing(neo4j_settings, tm
     # the template-named target: decided through Neo4j, dry-run as its literal name
     literal = settled[LITERAL]
     assert literal.state == State.awaiting_approval, literal.reason
-    assert literal.decision.extra_vars["target"] == LITERAL
+    assert literal.remediation.extra_vars["target"] == LITERAL
     assert literal.plan.changed == 1  # the twin knows "e2e-{{7*7}}" and it is saturated
     assert [(r.phase, r.status) for r in runs[LITERAL]] == [("plan", "successful")]
     said = [e.get("msg", "") for e in runs[LITERAL][0].events]

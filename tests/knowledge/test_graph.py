@@ -156,7 +156,7 @@ def test_learning_counts_once_links_the_match_and_feeds_the_next_decision(seeded
             ),
         ),
     )
-    decider = Decider(graph, embedder, 0.8, {}, library=load_library(Settings().playbooks_dir))
+    decider = Decider(graph, embedder, 0.8, library=load_library(Settings().playbooks_dir))
     outcome = decider.decide(report)
     assert outcome.decision is not None
     assert outcome.decision.solution_id == "sol-cache-scale-out"

@@ -79,19 +79,20 @@ def test_engine_learns_baselines_from_healthy_data_and_reports_ml_onsets(make_en
     feed(engine, twin, clock, 1900, step=10.0)
     assert engine.analyzer.retrain_due(clock()) == [TARGET]  # the housekeeping's call
     assert (tmp_path / "var" / "models" / f"{TARGET}.joblib").exists()
-    assert engine._early == []  # a healthy hour opened nothing
+    assert engine.findings_before_start() == []  # a healthy hour opened nothing
 
     feed(engine, twin, clock, 60, step=1.0)
     assert engine.analyzer.anomalies(TARGET) == []  # healthy again: nothing beyond baseline
     injected = clock()
     twin.inject(TARGET, "cache_saturation", now=injected)
     feed(engine, twin, clock, 20, step=1.0)
-    findings = list(engine._early)  # handed to the loop once it runs
+    findings = engine.findings_before_start()  # handed to the loop once it runs
     assert findings
     assert {engine.analyzer.rules[f.rule_id].fault for f in findings} == {"cache_saturation"}
 
     incident_id = engine.store.open_incident(TARGET, findings)
-    asyncio.run(engine._analyze(engine.store.get(incident_id)))
+    opened = engine.store.get(incident_id)
+    engine.moves.apply(opened, asyncio.run(engine.steps.analyze.run(opened)))  # the first step
     incident = engine.store.get(incident_id)
     assert incident.state == State.analyzed
     report = incident.report

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from kernel.state import State
-from loop.analyze import finding_from_rule
+from loop.findings import finding_from_rule
 from mendloop.service import build_engine
 from rules.compiler import AbnormalFact
 
@@ -84,7 +84,7 @@ def test_a_fault_already_in_flight_opens_nothing_a_different_one_does(engine_set
         try:
             in_flight = engine.store.open_incident("t4", cache_findings(engine, "t4"))
             engine.store.transition(in_flight, State.analyzed, "held here by the test")
-            engine._findings.put_nowait(cache_findings(engine, "t4"))  # same fault again
+            engine.hand_over(cache_findings(engine, "t4"))  # same fault again
             await asyncio.sleep(0.5)
             same = [i.id for i in engine.store.list(target="t4")]
             rule = engine.analyzer.rules["db-io-wait-saturation"]
@@ -99,7 +99,7 @@ def test_a_fault_already_in_flight_opens_nothing_a_different_one_does(engine_set
                 )
                 for c in rule.all_of
             ]
-            engine._findings.put_nowait([finding_from_rule(rule, facts)])  # another fault
+            engine.hand_over([finding_from_rule(rule, facts)])  # another fault
             await asyncio.sleep(0.5)
             return in_flight, same, engine.store.list(target="t4")
         finally:

@@ -16,6 +16,7 @@ from kernel.models import Evidence, RCAReport, RootCause
 from knowledge.graph import KnowledgeGraph
 from knowledge.seed import load_cases, seed_graph
 from loop.decide import Decider
+from loop.planner import Planner, Subject
 from loop.solutions import SolutionSpec, load_library, load_solutions
 
 pytestmark = pytest.mark.neo4j
@@ -53,8 +54,7 @@ def seeded(neo4j_settings, embedder) -> Iterator[tuple[KnowledgeGraph, dict[str,
 
 def decider(seeded, embedder, library=None) -> Decider:
     graph, full = seeded
-    base = {"twin_url": "http://127.0.0.1:9"}
-    return Decider(graph, embedder, 0.8, base, library=full if library is None else library)
+    return Decider(graph, embedder, 0.8, library=full if library is None else library)
 
 
 def test_the_library_names_what_runs(seeded, embedder) -> None:
@@ -62,9 +62,29 @@ def test_the_library_names_what_runs(seeded, embedder) -> None:
     outcome = d.decide(REPORT)
     spec = seeded[1][SOLUTION]
     assert outcome.decision is not None and outcome.decision.solution_id == SOLUTION
-    assert outcome.decision.playbook == spec.playbook
-    assert outcome.decision.rollback_playbook == spec.rollback_playbook
-    assert outcome.decision.extra_vars["target"] == "pm-site-1" and d.refusals == Counter()
+    assert d.refusals == Counter()
+    planner = Planner(seeded[1], {"twin_url": "http://127.0.0.1:9"}, 5.0, 600.0)
+    plan = planner.resolve(Subject("lib-1", "pm-site-1", report=REPORT), SOLUTION)
+    assert plan.playbook == spec.playbook and plan.rollback_playbook == spec.rollback_playbook
+    assert plan.extra_vars["target"] == "pm-site-1" and plan.risk == spec.risk
+    assert plan.check_mode == spec.check_mode and plan.blast_radius == spec.blast_radius
+    assert plan.verification.component == "cache"
+
+
+def test_risk_comes_from_the_library_not_the_graph(seeded, embedder) -> None:
+    """The graph's Solution.risk is a copy made at seed time; a graph that says otherwise
+    changes nothing the decision reads."""
+    graph, library = seeded
+    spec = library[SOLUTION]
+    other = "low" if spec.risk == "high" else "high"
+    graph.upsert_solution(spec.solution().model_copy(update={"risk": other}))
+    try:
+        assert graph.get_solution(SOLUTION).risk == other
+        outcome = decider(seeded, embedder).decide(REPORT)
+    finally:
+        graph.upsert_solution(spec.solution())
+    assert outcome.decision is not None
+    assert f"risk {spec.risk} -> {outcome.decision.mode}" in outcome.decision.reason
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kernel.models import Decision, DecisionMode, RunStatus
+from kernel.models import RunStatus
+from kernel.plan import RemediationPlan
 from loop.execute import (
     PlaybookRunner,
     dry_run,
@@ -24,6 +25,8 @@ from loop.ledger import INTERRUPTED, Ledger
 from loop.store import IncidentStore
 from twin.model import Twin
 from twin.server import TwinRunner
+
+from ..conftest import library_plan
 
 PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
 SITE = "pm-site-1"
@@ -55,16 +58,12 @@ def runner(tmp_path: Path) -> PlaybookRunner:
     return PlaybookRunner(PLAYBOOKS, tmp_path / "runs", timeout_s=120)
 
 
-def decision(twin: TwinRunner, incident: str = "inc1", target: str = SITE) -> Decision:
-    return Decision(
-        incident_id=incident,
-        solution_id="sol-cache-scale-out",
-        playbook="cache_scale_out.yml",
-        rollback_playbook="cache_scale_out_rollback.yml",
-        extra_vars={"twin_url": twin.url, "target": target},
-        mode=DecisionMode.auto,
-        reason="test",
-    )
+def decision(twin: TwinRunner, incident: str = "inc1", target: str = SITE) -> RemediationPlan:
+    """The plan of sol-cache-scale-out (cache_scale_out.yml and its rollback)."""
+    plan = library_plan(incident, target, {"twin_url": twin.url})
+    assert plan.playbook == "cache_scale_out.yml" and plan.check_mode
+    assert plan.rollback_playbook == "cache_scale_out_rollback.yml"
+    return plan
 
 
 def actions(twin: TwinRunner) -> list[str]:

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from kernel.models import Decision, DecisionMode, RunStatus
+from kernel.models import RunStatus
 from loop.execute import PlaybookRunner, execute
 from loop.extravars import unsafe_yaml
 from loop.ledger import Ledger
@@ -30,6 +30,8 @@ from loop.solutions import check_file, library_playbook
 from loop.store import IncidentStore
 from twin.model import Twin
 from twin.server import TwinRunner
+
+from ..conftest import library_plan
 
 PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
 
@@ -161,19 +163,12 @@ def test_the_twin_playbook_acts_on_the_literal_target(tmp_path: Path) -> None:
         with twin.locked() as model:
             model.inject(literal, "cache_saturation")
             model.inject(rendered, "cache_saturation")
-        decision = Decision(
-            incident_id="lit",
-            solution_id="sol-cache-scale-out",
-            playbook="cache_scale_out.yml",
-            rollback_playbook="cache_scale_out_rollback.yml",
-            extra_vars={"twin_url": twin.url, "target": literal},
-            mode=DecisionMode.auto,
-            reason="test",
-        )
+        plan = library_plan("lit", literal, {"twin_url": twin.url})
+        assert plan.extra_vars["target"] == literal
         store = IncidentStore(f"sqlite:///{tmp_path / 'm.db'}")
         runner = PlaybookRunner(PLAYBOOKS, tmp_path / "runs", timeout_s=120)
         try:
-            execution = asyncio.run(execute(decision, runner, Ledger(store.engine)))
+            execution = asyncio.run(execute(plan, runner, Ledger(store.engine)))
         finally:
             store.close()
         with twin.locked() as model:

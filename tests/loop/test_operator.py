@@ -15,9 +15,11 @@ import pytest
 from kernel.errors import ApprovalRefused, IllegalTransition, PlanChanged, PlanHashRequired
 from kernel.models import Decision, DecisionMode
 from kernel.state import State
-from loop.daemon import Engine, StageEvent
+from loop.daemon import Engine
+from loop.events import StageEvent
 from loop.execute import execute, run_key
 from loop.ledger import INTERRUPTED
+from loop.steps import subject
 from mendloop.service import build_engine
 from twin.model import Twin
 from twin.server import TwinRunner
@@ -61,18 +63,16 @@ def twin_actions(twin: TwinRunner, target: str) -> list[dict]:
 
 
 def decided(engine: Engine, target: str, mode: DecisionMode) -> str:
+    """An incident decided for sol-cache-scale-out with ``mode``, with its remediation plan
+    as the decide step makes it (loop/planner.py)."""
     incident_id = analyzed(engine, target)
-    spec = engine.library["sol-cache-scale-out"]
     decision = Decision(
-        incident_id=incident_id,
-        solution_id=spec.id,
-        playbook=spec.playbook,
-        rollback_playbook=spec.rollback_playbook,
-        extra_vars=spec.render_vars({**engine.decider.base_vars, "target": target}),
-        mode=mode,
-        reason="test",
+        incident_id=incident_id, solution_id="sol-cache-scale-out", mode=mode, reason="test"
     )
-    engine.store.transition(incident_id, State.decided, "test", decision=decision)
+    plan = engine.planner.resolve(subject(engine.store.get(incident_id)), decision.solution_id)
+    engine.store.transition(
+        incident_id, State.decided, "test", decision=decision, remediation=plan
+    )
     return incident_id
 
 
@@ -90,25 +90,25 @@ def test_an_approval_is_bound_to_its_plan_and_void_when_the_plan_changes(make_en
     engine.listeners.append(events.append)
 
     async def main():
-        engine.pause("op-1", by="alice", reason="change freeze")  # auto fixes wait here
+        engine.operations.pause("op-1", by="alice", reason="change freeze")  # auto fixes wait here
         incident_id = decided(engine, "op-1", DecisionMode.auto)
         await engine.start()
         try:
             first = await engine.wait_settled(incident_id, 120)
             with pytest.raises(PlanChanged) as stale:
-                engine.approve(incident_id, by="bob", plan_hash="0" * 64)
+                engine.operations.approve(incident_id, by="bob", plan_hash="0" * 64)
             assert stale.value.current_hash == first.plan.plan_hash
             # the playbook vars change after the plan was shown, before the run
-            old_url = engine.decider.base_vars["twin_url"]
+            old_url = engine.planner.base_vars["twin_url"]
             new_url = str(old_url).replace("127.0.0.1", "localhost")
-            engine.decider.base_vars = {**engine.decider.base_vars, "twin_url": new_url}
-            approved = engine.approve(
+            engine.planner.base_vars = {**engine.planner.base_vars, "twin_url": new_url}
+            approved = engine.operations.approve(
                 incident_id, by="bob", comment="go", plan_hash=first.plan.plan_hash
             )
             assert approved.approval.plan_hash == first.plan.plan_hash
             second = await engine.wait_settled(incident_id, 120)
             unhealthy_now(engine, "op-1", "cache_utilization_pct", 93.0)
-            engine.approve(incident_id, by="bob", plan_hash=second.plan.plan_hash)
+            engine.operations.approve(incident_id, by="bob", plan_hash=second.plan.plan_hash)
             final = await engine.wait_settled(incident_id, 120)
             return first, approved, second, final, old_url, new_url
         finally:
@@ -132,7 +132,7 @@ def test_an_approval_is_bound_to_its_plan_and_void_when_the_plan_changes(make_en
     assert "approval by bob is void" in void
     assert f"extra_vars.twin_url: '{old_url}' -> '{new_url}'" in void
     assert second.plan.extra_vars["twin_url"] == new_url != plan.extra_vars["twin_url"]
-    assert second.decision.extra_vars["twin_url"] == new_url
+    assert second.remediation.extra_vars["twin_url"] == new_url
     # the new plan approved: it runs (automation is still paused: approved runs go)
     states = [t.to_state for t in final.timeline]
     assert states[3:8] == [
@@ -173,7 +173,8 @@ def test_an_approval_given_while_the_daemon_was_down_is_void_when_the_dry_run_ch
 
     asyncio.run(ask())
     asked = first.store.get(incident_id)
-    first.approve(incident_id, by="bob", plan_hash=asked.plan.plan_hash)  # the daemon is down
+    # the daemon is down
+    first.operations.approve(incident_id, by="bob", plan_hash=asked.plan.plan_hash)
     with twin.locked() as model:
         model.clear("op-6")
     engine = make_engine()  # the restart
@@ -203,22 +204,25 @@ def test_two_person_rule_for_high_risk_and_proposals(make_engine, twin):
     async def main():
         high = analyzed(engine, "op-2")
         low = analyzed(engine, "op-3")
-        engine.propose(high, "sol-voltage-dvr", "bob")  # before start: the restart resumes it
-        engine.propose(low, "sol-cache-scale-out", "bob")
+        # before start: the restart resumes it
+        engine.operations.propose(high, "sol-voltage-dvr", "bob")
+        engine.operations.propose(low, "sol-cache-scale-out", "bob")
         await engine.start()
         try:
             waiting = await engine.wait_settled(high, 120)
             shown = waiting.plan.plan_hash
             with pytest.raises(ApprovalRefused, match="two-person rule"):
-                engine.approve(high, by="bob", plan_hash=shown)
+                engine.operations.approve(high, by="bob", plan_hash=shown)
             with pytest.raises(PlanHashRequired, match=shown):  # approve what you looked at
-                engine.approve(high, by="carol")
-            engine.approve(high, by="carol", comment="second pair of eyes", plan_hash=shown)
+                engine.operations.approve(high, by="carol")
+            engine.operations.approve(
+                high, by="carol", comment="second pair of eyes", plan_hash=shown
+            )
             low_waiting = await engine.wait_settled(low, 120)
             with pytest.raises(PlanHashRequired):  # whatever the risk
-                engine.approve(low, by="bob")
+                engine.operations.approve(low, by="bob")
             # low risk: the requester may approve
-            engine.approve(low, by="bob", plan_hash=low_waiting.plan.plan_hash)
+            engine.operations.approve(low, by="bob", plan_hash=low_waiting.plan.plan_hash)
             return (
                 waiting,
                 await engine.wait_settled(high, 120),
@@ -248,16 +252,16 @@ def test_pause_everywhere_then_reanalyze_close_and_escalate(make_engine, twin):
     engine = make_engine()
 
     async def main():
-        status = engine.pause(None, by="alice", reason="incident review")
+        status = engine.operations.pause(None, by="alice", reason="incident review")
         assert status.paused and status.by == "alice"
         incident_id = decided(engine, "op-4", DecisionMode.auto)
         await engine.start()
         try:
             waiting = await engine.wait_settled(incident_id, 120)
-            again = await asyncio.to_thread(engine.reanalyze, incident_id, "bob")
+            again = await asyncio.to_thread(engine.operations.reanalyze, incident_id, "bob")
             rewaiting = await engine.wait_settled(incident_id, 120)
-            resumed = engine.resume(None, by="alice")
-            closed = engine.close(incident_id, by="carol", comment="fixed by hand")
+            resumed = engine.operations.resume(None, by="alice")
+            closed = engine.operations.close(incident_id, by="carol", comment="fixed by hand")
             return waiting, again, rewaiting, resumed, closed
         finally:
             await engine.stop()
@@ -268,26 +272,26 @@ def test_pause_everywhere_then_reanalyze_close_and_escalate(make_engine, twin):
     assert [t.to_state for t in again.timeline][-2:] == [State.analyzed, State.decided]
     assert again.timeline[-2].note.startswith("re-analysed by bob: root cause cache_saturation")
     assert rewaiting.state == State.awaiting_approval and rewaiting.plan.requested_by == "bob"
-    assert not resumed.paused and engine.automation() == resumed
+    assert not resumed.paused and engine.operations.automation() == resumed
     assert closed.state == State.closed and closed.reason == "closed by carol: fixed by hand"
     with pytest.raises(IllegalTransition):
-        engine.close(closed.id, by="carol")
+        engine.operations.close(closed.id, by="carol")
     with pytest.raises(IllegalTransition):
-        engine.reanalyze(closed.id, by="carol")
+        engine.operations.reanalyze(closed.id, by="carol")
     # running incidents are refused; escalated ones can still be closed by a person
     running = decided(engine, "op-4", DecisionMode.auto)
     engine.store.transition(running, State.executing, "a run")
     with pytest.raises(IllegalTransition, match="a playbook may be running"):
-        engine.escalate(running, by="carol")
+        engine.operations.escalate(running, by="carol")
     with pytest.raises(IllegalTransition, match="a playbook may be running"):
-        engine.close(running, by="carol")
+        engine.operations.close(running, by="carol")
     handed = decided(engine, "op-4", DecisionMode.approval)
-    escalated = engine.escalate(handed, by="carol", comment="needs the DBA")
+    escalated = engine.operations.escalate(handed, by="carol", comment="needs the DBA")
     assert (
         escalated.state == State.escalated
         and escalated.reason == "escalated by carol: needs the DBA"
     )
-    assert engine.close(handed, by="dave").state == State.closed
+    assert engine.operations.close(handed, by="dave").state == State.closed
 
 
 @pytest.mark.parametrize("took_effect", [True, False])
@@ -323,13 +327,13 @@ def test_a_rollback_interrupted_by_a_crash_is_reconciled_on_restart(make_engine,
 def build_engine_and_crash(make_engine, twin: TwinRunner, took_effect: bool) -> str:
     engine = make_engine()
     incident_id = decided(engine, "op-5", DecisionMode.auto)
-    decision = engine.store.get(incident_id).decision
+    plan = engine.store.get(incident_id).remediation
     engine.store.transition(incident_id, State.executing, "running")
-    execution = asyncio.run(execute(decision, engine.runner, engine.ledger))
+    execution = asyncio.run(execute(plan, engine.runner, engine.ledger))
     engine.store.transition(incident_id, State.verifying, "verifying", execution=execution)
     why = "verification timed_out: cache_hit_ratio"
     engine.ledger.begin_run(
-        run_key(decision, "rollback"), incident_id, "rollback", decision.rollback_playbook, why
+        run_key(plan, "rollback"), incident_id, "rollback", plan.rollback_playbook, why
     )
     if took_effect:  # the rollback's POST reached the twin before the kill
         with twin.locked() as model:

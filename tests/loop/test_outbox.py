@@ -43,7 +43,6 @@ def verifying(engine: Any, target: str) -> str:
     decision = Decision(
         incident_id=incident_id,
         solution_id=SOLUTION,
-        playbook=spec.playbook,
         mode=DecisionMode.auto,
         reason="test",
     )
@@ -124,7 +123,6 @@ def test_an_outcome_the_graph_refuses_does_not_block_the_queue(make_settings, gr
         decision = Decision(
             incident_id="r1",
             solution_id="sol-nobody-knows",
-            playbook="x.yml",
             mode="auto",
             reason="t",
         )
@@ -141,7 +139,7 @@ def test_an_outcome_the_graph_refuses_does_not_block_the_queue(make_settings, gr
         engine.outbox.put("r2", good, decision.model_copy(update={"solution_id": SOLUTION}))
 
         async def deliver() -> None:
-            task = asyncio.create_task(engine._deliver_outcomes())
+            task = asyncio.create_task(engine.delivery.run())
             await asyncio.to_thread(
                 wait_for, lambda: engine.outbox.count_pending() == 0, "the queue drained"
             )
@@ -166,7 +164,7 @@ def test_the_outbox_queues_each_outcome_once(tmp_path) -> None:
         outbox = OutcomeOutbox(store.engine)
         case = Case(id="incident-a", title="t", text="x", fault="f", solution_id="s")
         decision = Decision(
-            incident_id="a", solution_id="s", playbook="p.yml", mode="auto", reason="r"
+            incident_id="a", solution_id="s", mode="auto", reason="r"
         )
         outbox.put("a", case, decision)
         outbox.put("a", case.model_copy(update={"text": "again"}), decision)  # a resumed walk

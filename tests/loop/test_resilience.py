@@ -59,7 +59,7 @@ class Running:
         self.engine.close()
 
     def spawn(self, incident_id: str) -> None:
-        self.loop.call_soon_threadsafe(self.engine._spawn, incident_id)
+        self.engine.walk(incident_id)
 
 
 def wait_for(predicate: Callable[[], Any], what: str, timeout_s: float = 180) -> Any:
@@ -288,7 +288,7 @@ def test_one_bad_finding_does_not_stop_the_loop(shadow_settings, graph, caplog) 
                 ),
             ),
         )
-        engine._hand_over([orphan])
+        engine.hand_over([orphan])
         fault(engine, "bad-2")
         assert shadowed(wait_for(lambda: settled(engine, "bad-2"), "bad-2 handled"))
         assert engine.admission.counts["rule_gone"] == 1
@@ -315,9 +315,10 @@ def test_gaps_on_many_targets_are_one_log_line_not_one_per_target(
         caplog.clear()
         with caplog.at_level(logging.DEBUG, logger="mendloop.daemon"):
             for _ in range(3):  # the watcher's sweeps (it sweeps too; each gap is seen once)
-                engine.sweep_once()
-            wait_for(lambda: sum(engine.quality_log.total.values()) >= 50, "the gaps counted")
-            engine.sweep_once()
+                engine.upkeep.sweep_once()
+            quality = engine.upkeep.quality_log
+            wait_for(lambda: sum(quality.total.values()) >= 50, "the gaps counted")
+            engine.upkeep.sweep_once()
         warnings = [
             r for r in caplog.records if r.levelno >= logging.WARNING and "quiet-" in r.getMessage()
         ]

@@ -2,6 +2,7 @@ import asyncio
 from datetime import UTC, datetime
 
 from kernel.models import Execution, RunStatus, VerificationStatus
+from kernel.plan import VerificationPlan
 from loop.verify import check_metrics, verify
 from rules.catalog import load_catalog
 
@@ -51,12 +52,12 @@ def run(series_value, hold_s=3.0, timeout_s=20.0):
         task = asyncio.create_task(
             verify(
                 EXECUTION,
-                ["cache_hit_ratio"],
+                VerificationPlan(
+                    series=("cache_hit_ratio",), hold_s=hold_s, deadline_s=timeout_s, sqi_min=None
+                ),
                 read_latest,
                 "t",
                 CATALOG,
-                hold_s,
-                timeout_s,
                 poll_s=0,
                 clock=clock,
             )
@@ -90,8 +91,7 @@ def test_times_out_when_never_healthy():
 
 def test_no_data_at_all_is_a_failure():
     async def main():
-        return await verify(
-            EXECUTION, ["cache_hit_ratio"], lambda t, s: None, "t", CATALOG, 1.0, 0.0, poll_s=0
-        )
+        plan = VerificationPlan(series=("cache_hit_ratio",), hold_s=1.0, deadline_s=1e-9)
+        return await verify(EXECUTION, plan, lambda t, s: None, "t", CATALOG, poll_s=0)
 
     assert asyncio.run(main()).status == VerificationStatus.failed

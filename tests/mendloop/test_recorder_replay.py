@@ -12,7 +12,7 @@ import pytest
 
 from kernel.config import REPO_ROOT
 from kernel.state import State
-from loop.daemon import StageEvent
+from loop.events import StageEvent
 from loop.monitor import Monitor
 from loop.recorder import IncidentRecorder, recording_path
 from loop.store import IncidentStore

@@ -92,10 +92,10 @@ def test_engine_refuses_a_broken_file_and_keeps_its_rules(engine, rules_dir):
         "rules:\n  - id: x\n    fault: voltage_sag\n    summary: s\n"
         "    all:\n      - series: pq_voltage_rms_pct\n        gt: 3\n"
     )
-    assert engine.rule_source.changed()
-    assert engine.reload_rules() is None
+    assert engine.upkeep.rule_source.changed()
+    assert engine.upkeep.reload_rules() is None
     assert engine.analyzer.active_rules == before
-    (error,) = engine.rules_errors
+    (error,) = engine.upkeep.errors
     assert (error.path, error.line) == (str(broken), 7)
     assert "unknown operator 'gt'" in error.reason
     # the old rules still work (the engine judges against the wall clock: recent samples)
@@ -108,13 +108,14 @@ def test_engine_swaps_in_a_good_file_and_hands_over_its_findings(engine, rules_d
     base = time.time() - 10
     for batch in ticks(0, 5, base, **SAG):
         engine.submit(batch)
-    assert [f.rule_id for f in engine._early] == ["pq-voltage-sag"]  # not started: kept
+    kept = engine.findings_before_start()  # not started: kept
+    assert [f.rule_id for f in kept] == ["pq-voltage-sag"]
     with (rules_dir / "power_quality.yaml").open("a") as fh:
         fh.write(NEW_RULE)
-    assert engine.rule_source.changed()
-    result = engine.reload_rules()
+    assert engine.upkeep.rule_source.changed()
+    result = engine.upkeep.reload_rules()
     assert result is not None and result.added == ("sag-rms-only",)
-    assert engine.rules_errors == ()
+    assert engine.upkeep.errors == ()
     assert "sag-rms-only" in engine.analyzer.active_rules
-    assert [f.rule_id for f in engine._early] == ["pq-voltage-sag", "sag-rms-only"]
-    assert not engine.rule_source.changed()  # one reload per change
+    assert [f.rule_id for f in engine.findings_before_start()] == ["pq-voltage-sag", "sag-rms-only"]
+    assert not engine.upkeep.rule_source.changed()  # one reload per change
