@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from kernel.errors import RuleFileError
+from kernel.domain import DOMAIN_FILE, Domain
+from kernel.errors import KnowledgeError, RuleFileError
 from rules.catalog import Catalog
 from rules.spec import OPERATORS, ConditionKind, RuleSpec, fmt_duration
 
@@ -73,9 +74,6 @@ def line_at(node: yaml.Node, loc: Iterable[str | int]) -> int:
 def load_faults() -> dict[str, str]:
     """Fault name -> component, from the platform's one fault registry
     (``kernel/domain.yaml``, which the knowledge graph mirrors too)."""
-    from kernel.domain import DOMAIN_FILE, Domain
-    from kernel.errors import KnowledgeError
-
     try:
         return dict(Domain.load().faults)
     except KnowledgeError as exc:
