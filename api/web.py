@@ -42,7 +42,7 @@ from loop.sqi import SQIResult
 from rules.catalog import Catalog
 
 if TYPE_CHECKING:
-    from loop.daemon import Engine
+    from api.deps import EngineApi
 
 log = logging.getLogger("mendloop.web")
 
@@ -360,7 +360,7 @@ def _static(name: str) -> FileResponse:
     return FileResponse(STATIC / name, media_type=PAGES[name], headers=headers)
 
 
-def engine_web_router(engine: Engine, hub: EventHub, **options: Any) -> APIRouter:
+def engine_web_router(engine: EngineApi, hub: EventHub, **options: Any) -> APIRouter:
     """web_router over a running Engine's monitor, analyzer and catalog."""
     return web_router(hub, engine.monitor, engine.catalog, engine.analyzer.sqi, **options)
 

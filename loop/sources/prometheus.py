@@ -367,10 +367,8 @@ class PrometheusPoller:
     def _forget_old_marks(self) -> None:
         """A mark older than the lookback can no longer tell a point apart: drop it."""
         horizon = time.time() - 2 * self.lookback_s - self.interval_s
-        for old in [k for k, ts in self._seen.items() if ts < horizon]:
-            del self._seen[old]
-        for raw in [k for k, ts in self._refused_seen.items() if ts < horizon]:
-            del self._refused_seen[raw]
+        self._seen = {k: ts for k, ts in self._seen.items() if ts >= horizon}
+        self._refused_seen = {k: ts for k, ts in self._refused_seen.items() if ts >= horizon}
 
     def start(self) -> None:
         if self._thread is not None:
