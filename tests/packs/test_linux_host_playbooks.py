@@ -212,6 +212,21 @@ def test_a_killed_redis_is_started_again(tmp_path: Path, redis: Redis) -> None:
     assert redis_cli(redis.port, "PING") == "PONG"
 
 
+def test_a_daemonizing_redis_is_restarted_through_its_own_pid_file(
+    tmp_path: Path, redis: Redis
+) -> None:
+    redis.argv += ["--daemonize", "yes"]  # forks, writes its pid file itself
+    subprocess.run(redis.argv, check=True, timeout=30)
+    wait_ping(redis.port)
+    old = redis.pid()
+    spec = {**redis.spec(), "daemonizes": True}
+    runner = HostRunner(tmp_path / "runs", {"mendloop_processes": {"redis": spec}})
+    real = run(runner, "sol-restart-process", check=False, process="redis")
+    assert real.run.status == RunStatus.successful, real.run.failed_tasks
+    assert redis.pid() != old and not alive(old) and alive(redis.pid())
+    assert redis_cli(redis.port, "PING") == "PONG"
+
+
 def test_a_pid_reused_by_another_program_is_never_signalled(tmp_path: Path, redis: Redis) -> None:
     other = subprocess.Popen(["sleep", "600"])  # holds the pid the stale pid file names
     threading.Thread(target=other.wait, daemon=True).start()
