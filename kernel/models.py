@@ -109,6 +109,96 @@ class RootCause(Frozen):
     why: str = ""
 
 
+class Match(Frozen):
+    case_id: str
+    similarity: float = Field(ge=0, le=1)
+    solution_id: str
+    solution_success_rate: float = Field(ge=0, le=1)
+    explanation: str
+    features: dict[str, float | None] = Field(
+        default_factory=dict, description="what matched: text cosine, fault, symptoms, ..."
+    )
+
+
+class MetricEvidence(Frozen):
+    """One series' deviation behind a rule-free ranking (ml.component_rca.MetricDeviation):
+    ``score`` how rare the window is against the series' own baseline, ``z`` its signed
+    peak in baseline scales, ``onset`` its first abnormal sample (None: not abnormal)."""
+
+    metric: str
+    score: float = Field(ge=0)
+    z: float
+    baseline: float
+    value: float
+    onset: float | None = None
+    shared_with: int = Field(1, ge=1, description="components reporting the identical series")
+
+    @property
+    def direction(self) -> Literal["high", "low"]:
+        return "high" if self.z >= 0 else "low"
+
+
+class RankedComponent(Frozen):
+    """A component as a suspect of a fault no rule names (ml.component_rca.ComponentScore)."""
+
+    component: str
+    score: float = Field(ge=0, description="blame after propagation along the dependencies")
+    confidence: float = Field(ge=0, le=1, description="share of all components' scores")
+    anomaly: float = Field(ge=0, description="its own metrics' deviation, before propagation")
+    anomalous: bool = Field(description="some metric of it was abnormal over the window")
+    onset: float | None = None
+    evidence: tuple[MetricEvidence, ...] = ()
+
+
+class UnexplainedFault(Frozen):
+    """The rule-free verdict when no rule explains what is wrong ("unknown fault on
+    component X"): the target's components ranked by loop/unexplained.py. Never matched to a fix;
+    ``similar`` is the past cases most like it, attached by decide for a person to read."""
+
+    components: tuple[RankedComponent, ...]
+    window_start: float = Field(description="unix s: the scored window ...")
+    window_end: float = Field(description="... up to here; the baseline is before it")
+    series: int = Field(0, ge=0, description="series of the target in the monitor's windows")
+    series_scored: int = Field(0, ge=0, description="of which had baseline and window samples")
+    latency_ms: float = Field(0.0, ge=0, description="compute time of the ranking")
+    similar: tuple[Match, ...] = Field((), description="most similar past cases: shown only")
+
+    @property
+    def top(self) -> RankedComponent | None:
+        return self.components[0] if self.components else None
+
+    def headline(self) -> str:
+        top = self.top
+        if top is None:
+            return "unknown fault, no component stands out"
+        return f"unknown fault on component {top.component} (confidence {top.confidence:.0%})"
+
+    def symptoms(self, components: int = 3) -> tuple[str, ...]:
+        """``metric:high|low`` of the abnormal evidence of the leading components: what the
+        structured case matching compares."""
+        tags = {
+            f"{e.metric}:{e.direction}"
+            for c in self.components[:components]
+            for e in c.evidence
+            if e.onset is not None
+        }
+        return tuple(sorted(tags))
+
+    def text(self, components: int = 3) -> str:
+        """The ranking in words (embedded to find similar past cases)."""
+        parts = []
+        for c in self.components[:components]:
+            seen = "; ".join(
+                f"{e.metric} {'above' if e.direction == 'high' else 'below'} its usual "
+                f"{e.baseline:g} at {e.value:g}"
+                for e in c.evidence
+                if e.onset is not None
+            )
+            if seen:
+                parts.append(f"unknown fault on component {c.component} (observed: {seen})")
+        return " ".join(parts)
+
+
 class RCAReport(Frozen):
     incident_id: str
     target: str
@@ -127,10 +217,19 @@ class RCAReport(Frozen):
     abnormal_components: dict[str, float] = Field(
         default_factory=dict, description="component -> onset (unix s), earliest first"
     )
+    unexplained: UnexplainedFault | None = Field(
+        None, description="no rule explains the findings: the rule-free component ranking"
+    )
 
     @property
     def top(self) -> RootCause | None:
         return self.candidates[0] if self.candidates else None
+
+    @property
+    def explained(self) -> bool:
+        """A rule fired for some candidate: a fault somebody named (only then may a fix
+        be chosen; signature candidates are context)."""
+        return any(c.fired for c in self.candidates)
 
     def _named(self) -> tuple[RootCause, ...]:
         """Candidates a rule fired for: only they describe the incident to the matcher, so
@@ -199,17 +298,6 @@ class Solution(Frozen):
     @property
     def mean_time_to_resolve_s(self) -> float | None:
         return self.resolve_s_total / self.successes if self.successes else None
-
-
-class Match(Frozen):
-    case_id: str
-    similarity: float = Field(ge=0, le=1)
-    solution_id: str
-    solution_success_rate: float = Field(ge=0, le=1)
-    explanation: str
-    features: dict[str, float | None] = Field(
-        default_factory=dict, description="what matched: text cosine, fault, symptoms, ..."
-    )
 
 
 class DecisionMode(StrEnum):

@@ -3,6 +3,7 @@
     decider = Decider(graph, embedder, settings.match_min_similarity, library=lib)
     outcome = decider.decide(report)
     outcome.decision        # Decision, or None with outcome.reason saying why
+    decider.similar(report) # an unexplained report: the most similar past cases (shown only)
     decider.refusals        # Counter: graph solutions refused, by reason
 
 The report becomes a MatchQuery (its words, the fault it names, its symptoms, the
@@ -11,6 +12,10 @@ and scores each with the calibrated hybrid similarity (knowledge.similarity). On
 that ended *resolved*, score at least ``min_similarity`` and do not contradict the fault
 the RCA named (a look-alike's fix treats another fault) may propose their solution;
 among them the solution with the best similarity x success rate x risk wins.
+
+A report no rule explains (``RCAReport.unexplained``, or no fired candidate) is never
+decided: nobody named its fault, so no fix is chosen for it; ``similar`` gives the past
+cases most like it, for the person it is escalated to.
 
 The graph is outside data: what a decision runs (playbook, rollback, parameters: the
 RemediationPlan, loop/planner.py) and its risk come from the solution library
@@ -38,6 +43,7 @@ from loop.solutions import SolutionSpec
 
 log = logging.getLogger("mendloop.decide")
 
+SIMILAR_K = 3  # past cases shown with an unexplained fault
 # (solution with its graph track record, fault, target) -> (mode, why); loop/policy.py
 Autonomy = Callable[[Solution, str, str], tuple[DecisionMode, str]]
 
@@ -67,6 +73,19 @@ def match_query(report: RCAReport) -> MatchQuery:
         fault=top.fault if top else None,
         symptom_keys=tuple(symptom_keys(report.symptoms())),
         component=top.component if top else "",
+    )
+
+
+def unexplained_query(report: RCAReport) -> MatchQuery | None:
+    """What an unexplained report says, for finding similar past cases: the ranking's
+    words and symptoms and its leading component, no fault (nobody named one)."""
+    fault = report.unexplained
+    if fault is None or fault.top is None:
+        return None
+    return MatchQuery(
+        text=fault.text() or fault.headline(),
+        symptom_keys=tuple(symptom_keys(fault.symptoms())),
+        component=fault.top.component,
     )
 
 
@@ -153,7 +172,20 @@ class Decider:
         self.library = library
         self.refusals: Counter[str] = Counter()
 
+    def similar(self, report: RCAReport, k: int = SIMILAR_K) -> tuple[Match, ...]:
+        """The past cases most like an unexplained report, most similar first: shown to
+        the person it is escalated to, never applied (no solution is chosen from them)."""
+        query = unexplained_query(report)
+        if query is None:
+            return ()
+        scored, _ = self.matcher.match(query)
+        return tuple(sorted((s.as_match() for s in scored), key=lambda m: -m.similarity)[:k])
+
     def decide(self, report: RCAReport) -> DecideOutcome:
+        if report.unexplained is not None or not report.explained:
+            # a fault nobody named is never matched to a fix (loop/steps/analysis.py
+            # escalates it with similar cases): refused here too, whoever asks
+            return DecideOutcome(None, "no rule names the fault: nothing is run for it")
         if report.top is None:
             return DecideOutcome(None, "the RCA report names no root cause")
         scored, took = self.matcher.match(match_query(report))

@@ -3,6 +3,7 @@ as JSON (the pydantic model) and as Markdown for chat and the web page.
 
     report = build_report(incident_id, target, findings, rules, catalog=..., context=...)
     render_markdown(report)               # the report for chat and the web page
+                                          # (an unexplained fault: its component ranking)
 
 ``first_abnormal_at`` is the first sample past a threshold among the fired causes'
 evidence (an ML onset is earlier: where a deviation began, not a sample anybody would call
@@ -16,7 +17,7 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from kernel.models import Evidence, Finding, RCAReport, RootCause
+from kernel.models import Evidence, Finding, RCAReport, RootCause, UnexplainedFault
 from loop.rca import Context, Topology, component_onsets, rank
 from rules.catalog import Catalog, load_catalog
 from rules.compiler import RuleSpec
@@ -140,6 +141,12 @@ def render_markdown(report: RCAReport) -> str:
     origin = report.first_abnormal_at
     top = report.top
     lines = [f"### Root-cause analysis: {report.target} (incident `{report.incident_id}`)", ""]
+    if report.unexplained is not None:
+        lines += _unexplained_lines(report.unexplained)
+        if report.candidates:
+            lines += ["", "Rule signatures partly present (context, no rule fired):"]
+            lines += [f"- `{c.fault}` ({c.component}): {c.why}" for c in report.candidates[:5]]
+        return "\n".join(lines)
     if top is None:
         lines.append("No candidate: no rule explains the findings.")
         return "\n".join(lines)
@@ -171,3 +178,42 @@ def render_markdown(report: RCAReport) -> str:
         order = ", ".join(f"{k} {_when(v, origin)}" for k, v in report.abnormal_components.items())
         lines += ["", f"Abnormal components in onset order: {order}"]
     return "\n".join(lines)
+
+
+def _unexplained_lines(fault: UnexplainedFault) -> list[str]:
+    """An unexplained fault: the ranking, each component's evidence, the similar cases."""
+    lines = [
+        f"**{fault.headline()[0].upper()}{fault.headline()[1:]}.** No rule explains the "
+        "findings: the components are ranked by their metrics' deviations and the "
+        "dependency graph, without rules. Nothing is run for a fault nobody named.",
+        "",
+        f"window {_when(fault.window_start, None)} .. {_when(fault.window_end, None)}; "
+        f"{fault.series_scored} of {fault.series} series scored in {fault.latency_ms:.1f} ms",
+        "",
+        "| # | component | confidence | abnormal | onset |",
+        "|---|---|---|---|---|",
+    ]
+    origin = fault.window_start
+    for i, c in enumerate(fault.components, 1):
+        lines.append(
+            f"| {i} | {c.component} | {c.confidence:.0%} | {'yes' if c.anomalous else 'no'} "
+            f"| {_when(c.onset, origin)} |"
+        )
+    for i, c in enumerate(fault.components, 1):
+        if not c.evidence:
+            continue
+        lines += ["", f"**{i}. {c.component}**"]
+        lines += [
+            f"- `{e.metric}` = {e.value:g}, usually {e.baseline:g} (z {e.z:+.1f}, score "
+            f"{e.score:.2f}{', abnormal since ' + _when(e.onset, origin) if e.onset else ''})"
+            for e in c.evidence
+        ]
+    lines += ["", "Similar past cases (shown, not applied):"]
+    if not fault.similar:
+        lines.append("- none")
+    lines += [
+        f"- `{m.case_id}` similarity {m.similarity:.2f}, fixed by `{m.solution_id}` "
+        f"(success rate {m.solution_success_rate:.0%})"
+        for m in fault.similar
+    ]
+    return lines

@@ -29,6 +29,7 @@ from loop.steps.dispatch import DispatchStep
 from loop.steps.outcome import LearnStep, VerifyStep
 from loop.steps.run import ExecuteStep, ReconcileStep, RollbackStep
 from loop.supervise import Health
+from loop.unexplained import ComponentRanker
 from rules.catalog import Catalog
 
 
@@ -69,7 +70,9 @@ class Steps:
         execute = ExecuteStep(runner, ledger, monitor, catalog, approvals, moves, rollback)
         learn = LearnStep(ledger, policy, outbox, delivery, health)
         return cls(
-            analyze=AnalyzeStep(analyzer),
+            analyze=AnalyzeStep(
+                analyzer, ComponentRanker(monitor, catalog, analyzer.topology.upstreams)
+            ),
             decide=DecideStep(decider, planner),
             dispatch=DispatchStep(ledger, autonomy, approvals, execute, shadow),
             execute=execute,
