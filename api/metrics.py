@@ -22,7 +22,9 @@ What is exported and where it comes from:
   engine's resilience, loop/supervise.py and loop/admission.py), all read from the
   engine's typed ``status()`` (loop/status.py);
 - ``mendloop_decisions_refused_total{reason}`` (loop/decide.py: the graph's solution
-  disagreed with the library), ``mendloop_chat_refusals_total{reason}`` and
+  disagreed with the library), ``mendloop_unexplained_incidents_total{component}`` (faults
+  no rule names, escalated with their rule-free ranking, by the component ranked first;
+  loop/steps/analysis.py), ``mendloop_chat_refusals_total{reason}`` and
   ``mendloop_chat_messages_total{outcome}`` (api/chatops: callbacks refused, messages
   sent / failed / dropped / retried);
   ``mendloop_token_last_used_failures_total`` (api/auth.py: the call went on regardless);
@@ -225,6 +227,13 @@ def _resilience_metrics(status: LoopStatus) -> Iterator[Metric]:
         "library (not_in_library, library_mismatch)",
         "reason",
         status.decider_refusals,
+    )
+    yield _counters(
+        "mendloop_unexplained_incidents",
+        "Faults no rule names, escalated with their rule-free component ranking since start, "
+        "by the component ranked first",
+        "component",
+        status.unexplained,
     )
 
 

@@ -103,6 +103,13 @@ class Settings(BaseSettings):
         300.0, ge=0, description="a target reporting this long ranks before newer ones"
     )
     loop_retry_max_s: float = Field(30.0, gt=0, description="longest wait between retries")
+    # anomalies no rule explains (loop/sustained.py): an incident, ranked without rules
+    unexplained_min_series: int = Field(
+        3, ge=0, description="series of a target abnormal at once that page without a rule; 0: off"
+    )
+    unexplained_min_duration_s: float = Field(
+        30.0, ge=0, description="how long they must stay abnormal before they page"
+    )
     log_summary_s: float = Field(
         60.0, gt=0, description="repeating input-quality warnings: one summary line per interval"
     )

@@ -5,6 +5,7 @@
     analyzer.sweep()                              # housekeeping: gaps, absences, windows
     analyzer.quality_findings()                   # no_data / stale findings (bad input)
     analyzer.sqi_findings()                       # SQI < 80 per target (context, opens nothing)
+    analyzer.deviating()                          # series past thresholds/baselines per target
     result = analyzer.reload(new_specs)           # hot reload: atomic swap, state kept
     report = analyzer.report(incident_id, target, findings)   # ranked RCA (loop/rca.py)
 
@@ -39,7 +40,7 @@ from kernel.models import Evidence, Finding, RCAReport, Sample
 from loop.anomaly import BaselineBank
 from loop.findings import ReloadResult, finding_from_rule, quality_finding
 from loop.monitor import Point
-from loop.rca import Context, Topology
+from loop.rca import Context, Topology, threshold_evidence
 from loop.report import build_report, default_topology, rank_causes
 from loop.sqi import SQIModel, SQIResult, SQITracker, sqi_finding
 from rules.catalog import Catalog
@@ -274,6 +275,19 @@ class Analyzer:
         """Series of ``target`` beyond their learnt baseline now (empty before training)."""
         with self._observe_lock:
             return self.baselines.anomalies(target)
+
+    def deviating(self) -> dict[str, tuple[float, list[Evidence]]]:
+        """Per target with any: (its newest sample time, every series past its catalog
+        threshold or beyond its learnt baseline now), for the sustained-anomaly trigger
+        (loop/sustained.py). The rules' own signals are left out: they are rule evidence."""
+        with self._observe_lock:
+            out = {}
+            for target in self.tracker.targets():
+                found = [threshold_evidence(f, self.catalog) for f in self.tracker.abnormal(target)]
+                found += self.baselines.anomalies(target)
+                if found:
+                    out[target] = (self._now.get(target, -math.inf), found)
+            return out
 
     def context(self, target: str, findings: Iterable[Finding] = ()) -> Context:
         """Everything the ranking weighs besides the incident's findings, at this moment."""

@@ -12,7 +12,11 @@ and the held findings are opened once SQL is back. One finding that fails for an
 reason (a bug) is counted, logged and dropped; the others go on. Incidents are opened
 within a budget per minute, the best-ranked target first (established, then severity),
 new targets within half of it; findings of an over-budget minute wait, counted as
-``deferred``. The SQL work runs in a
+``deferred``. An ``anomaly`` finding (sustained anomalies no rule explains,
+loop/sustained.py) opens an incident of its own only when no rule finding of its target
+is handled in the same pass, no incident of the target is in flight and none was opened
+since the anomalies began (a rule's incident that ended meanwhile); else it is released
+as ``explained``. The SQL work runs in a
 worker thread: a locked database never stalls the event loop (and the API on it).
 """
 
@@ -24,7 +28,7 @@ import time
 from collections.abc import Callable
 
 from kernel.logsafe import safe
-from kernel.models import Finding
+from kernel.models import Finding, FindingKind
 from kernel.state import State
 from loop.admission import Admission, Standing, rank
 from loop.analyze import Analyzer
@@ -112,12 +116,17 @@ class Consumer:
                 self.admission.release(group, "failed")
 
     async def _open_target(self, target: str, established: bool, group: list[Finding]) -> None:
+        unexplained = [f for f in group if f.kind == FindingKind.anomaly]
+        group = [f for f in group if f.kind != FindingKind.anomaly]
         gone = [f for f in group if f.rule_id not in self.analyzer.rules]
         if gone:  # its rule was removed by a reload meanwhile
             self.admission.release(gone, "rule_gone")
             group = [f for f in group if f.rule_id in self.analyzer.rules]
         with self.health.waiting("sql"):
-            handled = await asyncio.to_thread(self._faults_in_flight, target)
+            handled, live = await asyncio.to_thread(self._in_flight, target)
+            if unexplained and not live and not group:
+                since = min(f.started_at for f in unexplained)
+                live = await asyncio.to_thread(self._opened_since, target, since)
         joined = [f for f in group if self._fault_of(f) in handled]
         if joined:
             self.admission.release(joined, "joined")
@@ -133,6 +142,28 @@ class Consumer:
             self.health.ok("sql")
             self.events.emit(incident_id, target, State.open, f"{len(problem)} rule finding(s)")
             self.walk(incident_id)
+        if unexplained:
+            await self._open_unexplained(target, established, unexplained, bool(group) or live)
+
+    async def _open_unexplained(
+        self, target: str, established: bool, found: list[Finding], explained: bool
+    ) -> None:
+        """Sustained anomalies no rule explains (loop/sustained.py): an incident of their
+        own, unless a rule finding of the target was just handled, an incident of it is in
+        flight or one opened since the anomalies began (the rules saw them: ``explained``)."""
+        if explained:
+            self.admission.release(found, "explained")
+            return
+        if self.admission.budget(established) <= 0:
+            return  # held: opened when the minute has room
+        with self.health.waiting("sql"):
+            incident_id = await asyncio.to_thread(self.store.open_incident, target, found[:1])
+        self.admission.release(found, "opened")
+        self.admission.opened(established)
+        self.health.ok("sql")
+        note = f"{len(found[0].series)} series abnormal, no rule explains them"
+        self.events.emit(incident_id, target, State.open, note)
+        self.walk(incident_id)
 
     def _fault_of(self, finding: Finding) -> str:
         return self.analyzer.rules[finding.rule_id].fault
@@ -140,13 +171,20 @@ class Consumer:
     def _component_of(self, finding: Finding) -> str:
         return self.analyzer.rules[finding.rule_id].component
 
-    def _faults_in_flight(self, target: str) -> set[str]:
-        """Faults a live incident of the target already handles: more findings of the same
-        fault join nothing new; a different fault is a problem of its own (its remediation
-        still waits for the target's lock)."""
-        return {
+    def _in_flight(self, target: str) -> tuple[set[str], bool]:
+        """Faults a live incident of the target already handles (more findings of the same
+        fault join nothing new; a different fault is a problem of its own: its remediation
+        still waits for the target's lock), and whether any incident of it is live."""
+        live = self.store.unfinished(target)
+        faults = {
             self._fault_of(f)
-            for incident in self.store.unfinished(target)
+            for incident in live
             for f in incident.findings
-            if f.rule_id in self.analyzer.rules
+            if f.kind == FindingKind.rule and f.rule_id in self.analyzer.rules
         }
+        return faults, bool(live)
+
+    def _opened_since(self, target: str, since: float) -> bool:
+        """An incident of the target opened at or after ``since`` (unix s), ended or not."""
+        newest = self.store.list(target=target, limit=1)
+        return bool(newest) and newest[0].opened_at.timestamp() >= since

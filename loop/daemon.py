@@ -59,6 +59,7 @@ from loop.status import LoopStatus
 from loop.steps.table import Steps
 from loop.store import IncidentStore, IncidentView
 from loop.supervise import Backoff, Health, supervised
+from loop.sustained import SustainedAnomalies, SustainedPolicy
 from loop.walk import Walker, dependency_down
 from loop.watch import Upkeep
 from rules.catalog import Catalog
@@ -153,6 +154,11 @@ class Engine:
             self.health,
             self.hand_over,
             settings.log_summary_s,
+            sustained=SustainedAnomalies(
+                SustainedPolicy(
+                    settings.unexplained_min_series, settings.unexplained_min_duration_s
+                )
+            ),
         )
         self.walker = Walker(
             store,
@@ -300,6 +306,7 @@ class Engine:
             outcomes_pending=pending,
             input_quality=dict(self.upkeep.quality_log.total),
             decider_refusals=dict(self.decider.refusals),
+            unexplained=dict(self.steps.decide.unexplained),
         )
 
     async def wait_settled(self, incident_id: str, timeout_s: float) -> IncidentView:

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -22,3 +22,5 @@ class LoopStatus:
     outcomes_pending: int | None  # None: the outbox could not be read (SQL out)
     input_quality: Mapping[str, int]
     decider_refusals: Mapping[str, int]  # graph solutions refused by the library
+    # faults no rule names, escalated with their ranking, by top component
+    unexplained: Mapping[str, int] = field(default_factory=dict)

@@ -3,7 +3,8 @@ a supervised task of the daemon.
 
     upkeep = Upkeep(analyzer, monitor, rule_source, standing, health, hand_over, log_every_s)
     upkeep.reload_rules()      # a refused set keeps the running rules (``errors`` says why)
-    upkeep.sweep_once()        # gaps and absences -> findings; bad input summarised in the log
+    upkeep.sweep_once()        # gaps and absences -> findings; bad input summarised in the log;
+                               # sustained anomalies no rule explains -> a finding (sustained.py)
     await upkeep.watch_rules() / await upkeep.housekeeping()   # the engine's tasks
 
 Bad input (gaps, stale samples) and low SQI are context, not faults: they used to be one
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -27,6 +29,7 @@ from loop.analyze import Analyzer
 from loop.findings import ReloadResult
 from loop.monitor import Monitor
 from loop.supervise import Health
+from loop.sustained import SustainedAnomalies
 from rules.reload import RuleSource
 
 log = logging.getLogger("mendloop.daemon")
@@ -44,6 +47,7 @@ class Upkeep:
         health: Health,
         hand_over: Callable[[list[Finding]], None],
         log_every_s: float,
+        sustained: SustainedAnomalies | None = None,
     ) -> None:
         self.analyzer = analyzer
         self.monitor = monitor
@@ -51,6 +55,7 @@ class Upkeep:
         self.standing = standing
         self.health = health
         self.hand_over = hand_over
+        self.sustained = sustained  # anomalies no rule explains (loop/sustained.py)
         self.errors: tuple[RuleFileError, ...] = ()  # of the last refused reload
         self.rules_poll_s = 2.0
         self.quality_log = LogDigest(log, "input quality (gaps, stale samples)", log_every_s)
@@ -94,6 +99,8 @@ class Upkeep:
         summarised in the log (one line per interval, each at debug), never one warning
         per gap per target per sweep."""
         self.hand_over(self.analyzer.sweep())
+        if self.sustained is not None and self.sustained.due(time.monotonic()):
+            self.hand_over(self.sustained.check(self.analyzer.deviating()))
         bad_input: defaultdict[tuple[str, str, str], list[str]] = defaultdict(list)
         for finding in self.analyzer.quality_findings():
             bad_input[(finding.kind, finding.target, finding.rule_id)] += finding.series
