@@ -23,6 +23,7 @@ from loop.analyze import Analyzer
 from loop.anomaly import BaselineBank
 from loop.monitor import Monitor
 from mendloop.bench_rule_free import bench_rule_free
+from mendloop.bench_unexplained import bench_unexplained
 from mendloop.measure import peak_rss_mb, rss_mb
 from mendloop.output import print_json
 from rules.catalog import Catalog, load_catalog
@@ -204,13 +205,14 @@ def cmd_bench_rca(args: argparse.Namespace, settings: Settings) -> int:
         file=sys.stderr,
     )
     rule_free = bench_rule_free(args.components, targets=args.rule_free_targets)
+    catalog = load_catalog(settings.rules_dir / "metrics.yaml")
+    rule_free["unexplained_twin"] = bench_unexplained(catalog)
     if args.rule_free_only:
         if args.json:
             print_json(rule_free)
         else:
             print(_rule_free_line(rule_free))
         return 0
-    catalog = load_catalog(settings.rules_dir / "metrics.yaml")
     rules = load_rules(catalog, settings.rules_dir)
     print(f"bench rca: {len(catalog)} metrics x {args.targets} targets ...", file=sys.stderr)
     result = bench_rca(catalog, rules, targets=args.targets, ticks=args.ticks)
@@ -229,9 +231,14 @@ def cmd_bench_rca(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _rule_free_line(r: dict[str, Any]) -> str:
+    u = r["unexplained_twin"]
     return (
         f"rule-free ranking ({r['components']} components, {r['metrics']} series x "
         f"{r['samples_per_series']} samples): p50 {r['p50_ms']} ms, p95 {r['p95_ms']} ms per "
         f"analysis over {r['targets']} targets; working set {r['analysis_working_set_mb']} MB, "
-        f"RSS +{r['rss_growth_mb']} MB"
+        f"RSS +{r['rss_growth_mb']} MB\n"
+        f"unexplained analysis in the daemon (the twin's site, {u['series']} series x "
+        f"{u['samples_per_series']} samples, windows read from the monitor): p50 {u['p50_ms']} "
+        f"ms, p95 {u['p95_ms']} ms over {u['runs']} runs (reading the windows p50 "
+        f"{u['read_windows_p50_ms']} ms); {u['fault']} -> top {u['top']}"
     )

@@ -360,6 +360,7 @@ function rcaPanel(inc) {
   const report = inc.report;
   if (!report) return h("div", { class: "panel" }, h("h2", {}, "Root cause"), h("p", { class: "muted" }, "not analysed yet"));
   return h("div", { class: "panel", id: "rca" }, h("h2", {}, "Root cause analysis"),
+    report.unexplained ? unexplainedPanel(report.unexplained) : null,
     h("p", { class: "muted" }, `${report.candidates.length} candidate(s); report ${fmt(report.time_to_report_s, 1)} s after the first abnormal sample; analysis ${fmt(report.latency_ms, 1)} ms; SQI at report ${fmt(report.sqi, 1)}`),
     report.candidates.map((c, i) => h("div", { class: "candidate" },
       h("p", {}, h("strong", {}, `${i + 1}. ${c.fault}`), ` on ${c.component} · score ${fmt(c.score)}`,
@@ -371,6 +372,22 @@ function rcaPanel(inc) {
           h("td", {}, e.series), h("td", {}, fmt(e.value)), h("td", {}, `${e.direction === "high" ? ">" : "<"} ${fmt(e.threshold)}`),
           h("td", {}, when(e.since)), h("td", {}, e.deviation === null || e.deviation === undefined ? "–" : `${fmt(e.deviation)}${e.source === "anomaly" ? " (ML)" : ""}`),
           h("td", {}, e.rule_id || (c.rules || []).join(", ") || e.source)))))));
+}
+
+// no rule explains the findings: the rule-free ranking (loop/unexplained.py); nothing is run
+function unexplainedPanel(u) {
+  const top = u.components[0];
+  return h("div", { class: "candidate", id: "unexplained" },
+    h("p", {}, h("strong", {}, top ? `Unknown fault on component ${top.component}` : "Unknown fault"),
+      top ? ` · confidence ${fmt(top.confidence * 100, 0)} %` : "",
+      " · no rule names it: ranked without rules, nothing is run"),
+    h("table", {}, h("tr", {}, ["component", "confidence", "abnormal", "evidence"].map((t) => h("th", {}, t))),
+      u.components.map((c) => h("tr", {}, h("td", {}, c.component), h("td", {}, `${fmt(c.confidence * 100, 0)} %`),
+        h("td", {}, c.anomalous ? "yes" : "no"),
+        h("td", {}, c.evidence.filter((e) => e.onset !== null).slice(0, 3)
+          .map((e) => `${e.metric} ${fmt(e.value)} (usually ${fmt(e.baseline)})`).join("; ") || "–")))),
+    h("p", { class: "muted" }, "Similar past cases (shown, not applied): ",
+      u.similar.length ? u.similar.map((m) => `${m.case_id} ${fmt(m.similarity)} (fixed by ${m.solution_id})`).join(", ") : "none"));
 }
 
 function similarPanel(inc) {

@@ -23,5 +23,6 @@ def test_bench_rule_free_reports_its_figures(capsys):
     assert r["p50_ms"] > 0 and 0 <= r["synthetic_top1"] <= 1
     args = ["bench", "rca", "--rule-free-only", "--components", "6", "--rule-free-targets", "2"]
     assert main([*args, "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["components"] == 6
+    out = json.loads(capsys.readouterr().out)
+    assert out["components"] == 6 and out["unexplained_twin"]["top"] == "database"
     assert main([*args[:-1], "0"]) == 2
