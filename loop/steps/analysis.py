@@ -120,7 +120,7 @@ def escalation_reason(fault: UnexplainedFault) -> str:
         if seen:
             parts.append(
                 "evidence: "
-                + ", ".join(f"{e.metric} {e.value:g} (usually {e.baseline:g})" for e in seen)
+                + ", ".join(f"{e.metric} {e.value:.4g} (usually {e.baseline:.4g})" for e in seen)
             )
         others = [f"{c.component} {c.confidence:.0%}" for c in fault.components[1:3]]
         if others:
