@@ -134,7 +134,14 @@ def incident_opened(incident: IncidentView, note: str = "") -> ChatMessage:
     top = report.top if report else None
     what = "Re-analysed" if note.startswith("re-analysed") else "New incident"
     blocks: list[Block] = [header(_title(incident, what))]
-    if top is None:
+    unexplained = report.unexplained if report else None
+    if unexplained is not None:  # no rule names it: ranked without rules, nothing will run
+        body = f"*{esc(unexplained.headline())}*\nNo rule explains the findings; nothing is run."
+        body += "".join(
+            f"\n• {esc(c.component)} {c.confidence:.0%}" for c in unexplained.components[:3]
+        )
+        top = None
+    elif top is None:
         body = "No root cause named yet."
     else:
         body = "\n".join(["*Top root cause*", *_cause_lines(top)])
@@ -149,7 +156,11 @@ def incident_opened(incident: IncidentView, note: str = "") -> ChatMessage:
         facts.append(f"reported {report.time_to_report_s:.1f} s after the first abnormal sample")
     blocks.append(context(" · ".join(facts)))
     text = f"{what} {incident.id} on {incident.target}: " + (
-        f"{top.fault} on {top.component} (score {top.score:.2f})" if top else "no root cause yet"
+        f"{top.fault} on {top.component} (score {top.score:.2f})"
+        if top
+        else unexplained.headline()
+        if unexplained is not None
+        else "no root cause yet"
     )
     return ChatMessage(text, tuple(blocks))
 

@@ -36,9 +36,11 @@ from kernel.models import (
     Execution,
     MetricCheck,
     PlaybookRun,
+    RankedComponent,
     RCAReport,
     RootCause,
     RunStatus,
+    UnexplainedFault,
     Verification,
     VerificationStatus,
 )
@@ -302,9 +304,7 @@ RECEIVER = "http://127.0.0.1:8765"
     ],
 )
 def test_response_urls_are_allow_listed(url, why) -> None:
-    config = ChatConfig(
-        api_url=RECEIVER + "/api", response_hosts=parse_hosts("chat.example.org")
-    )
+    config = ChatConfig(api_url=RECEIVER + "/api", response_hosts=parse_hosts("chat.example.org"))
     refusal = config.response_refusal(url)
     assert (refusal is None) if why is None else (refusal is not None and why in refusal)
 
@@ -430,6 +430,32 @@ def test_new_incident_names_the_top_root_cause_escaped() -> None:
     assert "SQI 62" in message.blocks[2]["elements"][0]["text"]
     again = stage_message(State.analyzed, "re-analysed by bob: ...", _incident(), None)
     assert again is not None and "Re-analysed" in again.text
+    _fits_slack(message)
+
+
+def test_an_unknown_fault_is_announced_as_such_not_as_a_signature() -> None:
+    unexplained = UnexplainedFault(
+        components=(
+            RankedComponent(
+                component="database", score=0.8, confidence=0.8, anomaly=5.0, anomalous=True
+            ),
+            RankedComponent(
+                component="api", score=0.2, confidence=0.2, anomaly=1.0, anomalous=True
+            ),
+        ),
+        window_start=1.0,
+        window_end=60.0,
+    )
+    signature = _report().candidates[0].model_copy(update={"fired": False})
+    report = _report().model_copy(update={"candidates": (signature,), "unexplained": unexplained})
+    incident = _incident(report=report, fault="unknown", decision=None)
+    message = stage_message(State.analyzed, "unknown fault ...", incident, None)
+    assert message is not None
+    body = message.blocks[1]["text"]["text"]
+    assert "*unknown fault on component database (confidence 80%)*" in body
+    assert "nothing is run" in body and "• api 20%" in body
+    assert "cache_saturation" not in body  # the signature is no root cause
+    assert message.text.endswith("unknown fault on component database (confidence 80%)")
     _fits_slack(message)
 
 
