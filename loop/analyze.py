@@ -279,15 +279,18 @@ class Analyzer:
     def deviating(self) -> dict[str, tuple[float, list[Evidence]]]:
         """Per target with any: (its newest sample time, every series past its catalog
         threshold or beyond its learnt baseline now), for the sustained-anomaly trigger
-        (loop/sustained.py). The rules' own signals are left out: they are rule evidence."""
+        (loop/sustained.py). The rules' own signals are left out: they are rule evidence.
+        The lock is taken per target, so ingest waits for one target at a time, not all."""
         with self._observe_lock:
-            out = {}
-            for target in self.tracker.targets():
+            targets = self.tracker.targets()
+        out = {}
+        for target in targets:
+            with self._observe_lock:
                 found = [threshold_evidence(f, self.catalog) for f in self.tracker.abnormal(target)]
                 found += self.baselines.anomalies(target)
                 if found:
                     out[target] = (self._now.get(target, -math.inf), found)
-            return out
+        return out
 
     def context(self, target: str, findings: Iterable[Finding] = ()) -> Context:
         """Everything the ranking weighs besides the incident's findings, at this moment."""

@@ -23,7 +23,7 @@ from loop.analyze import Analyzer
 from loop.anomaly import BaselineBank
 from loop.monitor import Monitor
 from mendloop.bench_rule_free import bench_rule_free
-from mendloop.bench_unexplained import bench_unexplained
+from mendloop.bench_unexplained import bench_trigger, bench_unexplained
 from mendloop.measure import peak_rss_mb, rss_mb
 from mendloop.output import print_json
 from rules.catalog import Catalog, load_catalog
@@ -207,6 +207,8 @@ def cmd_bench_rca(args: argparse.Namespace, settings: Settings) -> int:
     rule_free = bench_rule_free(args.components, targets=args.rule_free_targets)
     catalog = load_catalog(settings.rules_dir / "metrics.yaml")
     rule_free["unexplained_twin"] = bench_unexplained(catalog)
+    if args.trigger_targets > 0:
+        rule_free["unexplained_trigger"] = bench_trigger(catalog, args.trigger_targets)
     if args.rule_free_only:
         if args.json:
             print_json(rule_free)
@@ -241,4 +243,11 @@ def _rule_free_line(r: dict[str, Any]) -> str:
         f"{u['samples_per_series']} samples, windows read from the monitor): p50 {u['p50_ms']} "
         f"ms, p95 {u['p95_ms']} ms over {u['runs']} runs (reading the windows p50 "
         f"{u['read_windows_p50_ms']} ms); {u['fault']} -> top {u['top']}"
+        + (
+            f"\nunexplained-anomaly check over {t['targets']} targets ({t['series']} series): "
+            f"p50 {t['p50_ms']} ms, p95 {t['p95_ms']} ms per check; {t['raised']} of "
+            f"{t['broken']} broken targets raised"
+            if (t := r.get("unexplained_trigger"))
+            else ""
+        )
     )

@@ -38,6 +38,12 @@ def register_bench(sub: Sub, command: CommandOf) -> None:
     rca.add_argument(
         "--rule-free-targets", type=int, default=1000, help="rule-free: targets analysed in turn"
     )
+    rca.add_argument(
+        "--trigger-targets",
+        type=int,
+        default=0,
+        help="also time the unexplained-anomaly check over this many twin targets (0: skip)",
+    )
 
     # `mendloop bench flood`: the daemon under a flood of new names, with a real fault
     flood = bench_sub.add_parser("flood", help="a flood of new targets/series + a real fault")
