@@ -356,6 +356,20 @@ def test_rotate_logs_keeps_the_writer_and_the_newest_copies(tmp_path: Path) -> N
     assert (outside / "big.log").stat().st_size == 4096  # never through a symlink
 
 
+@pytest.mark.parametrize("root", ["/", "{link}", "{logs}/../logs"], ids=["root", "link", "dotdot"])
+def test_rotate_logs_refuses_roots_it_may_not_touch(tmp_path: Path, root: str) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "app.log").write_text("x" * 4096)
+    (tmp_path / "link").symlink_to(logs)
+    allowed = [root.format(link=tmp_path / "link", logs=logs)]
+    runner = HostRunner(tmp_path / "runs", {"mendloop_log_paths": allowed})
+    result = run(runner, "sol-rotate-logs", check=False, min_size_bytes=1)
+    assert result.run.status == RunStatus.failed
+    assert any("refused" in f for f in result.run.failed_tasks), result.run.failed_tasks
+    assert sorted(p.name for p in logs.iterdir()) == ["app.log"]
+
+
 class Warmer(BaseHTTPRequestHandler):
     hits: list[str] = []  # noqa: RUF012 - one test's record
 
