@@ -6,10 +6,11 @@
 Routers: api/incidents.py (incidents, report, plan, approve/reject/reanalyze/close/
 escalate), api/knowledge_routes.py (similar cases, case CRUD + import, solutions),
 api/rules_routes.py (rules, metric catalog), api/operations.py (healthz, readyz, metrics,
-samples, intake, automation, whoami, audit, tokens) and api/ingest.py (Prometheus text,
-OTLP/HTTP JSON). Every route names its least role (api/auth.py: viewer < operator <
-approver < admin); the OpenAPI document carries it per operation (``x-mendloop-role`` and
-the bearer security scheme). What needs the engine answers 503 on a server built without it.
+samples, intake, automation, whoami, audit, tokens), api/ingest.py (Prometheus text,
+OTLP/HTTP JSON) and api/remote_write.py (Prometheus remote-write). Every route names its
+least role (api/auth.py: viewer < operator < approver < admin); the OpenAPI document
+carries it per operation (``x-mendloop-role`` and the bearer security scheme). What needs
+the engine answers 503 on a server built without it.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from api.deps import Approvals, EngineApi, Services, Submit
 from api.ingest import MAX_BODY_BYTES, ingest_router
 from api.metrics import ApiMetrics, ChatStatusSource, RequestMetrics
 from api.operations import IngestOut, RejectionOut, ingest_response
+from api.remote_write import remote_write_router
 from api.schemas import IncidentSummary
 from kernel import __version__
+from loop.sources.remote_write_intake import RemoteWriteReceiver
 from loop.store import IncidentStore
 
 ERROR_REF = "#/components/schemas/ErrorOut"
@@ -38,7 +41,10 @@ TAGS = [
     {"name": "rules", "description": "the rules running, validation, reload"},
     {"name": "catalog", "description": "the metric catalog"},
     {"name": "operations", "description": "probes, metrics, automation pause/resume"},
-    {"name": "ingest", "description": "samples in (JSON, Prometheus text, OTLP/HTTP JSON)"},
+    {
+        "name": "ingest",
+        "description": "samples in (JSON, Prometheus text, OTLP/HTTP JSON, remote-write)",
+    },
     {"name": "security", "description": "the caller, the audit log, API tokens (admin)"},
 ]
 DESCRIPTION = (
@@ -66,6 +72,7 @@ def create_app(
     web: APIRouter | None = None,
     chat: APIRouter | None = None,
     chat_status: ChatStatusSource | None = None,
+    remote_write: RemoteWriteReceiver | None = None,
 ) -> FastAPI:
     """The API over ``store``; with ``engine`` (loop.daemon.Engine) also knowledge, rules,
     catalog, automation, what people do (``engine.operations``) and the loop's metrics.
@@ -94,6 +101,10 @@ def create_app(
         pushes = ingest_router(submit, units=units, max_body_bytes=max_body_bytes)
         app.include_router(pushes, dependencies=[Depends(_ingest_role)])
         routers.append((pushes, True))
+    if remote_write is not None:  # Prometheus remote-write (api/remote_write.py)
+        writes = remote_write_router(remote_write, max_body_bytes)
+        app.include_router(writes, dependencies=[Depends(_ingest_role)])
+        routers.append((writes, True))
     if chat is not None:  # signed chat callbacks (api/chatops): their own auth, not tokens
         app.include_router(chat)
     app.include_router(operations.router)
@@ -139,6 +150,7 @@ def app_for(
         web=web,
         chat=chat,
         chat_status=chat_status,
+        remote_write=RemoteWriteReceiver(engine.monitor, took=engine.took),
     )
 
 

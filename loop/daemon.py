@@ -195,10 +195,15 @@ class Engine:
     ) -> IngestResult:
         """Ingest samples (thread-safe); findings are handed to the loop's queue."""
         result = self.monitor.ingest(batch, owner=owner, refused=refused)
+        self.took(result)
+        return result
+
+    def took(self, result: IngestResult) -> None:
+        """What any door took (``submit``, the remote-write receiver) goes to analysis;
+        the findings to the loop (thread-safe)."""
         if result.latest:
             self.standing.seen({p.target for p in result.latest})
         self.hand_over(self.analyzer.observe(result.latest))
-        return result
 
     def hand_over(self, findings: list[Finding]) -> None:
         """Findings to the consumer (thread-safe); before ``start`` they are kept."""

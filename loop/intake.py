@@ -33,6 +33,9 @@ COUNTED = (
     "invalid",
     "bad_target",
     "bad_labels",
+    "no_catalog_match",
+    "ambiguous_match",
+    "label_conflict",
     "too_old",
     "in_future",
     *REFUSALS,
@@ -115,7 +118,7 @@ def parse_sample(raw: Sample | Mapping[str, Any], catalog: Catalog) -> Sample:
         raise InvalidSample(validation_reasons(exc), reason_of(exc)) from exc
     if isinstance(raw, Sample) and (problem := label_problem(raw.labels)) is not None:
         raise InvalidSample(f"labels: {problem[1]}", problem[0])
-    if sample.series not in catalog:
+    if not catalog.index.knows(sample.series):
         raise InvalidSample(
             f"series: unknown metric {sample.series!r} (not in the catalog)", "unknown_metric"
         )

@@ -35,6 +35,8 @@ import numpy as np
 from kernel.errors import InvalidSample, Overloaded
 from kernel.ids import is_identifier
 from kernel.models import Sample
+from loop.derived import Deriver
+from loop.identity import CONFLICT_TEXT, LABEL_CONFLICT, Identities
 from loop.intake import (
     COUNTED,
     DEFAULT_LIMITS,
@@ -47,8 +49,13 @@ from loop.intake import (
 )
 from loop.windows import REFUSALS, Limits, WindowStore
 from rules.catalog import Catalog
+from rules.selectors import identity_of
+
+CONFLICT_MARK = -1 - len(REFUSALS)
+"""A slot mark below the limits' (windows.REFUSALS): another label set owns the series."""
 
 __all__ = [
+    "CONFLICT_MARK",
     "COUNTED",
     "IngestResult",
     "Layout",
@@ -92,6 +99,8 @@ class Monitor:
         self.clock = clock
         self.limits = limits
         self._store = WindowStore(window_s, limits=limits)
+        self._identities = Identities()
+        self._deriver = Deriver(catalog)
         self._refusal_text = refusal_texts(limits)
         self._lock = threading.Lock()
         self._counters: Counter[str] = Counter()
@@ -160,12 +169,15 @@ class Monitor:
             indices: list[int] = []
             targets: list[str] = []
             names: list[str] = []
+            identities: list[tuple[tuple[str, str], ...]] = []
             stamps: list[float] = []
             values: list[float] = []
             rejected: list[Rejection] = []
+            resolve = self.catalog.index.resolve
             for index, raw in enumerate(items):
                 try:
                     sample = parse_sample(raw, self.catalog)
+                    resolved = resolve(sample.series, sample.labels)
                     reason = self._time_reason(sample.ts, now)
                     if reason is not None:
                         raise InvalidSample(
@@ -177,12 +189,13 @@ class Monitor:
                     rejected.append(Rejection(index, str(exc), exc.reason))
                     continue
                 indices.append(index)
-                targets.append(sample.target)
-                names.append(sample.series)
+                targets.append(resolved.target)
+                names.append(resolved.series)
+                identities.append(identity_of(sample.labels))
                 stamps.append(sample.ts)
                 values.append(sample.value)
             return self._write(
-                (targets, names),
+                (targets, names, identities),
                 np.asarray(stamps, dtype=np.float64),
                 np.asarray(values, dtype=np.float64),
                 rejected,
@@ -265,7 +278,7 @@ class Monitor:
 
     def _write(
         self,
-        slots: np.ndarray | tuple[list[str], list[str]],
+        slots: np.ndarray | tuple[list[str], list[str], list[tuple[tuple[str, str], ...]]],
         ts: np.ndarray,
         values: np.ndarray,
         rejected: list[Rejection],
@@ -278,13 +291,13 @@ class Monitor:
         rejected under that limit's reason, pointing at its index in the batch."""
         with self._lock:
             if isinstance(slots, tuple):
-                slots = self._store.slots_for(*slots, owner=owner)
+                slots = self._claim(*slots, owner=owner)
             refused = slots < 0
             if refused.any():
                 marks = slots[refused]
                 for mark in np.unique(marks).tolist():
-                    reason = REFUSALS[-1 - mark]
-                    text = self._refusal_text[reason]
+                    reason = REFUSALS[-1 - mark] if mark > CONFLICT_MARK else LABEL_CONFLICT
+                    text = self._refusal_text.get(reason, CONFLICT_TEXT)
                     rejected.extend(
                         Rejection(i, text, reason) for i in indices[refused][marks == mark].tolist()
                     )
@@ -292,13 +305,17 @@ class Monitor:
                 keep = ~refused
                 slots, ts, values = slots[keep], ts[keep], values[keep]
             outcome = self._store.append(slots, ts, values)
+            touched = outcome.touched
+            if self._deriver and len(touched):
+                made = self._deriver.write(self._store, touched, self._counters)
+                touched = np.union1d(touched, made)
             latest: tuple[Point, ...] = ()
             if want_latest:
-                last_ts, last_values = self._store.latest_many(outcome.touched)
+                last_ts, last_values = self._store.latest_many(touched)
                 latest = tuple(
                     Point(*self._store.key(slot), float(t), float(v))
                     for slot, t, v in zip(
-                        outcome.touched.tolist(),
+                        touched.tolist(),
                         last_ts.tolist(),
                         last_values.tolist(),
                         strict=True,
@@ -311,6 +328,88 @@ class Monitor:
         return IngestResult(
             outcome.accepted, outcome.late, outcome.duplicate, tuple(rejected), latest
         )
+
+    def _claim(
+        self,
+        targets: Sequence[str],
+        series: Sequence[str],
+        identities: Sequence[tuple[tuple[str, str], ...]],
+        owner: str | None = None,
+    ) -> np.ndarray:
+        """Slots (under the lock) whose label set owns them; ``CONFLICT_MARK`` where another
+        label set does (never merged), a limit's mark where a new series got no slot."""
+        slots = self._store.slots_for(targets, series, owner=owner)
+        return self._identities.mark_conflicts(slots, identities, CONFLICT_MARK)
+
+    def claim(
+        self,
+        targets: Sequence[str],
+        series: Sequence[str],
+        identities: Sequence[tuple[tuple[str, str], ...]],
+        owner: str | None = None,
+    ) -> tuple[np.ndarray, int]:
+        """Window slots of resolved rows for a caller that keeps them (the remote-write
+        receiver), and the generation they hold for (see ``ingest_slots``). Negative marks:
+        a limit (``windows.REFUSALS``) or ``CONFLICT_MARK``; ``refusal_of`` names them."""
+        with self._lock:
+            return self._claim(targets, series, identities, owner), self._store.generation
+
+    @property
+    def generation(self) -> int:
+        """Bumped when series expire: slots from an earlier ``claim`` may be stale."""
+        return self._store.generation
+
+    @staticmethod
+    def refusal_of(mark: int) -> str:
+        """The counter a negative slot mark from ``claim`` is booked under."""
+        return LABEL_CONFLICT if mark <= CONFLICT_MARK else REFUSALS[-1 - mark]
+
+    def ingest_slots(
+        self,
+        slots: np.ndarray,
+        ts: np.ndarray,
+        values: np.ndarray,
+        generation: int,
+        *,
+        refused: Mapping[str, int] | None = None,
+        want_latest: bool = True,
+    ) -> IngestResult | None:
+        """Columns of samples whose slots came from ``claim`` (all >= 0), with what the
+        caller refused before (booked by reason). ``None`` when the slots are stale (series
+        expired meanwhile): claim again. Same time rules and counters as every door."""
+        n = len(slots)
+        if (oversized := self._oversized(n)) is not None:
+            return oversized
+        self._admit(n)
+        try:
+            if generation != self._store.generation:
+                return None
+            if refused:
+                self.book(refused)
+            now = self.clock()
+            finite = np.isfinite(ts) & np.isfinite(values)
+            too_old = ts < now - self.max_age_s
+            in_future = ts > now + self.max_future_s
+            good = finite & ~too_old & ~in_future
+            rejected = [
+                Rejection(int(i), text, reason)
+                for mask, reason, text in (
+                    (~finite, "invalid", "value/ts: must be finite numbers"),
+                    (finite & too_old, "too_old", "ts: older than the window"),
+                    (finite & in_future, "in_future", "ts: in the future"),
+                )
+                for i in np.flatnonzero(mask)
+            ]
+            return self._write(
+                slots[good],
+                ts[good],
+                values[good],
+                rejected,
+                want_latest,
+                indices=np.flatnonzero(good),
+            )
+        finally:
+            self._release(n)
 
     # -- reading ----------------------------------------------------------------------
 
@@ -334,6 +433,8 @@ class Monitor:
         """Forget series that sent nothing for ``expire_after_s`` (bounded memory)."""
         with self._lock:
             freed = self._store.expire(self.clock() if now is None else now, self.expire_after_s)
+            if freed:
+                self._identities.prune(self._store.is_live)
             self._counters["expired_series"] += freed
             return freed
 

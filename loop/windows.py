@@ -164,6 +164,9 @@ class WindowStore:
     def find(self, target: str, series: str) -> int | None:
         return self._index.get((target, series))
 
+    def is_live(self, slot: int) -> bool:
+        return 0 <= slot < len(self._keys) and self._keys[slot] is not None
+
     def key(self, slot: int) -> tuple[str, str]:
         key = self._keys[slot]
         if key is None:

@@ -183,10 +183,17 @@ def bench_rca(
 
 
 def cmd_bench_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    """`mendloop bench ingest`."""
-    result = bench_ingest(
-        load_catalog(settings.rules_dir / "metrics.yaml"), targets=args.targets, ticks=args.ticks
-    )
+    """`mendloop bench ingest`: the monitor's paths, then remote-write (bench_remote_write)."""
+    catalog = load_catalog(settings.rules_dir / "metrics.yaml")
+    result: dict[str, Any] = {}
+    if args.remote_write != "only":
+        result = bench_ingest(catalog, targets=args.targets, ticks=args.ticks)
+    if args.remote_write != "skip":
+        from mendloop.bench_remote_write import bench_remote_write
+
+        result["remote_write"] = bench_remote_write(
+            catalog, targets=args.targets, requests=args.rw_requests
+        )
     if args.json:
         print_json(result)
     else:

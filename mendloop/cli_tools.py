@@ -24,6 +24,13 @@ def register_bench(sub: Sub, command: CommandOf) -> None:
     ingest.add_argument("--targets", type=int, default=10)
     ingest.add_argument("--ticks", type=int, default=3600, help="simulated 1 s ticks")
     ingest.add_argument("--json", action="store_true")
+    ingest.add_argument(
+        "--remote-write",
+        choices=("with", "only", "skip"),
+        default="with",
+        help="remote-write figures (decode, receiver, HTTP) with the others, alone, or none",
+    )
+    ingest.add_argument("--rw-requests", type=int, default=20, help="timed requests per shape")
 
     # `mendloop bench rca`: analysis compute per tick for 286 metrics x N targets
     rca = bench_sub.add_parser("rca", help="analysis compute latency (p50/p95 per tick)")

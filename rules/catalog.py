@@ -11,10 +11,12 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from kernel.errors import RuleFileError, validation_reasons
 from rules import RULES_DIR
+from rules.derive import Derivation, parse_derivation
+from rules.selectors import LABEL_NAME, Matcher, SeriesIndex, parse_matchers
 from rules.source import entry_name, line_of, read_yaml_list
 
 Direction = Literal["high", "low"]
@@ -35,6 +37,15 @@ class MetricSpec(BaseModel):
     duration_s: float = Field(ge=0)
     sqi_role: Literal["response_time", "success_rate", "utilisation", "error_rate", "none"]
     description: str
+    # which incoming series this entry takes (rules/selectors.py); all optional
+    metric: str | None = Field(default=None, pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]{0,199}$")
+    match: dict[str, str | dict[str, str]] | None = None
+    target_label: str | None = Field(default=None, max_length=128)
+    # a derived series: PromQL the pulled Prometheus evaluates, or a push expression
+    expr: str | None = Field(default=None, min_length=1, max_length=2000)
+    derive: str | None = Field(default=None, min_length=1, max_length=200)
+    _matchers: tuple[Matcher, ...] = PrivateAttr(default=())
+    _derivation: Derivation | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _warn_before_crit(self) -> MetricSpec:
@@ -42,7 +53,29 @@ class MetricSpec(BaseModel):
             self.bad == "low" and self.warn < self.crit
         ):
             raise ValueError(f"warn {self.warn} must come before crit {self.crit} ({self.bad})")
+        if self.target_label is not None and not LABEL_NAME.fullmatch(self.target_label):
+            raise ValueError(f"target_label {self.target_label!r} is not a label name")
+        if sum(x is not None for x in (self.expr, self.derive, self.metric)) > 1:
+            raise ValueError("give at most one of metric, expr and derive")
+        if self.derive is not None and (self.match or self.target_label):
+            raise ValueError("a derived series (derive) takes no match or target_label")
+        self._matchers = parse_matchers(self.match)
+        self._derivation = parse_derivation(self.derive) if self.derive else None
         return self
+
+    @property
+    def source_metric(self) -> str:
+        """The metric name incoming samples carry for this entry (default: its own)."""
+        return self.metric or self.name
+
+    @property
+    def matchers(self) -> tuple[Matcher, ...]:
+        return self._matchers
+
+    @property
+    def derivation(self) -> Derivation | None:
+        """A push-side derived series (rules/derive.py), computed by the monitor."""
+        return self._derivation
 
     def is_breach(self, value: float, level: Literal["warn", "crit"] = "crit") -> bool:
         limit = self.crit if level == "crit" else self.warn
@@ -66,6 +99,8 @@ class MetricSpec(BaseModel):
 class Catalog(Mapping[str, MetricSpec]):
     def __init__(self, specs: list[MetricSpec]) -> None:
         self._specs = {s.name: s for s in specs}
+        self.index = SeriesIndex(s for s in specs if s.derive is None)
+        self.derived = tuple(s for s in specs if s.derivation is not None)
 
     def __getitem__(self, name: str) -> MetricSpec:
         return self._specs[name]
@@ -94,4 +129,14 @@ def load_catalog(path: Path = RULES_DIR / "metrics.yaml") -> Catalog:
             raise RuleFileError(str(path), line, f"metric {spec.name} is defined twice")
         seen.add(spec.name)
         specs.append(spec)
+    by_name = {s.name: s for s in specs}
+    for spec in specs:
+        if spec.derivation is None:
+            continue
+        for operand in spec.derivation.operands:
+            other = by_name.get(operand)
+            if other is None or other.derivation is not None:
+                why = "not in the catalog" if other is None else "derived itself"
+                line = line_of(text, f"name: {spec.name}")
+                raise RuleFileError(str(path), line, f"metric {spec.name}: derive: {operand} {why}")
     return Catalog(specs)

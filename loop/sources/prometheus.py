@@ -6,10 +6,12 @@
     with PrometheusPoller(source, engine.submit, interval_s=5):
         ...                               # only samples newer than the last seen are submitted
 
-``queries`` maps each catalog series to the PromQL that produces it. A series whose
-expression is its own name (the default) is fetched with one ``{__name__=~"a|b|..."}``
-selector for all of them together; any other expression has a query of its own. The target
-comes from a label of the result (``target``, else ``instance``), other labels are kept.
+``queries`` maps each query's key to its PromQL. A metric name queried as itself (every
+catalog entry's ``metric``, default its name) is fetched with one ``{__name__=~"a|b|..."}``
+selector for all of them together, every label set apart; an entry's ``expr:`` has a query
+of its own. The target comes from a label of the result (``target``, else ``instance``); the
+labels go with each sample to the monitor, which files it under the one catalog entry whose
+matchers take it and never merges two label sets into one series (docs/INTAKE.md).
 
 Errors, mapped at the edge from httpx and the API's own answers:
 
@@ -26,7 +28,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -104,11 +106,14 @@ class PrometheusSource:
         default_target: str | None = None,
         timeout_s: float = 10.0,
     ) -> PrometheusSource:
-        """Every catalog series by its own name, except those ``overrides`` give PromQL for.
+        """The queries a catalog needs, except those ``overrides`` give PromQL for.
 
-        ``series``: the catalog (a ``Catalog`` iterates its names) or any list of names.
+        ``series``: the catalog, or any list of names (each fetched by its own name). From a
+        catalog: an entry's ``metric`` (default: its name) is fetched with every label set,
+        which the monitor files by the entry's matchers (rules/selectors.py); an ``expr:``
+        entry is its own query; a ``derive:`` entry is computed by the monitor.
         """
-        queries = {name: name for name in series} | dict(overrides or {})
+        queries = dict(catalog_queries(series)) | dict(overrides or {})
         return cls(
             url,
             queries,
@@ -144,16 +149,17 @@ class PrometheusSource:
         the global evaluation interval. This is what the poller uses to find new samples.
         """
         window = _duration(lookback_s)
-        return self._collect(lambda expr: self.query(f"{expr}[{window}]", at), f"[{window}:]")
+        return self._collect(lambda expr: self.query(expr, at), f"[{window}]", f"[{window}:]")
 
     def _collect(
-        self, run: Callable[[str], list[PromSeries]], subquery: str | None = None
+        self, run: Callable[[str], list[PromSeries]], selected: str = "", subquery: str = ""
     ) -> ParseResult:
+        """``selected`` follows the name selectors (a range), ``subquery`` the expressions."""
         out = ResultBuilder()
         plain = sorted(name for name, expr in self.queries.items() if expr == name)
         for chunk in _chunks(plain, NAMES_PER_SELECTOR):
             selector = '{__name__=~"' + "|".join(re.escape(n) for n in chunk) + '"}'
-            for series in run(selector):
+            for series in run(selector + selected):
                 self._convert(out, series.labels.get("__name__", ""), series)
         for name, expr in sorted(self.queries.items()):
             if expr == name:
@@ -214,6 +220,17 @@ class PrometheusSource:
         except (KeyError, TypeError, ValueError) as exc:
             cause = f"unexpected result shape ({exc!r})"
             raise PrometheusUnavailable(self.url, expr, cause) from exc
+
+
+def catalog_queries(series: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """(key, PromQL) per query: a plain metric name as itself, an ``expr:`` entry by name."""
+    specs = series if isinstance(series, Mapping) else {}
+    for name in series:
+        spec = specs.get(name)
+        if spec is None:
+            yield name, name
+        elif spec.derivation is None:
+            yield (name, spec.expr) if spec.expr else (spec.source_metric, spec.source_metric)
 
 
 def parse_data(data: Mapping[str, Any]) -> list[PromSeries]:

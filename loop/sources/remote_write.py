@@ -117,6 +117,10 @@ class RemoteWriteBatch:
     timestamps_ms: NDArray[np.int64]
     values: NDArray[np.float64]
     counts: RemoteWriteCounts
+    # the decoder's cache slot of each label set (stable while it stays cached), and the
+    # slots this request filled with a new label set: what a receiver caches work by
+    cache_slots: NDArray[np.int64] | None = None
+    refilled: tuple[int, ...] = ()
 
     def stale(self) -> NDArray[np.bool_]:
         """Per sample: is it Prometheus' staleness marker?"""
@@ -208,7 +212,18 @@ class RemoteWriteDecoder:
             stale_markers=stale,
             nan_values=nan,
         )
-        return RemoteWriteBatch(keys, label_sets, series, timestamps, values, counts)
+        cache_slots = np.asarray(slots, dtype=np.int64)
+        cache_slots.flags.writeable = False
+        return RemoteWriteBatch(
+            keys,
+            label_sets,
+            series,
+            timestamps,
+            values,
+            counts,
+            cache_slots,
+            tuple(int(slot) for slot in new_slots),
+        )
 
 
 def decode(body: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> RemoteWriteBatch:

@@ -23,6 +23,9 @@ import httpx
 import pytest
 
 PROMETHEUS_BIN = Path(os.environ.get("MENDLOOP_PROMETHEUS_BIN", "/usr/bin/prometheus"))
+NODE_EXPORTER_BIN = Path(
+    os.environ.get("MENDLOOP_NODE_EXPORTER_BIN", "/usr/bin/prometheus-node-exporter")
+)
 START_TIMEOUT_S = 30.0
 
 CONFIG = """\
@@ -137,3 +140,42 @@ def start_prometheus(
     yield start
     for prom in started:
         prom.stop()
+
+
+@pytest.fixture(scope="module")
+def node_exporter() -> Iterator[str]:
+    """The Debian node_exporter (``prometheus-node-exporter``) on a free port, filesystem and
+    loadavg collectors only; it reports this machine's mount points (``/``, ``/dev/shm``:
+    several series of one metric, told apart by the ``mountpoint`` label). Its address."""
+    if not NODE_EXPORTER_BIN.exists():
+        pytest.fail(
+            f"{NODE_EXPORTER_BIN} is missing: apt-get install -y prometheus-node-exporter",
+            pytrace=False,
+        )
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            str(NODE_EXPORTER_BIN),
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--collector.disable-defaults",
+            "--collector.filesystem",
+            "--collector.loadavg",
+            "--collector.filesystem.mount-points-exclude=^/(proc|sys|mnt|run)($|/)",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2.0).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail(f"node_exporter did not answer on port {port}", pytrace=False)
+        time.sleep(0.2)
+    yield f"127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(10)
