@@ -7,7 +7,8 @@ Routers: api/incidents.py (incidents, report, plan, approve/reject/reanalyze/clo
 escalate), api/knowledge_routes.py (similar cases, case CRUD + import, solutions),
 api/rules_routes.py (rules, metric catalog), api/operations.py (healthz, readyz, metrics,
 samples, intake, automation, whoami, audit, tokens), api/ingest.py (Prometheus text,
-OTLP/HTTP JSON) and api/remote_write.py (Prometheus remote-write). Every route names its
+OTLP/HTTP JSON), api/remote_write.py (Prometheus remote-write) and api/alertmanager.py
+(Alertmanager's webhook). Every route names its
 least role (api/auth.py: viewer < operator < approver < admin); the OpenAPI document
 carries it per operation (``x-mendloop-role`` and the bearer security scheme). What needs
 the engine answers 503 on a server built without it.
@@ -23,6 +24,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 from api import incidents, knowledge_routes, operations, rules_routes
+from api.alertmanager import alertmanager_router
 from api.auth import Auth, Principal, Role, install, require
 from api.deps import Approvals, EngineApi, Services, Submit
 from api.ingest import MAX_BODY_BYTES, ingest_router
@@ -31,8 +33,10 @@ from api.operations import IngestOut, RejectionOut, ingest_response
 from api.remote_write import remote_write_router
 from api.schemas import IncidentSummary
 from kernel import __version__
+from loop.alertmanager import AlertIntake
 from loop.sources.remote_write_intake import RemoteWriteReceiver
 from loop.store import IncidentStore
+from rules.alerts import AlertMap, load_alert_map
 
 ERROR_REF = "#/components/schemas/ErrorOut"
 TAGS = [
@@ -43,7 +47,8 @@ TAGS = [
     {"name": "operations", "description": "probes, metrics, automation pause/resume"},
     {
         "name": "ingest",
-        "description": "samples in (JSON, Prometheus text, OTLP/HTTP JSON, remote-write)",
+        "description": "samples in (JSON, Prometheus text, OTLP/HTTP JSON, remote-write) "
+        "and Alertmanager's webhook",
     },
     {"name": "security", "description": "the caller, the audit log, API tokens (admin)"},
 ]
@@ -73,6 +78,7 @@ def create_app(
     chat: APIRouter | None = None,
     chat_status: ChatStatusSource | None = None,
     remote_write: RemoteWriteReceiver | None = None,
+    alerts: AlertIntake | None = None,
 ) -> FastAPI:
     """The API over ``store``; with ``engine`` (loop.daemon.Engine) also knowledge, rules,
     catalog, automation, what people do (``engine.operations``) and the loop's metrics.
@@ -105,6 +111,10 @@ def create_app(
         writes = remote_write_router(remote_write, max_body_bytes)
         app.include_router(writes, dependencies=[Depends(_ingest_role)])
         routers.append((writes, True))
+    if alerts is not None:  # Alertmanager's webhook (api/alertmanager.py)
+        webhook = alertmanager_router(alerts)
+        app.include_router(webhook, dependencies=[Depends(_ingest_role)])
+        routers.append((webhook, True))
     if chat is not None:  # signed chat callbacks (api/chatops): their own auth, not tokens
         app.include_router(chat)
     app.include_router(operations.router)
@@ -151,7 +161,15 @@ def app_for(
         chat=chat,
         chat_status=chat_status,
         remote_write=RemoteWriteReceiver(engine.monitor, took=engine.took),
+        alerts=AlertIntake(alert_map_of(engine), engine.submit),
     )
+
+
+def alert_map_of(engine: EngineApi) -> AlertMap | None:
+    """The site's alerts.yaml (``MENDLOOP_ALERTS_FILE`` until sites carry it), checked
+    against the catalog; None without one (every alert is then unmapped, and counted)."""
+    path = engine.settings.alerts_file
+    return load_alert_map(path, engine.catalog) if path is not None else None
 
 
 def route_role(route: APIRoute) -> Role | None:

@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     prometheus_interval_s: float = Field(5.0, gt=0)
 
     rules_dir: Path = REPO_ROOT / "rules"
+    alerts_file: Path | None = Field(
+        None,
+        description="alerts.yaml: which Alertmanager alerts drive which catalog series "
+        "(docs/INTAKE.md); without it every alert is counted as unmapped",
+    )
     playbooks_dir: Path = REPO_ROOT / "playbooks"
 
     window_s: int = Field(300, ge=10, description="sliding-window length per series")

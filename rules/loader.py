@@ -23,7 +23,8 @@ from rules.catalog import Catalog
 from rules.spec import OPERATORS, ConditionKind, RuleSpec, fmt_duration
 
 CATALOG_FILE = "metrics.yaml"
-NOT_RULES = {CATALOG_FILE}
+ALERTS_FILE = "alerts.yaml"  # Alertmanager alerts -> catalog series (rules/alerts.py)
+NOT_RULES = {CATALOG_FILE, ALERTS_FILE}
 # where a rule's fault names must come from: the one fault registry of the platform
 FAULT_REGISTRY = "kernel/domain.yaml"
 
