@@ -109,10 +109,18 @@ def create_app(
         routers.append((pushes, True))
     if remote_write is not None:  # Prometheus remote-write (api/remote_write.py)
         writes = remote_write_router(remote_write, max_body_bytes)
+        metrics.export(
+            "mendloop_remote_write", "Remote-write requests and samples", "counter",
+            remote_write.counters,
+        )  # fmt: skip
         app.include_router(writes, dependencies=[Depends(_ingest_role)])
         routers.append((writes, True))
     if alerts is not None:  # Alertmanager's webhook (api/alertmanager.py)
         webhook = alertmanager_router(alerts)
+        metrics.export(
+            "mendloop_alertmanager_alerts", "Alertmanager alerts by outcome", "outcome",
+            alerts.counters,
+        )  # fmt: skip
         app.include_router(webhook, dependencies=[Depends(_ingest_role)])
         routers.append((webhook, True))
     if chat is not None:  # signed chat callbacks (api/chatops): their own auth, not tokens

@@ -28,6 +28,10 @@ What is exported and where it comes from:
   ``mendloop_chat_messages_total{outcome}`` (api/chatops: callbacks refused, messages
   sent / failed / dropped / retried);
   ``mendloop_token_last_used_failures_total`` (api/auth.py: the call went on regardless);
+- ``mendloop_remote_write_total{counter}`` (requests, samples, out_of_order, requests refused
+  whole as refused_<reason>, ...: api/remote_write.py) and
+  ``mendloop_alertmanager_alerts_total{outcome}`` (firing_new, resolved, unmapped_<reason>,
+  ...: api/alertmanager.py), when the app has them;
 - ``mendloop_api_requests_total{method,route,status}`` and
   ``mendloop_api_request_seconds{method,route}`` (route templates, not raw paths).
 """
@@ -276,6 +280,22 @@ class LoopProbe:
         return self.engine.loop_health()
 
 
+class CountersCollector(Collector):
+    """One counter family read at scrape time from a source of ``{label value: count}``
+    (the remote-write receiver's and the Alertmanager intake's counters)."""
+
+    def __init__(
+        self, name: str, doc: str, label: str, source: Callable[[], Mapping[str, int]]
+    ) -> None:
+        self.name, self.doc, self.label, self.source = name, doc, label, source
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.doc, labels=[self.label])
+        for value, count in self.source().items():
+            family.add_metric([value], count)
+        yield family
+
+
 class ApiMetrics:
     def __init__(
         self,
@@ -307,6 +327,12 @@ class ApiMetrics:
         self.registry.register(LoopCollector(store, engine, stats, chat))
         self._last: OrderedDict[str, tuple[str, datetime]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def export(
+        self, name: str, doc: str, label: str, source: Callable[[], Mapping[str, int]]
+    ) -> None:
+        """Export ``source()``'s counters as ``<name>_total{<label>}`` at every scrape."""
+        self.registry.register(CountersCollector(name, doc, label, source))
 
     def on_stage(self, event: StageEvent) -> None:
         """A StageEvent listener (loop/events.py): the time since the incident entered its

@@ -419,3 +419,5 @@ def test_the_real_alertmanager_fires_and_resolves_through_the_api(
     counts = intake.counters()
     assert counts["firing_new"] == 1 and counts["resolved"] == 1
     assert counts["unmapped_unknown_alert"] >= 1 and counts.get("resolved_before_firing", 0) >= 1
+    metrics = httpx.get(f"{api[0]}/metrics", headers={"authorization": f"Bearer {api[1]}"}).text
+    assert 'mendloop_alertmanager_alerts_total{outcome="firing_new"} 1.0' in metrics

@@ -326,6 +326,9 @@ def test_a_real_prometheus_remote_writes_node_exporter_series_to_the_api(
     assert counters["unknown_metric"] > 0  # node_exporter's other series: counted, not taken
     assert counters["label_conflict"] == 0 and counters["ambiguous_match"] == 0
     assert receiver.counters()["requests"] >= 1
+    metrics = httpx.get(f"{url}/metrics", headers={"authorization": f"Bearer {token}"}).text
+    assert 'mendloop_remote_write_total{counter="requests"}' in metrics
+    assert 'mendloop_intake_samples{reason="unknown_metric"}' in metrics
     for series, mount in (("disk_avail_root_bytes", "/"), ("disk_avail_shm_bytes", "/dev/shm")):
         stamps, values = monitor.window(node_exporter, series)
         reply = httpx.get(
