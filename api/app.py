@@ -155,11 +155,14 @@ def app_for(
     web: APIRouter | None = None,
     chat: APIRouter | None = None,
     chat_status: ChatStatusSource | None = None,
+    submit: Submit | None = None,
 ) -> FastAPI:
-    """The daemon's whole API over a built engine (``web``, ``chat``: as create_app)."""
+    """The daemon's whole API over a built engine (``web``, ``chat``: as create_app;
+    ``submit``: the pushes' way in when not ``engine.submit``, e.g. a worker's forwarding
+    intake, loop/cluster/forward.py)."""
     return create_app(
         engine.store,
-        submit=engine.submit,
+        submit=submit or engine.submit,
         stats=engine.monitor.stats,
         units={name: spec.unit for name, spec in engine.catalog.items()},
         auth=auth,

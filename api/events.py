@@ -42,6 +42,7 @@ from typing import Any
 import uvicorn
 
 from api.auth import Principal, Role
+from loop.cluster.guards import TicketTable
 from loop.events import StageEvent  # the event only: the daemon is not needed to serve events
 
 
@@ -266,3 +267,24 @@ class StreamTickets:
                 return None
             self._used[nonce] = expiry
         return Principal(name=name, role=role, via="ticket")
+
+
+class SharedStreamTickets(StreamTickets):
+    """Stream tickets in SQL (several workers): issued by one, redeemed once by any; the
+    ticket is a random nonce, its row says who and until when (loop/cluster/guards.py)."""
+
+    def __init__(self, table: TicketTable, ttl_s: float = 60.0) -> None:
+        super().__init__(ttl_s)
+        self.table = table
+
+    def issue(self, who: Principal) -> str:
+        return self.table.issue(who.name, who.role.value, self.ttl_s)
+
+    def redeem(self, ticket: str) -> Principal | None:
+        found = self.table.redeem(ticket)
+        if found is None:
+            return None
+        try:
+            return Principal(name=found[0], role=Role(found[1]), via="ticket")
+        except ValueError:
+            return None

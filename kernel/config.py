@@ -57,6 +57,14 @@ class Settings(BaseSettings):
     twin_host: str = "127.0.0.1"
     twin_port: int = Field(9108, ge=0, le=65535)
 
+    # several workers on one PostgreSQL (loop/cluster/, docs/SCALING.md); SQLite: one worker
+    worker_lease_ttl_s: float = Field(
+        15.0, ge=3, le=600, description="a dead worker's targets are taken over after this"
+    )
+    worker_url: str = Field(
+        "", description="this worker's API as its peers reach it (default: api_host:api_port)"
+    )
+
     prometheus_url: str = Field("", description="pull every catalog series from this Prometheus")
     prometheus_interval_s: float = Field(5.0, gt=0)
 

@@ -42,6 +42,7 @@ from loop.admission import Admission, RunGate, Standing
 from loop.analyze import Analyzer
 from loop.anomaly import BaselineBank
 from loop.autonomy import EarnedAutonomy
+from loop.cluster.worker import ClusterWorker
 from loop.consume import Consumer
 from loop.decide import Decider
 from loop.events import Events, Listener
@@ -183,6 +184,7 @@ class Engine:
         self._early: list[Finding] = []  # found before start(): handed over when it runs
         self._intake_lock = threading.Lock()
         self._tasks: dict[str, asyncio.Task[None]] = {}  # the supervised long-lived tasks
+        self.cluster: ClusterWorker | None = None  # several workers on PostgreSQL: ``join``
 
     # -- intake ---------------------------------------------------------------------------
 
@@ -206,7 +208,10 @@ class Engine:
         self.hand_over(self.analyzer.observe(result.latest))
 
     def hand_over(self, findings: list[Finding]) -> None:
-        """Findings to the consumer (thread-safe); before ``start`` they are kept."""
+        """Findings to the consumer (thread-safe); before ``start`` they are kept. With
+        several workers, only those of targets this worker owns."""
+        if self.cluster is not None:
+            findings = [f for f in findings if self.owns(f.target)]
         if findings:
             with self._intake_lock:
                 if self._loop is None:
@@ -235,6 +240,7 @@ class Engine:
                 self._early = []
         bodies: dict[str, Callable[[], Awaitable[None]]] = {
             "resume": self._resume,
+            **({"cluster": self.cluster.run} if self.cluster is not None else {}),
             "findings": self.consumer.run,
             "housekeeping": self.upkeep.housekeeping,
             "rules": self.upkeep.watch_rules,
@@ -246,7 +252,7 @@ class Engine:
         """Every unfinished incident walks on from its stored state (SQL failing at start:
         retried with backoff while the API answers and /readyz says why)."""
         for incident in await asyncio.to_thread(self.store.unfinished):
-            if incident.id not in self.walker.walks:
+            if incident.id not in self.walker.walks and self.owns(incident.target):
                 log.info("resuming incident %s from %s", incident.id, incident.state)
                 self.walker.spawn(incident.id)
         self.health.ok("resume")
@@ -329,7 +335,40 @@ class Engine:
 
     def walk(self, incident_id: str) -> None:
         """Walk the incident on from where it is (thread-safe; a person moved it). Without
-        a running loop nothing happens now: the next start resumes it."""
+        a running loop nothing happens now: the next start resumes it. With several
+        workers, its owner is told (LISTEN/NOTIFY, polling as the fallback)."""
+        if self.cluster is not None:
+            incident = self.store.get(incident_id)
+            if incident is None or not self.owns(incident.target):
+                self.cluster.notify(incident_id)
+                return
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self.walker.spawn, incident_id)
+
+    # -- several workers on one PostgreSQL (loop/cluster/) -------------------------------
+
+    def join(self, cluster: ClusterWorker) -> None:
+        """Work as one of several workers (before ``start``): the loop's writes fenced by
+        the target's lease, incidents walked only by their target's owner."""
+        self.cluster = cluster
+        self.moves.fence = cluster.fence
+        self.ledger.fence = cluster.fence
+
+    def owns(self, target: str) -> bool:
+        return self.cluster is None or self.cluster.owns(target)
+
+    def walking(self) -> set[str]:
+        return set(self.walker.walks)
+
+    def spawn(self, incident_id: str) -> None:
+        """Walk it here (on the event loop): the cluster's takeover and notifications."""
+        self.walker.spawn(incident_id)
+
+    def drop(self, targets: frozenset[str]) -> None:
+        """Targets another worker owns now: their walks stop (the new owner walks on)."""
+        for incident_id, task in list(self.walker.walks.items()):
+            incident = self.store.get(incident_id)
+            if incident is not None and incident.target in targets:
+                log.warning("incident %s: its target moved to another worker", incident_id)
+                task.cancel()

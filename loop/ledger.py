@@ -17,15 +17,17 @@ for the hourly limits; ``shadow_decision`` what shadow mode would have done;
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine, func, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from kernel.approval import AutomationStatus, TargetPause
 from kernel.models import DecisionMode, PlaybookRun, utcnow
+from loop.cluster.fence import Fence
 from loop.db.engine import aware
 from loop.db.migrate import ensure_schema
 from loop.db.schema import (
@@ -33,6 +35,7 @@ from loop.db.schema import (
     AutonomyOutcomeRecord,
     AutonomyRecord,
     ExecutionRunRecord,
+    IncidentRecord,
     PauseRecord,
     ShadowRecord,
 )
@@ -41,6 +44,7 @@ from loop.policy import AutonomyKey, AutonomyState, PolicyConfig, after_outcome
 STARTED = "started"
 INTERRUPTED = "interrupted"
 EVERYWHERE = "*"  # the automation_pause row of a global pause
+_AUTO_LOCK = 0x6D656E65  # the advisory lock of the hourly limits (PostgreSQL)
 
 
 def _state(record: AutonomyRecord) -> AutonomyState:
@@ -58,6 +62,7 @@ def _state(record: AutonomyRecord) -> AutonomyState:
 class Ledger:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.fence: Fence | None = None  # several workers: runs and auto actions fenced
         ensure_schema(engine)
 
     # -- runs (idempotency keys) ---------------------------------------------------------
@@ -66,8 +71,12 @@ class Ledger:
         self, key: str, incident_id: str, phase: str, playbook: str, note: str = ""
     ) -> bool:
         """Record that a run is about to start; False when the key was used already (the
-        run must then not start again). ``note`` says why it runs (e.g. why a rollback)."""
+        run must then not start again). ``note`` says why it runs (e.g. why a rollback).
+        With a fence: only while this worker holds the incident's target (LeaseLost)."""
         with Session(self.engine) as session:
+            if self.fence is not None:
+                incident = session.get(IncidentRecord, incident_id)
+                self.fence.hold(session, incident.target if incident else "")
             session.add(
                 ExecutionRunRecord(
                     key=key,
@@ -253,15 +262,34 @@ class Ledger:
 
     # -- automatic actions (hourly limits) ------------------------------------------------
 
-    def note_auto_action(self, incident_id: str, target: str, solution_id: str) -> None:
+    def note_auto_action(
+        self,
+        incident_id: str,
+        target: str,
+        solution_id: str,
+        limit: Callable[[], str | None] | None = None,
+    ) -> str | None:
+        """Book one automatic execution; with ``limit`` (the hourly limits, read in SQL),
+        only when it says None, else its reason is returned and nothing is booked. On
+        PostgreSQL the check and the booking hold one advisory lock, so workers deciding
+        at the same moment never overrun a limit together."""
         with Session(self.engine) as session:
-            if session.get(AutoActionRecord, incident_id) is None:
-                session.add(
-                    AutoActionRecord(
-                        incident_id=incident_id, target=target, solution_id=solution_id, at=utcnow()
-                    )
+            if self.fence is not None:
+                self.fence.hold(session, target)
+            if self.engine.dialect.name == "postgresql":
+                session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _AUTO_LOCK})
+            if session.get(AutoActionRecord, incident_id) is not None:
+                return None
+            if limit is not None and (why := limit()) is not None:
+                session.rollback()
+                return why
+            session.add(
+                AutoActionRecord(
+                    incident_id=incident_id, target=target, solution_id=solution_id, at=utcnow()
                 )
-                session.commit()
+            )
+            session.commit()
+        return None
 
     def auto_action_targets(self, within: timedelta) -> dict[str, int]:
         """Automatic actions of the last ``within``, counted by target."""

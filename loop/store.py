@@ -27,6 +27,7 @@ from kernel.errors import IllegalTransition
 from kernel.models import Decision, Execution, Finding, RCAReport, Verification, utcnow
 from kernel.plan import RemediationPlan
 from kernel.state import TERMINAL, State, check_transition
+from loop.cluster.fence import Fence
 from loop.db.engine import aware, make_engine
 from loop.db.migrate import ensure_schema
 from loop.db.schema import IncidentRecord, TransitionRecord
@@ -108,10 +109,14 @@ class IncidentStore:
             session.commit()
         return incident_id
 
-    def apply(self, incident_id: str, transition: Transition) -> IncidentView:
+    def apply(
+        self, incident_id: str, transition: Transition, fence: Fence | None = None
+    ) -> IncidentView:
         """Move an incident along one edge of the state machine, storing what the step
         produced (a payload field given as None clears it, e.g. a plan that no longer
-        holds). IllegalTransition: not an edge from where it is, or it moved meanwhile."""
+        holds). IllegalTransition: not an edge from where it is, or it moved meanwhile.
+        ``fence``: the loop's moves on several workers, made only while this worker still
+        holds the target's lease (LeaseLost otherwise, loop/cluster/fence.py)."""
         return self._move(
             incident_id,
             transition.state,
@@ -119,6 +124,7 @@ class IncidentStore:
             transition.payload(),
             transition.fault,
             transition.reason,
+            fence,
         )
 
     def transition(
@@ -163,12 +169,15 @@ class IncidentStore:
         payload: dict[str, BaseModel | None],
         fault: str | None,
         reason: str | None,
+        fence: Fence | None = None,
     ) -> IncidentView:
         now = utcnow()
         with Session(self.engine) as session:
             record = session.get(IncidentRecord, incident_id)
             if record is None:
                 raise IllegalTransition(f"incident {incident_id} does not exist")
+            if fence is not None:
+                fence.hold(session, record.target)
             current = State(record.state)
             check_transition(current, to_state)
             values: dict[str, Any] = {"state": to_state, "updated_at": now}

@@ -23,6 +23,7 @@ from kernel.errors import GraphUnavailable, IllegalTransition, MendloopError
 from kernel.state import State
 from loop.admission import Rank, RunGate, Standing, rank
 from loop.analyze import Analyzer
+from loop.cluster.fence import LeaseLost
 from loop.db.engine import store_outage
 from loop.moves import Moves
 from loop.steps import Step
@@ -125,6 +126,9 @@ class Walker:
                     raise
                 except GraphUnavailable:
                     raise  # Neo4j out past the matcher's own retries: walked again later
+                except LeaseLost as exc:  # another worker owns the target now: it walks on
+                    log.warning("incident %s: %s; its new owner walks it on", incident_id, exc)
+                    return
                 except IllegalTransition as exc:
                     now = self.store.get(incident_id)
                     if now is not None and now.updated_at != stamp:

@@ -31,6 +31,7 @@ from loop.sources.prometheus import PrometheusPoller, PrometheusSource
 from loop.store import IncidentStore
 from mendloop import local_neo4j
 from mendloop.output import Progress, stderr_progress
+from mendloop.workers import join_cluster, single_worker
 from rules.catalog import load_catalog
 from rules.compiler import load_rules
 
@@ -86,7 +87,9 @@ def flush_recordings(engine: Engine) -> None:
 async def run_daemon(settings: Settings) -> None:
     """The loop and the REST API in one process until SIGINT/SIGTERM."""
     ChatConfig.from_settings(settings)  # a bad MENDLOOP_CHAT_* fails now, not after Neo4j
+    lock = single_worker(settings.database_url)  # SQLite: one worker (ConfigError otherwise)
     engine = build_engine(settings)
+    joined = join_cluster(engine, settings)  # PostgreSQL: one worker of several (leases)
     auth = Auth.on(engine.store.engine) if settings.api_auth else None
     if auth is not None and not auth.tokens.list():
         stderr_progress(
@@ -99,14 +102,19 @@ async def run_daemon(settings: Settings) -> None:
     chat = ChatOps.from_settings(settings, engine.store, engine.operations)
     if chat is not None:  # stage messages to chat (queued: never blocks the loop)
         engine.listeners.append(chat.notify)
+        if joined is not None:
+            chat.replays = joined.replay_guard()  # shared by every worker
     app = app_for(
         engine,
         auth=auth,
         max_body_bytes=settings.api_max_body_bytes,
-        web=engine_web_router(engine, hub),
+        web=engine_web_router(engine, hub, **({"tickets": joined.tickets()} if joined else {})),
         chat=chat.router if chat is not None else None,
         chat_status=chat.status if chat is not None else None,
+        submit=joined.intake.submit if joined is not None else None,
     )
+    if joined is not None:
+        joined.install(app)
     server = StreamingServer(
         uvicorn.Config(
             app,
@@ -120,6 +128,8 @@ async def run_daemon(settings: Settings) -> None:
     poller = None
     if settings.prometheus_url:
         source = PrometheusSource.for_catalog(settings.prometheus_url, engine.catalog)
+        if joined is not None:  # sharded by lease: this worker's targets only
+            source.shard = joined.cluster.held
         poller = PrometheusPoller(source, engine.submit, settings.prometheus_interval_s)
     await engine.start()
     if chat is not None:
@@ -137,7 +147,10 @@ async def run_daemon(settings: Settings) -> None:
         if chat is not None:
             chat.stop()
         flush_recordings(engine)
+        if joined is not None:
+            joined.leave()
         engine.close()
+        lock.release()
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:

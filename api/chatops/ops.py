@@ -38,7 +38,7 @@ from api.chatops.sender import (
     WebApiTransport,
     WebhookTransport,
 )
-from api.chatops.signing import ReplayGuard
+from api.chatops.signing import ReplayGuard, Replays
 from api.metrics import ChatStatus
 from kernel.approval import ApprovalPlan, AutomationStatus
 from kernel.config import Settings
@@ -81,7 +81,7 @@ class ChatOps:
         self.store = store
         self.actions = actions
         self.clock = clock
-        self.replays = ReplayGuard()
+        self.replays: Replays = ReplayGuard()  # several workers: the SQL one
         self.refusals: Counter[str] = Counter()  # refused callbacks and URLs, by reason
         self._count_lock = threading.Lock()
         self.audit = AuditLog(store.engine)

@@ -24,7 +24,7 @@ import hmac
 import re
 import threading
 from collections import OrderedDict
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 VERSION = "v0"
 WINDOW_S = 300.0
@@ -89,6 +89,13 @@ def replay_key(timestamp: str, body: bytes) -> str:
     """What identifies one signed request for the replay guard: a digest of exactly what
     the signature covers, whatever the spelling of its headers."""
     return hashlib.sha256(f"{VERSION}:{timestamp}:".encode() + body).hexdigest()
+
+
+class Replays(Protocol):
+    """A replay guard: this one (per process) or loop/cluster/guards.py's (SQL, shared by
+    several workers)."""
+
+    def first_time(self, key: str, now: float) -> bool: ...
 
 
 class ReplayGuard:

@@ -208,3 +208,67 @@ class ChatThreadRecord(SQLModel, table=True):
     channel: str = Field(default="", max_length=100)
     ts: str = Field(max_length=64)
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+# -- scale-out (loop/cluster/): workers, target leases, shared guards -------------------------
+
+
+class WorkerRecord(SQLModel, table=True):
+    """A live worker process; alive while ``heartbeat_at`` is within the lease TTL of the
+    DATABASE clock (never a worker's own)."""
+
+    __tablename__ = "worker"
+
+    id: str = Field(primary_key=True, max_length=100)
+    host: str = Field(max_length=200)
+    pid: int
+    started_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    heartbeat_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, index=True)
+    )
+    api_url: str = Field(default="", max_length=300)
+
+
+class TargetLeaseRecord(SQLModel, table=True):
+    """Which worker owns a target until when; ``epoch`` grows at every change of owner and
+    fences the owner's writes (an old owner's epoch no longer matches)."""
+
+    __tablename__ = "target_lease"
+
+    target: str = Field(primary_key=True, max_length=200)
+    worker_id: str | None = Field(default=None, index=True, max_length=100)
+    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    epoch: int = 0
+
+
+class ChatReplayRecord(SQLModel, table=True):
+    """A signed chat request already taken (the replay guard shared by every worker)."""
+
+    __tablename__ = "chat_replay"
+
+    digest: str = Field(primary_key=True, max_length=64)
+    expires_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, index=True)
+    )
+
+
+class StreamTicketRecord(SQLModel, table=True):
+    """A single-use ticket to open the event stream (any worker redeems it, once)."""
+
+    __tablename__ = "stream_ticket"
+
+    nonce: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=100)
+    role: str = Field(max_length=16)
+    expires_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, index=True)
+    )
+
+
+class ClusterKeyRecord(SQLModel, table=True):
+    """The key workers sign forwarded samples with (made by the first worker)."""
+
+    __tablename__ = "cluster_key"
+
+    id: int = Field(default=1, primary_key=True)
+    key: str = Field(max_length=128)

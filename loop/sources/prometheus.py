@@ -43,11 +43,13 @@ from loop.sources.base import (
     ParseResult,
     ResultBuilder,
     SampleMapper,
+    resolve_target,
 )
 
 log = logging.getLogger(__name__)
 
 NAMES_PER_SELECTOR = 100  # keeps one regex selector (and its request body) small
+TARGETS_PER_SELECTOR = 200  # a worker's targets, sharded by lease: one matcher per chunk
 LOGGED_ISSUES = 5  # refused points logged one by one per poll; the rest as one summary line
 
 
@@ -94,6 +96,8 @@ class PrometheusSource:
             target_labels=tuple(target_labels), default_target=default_target
         )
         self._client = httpx.Client(base_url=self.url, timeout=timeout_s, transport=transport)
+        # several workers: the targets this one owns (loop/cluster/); None: every target
+        self.shard: Callable[[], Iterable[str]] | None = None
 
     @classmethod
     def for_catalog(
@@ -156,20 +160,37 @@ class PrometheusSource:
     ) -> ParseResult:
         """``selected`` follows the name selectors (a range), ``subquery`` the expressions."""
         out = ResultBuilder()
+        owned = set(self.shard()) if self.shard is not None else None
+        if owned is not None and not owned:
+            return out.result()  # several workers: this one owns no target yet
+        # sharded by lease: a matcher on the target label, the worker's targets only
+        shards = [""]
+        if owned is not None:
+            label = self.mapper.target_labels[0]
+            shards = [
+                f',{label}=~"' + "|".join(re.escape(t) for t in chunk) + '"'
+                for chunk in _chunks(sorted(owned), TARGETS_PER_SELECTOR)
+            ]
         plain = sorted(name for name, expr in self.queries.items() if expr == name)
         for chunk in _chunks(plain, NAMES_PER_SELECTOR):
-            selector = '{__name__=~"' + "|".join(re.escape(n) for n in chunk) + '"}'
-            for series in run(selector + selected):
-                self._convert(out, series.labels.get("__name__", ""), series)
+            names = "|".join(re.escape(n) for n in chunk)
+            for shard in shards:
+                selector = '{__name__=~"' + names + '"' + shard + "}"
+                for series in run(selector + selected):
+                    self._convert(out, series.labels.get("__name__", ""), series, owned)
         for name, expr in sorted(self.queries.items()):
             if expr == name:
                 continue
             for series in run(f"({expr}){subquery}" if subquery else expr):
-                self._convert(out, name, series)
+                self._convert(out, name, series, owned)
         return out.result()
 
-    def _convert(self, out: ResultBuilder, name: str, series: PromSeries) -> None:
+    def _convert(
+        self, out: ResultBuilder, name: str, series: PromSeries, owned: set[str] | None = None
+    ) -> None:
         labels = {k: v for k, v in series.labels.items() if k != "__name__"}
+        if owned is not None and resolve_target(labels, self.mapper.target_labels) not in owned:
+            return  # an expression's series of a target another worker owns
         origin = Origin(metric=name, series=f"{name}{sorted(labels.items())!r}")
         for ts, value in series.points:
             out.convert(self.mapper, name, labels, ts, value, origin)

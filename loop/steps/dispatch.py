@@ -60,7 +60,13 @@ class DispatchStep:
         if paused := self.ledger.automation().pause_for(incident.target):
             return await self.approvals.ask(incident, f"{paused}; {WAITS}")
         # the hourly limits again, now: incidents decided together must not overrun them
-        if (limit := self.autonomy.limit(incident.target)) is not None:
+        # (checked and booked under one lock: several workers never overrun them together)
+        limit = self.ledger.note_auto_action(
+            incident.id,
+            incident.target,
+            decision.solution_id,
+            lambda: self.autonomy.limit(incident.target),
+        )
+        if limit is not None:
             return await self.approvals.ask(incident, limit)
-        self.ledger.note_auto_action(incident.id, incident.target, decision.solution_id)
         return await self.execute.run(incident)

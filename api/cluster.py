@@ -1,0 +1,87 @@
+"""The API between workers (several workers on one PostgreSQL, loop/cluster/).
+
+    install_cluster(app, engine.submit, owns, key)
+
+    POST /v1/cluster/samples   samples a peer forwarded (signed with the cluster key in
+                               SQL, not an API token): taken when this worker owns every
+                               target in them, else 421 with who owns what (the peer then
+                               refuses them to the sender with 503 + Retry-After)
+
+A push to a worker that cannot take it (owner unreachable, no live owner yet) is answered
+``503`` with ``Retry-After`` and ``X-Mendloop-Owner`` (the owner's API when known): the
+sender sees a clear status and retries; nothing is dropped without it being told.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import Submit
+from kernel.errors import Overloaded
+from loop.cluster.forward import PATH, SIGNATURE, ForwardRefused, sign, target_of
+
+MAX_FORWARD_BYTES = 64 * 1024 * 1024
+
+
+def cluster_router(submit: Submit, owns: Callable[[str], bool], key: bytes) -> APIRouter:
+    router = APIRouter(tags=["ingest"])
+
+    @router.post(PATH, include_in_schema=False)
+    async def forwarded(request: Request) -> Any:
+        body = await request.body()
+        if len(body) > MAX_FORWARD_BYTES:
+            raise HTTPException(413, "forwarded body too large")
+        given = request.headers.get(SIGNATURE, "")
+        if not hmac.compare_digest(given.encode(), sign(key, body).encode()):
+            raise HTTPException(401, "not signed with the cluster key")
+        try:
+            data = json.loads(body)
+            samples = data["samples"]
+            owner = data.get("owner")
+            if not isinstance(samples, list) or not (owner is None or isinstance(owner, str)):
+                raise TypeError("samples must be a list, owner a string")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise HTTPException(400, f"bad forward: {exc}") from exc
+        strangers = sorted({t for s in samples if (t := target_of(s)) and not owns(t)})
+        if strangers:
+            return JSONResponse(
+                {"detail": "not the owner of these targets (lease moved)", "targets": strangers},
+                status_code=421,
+            )
+        try:
+            result = await run_in_threadpool(submit, samples, owner=owner)
+        except Overloaded as exc:
+            retry = str(max(1, round(exc.retry_after_s)))
+            return JSONResponse({"detail": str(exc)}, 429, headers={"Retry-After": retry})
+        return {
+            "accepted": result.accepted,
+            "late": result.late,
+            "duplicate": result.duplicate,
+            "rejected": [
+                {"index": r.index, "error": r.error, "reason": r.reason} for r in result.rejected
+            ],
+        }
+
+    return router
+
+
+def refused(_request: Request, exc: Exception) -> JSONResponse:
+    """A push this worker could not hand to its owner: 503, retry (never a silent drop)."""
+    assert isinstance(exc, ForwardRefused)
+    headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
+    if exc.owner_url:
+        headers["X-Mendloop-Owner"] = exc.owner_url
+    return JSONResponse({"detail": str(exc)}, status_code=503, headers=headers)
+
+
+def install_cluster(app: FastAPI, submit: Submit, owns: Callable[[str], bool], key: bytes) -> None:
+    """The peer route and the 503 of refused forwards on a worker's app."""
+    app.include_router(cluster_router(submit, owns, key))
+    app.add_exception_handler(ForwardRefused, refused)
