@@ -2,6 +2,10 @@
 
     install_cluster(app, engine.submit, owns, key)
 
+    GET  /v1/cluster           this worker: its id, the targets it holds, what its intake
+                               took, forwarded, claimed and refused (viewer)
+    GET  /v1/cluster           this worker: its id, the targets it holds, what its intake
+                               took, forwarded, claimed and refused (viewer)
     POST /v1/cluster/samples   samples a peer forwarded (signed with the cluster key in
                                SQL, not an API token): taken when this worker owns every
                                target in them, else 421 with who owns what (the peer then
@@ -19,10 +23,11 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import Role, require
 from api.deps import Submit
 from kernel.errors import Overloaded
 from loop.cluster.forward import PATH, SIGNATURE, ForwardRefused, sign, target_of
@@ -81,7 +86,18 @@ def refused(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=503, headers=headers)
 
 
-def install_cluster(app: FastAPI, submit: Submit, owns: Callable[[str], bool], key: bytes) -> None:
-    """The peer route and the 503 of refused forwards on a worker's app."""
+def install_cluster(
+    app: FastAPI,
+    submit: Submit,
+    owns: Callable[[str], bool],
+    key: bytes,
+    status: Callable[[], dict[str, Any]],
+) -> None:
+    """The peer route, the worker's status and the 503 of refused forwards on its app."""
     app.include_router(cluster_router(submit, owns, key))
     app.add_exception_handler(ForwardRefused, refused)
+
+    @app.get("/v1/cluster", tags=["operations"], dependencies=[Depends(require(Role.viewer))])
+    def cluster_status() -> dict[str, Any]:
+        """This worker of several: the targets it holds and its intake's counters."""
+        return status()

@@ -17,7 +17,8 @@ import logging
 import os
 import socket
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -44,7 +45,18 @@ class Joined:
     engine: Engine
 
     def install(self, app: FastAPI) -> None:
-        install_cluster(app, self.engine.submit, self.cluster.owns, self.key)
+        install_cluster(app, self.engine.submit, self.cluster.owns, self.key, self.status)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "worker_id": self.cluster.worker_id,
+            "api_url": self.cluster.api_url,
+            "held": sorted(self.cluster.held()),
+            "intake": dict(self.intake.counts),
+            "cluster": asdict(self.cluster.counts),
+            "leases": asdict(self.cluster.leases.counts),
+            "fence_refused": self.cluster.fence.refused,
+        }
 
     def tickets(self) -> SharedStreamTickets:
         return SharedStreamTickets(TicketTable(self.engine.store.engine))

@@ -194,18 +194,19 @@ class Leases:
         known without an owner (a worker under quota takes it at its next tick); None when
         it is not ours. A known target without a live owner is taken the same way."""
         with self.engine.begin() as conn:
-            if self.under_quota():
+            epoch = None
+            if self.under_quota(extra=1):  # counted as a new target
                 epoch = conn.execute(CLAIM, self._args(target=target)).scalar()
-                if epoch is None:
-                    epoch = conn.execute(TAKE_ONE, self._args(target=target)).scalar()
                 if epoch is not None:
-                    self.held[target] = int(epoch)
                     self.targets += 1
-                    self.counts.claimed += 1
-                    return int(epoch)
+            if epoch is None and self.under_quota(extra=0):  # known, its owner gone
+                epoch = conn.execute(TAKE_ONE, self._args(target=target)).scalar()
+            if epoch is None:
+                conn.execute(KNOW, self._args(target=target))
                 return None
-            conn.execute(KNOW, self._args(target=target))
-        return None
+        self.held[target] = int(epoch)
+        self.counts.claimed += 1
+        return int(epoch)
 
     def owners(self, targets: list[str]) -> dict[str, Owner]:
         """The live owner of each of these targets (a target missing: no live owner)."""
