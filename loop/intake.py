@@ -125,6 +125,36 @@ def parse_sample(raw: Sample | Mapping[str, Any], catalog: Catalog) -> Sample:
     return sample
 
 
+def column_checks(
+    ts: np.ndarray,
+    values: np.ndarray,
+    window: tuple[float, float],
+    known: np.ndarray | None = None,
+    valid: np.ndarray | None = None,
+) -> tuple[np.ndarray, list[Rejection]]:
+    """Pure, vectorised: which samples of columns may be written (``good``) and why the
+    others may not, for the column doors. ``window``: the oldest and newest timestamps
+    taken; ``known``/``valid``: per sample, a catalog series / an identifier target."""
+    finite = np.isfinite(ts) & np.isfinite(values)
+    too_old = ts < window[0]
+    in_future = ts > window[1]
+    known = np.ones(len(ts), dtype=bool) if known is None else known
+    valid = known if valid is None else valid
+    checks = [
+        (~valid, "bad_target", "labels.target: not an identifier (kernel/ids.py)"),
+        (valid & ~known, "unknown_metric", "series: unknown metric (not in the catalog)"),
+        (known & ~finite, "invalid", "value/ts: must be finite numbers"),
+        (known & finite & too_old, "too_old", "ts: older than the window"),
+        (known & finite & in_future, "in_future", "ts: in the future"),
+    ]
+    rejected = [
+        Rejection(int(i), text, reason)
+        for mask, reason, text in checks
+        for i in np.flatnonzero(mask)
+    ]
+    return known & finite & ~too_old & ~in_future, rejected
+
+
 def reason_of(exc: ValidationError) -> str:
     """The counter a Sample's validation error is booked under: a label reason (kernel/ids.py)
     when the labels were at fault, else ``invalid``."""

@@ -5,7 +5,14 @@
                               "ts": time.time(), "value": 0.93}])      # validated, per sample
     result = monitor.ingest_columns(targets, series, ts, values)      # vectorised fast path
     monitor.ingest(samples, owner=token_id, refused={"parse_error": 2})  # an API push
+    slots, generation = monitor.claim(targets, series, identities)    # remote-write: resolved
+    monitor.ingest_slots(slots[rows], ts, values, generation)         # once, then by slot
     monitor.latest("a", "cache_hit_ratio"); monitor.stats()
+
+A point is filed under a catalog series by its name and labels (the catalog's matchers and
+target label: rules/selectors.py); a second label set for the same (target, series) is
+refused as ``label_conflict``, never merged (loop/identity.py); derived series are
+computed as their operands come in (loop/derived.py). Docs: docs/INTAKE.md.
 
 Nothing is lost silently. A bad sample (unknown series, NaN/inf, true/false, wrong type,
 a missing target or one that is not an identifier (kernel/ids.py), bad labels, a timestamp
@@ -44,6 +51,7 @@ from loop.intake import (
     Layout,
     Point,
     Rejection,
+    column_checks,
     parse_sample,
     refusal_texts,
 )
@@ -67,13 +75,14 @@ __all__ = [
 
 
 class Monitor:
-    """The windows of every live series and the one door samples come in by (``ingest``,
-    ``ingest_columns``), with every refusal counted by reason.
+    """The windows of every live series and the doors samples come in by (``ingest``,
+    ``ingest_columns``, ``claim`` + ``ingest_slots``), with every refusal counted by reason.
 
-    Why one class of ~290 lines: both doors, the cardinality limits, the back-pressure
-    counter and the windows share one lock and one set of counters, so every point is
-    counted exactly once whichever door it took; the pure parts live beside it (sample
-    validation: loop/intake.py, the window arrays: loop/windows.py).
+    Why one class of ~400 lines: the doors, the series identities, the cardinality limits,
+    the back-pressure counter and the windows share one lock and one set of counters, so
+    every point is counted exactly once whichever door it took; the pure parts live beside
+    it (sample validation and column checks: loop/intake.py, the window arrays:
+    loop/windows.py, identities: loop/identity.py, derived series: loop/derived.py).
     """
 
     def __init__(
@@ -131,6 +140,11 @@ class Monitor:
             self._counters["oversized_batch"] += n
         message = f"batch of {n} samples exceeds the limit of {self.max_batch}; split it"
         return IngestResult(0, 0, 0, (Rejection(-1, message, "oversized_batch"),))
+
+    def _window_of_now(self) -> tuple[float, float]:
+        """The oldest and newest timestamps taken now."""
+        now = self.clock()
+        return now - self.max_age_s, now + self.max_future_s
 
     def _time_reason(self, ts: float, now: float) -> str | None:
         if ts < now - self.max_age_s:
@@ -246,25 +260,9 @@ class Monitor:
         try:
             ts = np.asarray(ts, dtype=np.float64)
             values = np.asarray(values, dtype=np.float64)
-            now = self.clock()
             known = layout.known
             valid = layout.valid_target if layout.valid_target is not None else known
-            finite = np.isfinite(ts) & np.isfinite(values)
-            too_old = ts < now - self.max_age_s
-            in_future = ts > now + self.max_future_s
-            good = known & finite & ~too_old & ~in_future
-            checks = [
-                (~valid, "bad_target", "labels.target: not an identifier (kernel/ids.py)"),
-                (valid & ~known, "unknown_metric", "series: unknown metric (not in the catalog)"),
-                (known & ~finite, "invalid", "value/ts: must be finite numbers"),
-                (known & finite & too_old, "too_old", "ts: older than the window"),
-                (known & finite & in_future, "in_future", "ts: in the future"),
-            ]
-            rejected = [
-                Rejection(int(i), reason_text, reason)
-                for mask, reason, reason_text in checks
-                for i in np.flatnonzero(mask)
-            ]
+            good, rejected = column_checks(ts, values, self._window_of_now(), known, valid)
             return self._write(
                 layout.slots[good],
                 ts[good],
@@ -386,20 +384,7 @@ class Monitor:
                 return None
             if refused:
                 self.book(refused)
-            now = self.clock()
-            finite = np.isfinite(ts) & np.isfinite(values)
-            too_old = ts < now - self.max_age_s
-            in_future = ts > now + self.max_future_s
-            good = finite & ~too_old & ~in_future
-            rejected = [
-                Rejection(int(i), text, reason)
-                for mask, reason, text in (
-                    (~finite, "invalid", "value/ts: must be finite numbers"),
-                    (finite & too_old, "too_old", "ts: older than the window"),
-                    (finite & in_future, "in_future", "ts: in the future"),
-                )
-                for i in np.flatnonzero(mask)
-            ]
+            good, rejected = column_checks(ts, values, self._window_of_now())
             return self._write(
                 slots[good],
                 ts[good],
