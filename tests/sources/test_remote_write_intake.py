@@ -22,12 +22,14 @@ import yaml
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from api.app import create_app
 from api.auth import Auth, Role, TokenStore
 from api.remote_write import remote_write_router
 from loop.monitor import Monitor
-from loop.sources.remote_write import STALE_NAN_BITS, RemoteWriteDecoder
+from loop.sources.remote_write import STALE_NAN_BITS, RemoteWriteDecoder, RemoteWriteError
 from loop.sources.remote_write_intake import RemoteWriteReceiver
 from loop.store import IncidentStore
 from rules.catalog import Catalog, load_catalog
@@ -340,3 +342,50 @@ def test_a_real_prometheus_remote_writes_node_exporter_series_to_the_api(
         stored = {(round(float(t), 3), float(v)) for t, v in stored_series["values"]}
         taken = {(round(float(t), 3), float(v)) for t, v in zip(stamps, values, strict=True)}
         assert taken and taken <= stored, (series, taken - stored)
+
+
+# --- fuzz: whatever the label sets and values, every sample is accounted for once -----------
+
+label_value = st.sampled_from(["/", "/dev/shm", "/home", "/overlap", "h1:9100", "h2", "", "a b"])
+label_sets = st.dictionaries(
+    st.sampled_from(["__name__", "instance", "mountpoint", "fstype", "job", "target"]),
+    label_value | st.sampled_from([FS, "node_load1", "up"]),
+    max_size=5,
+)
+samples = st.lists(
+    st.tuples(
+        st.sampled_from([1.0, -2.5, 0.0, float("nan"), float("inf"), STALE_NAN]),
+        st.integers(-5, 5),
+    ),
+    max_size=4,
+)
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(st.tuples(label_sets, samples), max_size=6))
+def test_fuzzed_requests_account_for_every_sample(
+    monitor: Monitor, receiver: RemoteWriteReceiver, series: list[Any]
+) -> None:
+    now = time.time()
+    before = monitor.stats()["counters"]
+    shaped = [
+        ({"__name__": FS, **labels} if "__name__" in labels else labels,
+         [(value, now + offset) for value, offset in points])
+        for labels, points in series
+    ]  # fmt: skip
+    try:
+        outcome = receiver.receive(body(*shaped))
+    except RemoteWriteError as exc:  # a label set the decoder refuses: the whole request
+        assert exc.reason in ("bad_labels",)
+        assert monitor.stats()["counters"] == before
+        return
+    sent = sum(len(points) for _, points in shaped)
+    assert outcome.samples == sent
+    assert outcome.accepted + outcome.late + outcome.duplicate + sum(
+        outcome.refused.values()
+    ) == sent
+    after = monitor.stats()["counters"]
+    booked = sum(after.values()) - sum(before.values())
+    assert booked == sent  # every point once in /v1/intake, whatever became of it
