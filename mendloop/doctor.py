@@ -69,6 +69,7 @@ def _ansible() -> Check:
 
 def _content(settings: Settings) -> Check:
     from loop.solutions import load_solutions
+    from rules.alerts import load_alert_map
     from rules.catalog import load_catalog
     from rules.compiler import load_rules
 
@@ -76,12 +77,18 @@ def _content(settings: Settings) -> Check:
         catalog = load_catalog(settings.rules_dir / "metrics.yaml")
         rules = load_rules(catalog, settings.rules_dir)
         solutions = load_solutions(settings.playbooks_dir)
+        alerts = (
+            len(load_alert_map(settings.alerts_file, catalog).mappings)
+            if settings.alerts_file is not None
+            else None
+        )
     except MendloopError as exc:
         return Check("rules and playbooks", False, str(exc), "fix the file named above")
+    mapped = f", {alerts} Alertmanager alert mappings" if alerts is not None else ""
     return Check(
         "rules and playbooks",
         True,
-        f"{len(catalog)} metrics, {len(rules)} rules, {len(solutions)} solutions",
+        f"{len(catalog)} metrics, {len(rules)} rules, {len(solutions)} solutions{mapped}",
     )
 
 

@@ -421,3 +421,15 @@ def test_the_real_alertmanager_fires_and_resolves_through_the_api(
     assert counts["unmapped_unknown_alert"] >= 1 and counts.get("resolved_before_firing", 0) >= 1
     metrics = httpx.get(f"{api[0]}/metrics", headers={"authorization": f"Bearer {api[1]}"}).text
     assert 'mendloop_alertmanager_alerts_total{outcome="firing_new"} 1.0' in metrics
+
+
+def test_doctor_checks_the_alert_map(site: Path, tmp_path: Path) -> None:
+    from kernel.config import Settings
+    from mendloop.doctor import _content
+
+    good = _content(Settings(rules_dir=site, alerts_file=site / "alerts.yaml", var_dir=tmp_path))
+    assert good.ok and "1 Alertmanager alert mappings" in good.detail
+    broken = tmp_path / "alerts.yaml"
+    broken.write_text("alerts:\n  - alertname: X\n    series: nope\n")
+    bad = _content(Settings(rules_dir=site, alerts_file=broken, var_dir=tmp_path))
+    assert not bad.ok and f"{broken}:2" in bad.detail and "nope" in bad.detail
