@@ -66,6 +66,17 @@ def register_bench(sub: Sub, command: CommandOf) -> None:
     )
     flood.add_argument("--json", action="store_true")
 
+    # `mendloop bench scale`: K real workers on one PostgreSQL (docs/SCALING.md)
+    scale = bench_sub.add_parser("scale", help="K workers on one PostgreSQL: targets, takeover")
+    scale.set_defaults(func=command("mendloop.bench_scale:cmd_bench_scale"))
+    scale.add_argument("--workers", default="1,2", help="worker counts, e.g. 1,2")
+    scale.add_argument("--targets", default="10,20,40,80", help="target counts tried in turn")
+    scale.add_argument("--warmup-s", type=float, default=20.0)
+    scale.add_argument("--faults", type=int, default=4, help="faults injected per step")
+    scale.add_argument("--ttl-s", type=float, default=15.0, help="the workers' lease TTL")
+    scale.add_argument("--database-url", default="", help="default MENDLOOP_DATABASE_URL")
+    scale.add_argument("--json", action="store_true")
+
     match = bench_sub.add_parser(
         "match", help="knowledge graph: 100k import, match latency, accuracy, reuse"
     )
