@@ -168,7 +168,7 @@ class PrometheusSource:
         if owned is not None:
             label = self.mapper.target_labels[0]
             shards = [
-                f',{label}=~"' + "|".join(re.escape(t) for t in chunk) + '"'
+                f',{label}=~"' + "|".join(_promql_regex(t) for t in chunk) + '"'
                 for chunk in _chunks(sorted(owned), TARGETS_PER_SELECTOR)
             ]
         plain = sorted(name for name, expr in self.queries.items() if expr == name)
@@ -278,6 +278,11 @@ def _num(x: float) -> str:
 def _duration(seconds: float) -> str:
     """PromQL duration; whole milliseconds, the finest it takes."""
     return f"{max(1, round(seconds * 1000))}ms"
+
+
+def _promql_regex(value: str) -> str:
+    """A literal for an RE2 matcher inside a PromQL string (its backslashes escaped too)."""
+    return re.escape(value).replace("\\", "\\\\")
 
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
