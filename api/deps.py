@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from api.metrics import ApiMetrics
     from kernel.approval import ApprovalPlan, AutomationStatus
     from kernel.config import Settings
+    from kernel.domain import Domain
     from kernel.errors import RuleFileError
     from knowledge.embedding import Embedder
     from knowledge.graph import KnowledgeGraph
@@ -96,7 +97,8 @@ class EngineApi(Protocol):
     graph: KnowledgeGraph
     embedder: Embedder
     catalog: Catalog
-    library: dict[str, SolutionSpec]
+    library: Mapping[str, SolutionSpec]
+    domain: Domain
     ledger: Ledger
     analyzer: Analyzer
     monitor: Monitor

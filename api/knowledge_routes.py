@@ -63,8 +63,8 @@ def graph_errors() -> Iterator[None]:
 
 
 def _domain(svc: Services) -> Any:
-    if svc.domain is None:
-        svc.domain = Domain.load()
+    if svc.domain is None:  # the site's, when an engine runs (else the twin's pack)
+        svc.domain = svc.engine.domain if svc.engine is not None else Domain.load()
     return svc.domain
 
 

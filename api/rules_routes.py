@@ -21,7 +21,6 @@ from api.deps import Svc
 from api.schemas import ReloadOut, RuleCheckOut, RuleErrorOut, RuleOut, RulesOut, errors
 from kernel.errors import RuleFileError
 from rules.catalog import MetricSpec
-from rules.compiler import faults_for
 from rules.loader import check_paths
 
 router = APIRouter()
@@ -89,7 +88,8 @@ async def validate_rules(
             path = Path(tmp) / name
             path.write_bytes(body)
             try:
-                specs, errs = check_paths([path], engine.catalog, faults_for())
+                faults = dict(engine.domain.faults)  # the site's
+                specs, errs = check_paths([path], engine.catalog, faults)
             except RuleFileError as exc:
                 errs, specs = [exc], []
             rename = (str(path), name)

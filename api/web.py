@@ -362,6 +362,7 @@ def _static(name: str) -> FileResponse:
 
 def engine_web_router(engine: EngineApi, hub: EventHub, **options: Any) -> APIRouter:
     """web_router over a running Engine's monitor, analyzer and catalog."""
+    options.setdefault("domain", engine.domain)  # the site's regions and targets
     return web_router(hub, engine.monitor, engine.catalog, engine.analyzer.sqi, **options)
 
 

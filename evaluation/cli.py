@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kernel.config import REPO_ROOT, Settings
+from kernel.config import REPO_ROOT, TWIN_PACK, Settings
 from kernel.errors import MendloopError
 
 # the team's checkout keeps the public data beside the repo; MENDLOOP_DATASETS points
@@ -167,7 +167,7 @@ def _forest(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     from rules.catalog import load_catalog
 
     seeds = tuple(int(s) for s in _split(args.seeds) or ()) or DEV_SEEDS
-    catalog = load_catalog(settings.rules_dir / "metrics.yaml")
+    catalog = load_catalog(TWIN_PACK / "metrics.yaml")  # the twin's
     return evaluate_forest(catalog, seeds, quick=bool(args.quick))
 
 
@@ -236,7 +236,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         from evaluation.twin_components import evaluate_components
         from rules.catalog import load_catalog
 
-        catalog = load_catalog(settings.rules_dir / "metrics.yaml")
+        catalog = load_catalog(TWIN_PACK / "metrics.yaml")  # the twin's
         result = evaluate_components(catalog, quick=bool(args.quick), progress=_progress)
         if args.json:
             print(json.dumps(result, default=str))

@@ -377,11 +377,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_rca_eval(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     """`mendloop eval rca [--quick] [--seeds A,B]`: the JSON object of the command."""
+    from kernel.config import TWIN_PACK
     from rules.catalog import load_catalog
     from rules.compiler import load_rules
 
-    catalog = load_catalog(settings.rules_dir / "metrics.yaml")
-    rules = load_rules(catalog, settings.rules_dir)
+    # the twin's estate: the power-marketing pack's catalog and rules
+    catalog = load_catalog(TWIN_PACK / "metrics.yaml")
+    rules = load_rules(catalog, TWIN_PACK / "rules")
     raw = getattr(args, "seeds", None)
     seeds = tuple(int(s) for s in raw.split(",") if s.strip()) if raw else EVAL_SEEDS
     return evaluate(

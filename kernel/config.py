@@ -1,8 +1,9 @@
 """One validated Settings object; passed explicitly to whatever needs it.
 
 Environment variables with the prefix ``MENDLOOP_`` override an optional YAML config file
-(``mendloop run --config FILE``); Neo4j keeps its conventional ``NEO4J_URI``,
-``NEO4J_USER`` and ``NEO4J_PASSWORD``.
+(``mendloop --config FILE run``), which overrides the ``settings:`` of the site's
+site.yaml (non-secret fields only), which override the defaults; Neo4j keeps its
+conventional ``NEO4J_URI``, ``NEO4J_USER`` and ``NEO4J_PASSWORD``.
 
     >>> s = Settings()            # embedded defaults: SQLite file under var/, local Neo4j
     >>> s.database_url.endswith("var/mendloop.db")
@@ -12,7 +13,7 @@ Environment variables with the prefix ``MENDLOOP_`` override an optional YAML co
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -23,6 +24,9 @@ from kernel.errors import ConfigError
 from kernel.shadow import ShadowScope
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKS_DIR = REPO_ROOT / "packs"  # the bundled packs (package data: docs/SITES.md)
+TWIN_PACK = PACKS_DIR / "power-marketing"  # the twin's estate as a pack
+DEFAULT_SITE = PACKS_DIR / "twin-site"  # the site used when none is given
 DEV_NEO4J_PASSWORD = "mendloop-dev"
 
 
@@ -68,13 +72,14 @@ class Settings(BaseSettings):
     prometheus_url: str = Field("", description="pull every catalog series from this Prometheus")
     prometheus_interval_s: float = Field(5.0, gt=0)
 
-    rules_dir: Path = REPO_ROOT / "rules"
+    site: Path | None = Field(
+        None, description="the site directory (docs/SITES.md); none: the bundled twin site"
+    )
     alerts_file: Path | None = Field(
         None,
         description="alerts.yaml: which Alertmanager alerts drive which catalog series "
         "(docs/INTAKE.md); without it every alert is counted as unmapped",
     )
-    playbooks_dir: Path = REPO_ROOT / "playbooks"
 
     window_s: int = Field(300, ge=10, description="sliding-window length per series")
     # intake cardinality (loop/windows.py Limits): past these, new series/targets are refused
@@ -161,20 +166,68 @@ class Settings(BaseSettings):
         return parts.scheme in ("bolt", "neo4j") and parts.hostname in ("127.0.0.1", "localhost")
 
     @property
+    def site_dir(self) -> Path:
+        """The site this process serves: ``site`` or the bundled twin site."""
+        return self.site if self.site is not None else DEFAULT_SITE
+
+    @property
     def neo4j_bolt_port(self) -> int:
         return urlsplit(self.neo4j_uri).port or 7687
 
 
-def load_settings(config_file: Path | None = None) -> Settings:
-    """Settings from an optional YAML file, with MENDLOOP_*/NEO4J_* env vars on top."""
-    if config_file is None:
-        return Settings()
+# what a site.yaml may set: never a secret (a site is shared, versioned, reviewed)
+SECRET_FIELDS = frozenset(
+    {"api_token", "neo4j_password", "neo4j_user", "chat_bot_token", "chat_signing_secret", "site"}
+)
+
+
+def _yaml_mapping(path: Path, what: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(config_file.read_text()) or {}
+        data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{config_file}: cannot read config: {exc}") from exc
+        raise ConfigError(f"{path}: cannot read {what}: {exc}") from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"{config_file}: top level must be a mapping")
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return data
+
+
+def site_settings(site_dir: Path) -> dict[str, Any]:
+    """The ``settings:`` of a site's site.yaml (empty without one); ConfigError for a
+    secret or an unknown field (sites/ reports the same with its line)."""
+    path = site_dir / "site.yaml"
+    if not path.is_file():
+        return {}
+    values = _yaml_mapping(path, "site.yaml").get("settings") or {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: settings must be a mapping")
+    bad = sorted(set(values) & SECRET_FIELDS)
+    if bad:
+        raise ConfigError(f"{path}: settings may not hold {', '.join(bad)} (use the environment)")
+    unknown = sorted(set(values) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}")
+    return {str(k): v for k, v in values.items()}
+
+
+def load_settings(config_file: Path | None = None, site: Path | None = None) -> Settings:
+    """Settings from the site's site.yaml ``settings:``, an optional YAML file, and the
+    MENDLOOP_*/NEO4J_* env vars, each over the one before; ``site`` (``--site``) beats
+    MENDLOOP_SITE and the file's ``site:``."""
+    data = _yaml_mapping(config_file, "config") if config_file is not None else {}
+    first = _with_site(_from(config_file, data), site)
+    extra = site_settings(first.site_dir)
+    if not extra:
+        return first
+    return _with_site(_from(config_file, {**extra, **data, "site": first.site}), site)
+
+
+def _with_site(settings: Settings, site: Path | None) -> Settings:
+    return settings if site is None else settings.model_copy(update={"site": site})
+
+
+def _from(config_file: Path | None, data: dict[str, Any]) -> Settings:
+    if not data:
+        return Settings()
 
     class _FileSettings(Settings):
         @classmethod
@@ -192,4 +245,4 @@ def load_settings(config_file: Path | None = None) -> Settings:
     try:
         return _FileSettings(**data)
     except ValueError as exc:
-        raise ConfigError(f"{config_file}: {exc}") from exc
+        raise ConfigError(f"{config_file or 'site settings'}: {exc}") from exc

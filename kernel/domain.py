@@ -1,5 +1,6 @@
 """What a case may name: faults, components and their topology, device types, environment
-parameters, regions and targets (kernel/domain.yaml), and the check of a case against it.
+parameters, regions and targets (a site's domain.yaml), and the check of a case against it.
+A site composes it from the domain.yaml files of its packs and its own (sites/).
 
     domain = Domain.load()                     # once per process
     problems = domain.problems(case, series)   # [] when the case is acceptable
@@ -18,10 +19,13 @@ from pathlib import Path
 
 import yaml
 
+from kernel.config import TWIN_PACK
 from kernel.errors import KnowledgeError
 from kernel.models import Case
 
-DOMAIN_FILE = Path(__file__).resolve().parent / "domain.yaml"
+# the power-marketing pack's domain: the twin's estate, the default of the pure helpers
+# (tests, the twin, evaluation); a daemon uses the domain its site composed (sites/)
+DOMAIN_FILE = TWIN_PACK / "domain.yaml"
 DIRECTIONS = ("high", "low")
 BANDS = ("slight", "moderate", "severe")
 _DEVICE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -89,7 +93,7 @@ class Domain:
             found.append(f"unknown fault {case.fault!r} (known: {', '.join(sorted(self.faults))})")
         if case.device_type and case.device_type not in self.device_types:
             found.append(
-                f"unknown device type {case.device_type!r}; add it to kernel/domain.yaml "
+                f"unknown device type {case.device_type!r}; add it to the site's domain.yaml "
                 f"(known: {', '.join(sorted(self.device_types))})"
             )
         if not case.text.strip():
@@ -125,6 +129,16 @@ class Domain:
         return case.region or self.targets.get(case.target, ())
 
 
+def target_region(spec: object) -> tuple[str, ...]:
+    """A target's station-area path: its entry is the path itself (a list) or a mapping
+    with ``region:`` (docs/SITES.md)."""
+    if isinstance(spec, dict):
+        spec = spec.get("region") or ()
+    if not isinstance(spec, list | tuple) or not all(isinstance(p, str) for p in spec):
+        raise TypeError(f"target region {spec!r} is not a list of names")
+    return tuple(spec)
+
+
 @functools.cache
 def _load(path: Path) -> Domain:
     try:
@@ -141,7 +155,7 @@ def _load(path: Path) -> Domain:
             device_types=dict(data["device_types"]),
             environment={k: tuple(v) for k, v in data["environment"].items()},
             regions=data["regions"],
-            targets={k: tuple(v) for k, v in (data.get("targets") or {}).items()},
+            targets={k: target_region(v) for k, v in (data.get("targets") or {}).items()},
         )
     except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
         raise KnowledgeError(f"{path}: {exc}") from exc

@@ -9,6 +9,7 @@
      ├── KnowledgeError         knowledge content that does not hold together (unknown solution)
      ├── Neo4jLauncherError     the local Neo4j could not be built, started or stopped
      ├── PlaybookError          a playbook that is missing or has bad metadata
+ ├── SiteError              a site that does not hold together (every problem, file:line)
      ├── IllegalTransition      an incident asked to move along an edge the state machine lacks
      ├── PlanChanged            an approval named a plan hash that is no longer the incident's plan
      ├── PlanHashRequired       an approval that names no plan hash while the incident has a plan
@@ -74,6 +75,15 @@ class Neo4jLauncherError(MendloopError):
 
 class PlaybookError(MendloopError):
     pass
+
+
+class SiteError(MendloopError):
+    """A site (or a pack it includes) refused: ``problems`` are every ``file:line: reason``."""
+
+    def __init__(self, site: str, problems: list[str]) -> None:
+        self.problems = problems
+        shown = "\n".join(problems)
+        super().__init__(f"site {site} refused ({len(problems)} problem(s)):\n{shown}")
 
 
 class IllegalTransition(MendloopError):

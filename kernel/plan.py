@@ -101,6 +101,8 @@ class RemediationPlan(Frozen):
     target: str
     playbook: str
     rollback_playbook: str | None = None
+    pack: str = ""  # whose playbooks/ holds them (the site's pack or the site itself)
+    hosts: tuple[str, ...] = ()  # the inventory hosts the run is limited to (--limit)
     check_mode: bool = True
     risk: Risk
     blast_radius: int = Field(1, ge=1)

@@ -1,4 +1,4 @@
-"""Load the built-in cases and the solution library into the graph, idempotently.
+"""Load a site's seed cases and solution library into the graph, idempotently.
 
 The same batch path as `mendloop kb import`: texts are embedded only when new or changed,
 so re-seeding an unchanged graph costs a round trip per batch, not a model pass.
@@ -6,11 +6,13 @@ so re-seeding an unchanged graph costs a round trip per batch, not a model pass.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
 
+from kernel.config import TWIN_PACK
 from kernel.domain import Domain
 from kernel.errors import KnowledgeError
 from kernel.models import Case, Solution
@@ -18,14 +20,20 @@ from knowledge.embedding import Embedder
 from knowledge.graph import KnowledgeGraph
 from knowledge.importer import Importer
 
-SEED_CASES = Path(__file__).resolve().parent / "seed_cases.yaml"
+# the power-marketing pack's seed cases (a site's come through sites/, checked line by line)
+SEED_CASES = TWIN_PACK / "cases" / "seed.jsonl"
 
 
 def load_cases(path: Path = SEED_CASES) -> list[Case]:
+    """The cases of a JSON-lines file (one case per line) or a YAML ``cases:`` list."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-        return [Case.model_validate(entry) for entry in data.get("cases", [])]
-    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        text = path.read_text()
+        if path.suffix == ".jsonl":
+            entries = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            entries = (yaml.safe_load(text) or {}).get("cases", [])
+        return [Case.model_validate(entry) for entry in entries]
+    except (OSError, ValueError, yaml.YAMLError, ValidationError) as exc:
         raise KnowledgeError(f"{path}: {exc}") from exc
 
 

@@ -1,6 +1,6 @@
 """The daemon: findings in, incidents driven through the steps of the loop, until shutdown.
 
-    engine = Engine(settings, store, graph, embedder, catalog, rules, runner)
+    engine = Engine(settings, store, graph, embedder, catalog, rules, runner, site, rule_source)
     await engine.start()                  # resumes unfinished incidents first
     engine.submit(samples)                # from any thread: the twin, the REST API
     engine.operations.approve(...)        # what people do (loop/operations.py)
@@ -45,6 +45,7 @@ from loop.autonomy import EarnedAutonomy
 from loop.cluster.worker import ClusterWorker
 from loop.consume import Consumer
 from loop.decide import Decider
+from loop.estate import Estate
 from loop.events import Events, Listener
 from loop.execute import PlaybookRunner
 from loop.intake import limits_of
@@ -55,7 +56,7 @@ from loop.operations import Operations
 from loop.outbox import OutcomeDelivery, OutcomeOutbox
 from loop.planner import Planner
 from loop.policy import PolicyConfig
-from loop.solutions import load_library
+from loop.rca import Topology
 from loop.status import LoopStatus
 from loop.steps.table import Steps
 from loop.store import IncidentStore, IncidentView
@@ -81,12 +82,15 @@ class Engine:
         catalog: Catalog,
         rules: Iterable[RuleSpec],
         runner: PlaybookRunner,
-        playbook_vars: Mapping[str, str | int | float | bool] | None = None,
+        estate: Estate,
+        rule_source: RuleSource,
         policy: PolicyConfig | None = None,
     ) -> None:
         self.settings, self.store, self.graph, self.embedder = settings, store, graph, embedder
         self.catalog, self.runner = catalog, runner
-        self.library = load_library(settings.playbooks_dir)  # what may run, and its risk
+        self.estate = estate  # the site: domain, library, parameter defaults, hosts
+        self.domain = estate.domain
+        self.library = estate.library  # what may run, and its risk
         self.ledger = Ledger(store.engine)
         self.policy = policy or PolicyConfig(
             max_auto_per_target_per_hour=settings.autonomy_max_per_target_per_hour,
@@ -96,7 +100,13 @@ class Engine:
         self.monitor = Monitor(catalog, settings.window_s, limits=limits_of(settings))
         # ML baselines per target: learnt from normal operation, persisted under var/models
         baselines = BaselineBank(catalog, model_dir=settings.var_dir / "models")
-        self.analyzer = Analyzer(catalog, rules, clock=self.monitor.clock, baselines=baselines)
+        self.analyzer = Analyzer(
+            catalog,
+            rules,
+            clock=self.monitor.clock,
+            baselines=baselines,
+            topology=Topology(estate.domain.components),
+        )
         if loaded := baselines.load():
             log.info("loaded %d ML baseline(s) from %s", loaded, baselines.model_dir)
         self.events = Events()
@@ -112,12 +122,9 @@ class Engine:
         )
         self.run_gate = RunGate(settings.loop_max_concurrent_runs)
         self.outbox = OutcomeOutbox(store.engine)
-        self.delivery = OutcomeDelivery(graph, embedder, self.outbox, self.health)
+        self.delivery = OutcomeDelivery(graph, embedder, self.outbox, self.health, estate.domain)
         # deciding: the earned autonomy, the matcher, the plan of the chosen fix
-        vars_ = playbook_vars or {"twin_url": f"http://{settings.twin_host}:{settings.twin_port}"}
-        self.planner = Planner(
-            self.library, vars_, settings.verify_hold_s, settings.verify_timeout_s
-        )
+        self.planner = Planner(estate, settings.verify_hold_s, settings.verify_timeout_s)
         self.autonomy = EarnedAutonomy(self.ledger, self.policy, self.standing)
         self.decider = Decider(
             graph,
@@ -150,7 +157,7 @@ class Engine:
         self.upkeep = Upkeep(
             self.analyzer,
             self.monitor,
-            RuleSource(settings.rules_dir, catalog),  # hot reload: polled, refused whole
+            rule_source,  # hot reload of the site's rules: polled, refused whole
             self.standing,
             self.health,
             self.hand_over,

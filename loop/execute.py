@@ -1,7 +1,7 @@
 """Execute: run a remediation plan's playbook with ansible-runner, dry run first, at most
 once.
 
-    runner = PlaybookRunner(settings.playbooks_dir, settings.var_dir / "runs")
+    runner = PlaybookRunner(site.playbook_dirs, settings.var_dir / "runs", inventory=inv)
     execution = await execute(plan, runner, ledger)    # plan: kernel.plan.RemediationPlan
     execution.status                      # RunStatus: an outcome, not an exception
     execution, why = await reconcile(plan, runner, ledger)          # after a crash
@@ -88,7 +88,9 @@ async def _run_keyed(
     key = run_key(plan, phase)
     if not ledger.begin_run(key, plan.incident_id, phase, playbook, note):
         return None
-    detail = await runner.run_async(playbook, plan.extra_vars, check, keep_as=key)
+    detail = await runner.run_async(
+        playbook, plan.extra_vars, check, keep_as=key, pack=plan.pack, hosts=plan.hosts
+    )
     ledger.finish_run(key, detail.run, detail.events, detail.diff, detail.artifacts, note)
     return detail
 

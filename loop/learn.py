@@ -41,10 +41,11 @@ def record_outcome(
     case: Case,
     decision: Decision,
     retry_s: float = 90.0,
+    domain: Domain | None = None,
 ) -> None:
     """Same write path as an import: idempotent, so a retried write never counts twice.
     Neo4j away for longer than ``retry_s``: KnowledgeError (the daemon's outbox keeps the
     outcome and tries again later, loop/outbox.py)."""
-    Importer(graph, embedder, Domain.load(), retry_s=retry_s).write([case])
+    Importer(graph, embedder, domain or Domain.load(), retry_s=retry_s).write([case])
     if decision.match is not None:
         graph.link_reuse(case.id, decision.match.case_id, decision.match.similarity)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
+from kernel.domain import Domain
 from kernel.errors import GraphUnavailable
 from kernel.models import Case, Decision, utcnow
 from knowledge.embedding import Embedder
@@ -126,8 +127,14 @@ class OutcomeDelivery:
     outbox task (``run``, supervised by the engine) for what could not go at once."""
 
     def __init__(
-        self, graph: KnowledgeGraph, embedder: Embedder, outbox: OutcomeOutbox, health: Health
+        self,
+        graph: KnowledgeGraph,
+        embedder: Embedder,
+        outbox: OutcomeOutbox,
+        health: Health,
+        domain: Domain | None = None,
     ) -> None:
+        self.domain = domain  # the site's (None: the power-marketing pack's)
         self.graph = graph
         self.embedder = embedder
         self.outbox = outbox
@@ -142,7 +149,13 @@ class OutcomeDelivery:
         try:
             # in a thread: the write retries through a Neo4j restart, the loop must not wait
             await asyncio.to_thread(
-                record_outcome, self.graph, self.embedder, case, decision, retry_s=LEARN_RETRY_S
+                record_outcome,
+                self.graph,
+                self.embedder,
+                case,
+                decision,
+                retry_s=LEARN_RETRY_S,
+                domain=self.domain,
             )
         except Exception as exc:
             if store_outage(exc):

@@ -1,7 +1,8 @@
 """The ansible-runner facade: one playbook run in a private data dir, its outcome as data.
 
-    runner = PlaybookRunner(settings.playbooks_dir, settings.var_dir / "runs")
-    detail = runner.run_detailed("cache_scale_out.yml", extra_vars, check=True)
+    runner = PlaybookRunner(site.playbook_dirs, settings.var_dir / "runs", inventory=inv_dir)
+    detail = runner.run_detailed("cache_scale_out.yml", extra_vars, check=True,
+                                 pack="power-marketing", hosts=("localhost",))
     detail.run.status, detail.run.changed_tasks, detail.diff    # RunStatus, not an exception
     await runner.run_async(playbook, extra_vars, check=False, keep_as="abc/sol-x/run")
 
@@ -15,8 +16,11 @@ Trust: this is the one place where extra vars reach Ansible. They are written, e
 string tagged ``!unsafe`` (loop/extravars.py), to the private dir's ``env/extravars``,
 which ansible-runner passes as ``-e @file``: nothing from outside is rendered by Jinja,
 and no value is on the command line. Only a playbook that resolves inside the library
-folder runs (loop/solutions.py ``library_playbook``); anything else, or extra vars that
-are not plain data, ends as ``RunStatus.error`` with the reason, never an exception.
+folder runs (loop/solutions.py ``library_playbook``), with its own pack's playbooks dir
+as the project dir; anything else, or extra vars that are not plain data, ends as
+``RunStatus.error`` with the reason, never an exception. The site's inventory is used
+(without one: this machine), and a run is limited (``--limit``, passed as runner data,
+not a command line) to the target's inventory hosts, which must be plain host names.
 A run holds a lock on its private dir (loop/rundirs.py); dirs whose owner died (kill -9
 skips the cleanup) are removed when a runner is built and before each run.
 """
@@ -168,17 +172,41 @@ def prune_artifacts(root: Path, max_bytes: int) -> list[str]:
     return removed
 
 
+_HOST = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def host_limit(hosts: tuple[str, ...], required: bool) -> str | None:
+    """The ``--limit`` of a run: plain inventory host names only (no pattern syntax such
+    as ``,`` ``!`` ``&`` ``~`` ``*`` ``:``), or ValueError. None: no limit."""
+    if not hosts:
+        if required:
+            raise ValueError("no inventory host for the target: nothing to run on")
+        return None
+    for host in hosts:
+        if not isinstance(host, str) or not _HOST.match(host):
+            raise ValueError(f"host {host!r} is not a plain inventory host name")
+    return ",".join(hosts)
+
+
 class PlaybookRunner:
-    """A small facade over ansible_runner.run for playbooks of one library folder."""
+    """A small facade over ansible_runner.run for the playbooks of a site's packs."""
 
     def __init__(
         self,
-        playbooks_dir: Path,
+        playbooks_dir: Path | Mapping[str, Path],
         work_dir: Path,
         timeout_s: int = 300,
         artifacts_max_bytes: int = 50 * 1024 * 1024,
+        inventory: Path | None = None,
     ) -> None:
-        self.playbooks_dir = playbooks_dir.resolve()
+        # pack -> its playbooks dir; one Path: the same folder for every pack
+        if isinstance(playbooks_dir, Path):
+            self.playbooks_dir: Path | None = playbooks_dir.resolve()
+            self.playbook_dirs: dict[str, Path] = {}
+        else:
+            self.playbooks_dir = None
+            self.playbook_dirs = {k: v.resolve() for k, v in playbooks_dir.items()}
+        self.inventory = inventory
         self.work_dir = work_dir
         self.timeout_s = timeout_s
         self.artifacts_max_bytes = artifacts_max_bytes
@@ -193,10 +221,22 @@ class PlaybookRunner:
         return self.work_dir / "artifacts"
 
     def hosts(self) -> tuple[str, ...]:
-        """The hosts every playbook runs against (the inventory), for approval plans."""
-        return tuple(sorted(self._inventory()["all"]["hosts"]))
+        """The hosts a run without a limit would touch, for approval plans."""
+        if self.inventory is not None:
+            return ()  # a site's run is always limited to its target's hosts (the plan's)
+        return ("localhost",)
 
-    def _inventory(self) -> dict[str, Any]:
+    def project_dir(self, pack: str) -> Path:
+        """The playbooks dir of ``pack``; ValueError for a pack the site does not have."""
+        if self.playbooks_dir is not None:
+            return self.playbooks_dir
+        if pack not in self.playbook_dirs:
+            raise ValueError(f"pack {pack!r} is not part of this site")
+        return self.playbook_dirs[pack]
+
+    def _inventory(self) -> dict[str, Any] | str:
+        if self.inventory is not None:
+            return str(self.inventory.resolve())
         local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
         return {"all": {"hosts": {"localhost": local}}}
 
@@ -217,9 +257,11 @@ class PlaybookRunner:
         extra_vars: dict[str, Any],
         check: bool,
         cancel: threading.Event | None = None,
+        pack: str = "",
+        hosts: tuple[str, ...] = (),
     ) -> PlaybookRun:
         """Blocking run; never raises for a playbook that fails — that is a status."""
-        return self.run_detailed(playbook, extra_vars, check, cancel).run
+        return self.run_detailed(playbook, extra_vars, check, cancel, pack=pack, hosts=hosts).run
 
     def run_detailed(
         self,
@@ -228,8 +270,11 @@ class PlaybookRunner:
         check: bool,
         cancel: threading.Event | None = None,
         keep_as: str | None = None,
+        pack: str = "",
+        hosts: tuple[str, ...] = (),
     ) -> RunDetail:
-        """Blocking run with its bounded events and diff; artifacts kept as ``keep_as``."""
+        """Blocking run with its bounded events and diff; artifacts kept as ``keep_as``;
+        limited to ``hosts`` (required with a site inventory)."""
         started = utcnow()
         lines: list[str] = []
         failed: list[str] = []
@@ -261,8 +306,10 @@ class PlaybookRunner:
             return True
 
         try:  # only the library's playbooks: inside its folder, no '..', no symlink out
-            path = library_playbook(self.playbooks_dir, playbook)
+            project = self.project_dir(pack)
+            path = library_playbook(project, playbook)
             variables = unsafe_yaml(extra_vars)
+            limit = host_limit(hosts, required=self.inventory is not None)
         except (TypeError, ValueError) as exc:
             log.warning("run refused: %s", exc)
             return _not_run(playbook, check, started, f"refused: {exc}")
@@ -276,9 +323,10 @@ class PlaybookRunner:
             write_private(private / "env" / "extravars", variables)  # runner: -e @it
             result = ansible_runner.interface.init_runner(
                 private_data_dir=str(private),
-                project_dir=str(self.playbooks_dir),
-                playbook=str(path.relative_to(self.playbooks_dir)),
+                project_dir=str(project),
+                playbook=str(path.relative_to(project)),
                 inventory=self._inventory(),
+                limit=limit,
                 envvars=self._envvars(),
                 cmdline="--check --diff" if check else None,
                 ident=uuid.uuid4().hex[:8],
@@ -341,10 +389,14 @@ class PlaybookRunner:
         extra_vars: dict[str, Any],
         check: bool,
         keep_as: str | None = None,
+        pack: str = "",
+        hosts: tuple[str, ...] = (),
     ) -> RunDetail:
         cancel = threading.Event()
         task = asyncio.ensure_future(
-            asyncio.to_thread(self.run_detailed, playbook, extra_vars, check, cancel, keep_as)
+            asyncio.to_thread(
+                self.run_detailed, playbook, extra_vars, check, cancel, keep_as, pack, hosts
+            )
         )
         try:
             return await asyncio.shield(task)

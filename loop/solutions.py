@@ -1,11 +1,12 @@
 """The solution library: YAML metadata + Ansible playbooks, validated whole on load.
 
-    library = load_library(settings.playbooks_dir)          # id -> SolutionSpec
+    library = load_library(TWIN_PACK)                       # id -> SolutionSpec (one pack)
     spec = library["sol-cache-scale-out"]
-    spec.render_vars({"twin_url": url, "target": "pm-site-1"})   # validated extra vars
-    load_solutions(settings.playbooks_dir)                  # id -> Solution (graph view)
+    spec.render_vars({"target": "pm-site-1"}, {"twin_url": url})   # validated extra vars
+    load_solutions(TWIN_PACK)                               # id -> Solution (graph view)
 
-The format is documented in docs/REMEDIATION.md. Every entry names the faults it fixes,
+A site composes the libraries of its packs and its own (sites/load.py); the format is
+documented in docs/REMEDIATION.md and docs/SITES.md. Every entry names the faults it fixes,
 its risk, typed parameters (rendered into extra vars), whether its playbook supports
 check mode, how it is verified (metrics, conditions, hold, deadline, SQI floor), its
 rollback, its blast radius and preconditions. A file with any error is refused whole and
@@ -22,13 +23,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from kernel.config import TWIN_PACK
 from kernel.errors import PlaybookError
 from kernel.models import Solution
 from kernel.plan import Condition, Scalar
 
-SOLUTIONS_FILE = "solutions.yaml"  # the platform's library (twin faults; seeded into the graph)
-GENERIC_FILE = "generic.yaml"  # solutions acting on local resources (processes, disk, cache)
-LIBRARY_FILES = (SOLUTIONS_FILE, GENERIC_FILE)
 DEFAULT_DEADLINE_S = 600.0  # the paper: effect verified within 10 minutes
 PLAYBOOK_SUFFIXES = (".yml", ".yaml")
 
@@ -82,6 +81,12 @@ class Parameter(_Strict):
     max: float | None = None
     choices: tuple[Scalar, ...] | None = None
     pattern: str | None = Field(None, description="regex a str value must fully match")
+    from_label: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="the fired series' label"
+    )
+    from_inventory: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="the target host's variable"
+    )
     description: str = ""
 
     def coerce(self, name: str, value: Any) -> Scalar:
@@ -128,18 +133,22 @@ class SolutionSpec(_Strict):
     playbook: str
     check_mode: bool = True
     rollback_playbook: str | None = None
+    no_rollback: str = Field("", description="why there is no rollback (site check asks)")
     parameters: dict[str, Parameter] = Field(default_factory=dict)
     verification: VerificationSpec = Field(default_factory=VerificationSpec)
     blast_radius: int = Field(1, ge=1, le=1000, description="targets it may run on at once")
     preconditions: tuple[Condition, ...] = ()
     description: str = ""
+    # where the entry comes from: set by the site loader (sites/), never by the file
+    pack: str = Field("", exclude=True)
+    override: bool = Field(False, exclude=True, description="a site replaces a pack's entry")
 
     _conds = field_validator("preconditions", mode="before")(_conditions)
 
     def render_vars(
         self, base: Mapping[str, Scalar], overrides: Mapping[str, Any] | None = None
     ) -> dict[str, Scalar]:
-        """Extra vars: ``base`` (twin_url, target, ...) + every parameter, defaults filled
+        """Extra vars: ``base`` (target) + every parameter, defaults filled
         in and overrides validated; ValueError names the first bad or missing one."""
         overrides = dict(overrides or {})
         unknown = set(overrides) - set(self.parameters)
@@ -209,6 +218,10 @@ def check_file(
     errors: list[str] = []
     for index, entry in enumerate(entries):
         node = root.value[index]
+        if isinstance(entry, dict) and "pack" in entry:
+            line = _line_at(node, ("pack",))
+            errors.append(f"{path}:{line}: solution #{index + 1}: pack: set by the site, not here")
+            continue
         try:
             spec = SolutionSpec.model_validate(entry)
         except ValidationError as exc:
@@ -256,43 +269,41 @@ def check_file(
 
 
 def check_library(
-    playbooks_dir: Path,
-    files: Iterable[str] = LIBRARY_FILES,
+    pack_dir: Path = TWIN_PACK,
     known_series: Iterable[str] | None = None,
     known_faults: Iterable[str] | None = None,
 ) -> tuple[dict[str, SolutionSpec], list[str]]:
-    """All library files of a folder (a missing optional file is skipped)."""
+    """Every ``solutions/*.yaml`` of one pack (or site) against its ``playbooks/``, each
+    entry marked with the pack's name; a site composes several (sites/load.py)."""
     library: dict[str, SolutionSpec] = {}
     errors: list[str] = []
     series = list(known_series) if known_series is not None else None
-    for name in files:
-        path = playbooks_dir / name
-        if name != SOLUTIONS_FILE and not path.exists():
-            continue
-        specs, errs = check_file(path, playbooks_dir, series, known_faults)
+    folder = pack_dir / "solutions"
+    files = sorted(folder.glob("*.y*ml")) if folder.is_dir() else []
+    for path in files:
+        specs, errs = check_file(path, pack_dir / "playbooks", series, known_faults)
         errors += errs
-        for sid in set(specs) & set(library):
+        for sid in sorted(set(specs) & set(library)):
             errors.append(f"{path}: solution id {sid} is defined in two library files")
-        library.update(specs)
+        library.update(
+            {sid: spec.model_copy(update={"pack": pack_dir.name}) for sid, spec in specs.items()}
+        )
     return library, errors
 
 
 def load_library(
-    playbooks_dir: Path,
-    files: Iterable[str] = LIBRARY_FILES,
+    pack_dir: Path = TWIN_PACK,
     known_series: Iterable[str] | None = None,
     known_faults: Iterable[str] | None = None,
 ) -> dict[str, SolutionSpec]:
-    """The validated library; any error refuses it whole (PlaybookError lists them all)."""
-    library, errors = check_library(playbooks_dir, files, known_series, known_faults)
+    """The validated library of one pack; any error refuses it whole (PlaybookError
+    lists them all)."""
+    library, errors = check_library(pack_dir, known_series, known_faults)
     if errors:
         raise PlaybookError("solution library refused:\n" + "\n".join(errors))
     return library
 
 
-def load_solutions(playbooks_dir: Path) -> dict[str, Solution]:
-    """The platform library (solutions.yaml) as the knowledge graph stores it."""
-    return {
-        sid: spec.solution()
-        for sid, spec in load_library(playbooks_dir, files=(SOLUTIONS_FILE,)).items()
-    }
+def load_solutions(pack_dir: Path = TWIN_PACK) -> dict[str, Solution]:
+    """One pack's library as the knowledge graph stores it."""
+    return {sid: spec.solution() for sid, spec in load_library(pack_dir).items()}

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from evaluation.rca import Bench, Scenario, local_time, train_baseline
-from kernel.config import Settings
+from kernel.config import TWIN_PACK, Settings
 from kernel.errors import MendloopError
 from loop.analyze import Analyzer
 from loop.anomaly import BaselineBank
@@ -184,7 +184,7 @@ def bench_rca(
 
 def cmd_bench_ingest(args: argparse.Namespace, settings: Settings) -> int:
     """`mendloop bench ingest`: the monitor's paths, then remote-write (bench_remote_write)."""
-    catalog = load_catalog(settings.rules_dir / "metrics.yaml")
+    catalog = load_catalog(TWIN_PACK / "metrics.yaml")  # what the twin emits
     result: dict[str, Any] = {}
     if args.remote_write != "only":
         result = bench_ingest(catalog, targets=args.targets, ticks=args.ticks)
@@ -212,7 +212,7 @@ def cmd_bench_rca(args: argparse.Namespace, settings: Settings) -> int:
         file=sys.stderr,
     )
     rule_free = bench_rule_free(args.components, targets=args.rule_free_targets)
-    catalog = load_catalog(settings.rules_dir / "metrics.yaml")
+    catalog = load_catalog(TWIN_PACK / "metrics.yaml")  # what the twin emits
     rule_free["unexplained_twin"] = bench_unexplained(catalog)
     if args.trigger_targets > 0:
         rule_free["unexplained_trigger"] = bench_trigger(catalog, args.trigger_targets)
@@ -222,7 +222,7 @@ def cmd_bench_rca(args: argparse.Namespace, settings: Settings) -> int:
         else:
             print(_rule_free_line(rule_free))
         return 0
-    rules = load_rules(catalog, settings.rules_dir)
+    rules = load_rules(catalog, TWIN_PACK / "rules")
     print(f"bench rca: {len(catalog)} metrics x {args.targets} targets ...", file=sys.stderr)
     result = bench_rca(catalog, rules, targets=args.targets, ticks=args.ticks)
     result["rule_free"] = rule_free

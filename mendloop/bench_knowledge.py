@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 
-from kernel.domain import Domain
 from kernel.models import Case, Decision, DecisionMode
 from knowledge.embedding import Embedder, VectorCache
 from knowledge.graph import KnowledgeGraph
@@ -41,10 +40,9 @@ from knowledge.importer import Importer
 from knowledge.matcher import Matcher
 from loop.decide import rank_candidates
 from loop.learn import record_outcome
-from loop.solutions import load_solutions
 from mendloop import local_neo4j
 from mendloop.generator import Generator
-from rules.catalog import load_catalog
+from sites import load_site
 
 BENCH_URI = "bolt://127.0.0.1:7690"
 
@@ -177,11 +175,10 @@ def query_workload(graph: Any, embedder: Any, generator: Any, queries: int, seed
 
 def bench_match(settings: Any, args: argparse.Namespace) -> dict[str, Any]:
     bench = _bench_settings(settings, fresh=not args.keep)
-    domain = Domain.load()
-    solutions = list(load_solutions(settings.playbooks_dir).values())
-    generator = Generator(
-        domain, load_catalog(settings.rules_dir / "metrics.yaml"), solutions, args.stories
-    )
+    site = load_site(settings.site_dir)  # the twin's by default: stories of its domain
+    domain = site.domain
+    solutions = list(site.solutions().values())
+    generator = Generator(domain, site.catalog, solutions, args.stories)
     embedder = Embedder.shared()
     graph = KnowledgeGraph.connect(bench)
     result: dict[str, Any] = {"neo4j": bench.neo4j_uri}

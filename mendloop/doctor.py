@@ -68,27 +68,37 @@ def _ansible() -> Check:
 
 
 def _content(settings: Settings) -> Check:
-    from loop.solutions import load_solutions
+    """The site, as `mendloop site check` sees it (every problem, file:line), and the
+    Alertmanager alert map (MENDLOOP_ALERTS_FILE) against the site's catalog."""
     from rules.alerts import load_alert_map
-    from rules.catalog import load_catalog
-    from rules.compiler import load_rules
+    from sites import check_site
 
+    report = check_site(settings.site_dir)
+    name = f"site {settings.site_dir}"
+    if report.site is None:
+        shown = "\n  ".join(str(p) for p in report.problems)
+        return Check(
+            name,
+            False,
+            f"{len(report.problems)} problem(s):\n  {shown}",
+            "fix the files named above (`mendloop site check`, docs/SITES.md)",
+        )
+    counts = report.as_dict()["counts"]
     try:
-        catalog = load_catalog(settings.rules_dir / "metrics.yaml")
-        rules = load_rules(catalog, settings.rules_dir)
-        solutions = load_solutions(settings.playbooks_dir)
         alerts = (
-            len(load_alert_map(settings.alerts_file, catalog).mappings)
+            len(load_alert_map(settings.alerts_file, report.site.catalog).mappings)
             if settings.alerts_file is not None
             else None
         )
     except MendloopError as exc:
-        return Check("rules and playbooks", False, str(exc), "fix the file named above")
+        return Check(name, False, str(exc), "fix the file named above")
     mapped = f", {alerts} Alertmanager alert mappings" if alerts is not None else ""
     return Check(
-        "rules and playbooks",
+        name,
         True,
-        f"{len(catalog)} metrics, {len(rules)} rules, {len(solutions)} solutions{mapped}",
+        f"packs {', '.join(report.packs) or 'none'}: {counts['metrics']} metrics, "
+        f"{counts['rules']} rules, {counts['solutions']} solutions, {counts['cases']} cases"
+        f"{mapped}",
     )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from kernel.config import Settings
-from kernel.domain import Domain, symptom_keys
+from kernel.domain import symptom_keys
 from kernel.errors import MendloopError
 from kernel.models import Case
 from knowledge.calibration import calibrate
@@ -18,12 +18,11 @@ from knowledge.embedding import Embedder, VectorCache
 from knowledge.graph import KnowledgeGraph
 from knowledge.importer import Importer
 from knowledge.matcher import Matcher
-from knowledge.seed import load_cases, seed_graph
+from knowledge.seed import seed_graph
 from knowledge.similarity import MatchQuery
 from knowledge.tickets import BadRow, read_tickets, ticket_of
-from loop.solutions import load_solutions
 from mendloop.generator import Generator
-from rules.catalog import load_catalog
+from sites import load_site
 
 
 def _emit(args: argparse.Namespace, result: object) -> None:
@@ -38,11 +37,9 @@ def _progress(message: str) -> None:
 
 
 def _vocabulary(settings: Settings) -> tuple[Any, Any, dict[str, Any]]:
-    return (
-        Domain.load(),
-        load_catalog(settings.rules_dir / "metrics.yaml"),
-        load_solutions(settings.playbooks_dir),
-    )
+    """The site's domain, catalog and solutions: what an imported case may name."""
+    site = load_site(settings.site_dir)
+    return site.domain, site.catalog, site.solutions()
 
 
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
@@ -101,7 +98,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     if not args.text.strip():
         raise MendloopError("kb search needs a non-empty TEXT")
-    domain = Domain.load()
+    domain = load_site(settings.site_dir).domain
     if args.fault and args.fault not in domain.faults:
         raise MendloopError(f"unknown fault {args.fault!r}; known: {', '.join(domain.faults)}")
     query = MatchQuery(
@@ -164,10 +161,11 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
-    _, _, solutions = _vocabulary(settings)
+    site = load_site(settings.site_dir)
     graph = KnowledgeGraph.connect(settings)
     try:
-        result = seed_graph(graph, Embedder.shared(), list(solutions.values()), load_cases())
+        solutions = list(site.solutions().values())
+        result = seed_graph(graph, Embedder.shared(), solutions, list(site.cases), site.domain)
     finally:
         graph.close()
     _emit(args, result)

@@ -36,13 +36,13 @@ from loop.anomaly import BaselineBank
 from loop.decide import Decider
 from loop.monitor import Monitor
 from loop.recorder import recording_path
-from loop.solutions import load_library
 from loop.store import IncidentStore, IncidentView
 from mendloop.output import print_json, stderr_progress
 from mendloop.rules_tester import window_batches
 from mendloop.service import connect_graph
-from rules.catalog import Catalog, load_catalog
+from rules.catalog import Catalog
 from rules.compiler import RuleSpec, load_rules
+from sites import load_site
 
 Batch = tuple[float, Sequence[Any]]
 
@@ -190,8 +190,9 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     """`mendloop replay`: recorded incidents through the rules, ML baselines and knowledge
     on disk now (or ``--rules DIR`` / ``--models DIR``), from their recorded samples where
     there are any (else from their findings)."""
-    catalog = load_catalog(settings.rules_dir / "metrics.yaml")
-    rules = load_rules(catalog, args.rules or settings.rules_dir)
+    site = load_site(settings.site_dir)
+    catalog = site.catalog
+    rules = load_rules(catalog, args.rules, dict(site.domain.faults)) if args.rules else site.rules
     store = IncidentStore(settings.database_url)
     if args.incident:
         found = [store.get(i) for i in args.incident]
@@ -220,7 +221,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             graph,
             Embedder.shared(),
             settings.match_min_similarity,
-            library=load_library(settings.playbooks_dir),
+            library=site.library,
         )
         analyzer = Analyzer(catalog, rules)
         stderr_progress(f"replaying {len(incidents)} incident(s) with {len(rules)} rule(s)")

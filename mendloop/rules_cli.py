@@ -18,24 +18,26 @@ from kernel.config import Settings
 from kernel.errors import RuleFileError
 from mendloop.output import print_json
 from mendloop.rules_tester import render, replay, twin_batches, window_batches
-from rules.catalog import load_catalog
-from rules.compiler import faults_for
 from rules.loader import check_paths
+from sites import check_site
 from twin.faults import FAULTS
 
 EXIT_INVALID = 2
 
 
 def _load(args: argparse.Namespace, settings: Settings) -> tuple[Any, list[Any], list[Any]]:
-    """Catalog, rules and every error of the files named (default: the rules directory)."""
-    try:
-        catalog = load_catalog(settings.rules_dir / "metrics.yaml")
-        faults = faults_for(settings.rules_dir)
-    except RuleFileError as exc:
-        return None, [], [exc]
-    paths = [Path(p) for p in args.path] or [settings.rules_dir]
-    specs, errors = check_paths(paths, catalog, faults)
-    return catalog, specs, errors
+    """Catalog, rules and every error of the files named (default: the site's rules),
+    against the site's catalog and faults; a site that does not hold together: its
+    problems."""
+    report = check_site(settings.site_dir)
+    if report.site is None:
+        return None, [], [RuleFileError(p.file, p.line, p.reason) for p in report.problems]
+    site = report.site
+    if not args.path:
+        return site.catalog, list(site.rules), []
+    paths = [Path(p) for p in args.path]
+    specs, errors = check_paths(paths, site.catalog, dict(site.domain.faults))
+    return site.catalog, specs, errors
 
 
 def _report_errors(errors: list[Any], as_json: bool) -> int:

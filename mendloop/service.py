@@ -1,14 +1,19 @@
-"""Assembling the engine from Settings, and running it as the daemon behind the REST API.
+"""Assembling the engine from Settings and its site, and running it as the daemon behind
+the REST API.
 
-engine = build_engine(settings, playbook_vars={"twin_url": twin.url})
-asyncio.run(run_daemon(settings))         # `mendloop run`
+engine = build_engine(settings)                                # the site of settings.site_dir
+engine = build_engine(settings, {"twin_url": twin.url})        # site defaults overridden
+asyncio.run(run_daemon(settings))         # `mendloop run`: a site with problems refuses
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
+from collections.abc import Mapping
+from pathlib import Path
 
 import uvicorn
 
@@ -18,22 +23,22 @@ from api.chatops import ChatOps
 from api.chatops.config import ChatConfig
 from api.events import EventHub, StreamingServer
 from api.web import engine_web_router
-from kernel.config import Settings
+from kernel.config import DEFAULT_SITE, Settings
 from kernel.errors import GraphUnavailable
 from knowledge.embedding import Embedder
 from knowledge.graph import KnowledgeGraph
-from knowledge.seed import load_cases, seed_graph
+from knowledge.seed import seed_graph
 from loop.daemon import Engine
 from loop.execute import PlaybookRunner
 from loop.recorder import IncidentRecorder
-from loop.solutions import load_solutions
 from loop.sources.prometheus import PrometheusPoller, PrometheusSource
 from loop.store import IncidentStore
 from mendloop import local_neo4j
 from mendloop.output import Progress, stderr_progress
 from mendloop.workers import join_cluster, single_worker
-from rules.catalog import load_catalog
-from rules.compiler import load_rules
+from rules.reload import RuleSource
+from sites import Site, load_site
+from sites.load import rule_loader
 
 log = logging.getLogger("mendloop")
 
@@ -53,29 +58,51 @@ def connect_graph(settings: Settings, progress: Progress = stderr_progress) -> K
 
 def build_engine(
     settings: Settings,
-    playbook_vars: dict[str, str | int | float | bool] | None = None,
+    defaults: Mapping[str, str | int | float | bool] | None = None,
     progress: Progress = stderr_progress,
     database_url: str | None = None,
+    site: Site | None = None,
 ) -> Engine:
-    catalog = load_catalog(settings.rules_dir / "metrics.yaml")
-    rules = load_rules(catalog, settings.rules_dir)
-    solutions = load_solutions(settings.playbooks_dir)
+    """The engine of ``site`` (default: the site of ``settings.site_dir``, SiteError with
+    every problem when it does not hold together); ``defaults`` override the site's
+    parameter defaults (the twin's URL in tests and the demo)."""
+    site = site or load_site(settings.site_dir)
+    if defaults is None and site.root.resolve() == DEFAULT_SITE.resolve():
+        # the bundled twin site: its twin is where MENDLOOP_TWIN_HOST/PORT say
+        defaults = {"twin_url": f"http://{settings.twin_host}:{settings.twin_port}"}
+    if defaults:
+        site = dataclasses.replace(site, defaults={**site.defaults, **defaults})
+    progress(f"site {site.name} ({site.root}): packs {', '.join(site.packs) or 'none'}")
     graph = connect_graph(settings, progress)
     progress("loading the embedding model (all-MiniLM-L6-v2, offline)")
     embedder = Embedder.shared()
-    seeded = seed_graph(graph, embedder, list(solutions.values()), load_cases())
+    solutions = site.solutions()
+    seeded = seed_graph(graph, embedder, list(solutions.values()), list(site.cases), site.domain)
     progress(
         f"knowledge graph ready: {seeded['solutions']} solutions, {seeded['cases']} seed cases "
         f"({seeded['embedded']} newly embedded)"
     )
     store = IncidentStore(database_url or settings.database_url)
     runner = PlaybookRunner(
-        settings.playbooks_dir, settings.var_dir / "runs", settings.playbook_timeout_s
+        site.playbook_dirs,
+        settings.var_dir / "runs",
+        settings.playbook_timeout_s,
+        inventory=site.inventory.path if site.inventory is not None else None,
     )
-    engine = Engine(settings, store, graph, embedder, catalog, rules, runner, playbook_vars)
+    rule_source = RuleSource(site_rule_dirs(site), rule_loader(site))
+    engine = Engine(
+        settings, store, graph, embedder, site.catalog, site.rules, runner, site, rule_source
+    )
     # every incident's raw samples, for `mendloop replay` (loop/recorder.py)
     engine.listeners.append(IncidentRecorder(engine.monitor, settings.var_dir / "recordings"))
     return engine
+
+
+def site_rule_dirs(site: Site) -> list[Path]:
+    """The rules/ folders of the site and its packs (what hot reload watches)."""
+    dirs = {path.parent for path in site.rule_files}
+    dirs.add(site.root / "rules")
+    return sorted(dirs)
 
 
 def flush_recordings(engine: Engine) -> None:

@@ -1,9 +1,11 @@
-"""Rule files and the metric catalog (YAML), and the code that turns them into behaviour.
+"""The metric catalog and rule files (YAML), and the code that turns them into behaviour.
 
-``rules/metrics.yaml`` is the metric catalog; every other ``rules/*.yaml`` holds analysis
-rules that ``rules.compiler`` compiles into a durable_rules ruleset.
+A site's ``metrics.yaml`` is its metric catalog; its ``rules/*.yaml`` hold analysis rules
+that ``rules.compiler`` compiles into a durable_rules ruleset (docs/SITES.md, docs/RULES.md).
 """
 
-from pathlib import Path
+from kernel.config import TWIN_PACK
 
-RULES_DIR = Path(__file__).resolve().parent
+# the power-marketing pack's rules: the default of the pure helpers (tests, evaluation);
+# a daemon reads the rules its site composed (sites/)
+RULES_DIR = TWIN_PACK / "rules"

@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from kernel.config import TWIN_PACK
 from kernel.errors import RuleFileError, validation_reasons
-from rules import RULES_DIR
 from rules.derive import Derivation, parse_derivation
 from rules.selectors import LABEL_NAME, Matcher, SeriesIndex, parse_matchers
 from rules.source import entry_name, line_of, read_yaml_list
@@ -87,7 +87,7 @@ class MetricSpec(BaseModel):
 
     @property
     def component(self) -> str:
-        """The platform component (kernel/domain.yaml) the series tells about: its
+        """The component (of the site's domain.yaml) the series tells about: its
         subsystem, except host series, which belong to what the host serves
         (``host_db_01_cpu_util_pct`` -> database), as in the RCA topology."""
         if self.subsystem != "host":
@@ -112,7 +112,7 @@ class Catalog(Mapping[str, MetricSpec]):
         return len(self._specs)
 
 
-def load_catalog(path: Path = RULES_DIR / "metrics.yaml") -> Catalog:
+def load_catalog(path: Path = TWIN_PACK / "metrics.yaml") -> Catalog:
     """Load and validate the catalog; a bad entry is refused with file:line and reason."""
     text, entries = read_yaml_list(path, "metrics")
     specs: list[MetricSpec] = []

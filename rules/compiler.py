@@ -90,8 +90,8 @@ class AbnormalFact(BaseModel):
 
 
 def faults_for(rules_dir: Path | None = None) -> dict[str, str]:
-    """The faults a rule may name (fault -> component). One registry for every rules
-    directory: ``kernel/domain.yaml``; ``rules_dir`` is accepted for old callers."""
+    """The faults a rule may name (fault -> component) in the power-marketing pack's
+    domain; ``rules_dir`` is accepted for old callers. A site uses its own domain."""
     return load_faults()
 
 
@@ -105,10 +105,13 @@ def load_rule_file(
     return specs
 
 
-def load_rules(catalog: Catalog, rules_dir: Path = RULES_DIR) -> list[RuleSpec]:
-    """Every rule file in ``rules_dir`` (the catalog excluded); ids unique.
+def load_rules(
+    catalog: Catalog, rules_dir: Path = RULES_DIR, faults: dict[str, str] | None = None
+) -> list[RuleSpec]:
+    """Every rule file in ``rules_dir`` (the catalog excluded); ids unique; ``faults``
+    (default: the power-marketing pack's) are those a rule may name.
     Raises the first RuleFileError; ``rules.loader.check_paths`` returns them all."""
-    specs, errors = check_paths([rules_dir], catalog, faults_for(rules_dir))
+    specs, errors = check_paths([rules_dir], catalog, faults or faults_for(rules_dir))
     if errors:
         raise errors[0]
     return specs

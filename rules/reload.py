@@ -1,15 +1,18 @@
 """Where the daemon's rules come from, and when they changed (hot reload).
 
-    source = RuleSource(settings.rules_dir, catalog)
+    source = RuleSource(site_rule_dirs, rule_loader(site))     # mendloop/service.py
+    source = RuleSource.for_dir(rules_dir, catalog)            # one folder, the pack's faults
     if source.changed():                     # cheap: mtimes and sizes of the rule files
         specs, errors = source.load()        # errors: every RuleFileError (file:line)
 
 A reload is all or nothing: a set with any error is refused whole and the running rules
-stay (the daemon keeps the errors for a future ``/v1/rules`` endpoint).
+stay (the daemon keeps the errors for ``/v1/rules``). What ``load`` reads is the site's
+composition of its packs' and its own rule files (sites/load.py ``rule_loader``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from kernel.errors import RuleFileError
@@ -19,24 +22,38 @@ from rules.loader import check_paths, rule_files
 from rules.spec import RuleSpec
 
 Stamp = tuple[tuple[str, int, int], ...]
+Loader = Callable[[], tuple[list[RuleSpec], list[RuleFileError]]]
 
 
 class RuleSource:
-    def __init__(self, rules_dir: Path, catalog: Catalog) -> None:
-        self.rules_dir = rules_dir
-        self.catalog = catalog
+    def __init__(self, dirs: Sequence[Path], load: Loader) -> None:
+        self.dirs = tuple(dirs)
+        self._load = load
         self._stamp = self.stamp()
 
-    def stamp(self) -> Stamp:
-        """(name, mtime_ns, size) of every rule file."""
-        paths = rule_files(self.rules_dir)
-        out = []
-        for path in paths:
+    @classmethod
+    def for_dir(cls, rules_dir: Path, catalog: Catalog) -> RuleSource:
+        """The rule files of one folder against ``catalog`` and the power-marketing faults."""
+
+        def load() -> tuple[list[RuleSpec], list[RuleFileError]]:
             try:
-                stat = path.stat()
-            except OSError:
-                continue
-            out.append((path.name, stat.st_mtime_ns, stat.st_size))
+                faults = faults_for(rules_dir)
+            except RuleFileError as exc:
+                return [], [exc]
+            return check_paths([rules_dir], catalog, faults)
+
+        return cls([rules_dir], load)
+
+    def stamp(self) -> Stamp:
+        """(path, mtime_ns, size) of every rule file."""
+        out = []
+        for folder in self.dirs:
+            for path in rule_files(folder) if folder.is_dir() else []:
+                try:
+                    stat = path.stat()
+                except OSError:
+                    continue
+                out.append((str(path), stat.st_mtime_ns, stat.st_size))
         return tuple(out)
 
     def changed(self) -> bool:
@@ -48,8 +65,4 @@ class RuleSource:
         return True
 
     def load(self) -> tuple[list[RuleSpec], list[RuleFileError]]:
-        try:
-            faults = faults_for(self.rules_dir)
-        except RuleFileError as exc:
-            return [], [exc]
-        return check_paths([self.rules_dir], self.catalog, faults)
+        return self._load()

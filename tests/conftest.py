@@ -119,9 +119,13 @@ def library_plan(
 ) -> Any:
     """The RemediationPlan the daemon would make from the shipped library (loop/planner.py),
     with ``changes`` applied (e.g. ``rollback_playbook=None``)."""
-    from loop.planner import Planner, Subject
-    from loop.solutions import load_library
+    import dataclasses
 
-    planner = Planner(load_library(REPO_ROOT / "playbooks"), base_vars, 5.0, 600.0)
+    from kernel.config import DEFAULT_SITE
+    from loop.planner import Planner, Subject
+    from sites import load_site
+
+    site = load_site(DEFAULT_SITE)
+    planner = Planner(dataclasses.replace(site, defaults=base_vars), 5.0, 600.0)
     plan = planner.resolve(Subject(incident_id, target), solution_id)
     return plan.model_copy(update=changes) if changes else plan

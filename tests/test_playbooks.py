@@ -28,9 +28,10 @@ from rules.catalog import load_catalog
 from twin.model import ACTIONS, FAULTS, Twin
 from twin.server import TwinRunner
 
-PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
+PACK = Path(__file__).resolve().parent.parent / "packs" / "power-marketing"
+PLAYBOOKS = PACK / "playbooks"
 SITE = "pm-site-1"
-SOLUTIONS = yaml.safe_load((PLAYBOOKS / "solutions.yaml").read_text())
+SOLUTIONS = yaml.safe_load((PACK / "solutions" / "power-marketing.yaml").read_text())
 SOLUTION_IDS = [s["id"] for s in SOLUTIONS]
 
 
@@ -106,11 +107,9 @@ def active_faults(runner: TwinRunner) -> list[str]:
 
 def test_solutions_metadata_points_at_real_playbooks() -> None:
     assert SOLUTION_IDS[:2] == ["sol-cache-scale-out", "sol-db-io-tune"]
-    library, errors = check_library(
-        PLAYBOOKS, files=("solutions.yaml",), known_series=load_catalog(), known_faults=FAULTS
-    )
+    library, errors = check_library(PACK, known_series=load_catalog(), known_faults=FAULTS)
     assert errors == []
-    assert set(load_solutions(PLAYBOOKS)) == set(SOLUTION_IDS)  # the graph's view: twin only
+    assert set(load_solutions(PACK)) == set(SOLUTION_IDS)  # the graph's view
     for sid in SOLUTION_IDS:
         spec = library[sid]
         assert spec.check_mode and spec.rollback_playbook
@@ -126,12 +125,11 @@ def test_solutions_metadata_points_at_real_playbooks() -> None:
         assert set(repair["twin_control_clears"]) == set(ACTIONS[action].clears), sid
     # every failure mode of the twin has a solution
     assert {f for s in SOLUTIONS for f in s["faults"]} == set(FAULTS)
-    # the generic solutions moved to packs/linux-host (tests/packs/): nothing else here
-    assert set(load_library(PLAYBOOKS)) == set(library)
+    assert set(load_library(PACK)) == set(library)  # the twin's pack has nothing else
 
 
 def test_seed_cases_name_solutions_of_their_fault() -> None:
-    library = load_solutions(PLAYBOOKS)
+    library = load_solutions(PACK)
     catalog = load_catalog()
     cases = load_cases()
     assert len({c.id for c in cases}) == len(cases)
@@ -224,9 +222,11 @@ def test_the_library_is_ansible_lint_clean() -> None:
 
 
 def test_a_bad_library_is_refused_whole_with_file_and_line(tmp_path: Path) -> None:
-    shutil.copy(PLAYBOOKS / "cache_scale_out.yml", tmp_path)
+    (tmp_path / "playbooks").mkdir()
+    (tmp_path / "solutions").mkdir()
+    shutil.copy(PLAYBOOKS / "cache_scale_out.yml", tmp_path / "playbooks")
     good = "  faults: [cache_saturation]\n  risk: low\n  playbook: cache_scale_out.yml\n"
-    (tmp_path / "solutions.yaml").write_text(
+    (tmp_path / "solutions" / "solutions.yaml").write_text(
         "- id: sol-a\n  title: A\n"
         + good  # lines 1-5
         + "- id: sol-b\n  title: B\n  faults: [cache_saturation]\n  risk: extreme\n"  # 6-9
@@ -238,10 +238,10 @@ def test_a_bad_library_is_refused_whole_with_file_and_line(tmp_path: Path) -> No
         "- id: sol-a\n  title: A again\n" + good  # 26-30
     )
     library, errors = check_library(tmp_path, known_series=load_catalog(), known_faults=FAULTS)
-    where = tmp_path / "solutions.yaml"
+    where = tmp_path / "solutions" / "solutions.yaml"
     assert errors == [
         f"{where}:9: solution #2: risk: Input should be 'low', 'medium' or 'high'",
-        f"{where}:15: sol-c: playbook missing.yml not found in {tmp_path}",
+        f"{where}:15: sol-c: playbook missing.yml not found in {tmp_path / 'playbooks'}",
         f"{where}:17: sol-c: parameter n: 99 is above the maximum 5",
         f"{where}:13: sol-c: unknown fault no_such_fault",
         f"{where}:19: sol-c: unknown metric no_such_metric",

@@ -54,7 +54,8 @@ class ApprovalPlans:
             detail = await dry_run(remediation, self.runner, self.ledger, "plan")
         run = detail.run if detail is not None else None
         diff = tuple(detail.diff) if detail is not None else ()
-        plan = ApprovalPlan.of(remediation, self.runner.hosts(), run, diff, requested_by)
+        hosts = remediation.hosts or self.runner.hosts()  # the run's --limit, or the machine
+        plan = ApprovalPlan.of(remediation, hosts, run, diff, requested_by)
         return plan, run
 
     @staticmethod

@@ -88,7 +88,7 @@ class Served:
 
 @pytest.fixture(scope="session")
 def catalog() -> Catalog:
-    return load_catalog(REPO_ROOT / "rules" / "metrics.yaml")
+    return load_catalog(REPO_ROOT / "packs" / "power-marketing" / "metrics.yaml")
 
 
 @pytest.fixture(scope="session")

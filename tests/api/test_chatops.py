@@ -13,7 +13,6 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -29,6 +28,7 @@ from api.chatops.commands import APPROVE_ACTION, REJECT_ACTION, parse_users
 from api.chatops.sender import ChatSender, ThreadStore, WebApiTransport, WebhookTransport
 from api.chatops.signing import sign
 from kernel.approval import ApprovalPlan
+from kernel.config import DEFAULT_SITE
 from kernel.models import Decision, DecisionMode, RCAReport, RootCause, RunStatus
 from kernel.state import State
 from loop.events import Events, StageEvent
@@ -37,8 +37,8 @@ from loop.operations import Operations
 from loop.planner import Planner
 from loop.solutions import load_library
 from loop.store import IncidentStore
+from sites import Site, load_site
 
-PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
 SECRET = "test-signing-secret"
 NOW = 1_800_000_000
 USERS = "U100=alice:approver,U200=bob:operator,U300=vic:viewer,U400=carol:approver"
@@ -242,8 +242,14 @@ def test_a_message_that_fails_to_build_does_not_stop_the_sender(receiver, store)
 
 
 @functools.cache
+def _site() -> Site:
+    """The bundled twin site (its library and parameter defaults)."""
+    return load_site(DEFAULT_SITE)
+
+
+@functools.cache
 def _library() -> dict:
-    return load_library(PLAYBOOKS)
+    return load_library()  # the power-marketing pack's
 
 
 def approval_desk(store: IncidentStore) -> Operations:
@@ -251,7 +257,7 @@ def approval_desk(store: IncidentStore) -> Operations:
     the two-person rule, reject, pause/resume) on a real SQLite store, built with what
     those need; re-analysing and proposing need Neo4j and the twin (the end-to-end test
     below has them), so there is no analyzer or decider here."""
-    planner = Planner(_library(), {}, verify_hold_s=5.0, verify_timeout_s=600.0)
+    planner = Planner(_site(), verify_hold_s=5.0, verify_timeout_s=600.0)
     return Operations(
         store,
         Ledger(store.engine),

@@ -22,15 +22,13 @@ import httpx
 import uvicorn
 
 from api.app import create_app
-from kernel.config import Settings
+from kernel.config import DEFAULT_SITE, TWIN_PACK, Settings
 from kernel.state import State
 from loop.daemon import Engine
 from loop.store import IncidentView
 from mendloop.service import build_engine
 from twin.model import Twin
 from twin.server import TwinRunner
-
-PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
 
 
 def empty_graph(settings: Settings) -> None:
@@ -140,11 +138,23 @@ class LoopHarness:
         return httpx.post(f"{base}/approve", json=body, timeout=30)
 
 
-def gated_playbooks(dest: Path, gate: Path, playbooks: Iterable[str]) -> Path:
-    """A copy of the library where the given playbooks, after doing their work, wait for
-    ``gate`` to exist: a run can be held open (to kill the daemon in the middle of it, or
-    to see two runs at once) without any sleep."""
-    shutil.copytree(PLAYBOOKS, dest)
+def gated_site(dest: Path, gate: Path, playbooks: Iterable[str], twin_url: str = "") -> Path:
+    """A copy of the twin site whose own copy of the power-marketing pack (a site-local
+    pack shadows the bundled one) has the given playbooks, after doing their work, wait
+    for ``gate`` to exist: a run can be held open (to kill the daemon in the middle of
+    it, or to see two runs at once) without any sleep. Returns the site's directory."""
+    shutil.copytree(DEFAULT_SITE, dest)
+    shutil.copytree(TWIN_PACK, dest / "packs" / TWIN_PACK.name)
+    if twin_url:
+        site_yaml = dest / "site.yaml"
+        site_yaml.write_text(site_yaml.read_text().replace("http://127.0.0.1:9108", twin_url))
+    gated_playbooks(dest / "packs" / TWIN_PACK.name / "playbooks", gate, playbooks)
+    return dest
+
+
+def gated_playbooks(folder: Path, gate: Path, playbooks: Iterable[str]) -> Path:
+    """The given playbooks of ``folder`` wait for ``gate`` after doing their work."""
+    dest = folder
     for name in playbooks:
         text = (dest / name).read_text()
         text += (

@@ -14,7 +14,7 @@ import pytest
 
 from kernel.state import State
 
-from .conftest import LoopHarness, empty_graph, gated_playbooks, settings_for
+from .conftest import LoopHarness, empty_graph, gated_site, settings_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.neo4j]
 
@@ -41,10 +41,8 @@ def wait_for(predicate, what: str, timeout_s: float = 180) -> None:
 def test_two_targets_run_concurrently_one_target_serialises(neo4j_settings, tmp_path) -> None:
     empty_graph(neo4j_settings)
     gate = tmp_path / "gate"
-    playbooks = gated_playbooks(tmp_path / "playbooks", gate, GATED)
-    settings = settings_for(
-        neo4j_settings, tmp_path / "var", playbooks_dir=playbooks, verify_hold_s=3.0
-    )
+    site = gated_site(tmp_path / "site", gate, GATED)  # the twin's URL: LoopHarness's
+    settings = settings_for(neo4j_settings, tmp_path / "var", site=site, verify_hold_s=3.0)
     with LoopHarness(settings, ["conc-1", "conc-2", "same-1"]) as loop:
         time.sleep(2)  # a healthy baseline first
         loop.inject("conc-1", "cache_saturation")

@@ -28,7 +28,7 @@ from loop.store import IncidentStore
 from twin.model import Twin
 from twin.server import TwinRunner, http_sink
 
-from .conftest import empty_graph, gated_playbooks
+from .conftest import empty_graph, gated_site
 
 pytestmark = [pytest.mark.e2e, pytest.mark.neo4j]
 TARGET = "pm-site-1"
@@ -69,18 +69,18 @@ def daemon_env(
     tmp_path: Path,
     api_port: int,
     twin_port: int,
-    playbooks: Path,
+    site: Path,
     verify_timeout_s: float,
     **extra: str,
 ) -> dict[str, str]:
-    """The environment of a `mendloop run` under test: its own var/, ports, playbooks and
-    the tests' Neo4j; a 3 s verification hold."""
+    """The environment of a `mendloop run` under test: its own var/, ports, site (a copy
+    of the twin site with gated playbooks) and the tests' Neo4j; a 3 s verification hold."""
     return {
         **os.environ,
         "MENDLOOP_VAR_DIR": str(tmp_path / "var"),
         "MENDLOOP_API_PORT": str(api_port),
         "MENDLOOP_TWIN_PORT": str(twin_port),
-        "MENDLOOP_PLAYBOOKS_DIR": str(playbooks),
+        "MENDLOOP_SITE": str(site),
         "MENDLOOP_VERIFY_HOLD_S": "3",
         "MENDLOOP_VERIFY_TIMEOUT_S": f"{verify_timeout_s:g}",
         "NEO4J_URI": neo4j_settings.neo4j_uri,
@@ -118,12 +118,12 @@ def test_kill_9_during_the_playbook_then_restart_completes_without_a_second_run(
 ) -> None:
     empty_graph(neo4j_settings)
     gate = tmp_path / "gate"
-    playbooks = gated_playbooks(tmp_path / "playbooks", gate, ["cache_scale_out.yml"])
     api_port = free_port()
     api = f"http://127.0.0.1:{api_port}"
     twin = TwinRunner(Twin(targets=(TARGET,), seed=3), tick_s=0.5, port=0)
     twin.start()
-    env = daemon_env(neo4j_settings, tmp_path, api_port, twin.port, playbooks, verify_timeout_s=90)
+    site = gated_site(tmp_path / "site", gate, ["cache_scale_out.yml"], twin.url)
+    env = daemon_env(neo4j_settings, tmp_path, api_port, twin.port, site, verify_timeout_s=90)
     log = tmp_path / "daemon.log"
     (tmp_path / "var").mkdir()
     store = IncidentStore(f"sqlite:///{tmp_path / 'var' / 'mendloop.db'}")

@@ -23,7 +23,7 @@ from loop.store import IncidentStore
 from twin.model import Twin
 from twin.server import TwinRunner, http_sink
 
-from .conftest import empty_graph, gated_playbooks
+from .conftest import empty_graph, gated_site
 from .test_e2e_crash import (
     daemon_env,
     free_port,
@@ -40,17 +40,17 @@ TARGET = "pm-site-1"
 def test_kill_9_during_the_rollback_then_restart_reconciles_it(neo4j_settings, tmp_path) -> None:
     empty_graph(neo4j_settings)
     gate = tmp_path / "gate"
-    playbooks = gated_playbooks(tmp_path / "playbooks", gate, ["cache_scale_out_rollback.yml"])
     api_port = free_port()
     api = f"http://127.0.0.1:{api_port}"
     twin = TwinRunner(Twin(targets=(TARGET,), seed=5), tick_s=0.5, port=0)
     twin.start()
+    site = gated_site(tmp_path / "site", gate, ["cache_scale_out_rollback.yml"], twin.url)
     env = daemon_env(
         neo4j_settings,
         tmp_path,
         api_port,
         twin.port,
-        playbooks,
+        site,
         verify_timeout_s=8,
         MENDLOOP_API_AUTH="false",  # this test is about the loop, not the API's tokens
     )

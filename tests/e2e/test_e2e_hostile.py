@@ -24,7 +24,7 @@ from twin.model import Twin
 from twin.server import TwinRunner
 
 from ..conftest import analyzed
-from .conftest import PLAYBOOKS, empty_graph, settings_for
+from .conftest import empty_graph, settings_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.neo4j]
 
@@ -61,7 +61,8 @@ def test_hostile_targets_and_a_tampered_graph_execute_nothing(neo4j_settings, tm
             for target in (LITERAL, lookup, TAMPERED):  # fixes wait for a person: dry run
                 engine.operations.pause(target, by="e2e", reason="hold every fix for approval")
             spec = engine.library["sol-db-io-tune"]
-            outside = os.path.relpath(evil, PLAYBOOKS)  # ../../../tmp/.../evil.yml
+            playbooks = engine.runner.project_dir(spec.pack)
+            outside = os.path.relpath(evil, playbooks)  # ../../../tmp/.../evil.yml
             engine.graph.upsert_solution(spec.solution().model_copy(update={"playbook": outside}))
             ids = {
                 LITERAL: analyzed(engine, LITERAL),

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.neo4j
 
 @pytest.fixture
 def seeded(graph, embedder, neo4j_settings):
-    solutions = load_solutions(neo4j_settings.playbooks_dir)
+    solutions = load_solutions()  # the power-marketing pack's
     first = seed_graph(graph, embedder, list(solutions.values()), load_cases())
     return graph, solutions, first
 
@@ -156,7 +156,7 @@ def test_learning_counts_once_links_the_match_and_feeds_the_next_decision(seeded
             ),
         ),
     )
-    decider = Decider(graph, embedder, 0.8, library=load_library(Settings().playbooks_dir))
+    decider = Decider(graph, embedder, 0.8, library=load_library())
     outcome = decider.decide(report)
     assert outcome.decision is not None
     assert outcome.decision.solution_id == "sol-cache-scale-out"

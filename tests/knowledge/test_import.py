@@ -21,11 +21,11 @@ from rules.catalog import load_catalog
 
 pytestmark = pytest.mark.neo4j
 
-SOLUTIONS = load_solutions(REPO_ROOT / "playbooks")
+SOLUTIONS = load_solutions(REPO_ROOT / "packs" / "power-marketing")
 
 
 def generator(stories=3) -> Generator:
-    catalog = load_catalog(REPO_ROOT / "rules" / "metrics.yaml")
+    catalog = load_catalog(REPO_ROOT / "packs" / "power-marketing" / "metrics.yaml")
     return Generator(Domain.load(), catalog, list(SOLUTIONS.values()), stories_per_pool=stories)
 
 

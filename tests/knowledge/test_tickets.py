@@ -13,8 +13,8 @@ from loop.solutions import load_solutions
 from rules.catalog import load_catalog
 
 DOMAIN = Domain.load()
-SERIES = load_catalog(REPO_ROOT / "rules" / "metrics.yaml")
-SOLUTIONS = load_solutions(REPO_ROOT / "playbooks")
+SERIES = load_catalog(REPO_ROOT / "packs" / "power-marketing" / "metrics.yaml")
+SOLUTIONS = load_solutions(REPO_ROOT / "packs" / "power-marketing")
 
 GOOD = {
     "id": "t-1",

@@ -16,14 +16,17 @@ import numpy as np
 import pytest
 
 from evaluation.rca import local_time
-from kernel.config import Settings
+from kernel.config import DEFAULT_SITE, Settings
 from kernel.models import Sample
 from kernel.state import State
 from loop.daemon import Engine
 from loop.report import render_markdown
 from loop.store import IncidentStore
+from rules import RULES_DIR
 from rules.catalog import load_catalog
 from rules.compiler import load_rules
+from rules.reload import RuleSource
+from sites import load_site
 from twin.model import Twin
 
 TARGET = "pm-site-1"
@@ -38,6 +41,9 @@ class SimClock:
         return self.t
 
 
+SITE = load_site(DEFAULT_SITE)
+
+
 @pytest.fixture
 def make_engine(tmp_path):
     catalog = load_catalog()
@@ -47,7 +53,8 @@ def make_engine(tmp_path):
     def make(clock: SimClock) -> Engine:
         settings = Settings(var_dir=tmp_path / "var")
         store = IncidentStore(f"sqlite:///{tmp_path / 'engine.db'}")
-        engine = Engine(settings, store, None, None, catalog, rules, None)  # type: ignore[arg-type]
+        source = RuleSource.for_dir(RULES_DIR, catalog)
+        engine = Engine(settings, store, None, None, catalog, rules, None, SITE, source)  # type: ignore[arg-type]
         engine.monitor.clock = clock  # simulated time, for the monitor and the analyzer
         engine.analyzer.clock = clock
         made.append(engine)

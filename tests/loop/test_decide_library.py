@@ -5,23 +5,24 @@ counted, and no decision is made."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from kernel.config import DEFAULT_SITE
 from kernel.models import Evidence, RCAReport, RootCause
 from knowledge.graph import KnowledgeGraph
 from knowledge.seed import load_cases, seed_graph
 from loop.decide import Decider
 from loop.planner import Planner, Subject
 from loop.solutions import SolutionSpec, load_library, load_solutions
+from sites import load_site
 
 pytestmark = pytest.mark.neo4j
 
-PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
 SOLUTION = "sol-cache-scale-out"
 REPORT = RCAReport(
     incident_id="lib-1",
@@ -47,8 +48,8 @@ REPORT = RCAReport(
 def seeded(neo4j_settings, embedder) -> Iterator[tuple[KnowledgeGraph, dict[str, SolutionSpec]]]:
     graph = KnowledgeGraph.connect(neo4j_settings)
     graph._run("MATCH (n) DETACH DELETE n")
-    seed_graph(graph, embedder, list(load_solutions(PLAYBOOKS).values()), load_cases())
-    yield graph, load_library(PLAYBOOKS)
+    seed_graph(graph, embedder, list(load_solutions().values()), load_cases())
+    yield graph, load_library()
     graph.close()
 
 
@@ -63,7 +64,10 @@ def test_the_library_names_what_runs(seeded, embedder) -> None:
     spec = seeded[1][SOLUTION]
     assert outcome.decision is not None and outcome.decision.solution_id == SOLUTION
     assert d.refusals == Counter()
-    planner = Planner(seeded[1], {"twin_url": "http://127.0.0.1:9"}, 5.0, 600.0)
+    site = dataclasses.replace(
+        load_site(DEFAULT_SITE), library=seeded[1], defaults={"twin_url": "http://127.0.0.1:9"}
+    )
+    planner = Planner(site, 5.0, 600.0)
     plan = planner.resolve(Subject("lib-1", "pm-site-1", report=REPORT), SOLUTION)
     assert plan.playbook == spec.playbook and plan.rollback_playbook == spec.rollback_playbook
     assert plan.extra_vars["target"] == "pm-site-1" and plan.risk == spec.risk

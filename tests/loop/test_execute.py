@@ -28,7 +28,7 @@ from twin.server import TwinRunner
 
 from ..conftest import library_plan
 
-PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
+PLAYBOOKS = Path(__file__).resolve().parents[2] / "packs" / "power-marketing" / "playbooks"
 SITE = "pm-site-1"
 
 

@@ -33,7 +33,7 @@ from twin.server import TwinRunner
 
 from ..conftest import library_plan
 
-PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
+PLAYBOOKS = Path(__file__).resolve().parents[2] / "packs" / "power-marketing" / "playbooks"
 
 ECHO = """\
 - name: Write every named extra var back as JSON, with its type
@@ -294,8 +294,14 @@ def test_a_playbook_never_sees_the_daemons_secrets(
     monkeypatch.setenv("ANSIBLE_FORCE_COLOR", "0")
     (library / "env.yml").write_text(ENV)
     names = [
-        "MENDLOOP_API_TOKEN", "NEO4J_PASSWORD", "MENDLOOP_CHAT_BOT_TOKEN", "AWS_SECRET",
-        "PATH", "HOME", "https_proxy", "ANSIBLE_FORCE_COLOR",
+        "MENDLOOP_API_TOKEN",
+        "NEO4J_PASSWORD",
+        "MENDLOOP_CHAT_BOT_TOKEN",
+        "AWS_SECRET",
+        "PATH",
+        "HOME",
+        "https_proxy",
+        "ANSIBLE_FORCE_COLOR",
     ]
     runner = PlaybookRunner(library, tmp_path / "runs", timeout_s=300)
     run = runner.run("env.yml", {"out_dir": str(tmp_path), "names": names}, check=False)
@@ -431,7 +437,7 @@ def test_a_run_killed_with_sigkill_leaves_a_dir_the_next_runner_removes(
     secret = f"s3cret-{uuid.uuid4().hex}"
     script = tmp_path / "killed.py"
     script.write_text(KILLED)
-    env = {**os.environ, "PYTHONPATH": str(PLAYBOOKS.parent)}
+    env = {**os.environ, "PYTHONPATH": str(PLAYBOOKS.parents[2])}
     args = [sys.executable, str(script), str(library), str(work), str(started), str(gate), secret]
     proc = subprocess.Popen(args, env=env)
     try:

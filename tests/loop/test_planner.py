@@ -4,11 +4,12 @@ incident decided before plans existed given its plan from the library."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import dataclasses
 
 import pytest
 
 from kernel.approval import ApprovalPlan
+from kernel.config import DEFAULT_SITE
 from kernel.errors import KnowledgeError
 from kernel.models import Decision, DecisionMode, Evidence, Finding, FindingKind
 from kernel.state import State
@@ -16,9 +17,16 @@ from loop.planner import Planner, Subject
 from loop.solutions import load_library
 from loop.steps import Plans, subject
 from loop.store import IncidentStore
+from sites import load_site
 
-LIBRARY = load_library(Path(__file__).resolve().parents[2] / "playbooks")
+LIBRARY = load_library()  # the power-marketing pack's
 BASE = {"twin_url": "http://127.0.0.1:9"}
+SITE = load_site(DEFAULT_SITE)
+
+
+def estate(library=LIBRARY, defaults=BASE):
+    """The bundled twin site with this library and these parameter defaults."""
+    return dataclasses.replace(SITE, library=library, defaults=defaults)
 
 
 def finding(series: str) -> Finding:
@@ -36,12 +44,13 @@ def finding(series: str) -> Finding:
 
 def test_the_plan_is_the_library_entry_resolved_once() -> None:
     spec = LIBRARY["sol-cache-scale-out"]
-    planner = Planner(LIBRARY, BASE, verify_hold_s=5.0, verify_timeout_s=600.0)
+    planner = Planner(estate(), verify_hold_s=5.0, verify_timeout_s=600.0)
     plan = planner.resolve(
         Subject("i1", "pm-site-1", (finding("cache_hit_ratio"),)), "sol-cache-scale-out"
     )
     assert (plan.playbook, plan.rollback_playbook) == (spec.playbook, spec.rollback_playbook)
-    assert plan.extra_vars == spec.render_vars({**BASE, "target": "pm-site-1"})
+    assert plan.extra_vars == spec.render_vars({"target": "pm-site-1"}, BASE)
+    assert (plan.pack, plan.hosts) == ("power-marketing", ("localhost",))
     assert (plan.risk, plan.check_mode, plan.blast_radius) == (
         spec.risk,
         spec.check_mode,
@@ -57,11 +66,11 @@ def test_the_plan_is_the_library_entry_resolved_once() -> None:
 
 
 def test_the_daemon_settings_bound_the_verification() -> None:
-    tight = Planner(LIBRARY, BASE, verify_hold_s=2.5, verify_timeout_s=30.0)
+    tight = Planner(estate(), verify_hold_s=2.5, verify_timeout_s=30.0)
     renderable = {
         sid: spec
         for sid, spec in LIBRARY.items()
-        if all(p.default is not None for p in spec.parameters.values())
+        if all(p.default is not None or n in BASE for n, p in spec.parameters.items())
     }
     assert len(renderable) >= 12  # every twin fault's fix at least
     for solution_id, spec in renderable.items():
@@ -71,20 +80,20 @@ def test_the_daemon_settings_bound_the_verification() -> None:
 
 
 def test_what_cannot_be_planned_is_refused_with_why() -> None:
-    planner = Planner(LIBRARY, {"twin_url": 5}, verify_hold_s=5.0, verify_timeout_s=600.0)
+    planner = Planner(estate(defaults={}), verify_hold_s=5.0, verify_timeout_s=600.0)
     with pytest.raises(KnowledgeError, match="no solution sol-nope in the library"):
         planner.resolve(Subject("i", "t"), "sol-nope")
     # a solution whose typed parameters have no value: nothing is guessed
-    sid, spec = next((sid, spec) for sid, spec in LIBRARY.items() if spec.parameters)
-    no_defaults = {n: p.model_copy(update={"default": None}) for n, p in spec.parameters.items()}
-    bare = {sid: spec.model_copy(update={"parameters": no_defaults})}
-    bad = Planner(bare, BASE, verify_hold_s=5.0, verify_timeout_s=600.0)
-    with pytest.raises(KnowledgeError, match=f"{sid}: bad parameters: .*no value and no default"):
-        bad.resolve(Subject("i", "t"), sid)
+    with pytest.raises(KnowledgeError, match=r"parameter\(s\) twin_url have no value"):
+        planner.resolve(Subject("i", "t"), "sol-cache-scale-out")
+    # a value of the wrong type (the site's default) is refused by the parameter's type
+    typed = Planner(estate(defaults={"twin_url": 5}), verify_hold_s=5.0, verify_timeout_s=600.0)
+    with pytest.raises(KnowledgeError, match="bad parameters: parameter twin_url: 5 is not a str"):
+        typed.resolve(Subject("i", "t"), "sol-cache-scale-out")
 
 
 def test_the_approval_hash_covers_the_whole_plan() -> None:
-    planner = Planner(LIBRARY, BASE, verify_hold_s=5.0, verify_timeout_s=600.0)
+    planner = Planner(estate(), verify_hold_s=5.0, verify_timeout_s=600.0)
     plan = planner.resolve(Subject("i", "pm-site-1"), "sol-cache-scale-out")
     shown = ApprovalPlan.of(plan, ("localhost",), None)
     assert ApprovalPlan.of(plan, ("localhost",), None).plan_hash == shown.plan_hash
@@ -124,7 +133,7 @@ def test_an_incident_decided_before_plans_gets_its_plan_from_the_library(tmp_pat
         store.transition(incident_id, State.decided, "old", decision=decision)
         incident = store.get(incident_id)
         assert incident is not None and incident.remediation is None
-        planner = Planner(LIBRARY, BASE, verify_hold_s=5.0, verify_timeout_s=600.0)
+        planner = Planner(estate(), verify_hold_s=5.0, verify_timeout_s=600.0)
         plan = Plans(planner).of(incident)
         assert plan == planner.resolve(subject(incident), "sol-cache-scale-out")
         assert "cache_hit_ratio" in plan.verification.series  # the finding's series

@@ -7,8 +7,8 @@ from mendloop.generator import PROFILES, Generator
 from rules.catalog import load_catalog
 
 DOMAIN = Domain.load()
-CATALOG = load_catalog(REPO_ROOT / "rules" / "metrics.yaml")
-SOLUTIONS = load_solutions(REPO_ROOT / "playbooks")
+CATALOG = load_catalog(REPO_ROOT / "packs" / "power-marketing" / "metrics.yaml")
+SOLUTIONS = load_solutions(REPO_ROOT / "packs" / "power-marketing")
 
 
 def make(stories=50) -> Generator:

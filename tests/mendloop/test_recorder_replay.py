@@ -28,12 +28,12 @@ WARMUP_S = 40
 
 @pytest.fixture(scope="module")
 def catalog():
-    return load_catalog(REPO_ROOT / "rules" / "metrics.yaml")
+    return load_catalog(REPO_ROOT / "packs" / "power-marketing" / "metrics.yaml")
 
 
 @pytest.fixture(scope="module")
 def rules(catalog):
-    return load_rules(catalog, REPO_ROOT / "rules")
+    return load_rules(catalog, REPO_ROOT / "packs" / "power-marketing" / "rules")
 
 
 class Clock:

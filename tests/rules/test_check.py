@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from rules import RULES_DIR
 from rules.catalog import load_catalog
 from rules.compiler import faults_for
 from rules.loader import check_paths
@@ -19,7 +20,7 @@ def catalog():
 
 
 def check(catalog, *files: Path):
-    return check_paths(list(files), catalog, faults_for(Path("rules")))
+    return check_paths(list(files), catalog, faults_for())
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -59,7 +60,7 @@ def test_signal_keys_name_what_is_watched():
 
 
 def test_shipped_rules_check_clean(catalog):
-    specs, errors = check(catalog, Path("rules"))
+    specs, errors = check(catalog, RULES_DIR)
     assert errors == []
     assert any(s.sequence for s in specs)
     assert {s.component for s in specs} >= {"cache", "power_quality"}
@@ -164,7 +165,7 @@ def test_cli_exit_2_one_line_per_error(tmp_path):
     assert run.returncode == 2, run
     assert run.stdout.strip().splitlines() == [
         f"{bad}:6: rule good-one: unknown metric 'nope'",
-        f"{bad}:8: rule other: unknown fault 'bogus' (not in kernel/domain.yaml)",
+        f"{bad}:8: rule other: unknown fault 'bogus' (not in the site's domain)",
     ]
     as_json = subprocess.run(
         [sys.executable, "-m", "mendloop.cli", "rules", "check", str(bad), "--json"],

@@ -24,7 +24,7 @@ def catalog():
 def compile_rules(tmp_path: Path, catalog, *rules: dict):
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump({"rules": list(rules)}))
-    specs, errors = check_paths([path], catalog, faults_for(Path("rules")))
+    specs, errors = check_paths([path], catalog, faults_for())
     assert errors == [], errors
     return specs
 

@@ -3,19 +3,20 @@ in atomically with the abnormal signals of the moment re-asserted."""
 
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 
-from kernel.config import Settings
+from kernel.config import DEFAULT_SITE, TWIN_PACK, Settings
 from kernel.models import Sample
 from loop.analyze import Analyzer
 from loop.daemon import Engine
 from loop.store import IncidentStore
 from rules.catalog import load_catalog
 from rules.compiler import load_rules
+from rules.reload import RuleSource
+from sites import load_site
 
-RULES = Path("rules")
+RULES = TWIN_PACK / "rules"
 SAG = {"pq_voltage_rms_pct": 82.0, "pq_voltage_sag_depth_pct": 20.0}
 NEW_RULE = """
   - id: sag-rms-only
@@ -39,7 +40,8 @@ def ticks(start: int, stop: int, base: float = 0.0, **values: float) -> list[lis
 @pytest.fixture
 def rules_dir(tmp_path):
     folder = tmp_path / "rules"
-    shutil.copytree(RULES, folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    shutil.copytree(RULES, folder)
+    shutil.copy(TWIN_PACK / "metrics.yaml", folder / "metrics.yaml")  # the catalog beside them
     return folder
 
 
@@ -67,7 +69,7 @@ def test_analyzer_reload_keeps_state_and_fires_only_what_is_new(rules_dir):
 
 @pytest.fixture
 def engine(tmp_path, rules_dir):
-    settings = Settings(var_dir=tmp_path / "var", rules_dir=rules_dir)
+    settings = Settings(var_dir=tmp_path / "var")
     catalog = load_catalog(rules_dir / "metrics.yaml")
     store = IncidentStore(f"sqlite:///{tmp_path / 'engine.db'}")
     # graph, embedder and runner are never reached: no incident is driven here
@@ -79,6 +81,8 @@ def engine(tmp_path, rules_dir):
         catalog,
         load_rules(catalog, rules_dir),
         None,  # type: ignore[arg-type]
+        load_site(DEFAULT_SITE),
+        RuleSource.for_dir(rules_dir, catalog),  # hot reload of this folder
     )
     yield engine
     engine.analyzer.close()
