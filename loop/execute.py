@@ -69,10 +69,11 @@ async def run_once(
     playbook: str,
     check: bool,
     note: str = "",
+    extra_vars: dict[str, Any] | None = None,
 ) -> PlaybookRun | None:
     """One run under its idempotency key, committed before it starts; None when the key
-    was used already (it must not run again)."""
-    detail = await _run_keyed(runner, ledger, plan, phase, playbook, check, note)
+    was used already (it must not run again). ``extra_vars``: the plan's by default."""
+    detail = await _run_keyed(runner, ledger, plan, phase, playbook, check, note, extra_vars)
     return detail.run if detail else None
 
 
@@ -84,14 +85,18 @@ async def _run_keyed(
     playbook: str,
     check: bool,
     note: str = "",
+    extra_vars: dict[str, Any] | None = None,
 ) -> RunDetail | None:
     key = run_key(plan, phase)
     if not ledger.begin_run(key, plan.incident_id, phase, playbook, note):
         return None
+    variables = plan.extra_vars if extra_vars is None else extra_vars
     detail = await runner.run_async(
-        playbook, plan.extra_vars, check, keep_as=key, pack=plan.pack, hosts=plan.hosts
+        playbook, variables, check, keep_as=key, pack=plan.pack, hosts=plan.hosts
     )
-    ledger.finish_run(key, detail.run, detail.events, detail.diff, detail.artifacts, note)
+    ledger.finish_run(
+        key, detail.run, detail.events, detail.diff, detail.artifacts, note, detail.captured
+    )
     return detail
 
 
@@ -235,6 +240,14 @@ class RollbackOutcome(NamedTuple):
     held: bool = False
 
 
+def rollback_vars(plan: RemediationPlan, ledger: Ledger) -> dict[str, Any]:
+    """The rollback's extra vars: the plan's, plus what the fix published with set_stats
+    as ``captured_<name>`` (the old value it changed, for instance); like every extra var
+    they reach Ansible tagged unsafe (loop/extravars.py)."""
+    captured = ledger.captured(run_key(plan, "run"))
+    return {**plan.extra_vars, **{f"captured_{k}": v for k, v in captured.items()}}
+
+
 async def rollback(
     plan: RemediationPlan,
     runner: PlaybookRunner,
@@ -249,10 +262,13 @@ async def rollback(
     if not plan.rollback_playbook:
         return RollbackOutcome(None, "no rollback playbook")
     playbook = plan.rollback_playbook
+    variables = rollback_vars(plan, ledger)
     attempts = ["rollback"] + [f"rollback-{n}" for n in range(2, MAX_ATTEMPTS + 1)]
     used = [(p, r) for p in attempts if (r := ledger.run(run_key(plan, p))) is not None]
     if not used:
-        run = await run_once(runner, ledger, plan, "rollback", playbook, check=False, note=why)
+        run = await run_once(
+            runner, ledger, plan, "rollback", playbook, check=False, note=why, extra_vars=variables
+        )
         if run is None:
             return RollbackOutcome(None, "the rollback had run already")
         return await _recheck(plan, runner, ledger, run)
@@ -267,7 +283,9 @@ async def rollback(
             "whether it took effect; not re-run, check the target by hand",
         )
     probe_phase = free_phase(ledger, plan, f"reconcile-{phase}")
-    probe = await run_once(runner, ledger, plan, probe_phase, playbook, check=True)
+    probe = await run_once(
+        runner, ledger, plan, probe_phase, playbook, check=True, extra_vars=variables
+    )
     if probe is None or probe.status != RunStatus.successful:
         status = probe.status if probe else "already used"
         return RollbackOutcome(
@@ -293,7 +311,9 @@ async def rollback(
         )
     ledger.mark_interrupted(record.key, "interrupted before it took effect (check mode)")
     next_phase = attempts[position + 1]
-    again = await run_once(runner, ledger, plan, next_phase, playbook, False, note=record.note)
+    again = await run_once(
+        runner, ledger, plan, next_phase, playbook, False, note=record.note, extra_vars=variables
+    )
     if again is None:
         return RollbackOutcome(None, f"rollback key {next_phase} was used already")
     outcome = await _recheck(plan, runner, ledger, again)
@@ -336,7 +356,10 @@ async def _recheck(
         return RollbackOutcome(run, "not re-checked: no check mode", held=True)
     assert plan.rollback_playbook is not None
     phase = free_phase(ledger, plan, "rollback-check")
-    again = await run_once(runner, ledger, plan, phase, plan.rollback_playbook, check=True)
+    variables = rollback_vars(plan, ledger)
+    again = await run_once(
+        runner, ledger, plan, phase, plan.rollback_playbook, check=True, extra_vars=variables
+    )
     if again is None or again.status != RunStatus.successful:
         return RollbackOutcome(run, f"re-check ended {again.status if again else 'already used'}")
     if again.changed:

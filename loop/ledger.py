@@ -59,6 +59,9 @@ def _state(record: AutonomyRecord) -> AutonomyState:
     )
 
 
+CAPTURED_EVENT = "captured"  # a run's set_stats values, kept with its events
+
+
 class Ledger:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -103,7 +106,12 @@ class Ledger:
         diff: list[str],
         artifacts: str | None,
         note: str = "",
+        captured: dict[str, Any] | None = None,
     ) -> None:
+        """The run's end; ``captured`` (its set_stats values) is kept as a last event
+        ``{"event": "captured", "captured": {...}}`` for the rollback (``captured``)."""
+        if captured:
+            events = [*events, {"event": CAPTURED_EVENT, "captured": captured}]
         with Session(self.engine) as session:
             record = session.get(ExecutionRunRecord, key)
             assert record is not None, f"run {key} was never begun"
@@ -134,6 +142,15 @@ class Ledger:
             if record is not None:
                 session.expunge(record)
             return record
+
+    def captured(self, key: str) -> dict[str, Any]:
+        """The values the run ``key`` published with set_stats ({} when none)."""
+        record = self.run(key)
+        for event in reversed(record.events if record is not None else []):
+            if event.get("event") == CAPTURED_EVENT and isinstance(event.get("captured"), dict):
+                found: dict[str, Any] = event["captured"]
+                return found
+        return {}
 
     def runs(self, incident_id: str) -> list[ExecutionRunRecord]:
         """Every run of an incident, in the order they started (the timeline's runs)."""

@@ -44,7 +44,7 @@ from typing import Any
 import ansible_runner
 
 from kernel.models import PlaybookRun, RunStatus, utcnow
-from loop.extravars import unsafe_yaml
+from loop.extravars import VAR_NAME, unsafe_yaml
 from loop.rundirs import clean_stale_runs, make_private, write_private
 from loop.solutions import library_playbook
 
@@ -69,6 +69,30 @@ class RunDetail:
     events: list[dict[str, Any]] = field(default_factory=list)
     diff: list[str] = field(default_factory=list)
     artifacts: str | None = None
+    captured: dict[str, Any] = field(default_factory=dict)  # the playbook's set_stats
+
+
+MAX_CAPTURED_CHARS = 16_384  # set_stats values kept for a rollback, at most (JSON)
+
+
+def captured_of(data: Any) -> dict[str, Any]:
+    """What a playbook published with ``set_stats`` (ansible-runner's ``artifact_data`` of
+    its stats event), kept when every name is a variable name and the whole is small
+    plain data; {} otherwise (a rollback then gets no captured values, never bad ones)."""
+    if not isinstance(data, dict) or not data:
+        return {}
+    if not all(isinstance(k, str) and VAR_NAME.fullmatch(k) for k in data):
+        log.warning("set_stats names that are not variable names: not kept")
+        return {}
+    try:
+        text = json.dumps(data, allow_nan=False)
+    except (TypeError, ValueError):
+        return {}
+    if len(text) > MAX_CAPTURED_CHARS:
+        log.warning("set_stats data of %d chars: not kept (max %d)", len(text), MAX_CAPTURED_CHARS)
+        return {}
+    kept: dict[str, Any] = json.loads(text)
+    return kept
 
 
 def _brief(event: dict[str, Any]) -> dict[str, Any]:
@@ -283,10 +307,13 @@ class PlaybookRunner:
         diff: list[str] = []
         diff_chars = 0
         changed = 0
+        captured: dict[str, Any] = {}
 
         def on_event(event: dict[str, Any]) -> bool:
-            nonlocal changed, diff_chars
+            nonlocal changed, diff_chars, captured
             kind = event.get("event", "")
+            if kind == "playbook_on_stats":  # set_stats data: for the rollback
+                captured = captured_of((event.get("event_data") or {}).get("artifact_data"))
             if kind.startswith(("runner_", "playbook_on_")) and len(events) < MAX_EVENTS:
                 events.append(_brief(event))
             if kind in _EVENT_LINES:
@@ -366,7 +393,7 @@ class PlaybookRunner:
             started=started,
             ended=utcnow(),
         )
-        return RunDetail(run, events, diff, kept)
+        return RunDetail(run, events, diff, kept, captured)
 
     def _keep_artifacts(self, private: Path, keep_as: str | None) -> str | None:
         """Move the run's artifacts (stdout, job events, the command line; not the

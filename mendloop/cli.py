@@ -1,4 +1,4 @@
-"""The `mendloop` command line (DESIGN.md, command-line contract).
+"""The `mendloop` command line: one entry point, every command below (README.md, Commands).
 
 Commands that report figures take --json and then print exactly one JSON object on stdout;
 progress and logs go to stderr. Errors of ours (MendloopError) print one clear line and
@@ -92,8 +92,20 @@ def _register_twin(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mendloop", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, help="YAML config file (env vars win)")
+    parser = argparse.ArgumentParser(
+        prog="mendloop",
+        description=__doc__.splitlines()[0],
+        epilog="Docs (in the source tree): README.md (settings), docs/SITES.md (sites and packs), "
+        "docs/API.md, docs/REMEDIATION.md, docs/RULES.md.",
+    )
+    parser.add_argument(
+        "--config", type=Path, help="YAML settings file (env vars win; README, configuration)"
+    )
+    parser.add_argument(
+        "--site",
+        type=Path,
+        help="the site directory (docs/SITES.md; default MENDLOOP_SITE, else the twin site)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -112,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--faults", help="comma-separated fault names, or `all` (default cache_saturation)"
     )
     add("doctor", "mendloop.doctor:cmd_doctor", "check every component and say how to fix it")
+    site = sub.add_parser("site", help="the site: check it (docs/SITES.md)")
+    site_sub = site.add_subparsers(dest="site_command", required=True)
+    site_check = site_sub.add_parser("check", help="every problem of the site, file:line: why")
+    site_check.set_defaults(func=command("mendloop.site_cli:cmd_site_check"))
+    site_check.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    init = add("init", "mendloop.site_cli:cmd_init", "scaffold an empty site in DIR", False)
+    init.add_argument("dir", help="the new site's directory")
     _register_verdicts(sub)
     replay = add(
         "replay",
@@ -145,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(args.config, args.site)
         return int(args.func(args, settings))
     except MendloopError as exc:
         print(f"mendloop: {exc}", file=sys.stderr)

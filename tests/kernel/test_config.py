@@ -15,3 +15,35 @@ def test_shadow_scope_and_autonomy_limits_are_settings(monkeypatch):
     monkeypatch.setenv("MENDLOOP_SHADOW", "region:north")
     with pytest.raises(ConfigError, match="MENDLOOP_SHADOW"):
         load_settings(None)
+
+
+def test_every_setting_is_in_the_readme_table():
+    """The README's configuration table names every setting (docs stay true)."""
+    import re
+    from pathlib import Path
+
+    from kernel.config import Settings
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`(?:MENDLOOP_|NEO4J_)([A-Z0-9_]+)`", table))
+    missing = [
+        f
+        for f in Settings.model_fields
+        if f.upper().removeprefix("NEO4J_") not in named and f.upper() not in named
+    ]
+    assert missing == []
+
+
+def test_the_cli_help_points_at_docs_that_exist():
+    import re
+    from pathlib import Path
+
+    from mendloop.cli import build_parser
+
+    root = Path(__file__).resolve().parents[2]
+    shown = build_parser().format_help()
+    named = set(re.findall(r"(?:docs/)?[A-Z]+\.md", shown))
+    assert named, shown
+    for doc in named:
+        assert (root / doc).is_file(), doc
