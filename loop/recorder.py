@@ -5,7 +5,9 @@
     batches = window_batches(recorder.path("5aaded876eda"))   # mendloop.rules_tester -> replay
 
 When an incident opens, every series of its target is copied from the monitor's windows
-(the last ``pre_s`` seconds: what led up to it, so a replay starts from healthy data);
+(the last ``pre_s`` seconds: what led up to it, so a replay starts from healthy data, but
+never from before the end of the previous incident on the same target: that one's fault
+and fix are its own recording's, and a replay must not see them as this one's);
 at every later stage, what arrived since is appended (the fault as it went on, the fix,
 the recovery), until the incident ends.
 The file is the JSONL window of ``mendloop rules test --window`` (one sample per line),
@@ -23,6 +25,7 @@ import logging
 import queue
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,13 +57,22 @@ class IncidentRecorder:
     """A StageEvent listener that records each incident's samples (see the module doc)."""
 
     def __init__(
-        self, monitor: Monitor, directory: Path, pre_s: float = 120.0, keep: int = 500
+        self,
+        monitor: Monitor,
+        directory: Path,
+        pre_s: float = 120.0,
+        keep: int = 500,
+        previous_end: Callable[[str], float | None] | None = None,
     ) -> None:
         self.monitor = monitor
         self.directory = directory
         self.pre_s = pre_s
         self.keep = keep
+        # when the last incident of a target ended, for targets this process has not seen
+        # end one (after a restart): the store's answer
+        self.previous_end = previous_end
         self._until: dict[str, float] = {}  # incident -> newest ts already recorded
+        self._ended: dict[str, float] = {}  # target -> newest ts of its last ended incident
         self._queue: queue.Queue[Snapshot | None] = queue.Queue(maxsize=64)
         self._writer = threading.Thread(target=self._write_loop, name="mendloop-recorder")
         self._writer.daemon = True
@@ -71,14 +83,26 @@ class IncidentRecorder:
 
     def __call__(self, event: StageEvent) -> None:
         if event.state == State.open:
-            self._snapshot(event.incident_id, event.target, self.monitor.clock() - self.pre_s)
+            self._snapshot(event.incident_id, event.target, self.start_of(event.target))
             return
         since = self._until.get(event.incident_id)
         if since is None:  # opened before a restart: its early samples are gone anyway
             return
         self._snapshot(event.incident_id, event.target, since)
         if event.state in TERMINAL:
-            self._until.pop(event.incident_id, None)
+            self._ended[event.target] = self._until.pop(event.incident_id, since)
+
+    def start_of(self, target: str) -> float:
+        """Where a new recording of ``target`` starts (exclusive): ``pre_s`` back, but not
+        before the end of the target's previous incident."""
+        start = self.monitor.clock() - self.pre_s
+        ended = self._ended.get(target)
+        if ended is None and self.previous_end is not None:
+            try:
+                ended = self.previous_end(target)
+            except Exception:  # the store away: the window alone (logged, never fatal)
+                log.warning("target %s: previous incident's end unknown", target, exc_info=True)
+        return max(start, ended) if ended is not None else start
 
     def _snapshot(self, incident_id: str, target: str, after: float) -> None:
         rows = []

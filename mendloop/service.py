@@ -12,7 +12,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import uvicorn
@@ -25,6 +25,7 @@ from api.events import EventHub, StreamingServer
 from api.web import engine_web_router
 from kernel.config import DEFAULT_SITE, Settings
 from kernel.errors import GraphUnavailable
+from kernel.state import TERMINAL
 from knowledge.embedding import Embedder
 from knowledge.graph import KnowledgeGraph
 from knowledge.seed import seed_graph
@@ -94,8 +95,22 @@ def build_engine(
         settings, store, graph, embedder, site.catalog, site.rules, runner, site, rule_source
     )
     # every incident's raw samples, for `mendloop replay` (loop/recorder.py)
-    engine.listeners.append(IncidentRecorder(engine.monitor, settings.var_dir / "recordings"))
+    recorder = IncidentRecorder(
+        engine.monitor, settings.var_dir / "recordings", previous_end=last_ended(store)
+    )
+    engine.listeners.append(recorder)
     return engine
+
+
+def last_ended(store: IncidentStore) -> Callable[[str], float | None]:
+    """When the newest ended incident of a target ended (unix seconds), from the store:
+    where a recording of its next incident may start (loop/recorder.py)."""
+
+    def ended(target: str) -> float | None:
+        done = [i for i in store.list(target=target, limit=20) if i.state in TERMINAL]
+        return max(i.updated_at.timestamp() for i in done) if done else None
+
+    return ended
 
 
 def site_rule_dirs(site: Site) -> list[Path]:
