@@ -83,6 +83,12 @@ class Planner:
         lacks it or its parameters do not render."""
         spec = self.spec(solution_id)
         hosts = self.estate.hosts_for(subject.target)
+        if not hosts:
+            raise KnowledgeError(
+                f"{spec.id}: target {subject.target} has no inventory host to run on (the "
+                "site's domain.yaml targets hosts:, an inventory host or group of its name, "
+                "or default_hosts)"
+            )
         values, missing = parameter_values(
             spec, subject.labels, self._host_vars(hosts), self.estate.defaults
         )

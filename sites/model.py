@@ -79,14 +79,16 @@ class Site:
     def hosts_for(self, target: str) -> tuple[str, ...]:
         """The inventory hosts ``target``'s playbooks run on (docs/SITES.md, inventory):
         its domain entry's ``hosts``, else the inventory host or group of its name, else
-        the site's ``default_hosts``; () when none (the decision escalates)."""
+        the site's ``default_hosts``; () when none (the decision escalates). A site
+        without an inventory runs on this machine (``localhost``)."""
         if target in self.target_hosts:
             return self.target_hosts[target]
-        if self.inventory is not None:
-            if target in self.inventory.hosts:
-                return (target,)
-            if target in self.inventory.groups:
-                return self.inventory.groups[target]
+        if self.inventory is None:
+            return self.default_hosts or ("localhost",)
+        if target in self.inventory.hosts:
+            return (target,)
+        if target in self.inventory.groups:
+            return self.inventory.groups[target]
         return self.default_hosts
 
     def host_vars(self, host: str) -> Mapping[str, Any]:

@@ -31,7 +31,9 @@ class Step(Protocol):
 
 
 def subject(incident: IncidentView) -> Subject:
-    return Subject(incident.id, incident.target, incident.findings, incident.report)
+    # the labels of the series that fired, as findings carry them (today: the target)
+    labels = {"target": incident.target}
+    return Subject(incident.id, incident.target, incident.findings, incident.report, labels)
 
 
 class Plans:

@@ -5,6 +5,7 @@ incident decided before plans existed given its plan from the library."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -14,10 +15,11 @@ from kernel.errors import KnowledgeError
 from kernel.models import Decision, DecisionMode, Evidence, Finding, FindingKind
 from kernel.state import State
 from loop.planner import Planner, Subject
-from loop.solutions import load_library
+from loop.solutions import SolutionSpec, load_library
 from loop.steps import Plans, subject
 from loop.store import IncidentStore
 from sites import load_site
+from sites.model import Inventory
 
 LIBRARY = load_library()  # the power-marketing pack's
 BASE = {"twin_url": "http://127.0.0.1:9"}
@@ -137,9 +139,63 @@ def test_an_incident_decided_before_plans_gets_its_plan_from_the_library(tmp_pat
         plan = Plans(planner).of(incident)
         assert plan == planner.resolve(subject(incident), "sol-cache-scale-out")
         assert "cache_hit_ratio" in plan.verification.series  # the finding's series
-        stored = store.transition(
-            incident_id, State.awaiting_approval, "asked", remediation=plan
-        )
+        stored = store.transition(incident_id, State.awaiting_approval, "asked", remediation=plan)
         assert Plans(planner).of(stored) == plan  # the stored one: no library read
     finally:
         store.close()
+
+
+def test_parameters_get_values_from_label_inventory_site_default_then_their_own() -> None:
+    """docs/SITES.md, parameter sources: first found wins; each value typed and validated;
+    one with no source at all stops the plan with the reason."""
+    spec = SolutionSpec.model_validate(
+        {
+            "id": "sol-p",
+            "title": "p",
+            "faults": ["cache_saturation"],
+            "risk": "low",
+            "playbook": "cache_scale_out.yml",
+            "parameters": {
+                "node": {"type": "str", "from_label": "instance", "from_inventory": "node"},
+                "port": {"type": "int", "from_inventory": "redis_port", "max": 65535},
+                "mode": {"type": "str", "choices": ["soft", "hard"]},
+                "retries": {"type": "int", "default": 3},
+            },
+        }
+    ).model_copy(update={"pack": "power-marketing"})
+    inventory = Inventory(
+        Path("inventory"),
+        {"box-1": {"node": "from-inventory", "redis_port": 6380}},
+        {"all": ("box-1",)},
+    )
+    site = dataclasses.replace(
+        SITE,
+        library={"sol-p": spec},
+        defaults={"mode": "soft", "node": "from-default"},
+        inventory=inventory,
+        target_hosts={"cache-1": ("box-1",)},
+    )
+    planner = Planner(site, verify_hold_s=5.0, verify_timeout_s=600.0)
+    plan = planner.resolve(Subject("i", "cache-1", labels={"instance": "10.0.0.7:6379"}), "sol-p")
+    assert plan.extra_vars == {
+        "target": "cache-1",
+        "node": "10.0.0.7:6379",  # the label wins
+        "port": 6380,  # the host's inventory variable
+        "mode": "soft",  # the site's default
+        "retries": 3,  # its own default
+    }
+    assert plan.hosts == ("box-1",)
+    without_label = planner.resolve(Subject("i", "cache-1"), "sol-p")
+    assert without_label.extra_vars["node"] == "from-inventory"
+    # a value that breaks the parameter's type or choices is refused, never passed
+    bad = dataclasses.replace(site, defaults={"mode": "reboot"})
+    with pytest.raises(KnowledgeError, match="mode: 'reboot' is not one of"):
+        Planner(bad, 5.0, 600.0).resolve(Subject("i", "cache-1"), "sol-p")
+    # no source at all: the plan stops, naming the parameter
+    bare = dataclasses.replace(site, defaults={})
+    with pytest.raises(KnowledgeError, match=r"parameter\(s\) mode have no value"):
+        Planner(bare, 5.0, 600.0).resolve(Subject("i", "cache-1"), "sol-p")
+    # an unmapped target of a site without default hosts: nothing to run on, said so
+    nowhere = dataclasses.replace(site, default_hosts=())
+    with pytest.raises(KnowledgeError, match="target other has no inventory host"):
+        Planner(nowhere, 5.0, 600.0).resolve(Subject("i", "other"), "sol-p")
