@@ -26,9 +26,9 @@ import yaml
 
 from api.app import create_app
 from api.auth import Auth, Role, TokenStore
+from kernel.config import DEFAULT_SITE, TWIN_PACK
 from kernel.state import State
 from loop.alertmanager import AlertIntake
-from rules import RULES_DIR
 from rules.alerts import load_alert_map
 
 from .conftest import LoopHarness, empty_graph, settings_for
@@ -57,24 +57,28 @@ receivers:
 
 
 def site_rules(root: Path) -> Path:
-    """The shipped rules and catalog plus the alert's series and a rule on it; without
-    the cache's metric rule (the alert alone must open the incident); alerts.yaml."""
-    shutil.copytree(RULES_DIR, root, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
-    catalog = yaml.safe_load((root / "metrics.yaml").read_text())
+    """A copy of the twin site whose own copy of the power-marketing pack (a site-local
+    pack shadows the bundled one, docs/SITES.md) has the alert's series and a rule on it,
+    without the cache's metric rule (the alert alone must open the incident); alerts.yaml
+    beside site.yaml. Returns the site's directory."""
+    shutil.copytree(DEFAULT_SITE, root)
+    pack = root / "packs" / TWIN_PACK.name
+    shutil.copytree(TWIN_PACK, pack)
+    catalog = yaml.safe_load((pack / "metrics.yaml").read_text())
     catalog["metrics"].append(
         {"name": SERIES, "unit": "alerts", "subsystem": "cache", "layer": "system",
          "bad": "high", "warn": 0.5, "crit": 0.5, "duration_s": 0, "sqi_role": "none",
          "description": "Alertmanager: CacheSaturated firing (1) or resolved (0)."}
     )  # fmt: skip
-    (root / "metrics.yaml").write_text(yaml.safe_dump(catalog, sort_keys=False))
-    cache = yaml.safe_load((root / "cache.yaml").read_text())
+    (pack / "metrics.yaml").write_text(yaml.safe_dump(catalog, sort_keys=False))
+    cache = yaml.safe_load((pack / "rules" / "cache.yaml").read_text())
     cache["rules"] = [r for r in cache["rules"] if r["fault"] != "cache_saturation"]
     cache["rules"].append(
         {"id": "alert-cache-saturated", "fault": "cache_saturation", "component": "cache",
          "confidence": 0.9, "summary": "Alertmanager: the cache cluster is saturated",
          "all": [{"series": SERIES}]}
     )  # fmt: skip
-    (root / "cache.yaml").write_text(yaml.safe_dump(cache, sort_keys=False))
+    (pack / "rules" / "cache.yaml").write_text(yaml.safe_dump(cache, sort_keys=False))
     (root / "alerts.yaml").write_text(
         yaml.safe_dump({"alerts": [{"alertname": "CacheSaturated", "series": SERIES}]})
     )
@@ -107,15 +111,15 @@ def alerting(neo4j_settings, tmp_path: Path) -> Iterator[tuple[LoopHarness, str,
     if not Path(ALERTMANAGER).exists():
         pytest.fail(f"{ALERTMANAGER} is missing: apt-get install -y prometheus-alertmanager")
     empty_graph(neo4j_settings)
-    rules_dir = site_rules(tmp_path / "rules")
+    site = site_rules(tmp_path / "site")
     settings = settings_for(
-        neo4j_settings, tmp_path / "var", rules_dir=rules_dir,
-        alerts_file=rules_dir / "alerts.yaml", verify_hold_s=3.0, verify_timeout_s=60.0,
+        neo4j_settings, tmp_path / "var", site=site,
+        alerts_file=site / "alerts.yaml", verify_hold_s=3.0, verify_timeout_s=60.0,
     )  # fmt: skip
     with LoopHarness(settings, [TARGET]) as loop:
         engine = loop.engine
         assert engine is not None
-        alert_map = load_alert_map(rules_dir / "alerts.yaml", engine.catalog)
+        alert_map = load_alert_map(site / "alerts.yaml", engine.catalog)
         intake = AlertIntake(alert_map, engine.submit)
         app = create_app(engine.store, auth=Auth.on(engine.store.engine), alerts=intake)
         token = TokenStore(engine.store.engine).create("am", Role.operator, by="test").token
