@@ -207,7 +207,7 @@ def check_site(root: Path, packs_dir: Path = PACKS_DIR) -> CheckReport:
 
 
 def _catalog(metric_set: Composed, domain: Domain, problems: list[Problem]) -> Catalog:
-    specs = []
+    specs: list[tuple[MetricSpec, Entry]] = []
     for entry in metric_set.of("metric"):
         try:
             spec = MetricSpec.model_validate(entry.value)
@@ -231,8 +231,21 @@ def _catalog(metric_set: Composed, domain: Domain, problems: list[Problem]) -> C
                     "not a component of the domain",
                 )
             )
-        specs.append(spec)
-    return Catalog(specs)
+        specs.append((spec, entry))
+    by_name = {spec.name: spec for spec, _ in specs}
+    for spec, entry in specs:  # a derived series computes from plain catalog series
+        for operand in spec.derivation.operands if spec.derivation is not None else ():
+            other = by_name.get(operand)
+            if other is None or other.derivation is not None:
+                why = "not in the catalog" if other is None else "derived itself"
+                problems.append(
+                    Problem(
+                        entry.origin.file,
+                        entry.origin.line,
+                        f"metric {spec.name}: derive: {operand} {why}",
+                    )
+                )
+    return Catalog([spec for spec, _ in specs])
 
 
 def compose_rules(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rules.loader import NOT_RULES
 from sites.compose import Entry
 from sites.model import Origin, Problem
 from sites.yamlfile import Doc, read_yaml
@@ -59,7 +60,8 @@ class Part:
 
     @property
     def rule_files(self) -> list[Path]:
-        return self.files("rules", (".yaml", ".yml"))
+        """``rules/*.yaml`` but a catalog or alert map kept there (rules/loader.py)."""
+        return [p for p in self.files("rules", (".yaml", ".yml")) if p.name not in NOT_RULES]
 
     @property
     def solution_files(self) -> list[Path]:
