@@ -7,6 +7,7 @@ interrupted by a crash reconciled through its check mode."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Iterator
 
@@ -98,10 +99,13 @@ def test_an_approval_is_bound_to_its_plan_and_void_when_the_plan_changes(make_en
             with pytest.raises(PlanChanged) as stale:
                 engine.operations.approve(incident_id, by="bob", plan_hash="0" * 64)
             assert stale.value.current_hash == first.plan.plan_hash
-            # the playbook vars change after the plan was shown, before the run
-            old_url = engine.planner.base_vars["twin_url"]
+            # the site's parameter defaults change after the plan was shown, before the run
+            site = engine.planner.estate
+            old_url = site.defaults["twin_url"]
             new_url = str(old_url).replace("127.0.0.1", "localhost")
-            engine.planner.base_vars = {**engine.planner.base_vars, "twin_url": new_url}
+            engine.planner.estate = dataclasses.replace(
+                site, defaults={**site.defaults, "twin_url": new_url}
+            )
             approved = engine.operations.approve(
                 incident_id, by="bob", comment="go", plan_hash=first.plan.plan_hash
             )
