@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from api.alertmanager import alertmanager_router
 from api.app import create_app
 from api.auth import Auth, Role, TokenStore
+from kernel.config import TWIN_PACK
 from kernel.errors import RuleFileError
 from loop.alertmanager import MAX_ALERTS, AlertIntake, AmWebhook
 from loop.analyze import Analyzer
@@ -62,7 +63,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A rules dir: the shipped catalog plus the alert's series, the shipped rules plus one
     on it, and alerts.yaml."""
     root = tmp_path_factory.mktemp("site")
-    catalog = yaml.safe_load((RULES_DIR / "metrics.yaml").read_text())
+    catalog = yaml.safe_load((TWIN_PACK / "metrics.yaml").read_text())  # the twin's
     catalog["metrics"].append(ALERT_ENTRY)
     (root / "metrics.yaml").write_text(yaml.safe_dump(catalog, sort_keys=False))
     for rules_file in RULES_DIR.glob("*.yaml"):
