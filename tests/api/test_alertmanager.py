@@ -7,6 +7,7 @@ to the API, authenticated with a token through its own http_config."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -27,7 +28,7 @@ from hypothesis import strategies as st
 from api.alertmanager import alertmanager_router
 from api.app import create_app
 from api.auth import Auth, Role, TokenStore
-from kernel.config import TWIN_PACK
+from kernel.config import DEFAULT_SITE, TWIN_PACK
 from kernel.errors import RuleFileError
 from loop.alertmanager import MAX_ALERTS, AlertIntake, AmWebhook
 from loop.analyze import Analyzer
@@ -428,9 +429,13 @@ def test_doctor_checks_the_alert_map(site: Path, tmp_path: Path) -> None:
     from kernel.config import Settings
     from mendloop.doctor import _content
 
-    good = _content(Settings(rules_dir=site, alerts_file=site / "alerts.yaml", var_dir=tmp_path))
+    twin_site = tmp_path / "site"  # the twin site plus the alert's series (a site entry)
+    shutil.copytree(DEFAULT_SITE, twin_site)
+    (twin_site / "metrics.yaml").write_text(yaml.safe_dump({"metrics": [ALERT_ENTRY]}))
+    alerts = site / "alerts.yaml"
+    good = _content(Settings(site=twin_site, alerts_file=alerts, var_dir=tmp_path))
     assert good.ok and "1 Alertmanager alert mappings" in good.detail
     broken = tmp_path / "alerts.yaml"
     broken.write_text("alerts:\n  - alertname: X\n    series: nope\n")
-    bad = _content(Settings(rules_dir=site, alerts_file=broken, var_dir=tmp_path))
+    bad = _content(Settings(site=twin_site, alerts_file=broken, var_dir=tmp_path))
     assert not bad.ok and f"{broken}:2" in bad.detail and "nope" in bad.detail

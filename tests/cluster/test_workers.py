@@ -24,6 +24,7 @@ import pytest
 from sqlalchemy import text
 
 from api.auth import Role, TokenStore
+from kernel.config import DEFAULT_SITE, TWIN_PACK
 from kernel.state import State
 from loop.ledger import INTERRUPTED, Ledger
 from loop.store import IncidentStore
@@ -36,12 +37,16 @@ from .procs import FailoverSink, Worker, holders, wait_for, worker_ids
 pytestmark = [pytest.mark.e2e, pytest.mark.neo4j, needs_postgres]
 TARGETS = ("pm-site-1", "pm-site-2", "pm-site-3", "pm-site-4")
 TTL_S = 6
-PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
 
 
-def gated(dest: Path, gate: Path) -> Path:
-    shutil.copytree(PLAYBOOKS, dest)
-    book = dest / "cache_scale_out.yml"
+def gated(dest: Path, gate: Path, twin_url: str) -> Path:
+    """A copy of the twin site with its own copy of the power-marketing pack (a site-local
+    pack shadows the bundled one) whose fix waits for ``gate``; the twin at ``twin_url``."""
+    shutil.copytree(DEFAULT_SITE, dest)
+    site_yaml = dest / "site.yaml"
+    site_yaml.write_text(site_yaml.read_text().replace("http://127.0.0.1:9108", twin_url))
+    shutil.copytree(TWIN_PACK, dest / "packs" / TWIN_PACK.name)
+    book = dest / "packs" / TWIN_PACK.name / "playbooks" / "cache_scale_out.yml"
     book.write_text(
         book.read_text() + "  post_tasks:\n"
         "    - name: Wait for the test's gate (not in check mode)\n"
@@ -67,7 +72,6 @@ class Estate:
             **os.environ,
             "MENDLOOP_DATABASE_URL": pg_url,
             "MENDLOOP_WORKER_LEASE_TTL_S": str(TTL_S),
-            "MENDLOOP_PLAYBOOKS_DIR": str(gated(tmp / "playbooks", self.gate)),
             "MENDLOOP_VERIFY_HOLD_S": "3",
             "MENDLOOP_VERIFY_TIMEOUT_S": "90",
             "NEO4J_URI": neo4j_settings.neo4j_uri,
@@ -78,6 +82,8 @@ class Estate:
         self.sink: FailoverSink | None = None
 
     def worker(self, name: str) -> Worker:
+        if "MENDLOOP_SITE" not in self.env:  # the twin's port is known once it runs
+            self.env["MENDLOOP_SITE"] = str(gated(self.tmp / "site", self.gate, self.twin.url))
         worker = Worker(name, {**self.env, "MENDLOOP_TWIN_PORT": str(self.twin.port)}, self.tmp)
         self.workers.append(worker.start())
         wait_for(lambda: httpx.get(f"{worker.api}/healthz").status_code == 200, "API up", [worker])
