@@ -126,9 +126,31 @@ class ClusterWorker:
         self._loop = asyncio.get_running_loop()
         if self._listener is None:
             self.start_listening()
+        watchdog = asyncio.create_task(self._watch(), name="mendloop-lease-watchdog")
+        try:
+            while True:
+                await self.tick_once()
+                await asyncio.sleep(self.ttl_s / 3)
+        finally:
+            watchdog.cancel()
+
+    async def _watch(self) -> None:
+        """While renewals fail or hang (SQL out, a long pause), stop acting on targets as
+        soon as the leases may have expired, before another worker may take them."""
         while True:
-            await self.tick_once()
-            await asyncio.sleep(self.ttl_s / 3)
+            self.expire_if_due()
+            await asyncio.sleep(min(0.5, self.ttl_s / 10))
+
+    def expire_if_due(self) -> frozenset[str]:
+        """The leases held past their local validity: dropped (walks cancelled, their
+        playbooks stopped); a later renewal that still finds them ours adopts them again."""
+        if not self.leases.held or self.clock() < self._valid_until:
+            return frozenset()
+        expired = frozenset(self.leases.held)
+        log.warning("%d lease(s) not renewed within the TTL: dropped", len(expired))
+        self.leases.held = {}
+        self.walks.drop(expired)
+        return expired
 
     async def tick_once(self) -> Tick:
         started = self.clock()

@@ -155,3 +155,47 @@ def test_a_clean_leave_frees_the_leases_at_once(store) -> None:
     (b,) = workers(store, "b", ttl=60)
     a.leave()
     assert set(b.tick().held) == {"t0", "t1"}  # no need to wait for the 60 s TTL
+
+
+class Walks:
+    def __init__(self) -> None:
+        self.dropped: list[frozenset[str]] = []
+        self.spawned: list[str] = []
+
+    def walking(self) -> set[str]:
+        return set()
+
+    def spawn(self, incident_id: str) -> None:
+        self.spawned.append(incident_id)
+
+    def drop(self, targets: frozenset[str]) -> None:
+        self.dropped.append(targets)
+
+
+def test_leases_not_renewed_in_time_are_dropped_before_anyone_may_take_them(store) -> None:
+    import asyncio
+
+    from loop.cluster.worker import ClusterWorker
+
+    know(store, ["t0", "t1"])
+    now = [1000.0]
+    walks = Walks()
+    worker = ClusterWorker(
+        Leases(store.engine, "a", 30),
+        store,
+        walks,
+        api_url="http://a",
+        host="h",
+        pid=1,
+        clock=lambda: now[0],
+    )
+    worker.register()
+    asyncio.run(worker.tick_once())
+    assert worker.owns("t0") and worker.expire_if_due() == frozenset()
+    now[0] += 29.0  # renewals failing: still inside the TTL
+    assert worker.owns("t0") and walks.dropped == []
+    now[0] += 2.0  # past it: another worker may take over now
+    assert worker.expire_if_due() == frozenset({"t0", "t1"})
+    assert walks.dropped == [frozenset({"t0", "t1"})] and not worker.owns("t0")
+    asyncio.run(worker.tick_once())  # SQL back in time: still ours in the database
+    assert worker.owns("t0") and worker.held() == {"t0": 1, "t1": 1}
