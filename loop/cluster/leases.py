@@ -83,11 +83,13 @@ TAKE_ONE = text(
     "WHERE target = :target AND (worker_id IS NULL OR expires_at <= now()) RETURNING epoch"
 )
 RELEASE = text(
+    "WITH idle AS (SELECT l.target FROM target_lease l WHERE l.worker_id = :me "
+    "  AND l.expires_at > now() AND NOT EXISTS (SELECT 1 FROM incident i "
+    "    WHERE i.target = l.target AND i.state NOT IN :terminal) "
+    "  ORDER BY l.target LIMIT :n FOR UPDATE SKIP LOCKED) "
     "UPDATE target_lease l SET worker_id = NULL, expires_at = now() "
-    "WHERE l.worker_id = :me AND l.target IN :targets AND NOT EXISTS ("
-    "  SELECT 1 FROM incident i WHERE i.target = l.target AND i.state NOT IN :terminal) "
-    "RETURNING l.target"
-).bindparams(bindparam("targets", expanding=True), bindparam("terminal", expanding=True))
+    "FROM idle WHERE l.target = idle.target RETURNING l.target"
+).bindparams(bindparam("terminal", expanding=True))
 CLAIM = text(
     "INSERT INTO target_lease (target, worker_id, expires_at, epoch) "
     "VALUES (:target, :me, now() + make_interval(secs => :ttl), 1) "
@@ -164,10 +166,9 @@ class Leases:
             held.update({r.target: r.epoch for r in rows})
             self.counts.taken += len(rows)
         elif len(held) > want:
-            candidates = sorted(held)[: len(held) - want]
-            with self.engine.begin() as conn:
+            with self.engine.begin() as conn:  # those with no incident in flight
                 rows = conn.execute(
-                    RELEASE, self._args(targets=candidates, terminal=_TERMINAL)
+                    RELEASE, self._args(n=len(held) - want, terminal=_TERMINAL)
                 ).all()
             released = {r.target for r in rows}
             for target in released:

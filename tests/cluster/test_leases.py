@@ -199,3 +199,14 @@ def test_leases_not_renewed_in_time_are_dropped_before_anyone_may_take_them(stor
     assert walks.dropped == [frozenset({"t0", "t1"})] and not worker.owns("t0")
     asyncio.run(worker.tick_once())  # SQL back in time: still ours in the database
     assert worker.owns("t0") and worker.held() == {"t0": 1, "t1": 1}
+
+
+def test_rebalance_releases_idle_targets_and_keeps_the_busy_one(store) -> None:
+    know(store, ["t0", "t1", "t2", "t3"])
+    (a,) = workers(store, "a")
+    a.tick()
+    store.open_incident("t0", [finding("t0")])  # the first in order: in flight
+    workers(store, "b")
+    tick = a.tick()
+    assert tick.quota == 2 and len(tick.released) == 2 and "t0" not in tick.released
+    assert "t0" in tick.held and len(tick.held) == 2
