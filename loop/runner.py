@@ -273,7 +273,16 @@ class PlaybookRunner:
             "ANSIBLE_LOCALHOST_WARNING": "false",
             "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
             "ANSIBLE_RETRY_FILES_ENABLED": "false",
+            # a pack's playbooks find the modules of the packs it builds on (the postgresql
+            # pack restarts through linux-host's mendloop_process): every pack's library/
+            "ANSIBLE_LIBRARY": os.pathsep.join(self.module_dirs()),
         }
+
+    def module_dirs(self) -> list[str]:
+        """The ``library/`` folders of this runner's packs (a playbook's own comes first
+        anyway: Ansible looks beside the playbook before ANSIBLE_LIBRARY)."""
+        dirs = [self.playbooks_dir] if self.playbooks_dir else list(self.playbook_dirs.values())
+        return [str(d / "library") for d in dirs if (d / "library").is_dir()]
 
     def run(
         self,

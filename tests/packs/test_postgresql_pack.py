@@ -1,0 +1,320 @@
+"""The postgresql pack against a real PostgreSQL 15 of the test's own, through ansible-runner.
+
+One server (the Debian package's binaries: initdb in a temp dir, started as the `postgres`
+OS user with pg_ctl on a free loopback port, never the cluster on 5432) serves the module.
+Its playbooks run through the real runner with the pack's and linux-host's playbook dirs,
+the server described as a site inventory would: the server is stopped (immediate, a crash)
+and started again after its identity is checked; idle sessions of an allow-listed user
+are ended while another user's stay; a long transaction that blocks another session is
+ended (its waiter then proceeds) while a blocker of a user not allowed is left alone.
+Check mode changes nothing each time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kernel.models import RunStatus
+from loop.runner import PlaybookRunner, RunDetail
+from loop.solutions import SolutionSpec, check_file
+
+PACKS = Path(__file__).resolve().parents[2] / "packs"
+PACK = PACKS / "postgresql"
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+RUNUSER = "/usr/sbin/runuser"
+
+pytestmark = pytest.mark.skipif(
+    not (PG_BIN / "pg_ctl").exists() or os.geteuid() != 0 or shutil.which("runuser") is None,
+    reason="needs PostgreSQL 15 binaries, root (to run the server as `postgres`) and runuser",
+)
+
+psycopg = pytest.importorskip("psycopg")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PostgreSQL:
+    """A throw-away server: data dir, socket dir and pid file in one temp dir of `postgres`."""
+
+    def __init__(self, root: Path, max_connections: int = 20) -> None:
+        self.root = root
+        self.port = free_port()
+        self.data = root / "data"
+        self.pidfile = root / "postgresql.pid"  # external_pid_file: the pid alone
+        self.log = root / "server.log"
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {root} "
+            f"-c max_connections={max_connections} -c external_pid_file={self.pidfile}"
+        )
+        self.start_argv = [
+            RUNUSER, "-u", "postgres", "--",
+            str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
+            "-o", options, "-w", "-t", "60", "start",
+        ]  # fmt: skip
+
+    def process_spec(self) -> dict[str, Any]:
+        """linux-host's mendloop_processes entry: the postmaster of this data dir only."""
+        return {
+            "pidfile": str(self.pidfile),
+            "executable": str(PG_BIN / "postgres"),
+            "cmdline": "^" + re.escape(f"{PG_BIN}/postgres -D {self.data}") + "( |$)",
+            "start": self.start_argv,
+            "chdir": str(self.root),
+            "log": str(self.root / "start.log"),
+            "daemonizes": True,
+        }
+
+    def as_postgres(self, *argv: str) -> None:
+        subprocess.run([RUNUSER, "-u", "postgres", "--", *argv], check=True,
+                       capture_output=True, timeout=120, cwd=self.root)  # fmt: skip
+
+    def init(self) -> None:
+        self.root.mkdir(parents=True)
+        shutil.chown(self.root, "postgres", "postgres")
+        self.as_postgres(str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust",
+                         "-U", "postgres", "--no-sync")  # fmt: skip
+
+    def start(self) -> None:
+        subprocess.run(self.start_argv, check=True, capture_output=True, timeout=120, cwd=self.root)
+
+    def crash(self) -> None:
+        self.as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+
+    def stop(self) -> None:
+        subprocess.run([RUNUSER, "-u", "postgres", "--", str(PG_BIN / "pg_ctl"), "-D",
+                        str(self.data), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=120, check=False, cwd=self.root)  # fmt: skip
+
+    def pid(self) -> int:
+        return int(self.pidfile.read_text().split()[0])
+
+    def connect(self, user: str = "postgres", application: str = "") -> Any:
+        return psycopg.connect(
+            host="127.0.0.1", port=self.port, user=user, dbname="postgres",
+            application_name=application, autocommit=True, connect_timeout=10,
+        )  # fmt: skip
+
+    def sql(self, query: str) -> list[tuple[Any, ...]]:
+        with self.connect() as conn:
+            cur = conn.execute(query)
+            return cur.fetchall() if cur.description else []
+
+    def inventory(self, **extra: Any) -> dict[str, Any]:
+        """The host vars a site's inventory gives this server."""
+        return {
+            "mendloop_processes": {"postgresql": self.process_spec()},
+            "mendloop_postgres": {
+                "main": {
+                    "host": "127.0.0.1",
+                    "port": self.port,
+                    "user": "postgres",
+                    "dbname": "postgres",
+                    "process": "postgresql",
+                    "terminate_idle": [{"user": "app", "application": "batch-loader"}],
+                    "terminate_blocking": [{"user": "app"}],
+                    **extra,
+                }
+            },
+        }
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgreSQL]:
+    # not under pytest's tmp dir: that is root's alone, and the server runs as `postgres`
+    root = Path(tempfile.mkdtemp(prefix="mendloop-pg-"))
+    root.chmod(0o755)
+    server = PostgreSQL(root / "pg")
+    server.init()
+    server.start()
+    try:
+        server.sql("CREATE ROLE app LOGIN; CREATE ROLE other LOGIN;"
+                   "CREATE TABLE accounts (id int PRIMARY KEY, balance int);"
+                   "INSERT INTO accounts VALUES (1, 100), (2, 200);"
+                   "GRANT ALL ON accounts TO app, other;")  # fmt: skip
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def library() -> dict[str, SolutionSpec]:
+    specs, errors = check_file(PACK / "solutions" / "postgresql.yaml", PACK / "playbooks")
+    assert errors == []
+    return specs
+
+
+class SiteRunner(PlaybookRunner):
+    """The real runner over the site's packs, its localhost carrying the server's vars."""
+
+    def __init__(self, work: Path, host_vars: dict[str, Any]) -> None:
+        dirs = {name: PACKS / name / "playbooks" for name in ("linux-host", "postgresql")}
+        super().__init__(dirs, work, timeout_s=180)
+        self.host_vars = host_vars
+
+    def _inventory(self) -> dict[str, Any]:
+        local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+        return {"all": {"hosts": {"localhost": {**local, **self.host_vars}}}}
+
+
+def run(runner: SiteRunner, sid: str, check: bool, **params: object) -> RunDetail:
+    spec = library()[sid]
+    variables = spec.render_vars({}, {"postgres": "main", **params})
+    return runner.run_detailed(spec.playbook, variables, check, pack="postgresql")
+
+
+def messages(detail: RunDetail) -> str:
+    return " ".join(str(e.get("msg", "")) for e in detail.events)
+
+
+def backends(server: PostgreSQL, user: str) -> int:
+    rows = server.sql(f"SELECT count(*) FROM pg_stat_activity WHERE usename = '{user}'")
+    return int(rows[0][0])
+
+
+def test_the_pack_library_validates() -> None:
+    specs = library()
+    assert set(specs) == {
+        "sol-postgresql-restart",
+        "sol-postgresql-terminate-idle",
+        "sol-postgresql-terminate-blocker",
+    }
+    assert specs["sol-postgresql-terminate-blocker"].risk == "high"
+    assert all(s.check_mode and s.no_rollback for s in specs.values())
+    with pytest.raises(ValueError, match="does not match"):  # a name, never SQL or a path
+        specs["sol-postgresql-terminate-idle"].render_vars({}, {"postgres": "main'; DROP"})
+
+
+def test_a_crashed_server_is_started_again_after_its_identity_check(
+    tmp_path: Path, postgres: PostgreSQL
+) -> None:
+    runner = SiteRunner(tmp_path / "runs", postgres.inventory())
+    old = postgres.pid()
+
+    dry = run(runner, "sol-postgresql-restart", check=True)
+    assert dry.run.status == RunStatus.successful, (dry.run.failed_tasks, dry.events)
+    assert f"would stop pid {old} and start" in messages(dry) and postgres.pid() == old
+
+    postgres.crash()
+    with pytest.raises(psycopg.OperationalError):
+        postgres.sql("SELECT 1")
+    real = run(runner, "sol-postgresql-restart", check=False)
+    assert real.run.status == RunStatus.successful, (real.run.failed_tasks, real.events)
+    assert postgres.pid() != old and postgres.sql("SELECT 1") == [(1,)]
+    assert f"started {RUNUSER}" in messages(real)
+
+
+def test_idle_sessions_of_the_allowed_application_end_others_stay(
+    tmp_path: Path, postgres: PostgreSQL
+) -> None:
+    runner = SiteRunner(tmp_path / "runs", postgres.inventory())
+    loader = [postgres.connect("app", "batch-loader") for _ in range(6)]
+    web = [postgres.connect("app", "web") for _ in range(2)]  # same user, not allowed app
+    others = [postgres.connect("other", "batch-loader") for _ in range(2)]
+    try:
+        dry = run(runner, "sol-postgresql-terminate-idle", check=True, idle_for_s=0)
+        assert dry.run.status == RunStatus.successful, (dry.run.failed_tasks, dry.events)
+        assert "would end 6 idle session(s)" in messages(dry)
+        assert backends(postgres, "app") == 8
+
+        real = run(runner, "sol-postgresql-terminate-idle", check=False, idle_for_s=0)
+        assert real.run.status == RunStatus.successful, (real.run.failed_tasks, real.events)
+        assert "ended 6 idle session(s)" in messages(real)
+        assert backends(postgres, "app") == 2 and backends(postgres, "other") == 2
+        for conn in web + others:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        with pytest.raises(psycopg.OperationalError):
+            loader[0].execute("SELECT 1")
+
+        young = run(runner, "sol-postgresql-terminate-idle", check=False, idle_for_s=3600)
+        assert "ended 0 idle session(s)" in messages(young)  # idle, but not for an hour
+    finally:
+        for conn in loader + web + others:
+            conn.close()
+
+
+def blocked_update(server: PostgreSQL, user: str, done: list[str]) -> threading.Thread:
+    """A session of ``user`` that updates row 1 and waits for whoever holds it."""
+
+    def update() -> None:
+        with server.connect(user, "waiter") as conn:
+            conn.execute("UPDATE accounts SET balance = balance + 1 WHERE id = 1")
+            done.append("updated")
+
+    thread = threading.Thread(target=update, daemon=True)
+    thread.start()
+    return thread
+
+
+def wait_for_lock_wait(server: PostgreSQL) -> None:
+    for _ in range(200):
+        if server.sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")[0][0]:
+            return
+        threading.Event().wait(0.05)
+    raise AssertionError("the waiter never waited for the lock")
+
+
+def test_a_blocking_transaction_of_an_allowed_user_is_ended(
+    tmp_path: Path, postgres: PostgreSQL
+) -> None:
+    runner = SiteRunner(tmp_path / "runs", postgres.inventory())
+    for user, allowed in (("other", False), ("app", True)):
+        blocker = postgres.connect(user, "migration")
+        blocker.execute("BEGIN")
+        blocker.execute("UPDATE accounts SET balance = 0 WHERE id = 1")
+        done: list[str] = []
+        waiter = blocked_update(postgres, "postgres", done)
+        wait_for_lock_wait(postgres)
+
+        dry = run(runner, "sol-postgresql-terminate-blocker", check=True, min_age_s=0)
+        real = run(runner, "sol-postgresql-terminate-blocker", check=False, min_age_s=0)
+        if not allowed:
+            assert dry.run.status == real.run.status == RunStatus.failed
+            assert "no allow-listed blocking session" in messages(real)
+            assert done == [] and waiter.is_alive()
+            blocker.execute("ROLLBACK")  # the test ends it itself
+        else:
+            assert dry.run.status == RunStatus.successful, (dry.run.failed_tasks, dry.events)
+            assert "would end 1 blocking session(s)" in messages(dry)
+            assert real.run.status == RunStatus.successful, (real.run.failed_tasks, real.events)
+            assert "ended 1 blocking session(s)" in messages(real)
+            with pytest.raises(psycopg.OperationalError):
+                blocker.execute("SELECT 1")
+        waiter.join(timeout=60)
+        assert done == ["updated"]
+        blocker.close()
+    assert postgres.sql("SELECT balance FROM accounts WHERE id = 1") == [(102,)]
+
+
+def test_the_pack_playbooks_are_ansible_lint_clean() -> None:
+    lint = shutil.which("ansible-lint", path=str(Path(sys.executable).parent))
+    if lint is None:
+        pytest.skip("ansible-lint is not installed (pip install -e .[dev])")
+    # as the runner runs them: linux-host's modules on ANSIBLE_LIBRARY (loop/runner.py)
+    modules = os.pathsep.join(
+        str(PACKS / p / "playbooks" / "library") for p in ("linux-host", "postgresql")
+    )
+    result = subprocess.run(
+        [lint, "--offline", "-q", "--nocolor", "."],
+        cwd=PACK / "playbooks",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "ANSIBLE_LIBRARY": modules},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
