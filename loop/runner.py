@@ -44,8 +44,9 @@ from typing import Any
 import ansible_runner
 
 from kernel.models import PlaybookRun, RunStatus, utcnow
-from loop.extravars import VAR_NAME, unsafe_yaml
+from loop.extravars import unsafe_yaml
 from loop.rundirs import clean_stale_runs, make_private, write_private
+from loop.runscope import captured_of, host_limit
 from loop.solutions import library_playbook
 
 log = logging.getLogger("mendloop.execute")
@@ -70,29 +71,6 @@ class RunDetail:
     diff: list[str] = field(default_factory=list)
     artifacts: str | None = None
     captured: dict[str, Any] = field(default_factory=dict)  # the playbook's set_stats
-
-
-MAX_CAPTURED_CHARS = 16_384  # set_stats values kept for a rollback, at most (JSON)
-
-
-def captured_of(data: Any) -> dict[str, Any]:
-    """What a playbook published with ``set_stats`` (ansible-runner's ``artifact_data`` of
-    its stats event), kept when every name is a variable name and the whole is small
-    plain data; {} otherwise (a rollback then gets no captured values, never bad ones)."""
-    if not isinstance(data, dict) or not data:
-        return {}
-    if not all(isinstance(k, str) and VAR_NAME.fullmatch(k) for k in data):
-        log.warning("set_stats names that are not variable names: not kept")
-        return {}
-    try:
-        text = json.dumps(data, allow_nan=False)
-    except (TypeError, ValueError):
-        return {}
-    if len(text) > MAX_CAPTURED_CHARS:
-        log.warning("set_stats data of %d chars: not kept (max %d)", len(text), MAX_CAPTURED_CHARS)
-        return {}
-    kept: dict[str, Any] = json.loads(text)
-    return kept
 
 
 def _brief(event: dict[str, Any]) -> dict[str, Any]:
@@ -194,22 +172,6 @@ def prune_artifacts(root: Path, max_bytes: int) -> list[str]:
         total -= sizes[path]
         removed.append(path.name)
     return removed
-
-
-_HOST = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-
-
-def host_limit(hosts: tuple[str, ...], required: bool) -> str | None:
-    """The ``--limit`` of a run: plain inventory host names only (no pattern syntax such
-    as ``,`` ``!`` ``&`` ``~`` ``*`` ``:``), or ValueError. None: no limit."""
-    if not hosts:
-        if required:
-            raise ValueError("no inventory host for the target: nothing to run on")
-        return None
-    for host in hosts:
-        if not isinstance(host, str) or not _HOST.match(host):
-            raise ValueError(f"host {host!r} is not a plain inventory host name")
-    return ",".join(hosts)
 
 
 class PlaybookRunner:

@@ -14,7 +14,8 @@ from kernel.models import RunStatus
 from kernel.plan import RemediationPlan, VerificationPlan
 from loop.execute import execute, rollback, rollback_vars, run_key
 from loop.ledger import Ledger
-from loop.runner import PlaybookRunner, captured_of, host_limit
+from loop.runner import PlaybookRunner
+from loop.runscope import captured_of, host_limit
 from loop.store import IncidentStore
 
 FIX = """\
