@@ -118,8 +118,13 @@ def start(module: AnsibleModule, args: dict, executable: str, pattern: re.Patter
         with open(tmp, "w") as handle:
             handle.write(f"{child.pid}\n")
         os.replace(tmp, args["pidfile"])
-    elif child.wait(timeout=args["start_timeout"]) != 0:
-        module.fail_json(msg=f"{args['start'][0]} exited with {child.returncode} while forking")
+    else:
+        try:
+            forked = child.wait(timeout=args["start_timeout"])
+        except subprocess.TimeoutExpired:
+            module.fail_json(msg=f"{args['start'][0]} did not fork (daemonizes: true?)")
+        if forked != 0:
+            module.fail_json(msg=f"{args['start'][0]} exited with {forked} while forking")
     deadline = time.monotonic() + args["start_timeout"]
     while time.monotonic() < deadline:
         pid = read_pid(args["pidfile"]) if args["daemonizes"] else child.pid
