@@ -1,0 +1,1 @@
+../../../linux-host/playbooks/library/mendloop_process.py
