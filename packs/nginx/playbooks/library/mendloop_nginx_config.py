@@ -67,7 +67,10 @@ def validate(binary: str, conf: str) -> str:
     try:
         out = subprocess.run(
             [binary, "-t", "-q", "-e", "stderr", "-c", conf],
-            capture_output=True, text=True, timeout=30, check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"nginx -t did not run: {exc}"
@@ -189,8 +192,11 @@ def switch(module: AnsibleModule, args: dict, source: str, binary: str, result: 
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "action": {"type": "str", "required": True,
-                       "choices": ["validate", "snapshot", "rollback", "restore"]},
+            "action": {
+                "type": "str",
+                "required": True,
+                "choices": ["validate", "snapshot", "rollback", "restore"],
+            },
             "binary": {"type": "path", "default": "/usr/sbin/nginx"},
             "conf": {"type": "path", "required": True},
             "conf_dir": {"type": "path", "default": ""},
