@@ -33,6 +33,7 @@ from loop.runner import PlaybookRunner, RunDetail
 from loop.solutions import SolutionSpec, check_file
 from rules.alerts import load_alert_map
 from rules.catalog import load_catalog
+from sites import check_site
 
 PACK = Path(__file__).resolve().parents[2] / "packs" / "nginx"
 PLAYBOOKS = PACK / "playbooks"
@@ -241,6 +242,22 @@ def test_the_pack_library_catalog_and_alerts_validate() -> None:
     catalog = load_catalog(PACK / "metrics.yaml")
     mapping = load_alert_map(PACK / "alerts.yaml", catalog)
     assert [m.series for m in mapping.mappings] == ["alert_nginx_down"]
+
+
+def test_a_site_including_the_pack_checks_clean(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    (site / "inventory").mkdir(parents=True)
+    (site / "site.yaml").write_text("name: web\ninclude: [nginx]\n")
+    (site / "domain.yaml").write_text(
+        "targets:\n  web-1: {region: [], components: [nginx], device_type: nginx,"
+        " hosts: [web-host]}\n"
+    )
+    (site / "inventory" / "hosts.yaml").write_text("all:\n  hosts:\n    web-host: {}\n")
+    report = check_site(site)
+    assert report.problems == [] and report.site is not None
+    assert {"sol-nginx-restart", "sol-nginx-config-rollback", "sol-nginx-upstream-start"} <= set(
+        report.site.library
+    )
 
 
 def test_restart_validates_the_config_then_brings_a_killed_nginx_back(
