@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,6 @@ from hypothesis import strategies as st
 
 from kernel.models import RunStatus
 from loop.execute import PlaybookRunner, execute
-from loop.extravars import unsafe_yaml
 from loop.ledger import Ledger
 from loop.rundirs import RUN_LOCK, clean_stale_runs
 from loop.solutions import check_file, library_playbook
@@ -184,34 +184,71 @@ def test_the_twin_playbook_acts_on_the_literal_target(tmp_path: Path) -> None:
 IN_PROCESS_MARK = Path(tempfile.gettempdir()) / f"pwned-{uuid.uuid4().hex}"
 
 
-def _loads_as_ansible(text: str) -> tuple[object, str]:
-    """What ansible-playbook makes of ``-e @file`` (ansible.utils.vars.load_extra_vars:
-    the file loaded trusted, so only the ``!unsafe`` tag protects a value) and what
-    ``{{ v }}`` in a playbook renders from it."""
-    from ansible.parsing.dataloader import DataLoader
-    from ansible.template import Templar
-
-    try:
-        from ansible.template import trust_as_template
-    except ImportError:  # ansible-core < 2.19 templates every string of a playbook
-        trust_as_template = str
+ANSIBLE_CHILD = """
+import json, sys, tempfile
+from pathlib import Path
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar
+try:
+    from ansible.template import trust_as_template
+except ImportError:  # ansible-core < 2.19 templates every string of a playbook
+    trust_as_template = str
+from loop.extravars import unsafe_yaml
+for line in sys.stdin:
+    text = json.loads(line)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder, "extravars")
         path.write_text(unsafe_yaml({"v": text}), encoding="utf-8")
         loader = DataLoader()
         data = loader.load_from_file(str(path), cache="none", trusted_as_template=True)
     rendered = Templar(loader=loader, variables=data).template(trust_as_template("{{ v }}"))
-    return data["v"], rendered
+    value = data["v"]
+    print(json.dumps([isinstance(value, str), str(value), str(rendered)]), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def ansible_child() -> Iterator[subprocess.Popen[str]]:
+    """ansible-core's own loader and templar in a child process of this test: importing
+    ansible patches builtins of the process it runs in (``sys.intern``), which breaks
+    torch for every later test of the same session."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", ANSIBLE_CHILD],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    yield child
+    assert child.stdin is not None
+    child.stdin.close()
+    child.wait(timeout=30)
+
+
+def _loads_as_ansible(child: subprocess.Popen[str], text: str) -> tuple[bool, str, str]:
+    """What ansible-playbook makes of ``-e @file`` (ansible.utils.vars.load_extra_vars:
+    the file loaded trusted, so only the ``!unsafe`` tag protects a value) and what
+    ``{{ v }}`` in a playbook renders from it: (whether the value is a string, the value,
+    the render)."""
+    assert child.stdin is not None and child.stdout is not None
+    child.stdin.write(json.dumps(text) + "\n")
+    child.stdin.flush()
+    answer = child.stdout.readline()
+    assert answer, f"the ansible child died (exit {child.poll()})"
+    is_text, value, rendered = json.loads(answer)
+    return is_text, value, rendered
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=st.text(max_size=60) | st.sampled_from(SPECIALS + hostile(IN_PROCESS_MARK)))
 @example(text="123")
 @example(text="true")
-def test_every_string_reaches_ansible_as_the_same_inert_string(text: str) -> None:
-    """ansible-core's own loader and templar, in this process, over any text."""
-    value, rendered = _loads_as_ansible(text)
-    assert isinstance(value, str) and value == text
+def test_every_string_reaches_ansible_as_the_same_inert_string(
+    ansible_child: subprocess.Popen[str], text: str
+) -> None:
+    """ansible-core's own loader and templar (in a child process) over any text."""
+    is_text, value, rendered = _loads_as_ansible(ansible_child, text)
+    assert is_text and value == text
     assert rendered == text
     assert not list(IN_PROCESS_MARK.parent.glob(f"{IN_PROCESS_MARK.name}*"))
 
