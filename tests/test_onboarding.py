@@ -6,7 +6,8 @@ pipefail``; the environment it exports carries on to the next block, as in one t
 whose info string says ``file=PATH`` is written to PATH. Other blocks (``text``, output
 examples) are not run. The only change made to the page's text: its four port numbers are
 replaced by free ones, so the test never collides with a service on this machine. The
-environment is a user's (the venv's ``bin`` first on PATH) plus the tests' Neo4j.
+environment is a user's (the venv's ``bin`` first on PATH, running this checkout) plus the
+tests' Neo4j.
 
 At the end the real Redis the page started and killed must have been restarted by
 mendloop on its own (decided ``auto``), the fix verified, and the checkout untouched
@@ -167,6 +168,7 @@ def terminal(tmp_path: Path, neo4j_settings: Settings) -> Iterator[Terminal]:
         "PATH": os.pathsep.join([venv_bin, "/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin"]),
         "HOME": os.environ.get("HOME", str(tmp_path)),
         "LANG": "C.UTF-8",
+        "PYTHONPATH": str(REPO_ROOT),  # `mendloop` runs this checkout (a worktree, too)
         "NEO4J_URI": neo4j_settings.neo4j_uri,
         "NEO4J_USER": neo4j_settings.neo4j_user,
         "NEO4J_PASSWORD": neo4j_settings.neo4j_password,
@@ -200,9 +202,15 @@ def test_the_onboarding_page_literally(terminal: Terminal) -> None:
     finally:
         kill_redis(ports[16379])
     assert killed is not None, "the page never kills Redis"
-    assert story["report"]["top"]["fault"] == "process_down", story["report"]
+    assert story["report"]["candidates"][0]["fault"] == "process_down", story["report"]
     assert story["decision"]["mode"] == "auto", story["decision"]  # nobody approved it
-    assert story["remediation"]["playbook"] == "restart_process.yml"
+    plan = story["remediation"]
+    assert (plan["solution_id"], plan["pack"], plan["hosts"]) == (
+        "sol-restart-process",
+        "linux-host",
+        ["redis-1"],
+    )
+    assert plan["extra_vars"]["process"] == "redis"  # from the inventory (mendloop_process)
     assert story["execution"]["run"]["status"] == "successful"
     assert story["verification"]["status"] == "passed", story["verification"]
     new = int((terminal.work / "redis" / "redis.pid").read_text())

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from kernel.models import RunStatus
 from loop.runner import PlaybookRunner, RunDetail
@@ -44,21 +45,25 @@ def library() -> dict[str, SolutionSpec]:
 
 
 class HostRunner(PlaybookRunner):
-    """The real runner, its localhost carrying the host vars a site's inventory would."""
+    """The real runner with a site inventory: one host, ``box``, on this machine, carrying
+    the host vars a site's inventory would; every run limited to it."""
 
     def __init__(self, work: Path, host_vars: dict[str, Any]) -> None:
-        super().__init__(PLAYBOOKS, work, timeout_s=120)
-        self.host_vars = host_vars
-
-    def _inventory(self) -> dict[str, Any]:
-        inventory = super()._inventory()
-        inventory["all"]["hosts"]["localhost"].update(self.host_vars)
-        return inventory
+        inventory = work / "inventory"
+        inventory.mkdir(parents=True)
+        host = {
+            "ansible_connection": "local",
+            "ansible_python_interpreter": sys.executable,
+            **host_vars,
+        }
+        (inventory / "hosts.yaml").write_text(yaml.safe_dump({"all": {"hosts": {"box": host}}}))
+        super().__init__(PLAYBOOKS, work / "runs", timeout_s=120, inventory=inventory)
 
 
 def run(runner: HostRunner, sid: str, check: bool, **params: object) -> RunDetail:
     spec = library()[sid]
-    return runner.run_detailed(spec.playbook, spec.render_vars({}, params), check)
+    extra = spec.render_vars({}, params)
+    return runner.run_detailed(spec.playbook, extra, check, hosts=("box",))
 
 
 def alive(pid: int) -> bool:
@@ -182,7 +187,7 @@ def test_the_pack_library_validates() -> None:
 
 def test_restart_checks_identity_then_restarts_a_real_redis(tmp_path: Path, redis: Redis) -> None:
     old = redis.start()
-    runner = HostRunner(tmp_path / "runs", {"mendloop_processes": {"redis": redis.spec()}})
+    runner = HostRunner(tmp_path, {"mendloop_processes": {"redis": redis.spec()}})
 
     dry = run(runner, "sol-restart-process", check=True, process="redis")
     assert dry.run.status == RunStatus.successful, dry.run.events
@@ -205,7 +210,7 @@ def test_a_killed_redis_is_started_again(tmp_path: Path, redis: Redis) -> None:
     os.kill(old, signal.SIGKILL)  # the fault: down, its pid file left behind
     while alive(old):
         time.sleep(0.05)
-    runner = HostRunner(tmp_path / "runs", {"mendloop_processes": {"redis": redis.spec()}})
+    runner = HostRunner(tmp_path, {"mendloop_processes": {"redis": redis.spec()}})
     real = run(runner, "sol-restart-process", check=False, process="redis")
     assert real.run.status == RunStatus.successful, real.run.failed_tasks
     assert redis.pid() != old and alive(redis.pid())
@@ -220,7 +225,7 @@ def test_a_daemonizing_redis_is_restarted_through_its_own_pid_file(
     wait_ping(redis.port)
     old = redis.pid()
     spec = {**redis.spec(), "daemonizes": True}
-    runner = HostRunner(tmp_path / "runs", {"mendloop_processes": {"redis": spec}})
+    runner = HostRunner(tmp_path, {"mendloop_processes": {"redis": spec}})
     real = run(runner, "sol-restart-process", check=False, process="redis")
     assert real.run.status == RunStatus.successful, real.run.failed_tasks
     assert redis.pid() != old and not alive(old) and alive(redis.pid())
@@ -232,7 +237,7 @@ def test_a_pid_reused_by_another_program_is_never_signalled(tmp_path: Path, redi
     threading.Thread(target=other.wait, daemon=True).start()
     try:
         redis.pidfile.write_text(f"{other.pid}\n")
-        runner = HostRunner(tmp_path / "runs", {"mendloop_processes": {"redis": redis.spec()}})
+        runner = HostRunner(tmp_path, {"mendloop_processes": {"redis": redis.spec()}})
         dry = run(runner, "sol-restart-process", check=True, process="redis")
         assert dry.run.status == RunStatus.successful and dry.run.changed == 1
         assert any(
@@ -253,7 +258,7 @@ def test_a_second_instance_is_not_started_when_the_pid_file_lies(
 ) -> None:
     running = redis.start()
     redis.pidfile.write_text("")  # the pid file lost, the process still runs
-    runner = HostRunner(tmp_path / "runs", {"mendloop_processes": {"redis": redis.spec()}})
+    runner = HostRunner(tmp_path, {"mendloop_processes": {"redis": redis.spec()}})
     real = run(runner, "sol-restart-process", check=False, process="redis")
     assert real.run.status == RunStatus.failed
     assert any("refusing to guess" in f for f in real.run.failed_tasks)
@@ -280,7 +285,7 @@ def test_free_disk_space_only_under_the_allowed_directory(tmp_path: Path) -> Non
     aged(outside / "secret.tmp", 3)
     (area / "link.tmp").symlink_to(outside / "secret.tmp")  # a file link out
     (area / "dirlink").symlink_to(outside)  # a directory link out
-    runner = HostRunner(tmp_path / "runs", {"mendloop_clean_paths": [str(area)]})
+    runner = HostRunner(tmp_path, {"mendloop_clean_paths": [str(area)]})
 
     dry = run(runner, "sol-free-disk-space", check=True)
     assert dry.run.status == RunStatus.successful and dry.run.changed == 1
@@ -313,7 +318,7 @@ def test_free_disk_space_refuses_paths_it_may_not_touch(
     aged(outside / "y.tmp", 3)
     (tmp_path / "link").symlink_to(outside)
     roots = [a.format(area=area, link=tmp_path / "link") for a in allowed]
-    runner = HostRunner(tmp_path / "runs", {"mendloop_clean_paths": roots})
+    runner = HostRunner(tmp_path, {"mendloop_clean_paths": roots})
     params = {"mountpoint": mountpoint} if mountpoint else {}
     result = run(runner, "sol-free-disk-space", check=False, **params)
     assert result.run.status == RunStatus.failed
@@ -333,7 +338,7 @@ def test_rotate_logs_keeps_the_writer_and_the_newest_copies(tmp_path: Path) -> N
     (outside / "big.log").write_text("w" * 4096)
     (logs / "linked.log").symlink_to(outside / "big.log")
     writer = (logs / "app.log").open("a")  # a writer that keeps its file open
-    runner = HostRunner(tmp_path / "runs", {"mendloop_log_paths": [str(logs)]})
+    runner = HostRunner(tmp_path, {"mendloop_log_paths": [str(logs)]})
     params = {"min_size_bytes": 2048, "keep": 2}
     try:
         dry = run(runner, "sol-rotate-logs", check=True, **params)
@@ -363,7 +368,7 @@ def test_rotate_logs_refuses_roots_it_may_not_touch(tmp_path: Path, root: str) -
     (logs / "app.log").write_text("x" * 4096)
     (tmp_path / "link").symlink_to(logs)
     allowed = [root.format(link=tmp_path / "link", logs=logs)]
-    runner = HostRunner(tmp_path / "runs", {"mendloop_log_paths": allowed})
+    runner = HostRunner(tmp_path, {"mendloop_log_paths": allowed})
     result = run(runner, "sol-rotate-logs", check=False, min_size_bytes=1)
     assert result.run.status == RunStatus.failed
     assert any("refused" in f for f in result.run.failed_tasks), result.run.failed_tasks
@@ -397,7 +402,7 @@ def test_flush_cache_deletes_only_matching_keys_then_warms(tmp_path: Path, redis
         "pattern": "cache:*",
         "warm_urls": [f"http://127.0.0.1:{server.server_address[1]}/warm"],
     }
-    runner = HostRunner(tmp_path / "runs", {"mendloop_caches": {"sessions": cache}})
+    runner = HostRunner(tmp_path, {"mendloop_caches": {"sessions": cache}})
     try:
         dry = run(runner, "sol-flush-cache", check=True, cache="sessions")
         assert dry.run.status == RunStatus.successful and dry.run.changed == 1
