@@ -5,7 +5,12 @@ pipefail``; the environment it exports carries on to the next block, as in one t
 ```` ```sh background ```` starts a long-running command (another terminal), and a block
 whose info string says ``file=PATH`` is written to PATH. Other blocks (``text``, output
 examples) are not run. The only change made to the page's text: its four port numbers are
-replaced by free ones, so the test never collides with a service on this machine. The
+replaced by free ones, so the test never collides with a service on this machine.
+
+The page is followed twice. ``pull``: as written. ``push``: with its push set-up, as its
+last section says: ``prometheus_url`` left out of site.yaml, and the ```` ```yaml
+remote-write ```` block (its ``mlt_...`` the page's token) appended to Prometheus' config
+before Prometheus starts, which is then after the token exists and before the daemon. The
 environment is a user's (the venv's ``bin`` first on PATH, running this checkout) plus the
 tests' Neo4j.
 
@@ -42,13 +47,14 @@ NEEDED = ("redis-server", "redis-cli", "prometheus", "prometheus-redis-exporter"
 
 @dataclass(frozen=True)
 class Step:
-    kind: str  # run | background | file
+    kind: str  # run | background | file | remote-write (a snippet) | append (push variant)
     body: str
     path: str = ""
 
 
 def steps(text: str) -> list[Step]:
-    """The page's blocks that do something, in order."""
+    """The page's blocks that do something, in order (``remote-write``: the push set-up's
+    snippet, used by the push variant only)."""
     found = []
     for match in BLOCK.finditer(text):
         info, body = match.group(1).split(), match.group(2)
@@ -58,7 +64,29 @@ def steps(text: str) -> list[Step]:
             found.append(Step("file", body, target))
         elif lang == "sh":
             found.append(Step("background" if "background" in info else "run", body))
+        elif "remote-write" in info:
+            found.append(Step("remote-write", body))
     return found
+
+
+def pushing(page: list[Step]) -> list[Step]:
+    """The push variant of the page (see the module docstring); the snippet's token is
+    filled in when it is appended, after the page's token step has run."""
+    (snippet,) = [s for s in page if s.kind == "remote-write"]
+    prom = next(i for i, s in enumerate(page) if s.body.startswith("prometheus "))
+    deferred = page[prom : prom + 2]  # Prometheus and the wait for its first scrape
+    assert deferred[0].kind == "background" and "query=redis_up" in deferred[1].body
+    out: list[Step] = []
+    for step in page[:prom] + page[prom + 2 :]:
+        if step.path.endswith("site.yaml"):
+            body = re.sub(r"\n  prometheus_(url|interval_s): [^\n]*", "", step.body)
+            assert "prometheus_url" not in body
+            step = Step("file", body, step.path)
+        if step.kind == "background" and step.body.startswith("mendloop"):
+            out.append(Step("append", snippet.body, "prometheus/prometheus.yml"))
+            out += deferred
+        out.append(step)
+    return out
 
 
 def free_port() -> int:
@@ -91,6 +119,13 @@ class Terminal:
         self.jobs: list[tuple[subprocess.Popen[bytes], Path]] = []
 
     def run(self, step: Step, index: int) -> None:
+        if step.kind == "remote-write":
+            return  # the push set-up's snippet: the push variant appends it (``append``)
+        if step.kind == "append":
+            token = self.env["MENDLOOP_API_TOKEN"]
+            with (self.work / step.path).open("a") as config:
+                config.write(step.body.replace("mlt_...", token))
+            return
         if step.kind == "file":
             path = self.work / step.path
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -182,11 +217,14 @@ def terminal(tmp_path: Path, neo4j_settings: Settings) -> Iterator[Terminal]:
         term.close()
 
 
-def test_the_onboarding_page_literally(terminal: Terminal) -> None:
+@pytest.mark.parametrize("intake", ["pull", "push"])
+def test_the_onboarding_page_literally(terminal: Terminal, intake: str) -> None:
     before = git_status()
     ports = {old: free_port() for old in PORTS}
     page = steps(with_ports(DOC.read_text(), ports))
     assert [s.kind for s in page].count("background") == 3  # exporter, Prometheus, daemon
+    if intake == "push":
+        page = pushing(page)
     killed = None
     try:
         for index, step in enumerate(page):
@@ -199,6 +237,7 @@ def test_the_onboarding_page_literally(terminal: Terminal) -> None:
             listed = http.get("/v1/incidents", params={"target": "redis-1"}).json()
             (incident,) = [i for i in listed if i["state"] == "resolved"]
             story = http.get(f"/v1/incidents/{incident['id']}").json()
+            pushed = http.get("/v1/intake/remote_write").json()
     finally:
         kill_redis(ports[16379])
     assert killed is not None, "the page never kills Redis"
@@ -215,4 +254,9 @@ def test_the_onboarding_page_literally(terminal: Terminal) -> None:
     assert story["verification"]["status"] == "passed", story["verification"]
     new = int((terminal.work / "redis" / "redis.pid").read_text())
     assert new != killed  # a new Redis, started by the playbook from the inventory's argv
+    if intake == "push":  # nothing pulled: the samples came through remote-write
+        assert "prometheus_url" not in (terminal.work / "mysite" / "site.yaml").read_text()
+        assert pushed["samples"] > 0, pushed
+    else:  # nothing pushed: every sample was pulled from Prometheus
+        assert pushed["samples"] == 0, pushed
     assert git_status() == before  # nothing of mendloop's own files was touched
