@@ -88,6 +88,11 @@ class Finding(Frozen):
     started_at: float
     score: float = Field(ge=0, le=1)
     evidence: tuple[Evidence, ...]
+    labels: tuple[tuple[str, str], ...] = Field(
+        (),
+        description="the label set of the first series that fired, besides its target "
+        "(a solution parameter's from_label reads it; docs/SITES.md)",
+    )
 
 
 class RootCause(Frozen):

@@ -219,12 +219,20 @@ class Engine:
         several workers, only those of targets this worker owns."""
         if self.cluster is not None:
             findings = [f for f in findings if self.owns(f.target)]
+        findings = [self._labelled(f) for f in findings]
         if findings:
             with self._intake_lock:
                 if self._loop is None:
                     self._early.extend(findings)
                 else:
                     self._loop.call_soon_threadsafe(self.consumer.queue.put_nowait, findings)
+
+    def _labelled(self, finding: Finding) -> Finding:
+        """The finding with the labels of its first series (for from_label parameters)."""
+        if finding.labels or not finding.series:
+            return finding
+        labels = self.monitor.labels_of(finding.target, finding.series[0])
+        return finding.model_copy(update={"labels": labels}) if labels else finding
 
     def findings_before_start(self) -> list[Finding]:
         """What was found before ``start`` and waits for it (the consumer takes it then)."""

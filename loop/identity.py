@@ -43,6 +43,10 @@ class Identities:
                 slots[row] = mark
         return slots
 
+    def owner(self, slot: int) -> Hashable | None:
+        """The identity of the label set that owns ``slot`` (None: no owner yet)."""
+        return self._owner.get(slot)
+
     def prune(self, live: Callable[[int], bool]) -> None:
         """Forget the owners of freed slots (after the window store expired some)."""
         self._owner = {slot: key for slot, key in self._owner.items() if live(slot)}

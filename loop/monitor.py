@@ -410,6 +410,14 @@ class Monitor:
                 return np.empty(0), np.empty(0)
             return self._store.window(slot)
 
+    def labels_of(self, target: str, series: str) -> tuple[tuple[str, str], ...]:
+        """The label set (besides the target) that feeds ``series`` of ``target``: what a
+        finding on it carries to a solution's ``from_label`` parameters."""
+        with self._lock:
+            slot = self._store.find(target, series)
+            owner = None if slot is None else self._identities.owner(slot)
+        return owner if isinstance(owner, tuple) else ()
+
     def targets(self) -> list[str]:
         with self._lock:
             return self._store.targets()

@@ -31,8 +31,10 @@ class Step(Protocol):
 
 
 def subject(incident: IncidentView) -> Subject:
-    # the labels of the series that fired, as findings carry them (today: the target)
-    labels = {"target": incident.target}
+    # the labels of the series that fired (the first finding that carries any), and
+    # the target
+    carried = next((f.labels for f in incident.findings if f.labels), ())
+    labels = {**dict(carried), "target": incident.target}
     return Subject(incident.id, incident.target, incident.findings, incident.report, labels)
 
 

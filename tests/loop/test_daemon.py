@@ -124,7 +124,8 @@ def test_findings_that_arrive_before_start_are_not_lost(engine_settings, graph):
             for ts in range(int(time.time()) - 5, int(time.time())):
                 engine.submit(
                     [
-                        {"series": s, "labels": {"target": "t5"}, "ts": ts, "value": v}
+                        {"series": s, "labels": {"target": "t5", "zone": "z1"}, "ts": ts,
+                         "value": v}
                         for s, v in broken.items()
                     ]
                 )
@@ -140,3 +141,5 @@ def test_findings_that_arrive_before_start_are_not_lost(engine_settings, graph):
 
     opened = asyncio.run(main())
     assert len(opened) == 1
+    # the findings carry the label set of the series that fired (from_label parameters)
+    assert {f.labels for f in opened[0].findings} == {(("zone", "z1"),)}

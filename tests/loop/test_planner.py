@@ -199,3 +199,19 @@ def test_parameters_get_values_from_label_inventory_site_default_then_their_own(
     nowhere = dataclasses.replace(site, default_hosts=())
     with pytest.raises(KnowledgeError, match="target other has no inventory host"):
         Planner(nowhere, 5.0, 600.0).resolve(Subject("i", "other"), "sol-p")
+
+
+def test_the_labels_of_the_series_that_fired_reach_from_label(tmp_path) -> None:
+    """A finding's label set is stored with the incident and read by the plan's subject;
+    the target is always the incident's own, whatever a label says."""
+    store = IncidentStore(f"sqlite:///{tmp_path / 'labels.db'}")
+    try:
+        labelled = finding("cache_hit_ratio").model_copy(
+            update={"labels": (("instance", "10.0.0.7:6379"), ("target", "elsewhere"))}
+        )
+        incident_id = store.open_incident("pm-site-1", [finding("cache_qps"), labelled])
+        incident = store.get(incident_id)
+        assert incident is not None
+        assert subject(incident).labels == {"instance": "10.0.0.7:6379", "target": "pm-site-1"}
+    finally:
+        store.close()

@@ -173,3 +173,14 @@ def test_an_unknown_name_and_ambiguity_are_told_apart(tmp_path: Path) -> None:
     assert caught.value.reason == "unknown_metric"
     assert index.resolve(FS, {"target": "h", "x": "2"}).series == "a_bytes"
     assert index.resolve("a_bytes", {"target": "h"}).series == "a_bytes"  # not shadowed
+
+
+def test_a_series_tells_the_label_set_that_feeds_it(monitor: Monitor) -> None:
+    """What a finding on the series carries to from_label parameters (docs/SITES.md)."""
+    now = time.time()
+    monitor.ingest([sample(FS, 2.0, now, mountpoint="/data", fstype="xfs")])
+    assert monitor.labels_of("h1", "disk_avail_data_bytes") == (
+        ("fstype", "xfs"), ("mountpoint", "/data")
+    )  # fmt: skip
+    assert monitor.labels_of("h1", "disk_avail_root_bytes") == ()  # nothing fed it
+    assert monitor.labels_of("nobody", "disk_avail_data_bytes") == ()
