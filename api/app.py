@@ -176,11 +176,14 @@ def app_for(
     )
 
 
-def alert_map_of(engine: EngineApi) -> AlertMap | None:
-    """The site's alerts.yaml (``MENDLOOP_ALERTS_FILE`` until sites carry it), checked
-    against the catalog; None without one (every alert is then unmapped, and counted)."""
+def alert_map_of(engine: EngineApi) -> AlertMap:
+    """The site's alert map (its packs' and its own alerts.yaml, composed and checked by
+    site check), or the one file ``MENDLOOP_ALERTS_FILE`` names instead; an alert no
+    mapping takes is unmapped, and counted."""
     path = engine.settings.alerts_file
-    return load_alert_map(path, engine.catalog) if path is not None else None
+    if path is not None:
+        return load_alert_map(path, engine.catalog)
+    return AlertMap(list(engine.estate.alerts))
 
 
 def route_role(route: APIRoute) -> Role | None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol
 from fastapi import Depends, HTTPException, Request
 
 from knowledge.matcher import Matcher
+from loop.estate import Estate
 from loop.monitor import IngestResult, Monitor
 from loop.status import LoopStatus
 from loop.store import IncidentStore, IncidentView
@@ -99,6 +100,7 @@ class EngineApi(Protocol):
     catalog: Catalog
     library: Mapping[str, SolutionSpec]
     domain: Domain
+    estate: Estate
     ledger: Ledger
     analyzer: Analyzer
     monitor: Monitor

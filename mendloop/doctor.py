@@ -88,11 +88,11 @@ def _content(settings: Settings) -> Check:
         alerts = (
             len(load_alert_map(settings.alerts_file, report.site.catalog).mappings)
             if settings.alerts_file is not None
-            else None
+            else len(report.site.alerts)
         )
     except MendloopError as exc:
         return Check(name, False, str(exc), "fix the file named above")
-    mapped = f", {alerts} Alertmanager alert mappings" if alerts is not None else ""
+    mapped = f", {alerts} Alertmanager alert mappings" if alerts else ""
     return Check(
         name,
         True,

@@ -1,6 +1,7 @@
 """Which Alertmanager alerts mendloop takes, and the catalog series each one drives.
 
-``alerts.yaml`` (in the site/pack root; until sites land, ``MENDLOOP_ALERTS_FILE``):
+``alerts.yaml`` in the root of a site or pack (composed like the other parts, docs/SITES.md;
+``MENDLOOP_ALERTS_FILE`` names one file instead):
 
     alerts:
       - alertname: NodeFilesystemAlmostFull   # the alert's ``alertname`` label
@@ -17,8 +18,10 @@ makes it healthy. An alert no entry takes is kept as *unmapped* (loop/alertmanag
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
@@ -75,22 +78,45 @@ class AlertMap:
         return None, "no_match" if not taken else "ambiguous_match"
 
 
-def load_alert_map(path: Path, catalog: Catalog) -> AlertMap:
-    """Load and check ``alerts.yaml``: each entry's series must be in the catalog and not
-    derived; a bad entry refuses the file with file:line and the reason."""
+def alert_entries(path: Path) -> list[tuple[str, int | None, Any]]:
+    """(alertname, line, entry) of each entry of an ``alerts.yaml``; RuleFileError when the
+    file cannot be read or has no ``alerts:`` list."""
     text, entries = read_yaml_list(path, "alerts")
-    mappings: list[AlertMapping] = []
+    out = []
     for index, entry in enumerate(entries):
         name = entry_name(entry, "alertname", index)
-        line = line_of(text, f"alertname: {name}")
+        out.append((name, line_of(text, f"alertname: {name}"), entry))
+    return out
+
+
+def check_mapping(name: str, entry: Any, catalog: Catalog) -> AlertMapping:
+    """One entry validated, its series a plain series of ``catalog``; ValueError (the
+    reason) otherwise."""
+    try:
+        mapping = AlertMapping.model_validate(entry)
+    except ValidationError as exc:
+        raise ValueError(f"alert {name}: {validation_reasons(exc)}") from exc
+    spec = catalog.get(mapping.series)
+    if spec is None or spec.derivation is not None:
+        why = "not in the metric catalog" if spec is None else "a derived series"
+        raise ValueError(f"alert {name}: series {mapping.series} is {why}")
+    return mapping
+
+
+def mapping_key(mapping: AlertMapping) -> str:
+    """What makes two mappings the same one (a site overrides a pack's by it)."""
+    if not mapping.match:
+        return mapping.alertname
+    return f"{mapping.alertname} {json.dumps(mapping.match, sort_keys=True)}"
+
+
+def load_alert_map(path: Path, catalog: Catalog) -> AlertMap:
+    """Load and check an ``alerts.yaml`` named by MENDLOOP_ALERTS_FILE (a site's own are
+    composed by sites/load.py): a bad entry refuses the file with file:line and why."""
+    mappings: list[AlertMapping] = []
+    for name, line, entry in alert_entries(path):
         try:
-            mapping = AlertMapping.model_validate(entry)
-        except ValidationError as exc:
-            reasons = validation_reasons(exc)
-            raise RuleFileError(str(path), line, f"alert {name}: {reasons}") from exc
-        spec = catalog.get(mapping.series)
-        if spec is None or spec.derivation is not None:
-            why = "not in the metric catalog" if spec is None else "a derived series"
-            raise RuleFileError(str(path), line, f"alert {name}: series {mapping.series} is {why}")
-        mappings.append(mapping)
+            mappings.append(check_mapping(name, entry, catalog))
+        except ValueError as exc:
+            raise RuleFileError(str(path), line, str(exc)) from exc
     return AlertMap(mappings)

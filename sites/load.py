@@ -28,7 +28,9 @@ from kernel.errors import RuleFileError, SiteError
 from kernel.plan import Scalar
 from loop.solutions import SolutionSpec
 from loop.solutions import check_file as check_solution_file
+from rules.alerts import alert_entries, check_mapping, mapping_key
 from rules.catalog import Catalog, MetricSpec
+from rules.loader import ALERTS_FILE
 from rules.loader import check_file as check_rule_file
 from rules.spec import RuleSpec
 from sites import check
@@ -71,6 +73,7 @@ class CheckReport:
                 "rules": len(site.rules),
                 "solutions": len(site.library),
                 "cases": len(site.cases),
+                "alerts": len(site.alerts),
                 "inventory_hosts": len(site.inventory.hosts) if site.inventory else 0,
             }
             if site is not None
@@ -178,7 +181,8 @@ def check_site(root: Path, packs_dir: Path = PACKS_DIR) -> CheckReport:
     target_hosts = check.target_hosts(domain_set, inventory, default_hosts, site_doc, problems)
     check.solutions(solution_set, library, defaults, problems)
     case_set = check.cases(parts, domain, catalog, library, problems)
-    for composed in (domain_set, metric_set, rule_set, solution_set, case_set):
+    alert_set = _alerts(parts, catalog, problems)
+    for composed in (domain_set, metric_set, rule_set, solution_set, case_set, alert_set):
         problems.extend(composed.problems)
         report.overrides += composed.overrides
     problems.sort(key=lambda p: (p.file, p.line or 0, p.reason))
@@ -202,6 +206,7 @@ def check_site(root: Path, packs_dir: Path = PACKS_DIR) -> CheckReport:
         target_hosts=target_hosts,
         default_hosts=default_hosts,
         overrides=tuple(report.overrides),
+        alerts=tuple(e.value for e in alert_set.of("alert")),
     )
     return report
 
@@ -280,6 +285,33 @@ def _library(
                     entries.append(_with(mark, "solution", spec))
     composed = compose(entries)
     return {e.key: e.value for e in composed.of("solution")}, composed
+
+
+def _alerts(parts: list[Part], catalog: Catalog, problems: list[Problem]) -> Composed:
+    """Every part's ``alerts.yaml`` checked against the composed catalog, keyed by
+    alertname and matchers (rules/alerts.py)."""
+    entries: list[Entry] = []
+    for part in parts:
+        path = part.root / ALERTS_FILE
+        if not path.is_file():
+            continue
+        try:
+            found = alert_entries(path)
+        except RuleFileError as exc:
+            problems.append(located(exc))
+            continue
+        for name, line, raw in found:
+            override = isinstance(raw, dict) and raw.get("override") is True
+            entry = {k: v for k, v in raw.items() if k != "override"} if override else raw
+            try:
+                mapping = check_mapping(name, entry, catalog)
+            except ValueError as exc:
+                problems.append(Problem(str(path), line, str(exc)))
+                continue
+            origin = part.origin(path, line)
+            key = mapping_key(mapping)
+            entries.append(Entry("alert", key, mapping, origin, override, part.is_site))
+    return compose(entries)
 
 
 def _with(mark: Entry, kind: str, value: Any) -> Entry:

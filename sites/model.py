@@ -17,6 +17,7 @@ from kernel.domain import Domain
 from kernel.models import Case, Solution
 from kernel.plan import Scalar
 from loop.solutions import SolutionSpec
+from rules.alerts import AlertMapping
 from rules.catalog import Catalog
 from rules.spec import RuleSpec
 
@@ -75,6 +76,7 @@ class Site:
     target_hosts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     default_hosts: tuple[str, ...] = ()
     overrides: tuple[str, ...] = ()  # what the site replaced (site check lists them)
+    alerts: tuple[AlertMapping, ...] = ()  # the Alertmanager alert map (alerts.yaml files)
 
     def hosts_for(self, target: str) -> tuple[str, ...]:
         """The inventory hosts ``target``'s playbooks run on (docs/SITES.md, inventory):

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from kernel.config import DEFAULT_SITE, TWIN_PACK, load_settings
+from kernel.config import PACKS_DIR as PACKS
 from kernel.errors import ConfigError, SiteError
 from sites import check_site, load_site
 from sites.compose import Entry, compose
@@ -367,3 +368,50 @@ def test_the_rule_reload_composes_the_site_again(tmp_path: Path) -> None:
     specs, errors = load()
     where = line_of(f["rules"], "fault: nope")
     assert [(e.line, "unknown fault 'nope'" in e.reason) for e in errors] == [(where, True)]
+
+
+def test_alert_maps_compose_from_the_packs_and_the_site(tmp_path: Path) -> None:
+    """Each part's alerts.yaml is checked against the composed catalog and keyed by
+    alertname (and matchers): a site's own mapping of a pack's alert is a conflict unless
+    it overrides it; a series the catalog lacks is a problem at its line."""
+    root = tmp_path / "site"
+    scaffold(root)
+    manifest = root / "site.yaml"
+    manifest.write_text(manifest.read_text().replace("include: []", "include: [redis]"))
+    pack_alerts = load_site(root).alerts
+    assert {m.alertname for m in pack_alerts} >= {"RedisDown"}
+    alerts = write(
+        root,
+        "alerts.yaml",
+        """
+        alerts:
+          - alertname: RedisDown
+            series: alert_redis_down
+            target_label: instance
+          - alertname: RedisDown
+            match: {severity: page}
+            series: alert_redis_down
+          - alertname: Other
+            series: no_such_series
+        """,
+    )
+    problems = [str(p) for p in check_site(root).problems]
+    assert problems == [
+        f"{alerts}:{line_of(alerts, 'alertname: RedisDown')}: alert RedisDown is already "
+        f"defined at {PACKS}/redis/alerts.yaml:"
+        f"{line_of(PACKS / 'redis' / 'alerts.yaml', 'alertname: RedisDown')} (redis); mark it "
+        "`override: true` to replace it",
+        f"{alerts}:{line_of(alerts, 'alertname: Other')}: alert Other: series no_such_series "
+        "is not in the metric catalog",
+    ]
+    alerts.write_text(
+        alerts.read_text()
+        .replace("target_label: instance", "target_label: instance\n    override: true")
+        .split("  - alertname: Other")[0]
+    )
+    site = load_site(root)
+    taken = {(m.alertname, m.target_label, bool(m.match)) for m in site.alerts}
+    assert ("RedisDown", "instance", False) in taken  # the site's, in the pack's place
+    assert ("RedisDown", "target", False) not in taken
+    assert ("RedisDown", "instance", True) in taken  # another key: no conflict
+    assert len(site.alerts) == len(pack_alerts) + 1
