@@ -43,9 +43,11 @@ from loop.monitor import Point
 from loop.rca import Context, Topology, threshold_evidence
 from loop.report import build_report, default_topology, rank_causes
 from loop.sqi import SQIModel, SQIResult, SQITracker, sqi_finding
+from loop.tick import CellIndex, by_target, columns_of, waves
 from rules.catalog import Catalog
 from rules.compiler import AbnormalFact, CompiledRules, RuleSpec
 from rules.signals import Change, QualityEvent, SignalTracker, ThresholdTracker
+from rules.thresholds import ThresholdColumns
 
 __all__ = [
     "Analyzer",
@@ -102,12 +104,16 @@ class Analyzer:
         self.clock = clock
         self.max_future_s = max_future_s
         self.max_lag_s = max_lag_s
-        self.tracker = ThresholdTracker(catalog, flat_after_s=flat_after_s, gap_s=gap_s)
+        self.tracker = ThresholdColumns(catalog, flat_after_s=flat_after_s, gap_s=gap_s)
+        self._cells = CellIndex(self.tracker)
+        ml_index, sqi_index = self.baselines.index, self.sqi_tracker.model.index
+        self._ml_col = np.array([ml_index[s] for s in self.tracker.series], dtype=np.int64)
+        self._sqi_col = np.array([sqi_index.get(s, -1) for s in self.tracker.series])
         self.active_rules: dict[str, RuleSpec] = {r.id: r for r in rules}
         self.rules: dict[str, RuleSpec] = dict(self.active_rules)
         self._fired: list[Finding] = []
         self._quality: list[Finding] = []
-        self._skewed: set[tuple[str, str, str]] = set()
+        self._skewed: set[tuple[int, str]] = set()  # (cell, reason): an episode reported
         self._fired_lock = threading.Lock()
         self._observe_lock = threading.Lock()
         self._now: dict[str, float] = {}
@@ -120,6 +126,7 @@ class Analyzer:
         rules = list(rules)
         self._signals = SignalTracker((c for r in rules for c in r.conditions), self.catalog)
         self._veto = {c.key for r in rules for c in r.none_of}
+        self._watched = np.array([self._signals.watches(s) for s in self.tracker.series])
         self._keep = _windows(rules)
 
     def _on_fire(self, rule: RuleSpec, facts: list[AbnormalFact]) -> None:
@@ -129,57 +136,93 @@ class Analyzer:
 
     # -- feeding ---------------------------------------------------------------------
 
-    def _admissible(
-        self, target: str, series: str, ts: float, value: float, now: float | None
-    ) -> bool:
-        if not (math.isfinite(ts) and math.isfinite(value)) or series not in self.catalog:
-            return False
-        reason = None
-        if now is not None and ts > now + self.max_future_s:
-            reason, limit = "clock_skew", self.max_future_s
-        elif now is not None and ts < now - self.max_lag_s:
-            reason, limit = "late", self.max_lag_s
-        if reason is None:
-            self._skewed.discard((target, series, "clock_skew"))
-            self._skewed.discard((target, series, "late"))
-            return True
-        if (target, series, reason) not in self._skewed:
-            self._skewed.add((target, series, reason))
-            offset = abs(ts - now) if now is not None else 0.0
-            event = QualityEvent("stale", reason, target, series, offset, limit, ts)
-            self._quality.append(quality_finding(event))
-        return False
-
     def observe(self, samples: Iterable[Sample | Point]) -> list[Finding]:
-        """Feed accepted samples (or each series' newest point); return the rule findings
-        that fired since the last call."""
+        """Feed accepted samples (or each series' newest point, best as the monitor's
+        columns); return the rule findings that fired since the last call.
+
+        Judged as if sample by sample, in order (rules/signals.py is the reference), but
+        each step is a numpy pass over the batch (loop/tick.py, rules/thresholds.py)."""
         with self._observe_lock:
             now = self.clock() if self.clock is not None else None
-            changes: list[Change] = []
-            ml_index = self.baselines.index
-            touched: dict[str, tuple[list[int], list[float], list[float]]] = {}
-            for sample in samples:
-                target, series, ts, value = sample.target, sample.series, sample.ts, sample.value
-                if not self._admissible(target, series, ts, value, now):
-                    continue
-                if ts > self._now.get(target, -math.inf):
-                    self._now[target] = ts
-                if change := self.tracker.update(target, series, ts, value):
-                    changes.append(change)
-                changes += self._signals.update(target, series, ts, value)
-                cols = touched.get(target)
-                if cols is None:
-                    cols = touched[target] = ([], [], [])
-                cols[0].append(ml_index[series])
-                cols[1].append(ts)
-                cols[2].append(value)
-            for target, (idx, tss, vals) in touched.items():
-                self._evidence(target, idx, tss, vals)
-            for target, tnow in list(self._now.items()):
-                if tnow - self._swept.get(target, -math.inf) >= 1.0:
-                    changes += self._sweep_target(target, tnow)
+            keys, ts, values = columns_of(samples)
+            changes = self._feed(keys, ts, values, now)
+            due = [
+                (target, tnow)
+                for target, tnow in self._now.items()
+                if tnow - self._swept.get(target, -math.inf) >= 1.0
+            ]
+            changes += self._sweep_targets(due)
             self._apply(changes)
         return self._drain()
+
+    def _admissible(
+        self,
+        keys: list[tuple[str, str]],
+        cells: np.ndarray,
+        ts: np.ndarray,
+        now: float | None,
+        ok: np.ndarray,
+    ) -> np.ndarray:
+        """``ok`` less the samples too far in the future or past of ``now``: each such
+        (target, series) is reported once per episode (a ``stale`` finding), and a good
+        sample ends its episode. Only samples of such series are looked at one by one."""
+        if now is None:
+            return ok
+        bad = ok & ((ts > now + self.max_future_s) | (ts < now - self.max_lag_s))
+        if not bad.any() and not self._skewed:
+            return ok
+        look = bad | (ok & np.isin(cells, [c for c, _ in self._skewed]))
+        for i in np.flatnonzero(look).tolist():
+            cell, t = int(cells[i]), float(ts[i])
+            if not bad[i]:
+                self._skewed.discard((cell, "clock_skew"))
+                self._skewed.discard((cell, "late"))
+                continue
+            if t > now + self.max_future_s:
+                reason, limit = "clock_skew", self.max_future_s
+            else:
+                reason, limit = "late", self.max_lag_s
+            if (cell, reason) not in self._skewed:
+                self._skewed.add((cell, reason))
+                target, series = keys[i]
+                event = QualityEvent("stale", reason, target, series, abs(t - now), limit, t)
+                self._quality.append(quality_finding(event))
+        return ok & ~bad
+
+    def _feed(
+        self, keys: list[tuple[str, str]], ts: np.ndarray, values: np.ndarray, now: float | None
+    ) -> list[Change]:
+        cells = self._cells.lookup(keys)
+        ok = (cells >= 0) & np.isfinite(ts) & np.isfinite(values)
+        pos = np.flatnonzero(self._admissible(keys, cells, ts, now, ok))
+        if pos.size == 0:
+            return []
+        cell, ts, values = cells[pos], ts[pos], values[pos]
+        rows, cols = np.divmod(cell, self._cells.width)
+        tagged: list[tuple[int, int, Change]] = []
+        events: list[tuple[int, QualityEvent]] = []
+        for wave in waves(cell):
+            made, noticed = self.tracker.update(rows[wave], cols[wave], ts[wave], values[wave])
+            tagged += [(int(wave[i]), 0, change) for i, change in made]
+            events += [(int(wave[i]), event) for i, event in noticed]
+        names = self.tracker.names
+        groups = list(by_target(rows))
+        for row, at in groups:
+            self._signals.seen(names[row], float(ts[at[0]]))
+        for i in np.flatnonzero(self._watched[cols]).tolist():
+            target, series = keys[int(pos[i])]
+            found = self._signals.update(target, series, float(ts[i]), float(values[i]))
+            tagged += [(i, 1 + k, change) for k, change in enumerate(found)]
+        tagged.sort(key=lambda item: (item[0], item[1]))
+        events.sort(key=lambda item: item[0])
+        self.tracker.events += [event for _, event in events]
+        for row, at in groups:
+            target, tnow = names[row], float(ts[at].max())
+            if tnow > self._now.get(target, -math.inf):
+                self._now[target] = tnow
+        for row, at in groups:
+            self._evidence(names[row], cols[at], ts[at], values[at])
+        return [change for _, _, change in tagged]
 
     def sweep(self, now: float | None = None) -> list[Finding]:
         """Housekeeping between samples: gaps, absences, expired windows; at ``now`` (the
@@ -187,23 +230,42 @@ class Analyzer:
         with self._observe_lock:
             if now is None and self.clock is not None:
                 now = self.clock()
-            changes: list[Change] = []
-            for target, tnow in list(self._now.items()):
-                changes += self._sweep_target(target, tnow if now is None else max(now, tnow))
-            self._apply(changes)
+            due = [
+                (target, tnow if now is None else max(now, tnow))
+                for target, tnow in self._now.items()
+            ]
+            self._apply(self._sweep_targets(due))
         return self._drain()
 
-    def _sweep_target(self, target: str, now: float) -> list[Change]:
-        self._swept[target] = now
-        changes = self.tracker.sweep(target, now)
-        last_seen = {
-            c.series: self.tracker.last_seen(target, c.series) for c in self._signals.absent
-        }
-        changes += self._signals.sweep(target, now, last_seen)
-        for (t, key), fact in list(self._occurrences.items()):
-            if t == target and now > fact.since + self._keep.get(key, 0.0):
-                del self._occurrences[(t, key)]
-                changes.append(Change(fact.occurrence(), abnormal=False))
+    def _sweep_targets(self, due: list[tuple[str, float]]) -> list[Change]:
+        """Each target in turn at its time: silent series (gaps, forgetting), absences,
+        onsets past their windows; one numpy pass for the thresholds of all of them."""
+        if not due:
+            return []
+        for target, now in due:
+            self._swept[target] = now
+        rows = [self.tracker.rows[target] for target, _ in due]
+        found, events = self.tracker.sweep(rows, [now for _, now in due])
+        self.tracker.events += [event for _, event in events]
+        per: dict[int, list[Change]] = {}
+        for k, change in found:
+            per.setdefault(k, []).append(change)
+        expired: dict[str, list[Change]] = {}
+        if self._occurrences:
+            when = dict(due)
+            for (t, key), fact in list(self._occurrences.items()):
+                if t in when and when[t] > fact.since + self._keep.get(key, 0.0):
+                    del self._occurrences[(t, key)]
+                    expired.setdefault(t, []).append(Change(fact.occurrence(), abnormal=False))
+        changes: list[Change] = []
+        for k, (target, now) in enumerate(due):
+            changes += per.get(k, [])
+            if self._signals.absent:
+                last_seen = {
+                    c.series: self.tracker.last_seen(target, c.series) for c in self._signals.absent
+                }
+                changes += self._signals.sweep(target, now, last_seen)
+            changes += expired.get(target, [])
         return changes
 
     def _apply(self, changes: list[Change]) -> None:
@@ -229,18 +291,15 @@ class Analyzer:
             else:
                 self._engine.retract_abnormal(change.fact)
 
-    def _evidence(self, target: str, idx: list[int], tss: list[float], vals: list[float]) -> None:
+    def _evidence(self, target: str, cols: np.ndarray, ts: np.ndarray, values: np.ndarray) -> None:
         """The ML baselines and the SQI on one target's newest points (vectorised)."""
-        ts, values = np.asarray(tss), np.asarray(vals)
         tnow = float(ts.max())
         healthy = False
         if self.baselines.wants_row(target, tnow):  # a baseline row: only of normal operation
-            healthy = not self.tracker.abnormal(target) and not self._signals.abnormal(target)
-        self.baselines.update(target, np.asarray(idx), ts, values, healthy)
-        series = self.baselines.series
-        self.sqi_tracker.update(
-            target, ((series[j], v) for j, v in zip(idx, vals, strict=True)), tnow
-        )
+            healthy = not self.tracker.any_abnormal(target)
+            healthy = healthy and not self._signals.any_abnormal(target)
+        self.baselines.update(target, self._ml_col[cols], ts, values, healthy)
+        self.sqi_tracker.update_columns(target, self._sqi_col[cols], values, tnow)
 
     def _drain(self) -> list[Finding]:
         with self._fired_lock:

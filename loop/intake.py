@@ -11,9 +11,9 @@ vocabulary is defined once and read by the API, the sources and the benchmarks a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 from pydantic import ValidationError
@@ -70,6 +70,40 @@ class Point(NamedTuple):
     value: float
 
 
+class Latest(Sequence[Point]):
+    """The newest point of each series a write touched, kept as columns: analysis reads
+    ``keys``/``ts``/``values`` directly (no object per point, loop/analyze.py); anybody
+    else iterates it as ``Point``s."""
+
+    __slots__ = ("keys", "ts", "values")
+
+    def __init__(self, keys: list[tuple[str, str]], ts: np.ndarray, values: np.ndarray) -> None:
+        self.keys, self.ts, self.values = keys, ts, values
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @overload
+    def __getitem__(self, i: int) -> Point: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Point]: ...
+    def __getitem__(self, i: int | slice) -> Point | Sequence[Point]:
+        if isinstance(i, slice):
+            return Latest(self.keys[i], self.ts[i], self.values[i])
+        target, series = self.keys[i]
+        return Point(target, series, float(self.ts[i]), float(self.values[i]))
+
+    def __iter__(self) -> Iterator[Point]:
+        for (target, series), ts, value in zip(
+            self.keys, self.ts.tolist(), self.values.tolist(), strict=True
+        ):
+            yield Point(target, series, ts, value)
+
+    def targets(self) -> set[str]:
+        """The targets of the batch."""
+        return {target for target, _ in self.keys}
+
+
 @dataclass
 class Layout:
     """A fixed sequence of (target, series) resolved once to window slots, for sources that
@@ -98,7 +132,7 @@ class IngestResult:
     late: int
     duplicate: int
     rejected: tuple[Rejection, ...]
-    latest: tuple[Point, ...] = field(repr=False, default=())
+    latest: Sequence[Point] = field(repr=False, default=())
 
     @property
     def stale(self) -> int:

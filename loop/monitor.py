@@ -48,6 +48,7 @@ from loop.intake import (
     COUNTED,
     DEFAULT_LIMITS,
     IngestResult,
+    Latest,
     Layout,
     Point,
     Rejection,
@@ -66,6 +67,7 @@ __all__ = [
     "CONFLICT_MARK",
     "COUNTED",
     "IngestResult",
+    "Latest",
     "Layout",
     "Monitor",
     "Point",
@@ -307,18 +309,10 @@ class Monitor:
             if self._deriver and len(touched):
                 made = self._deriver.write(self._store, touched, self._counters)
                 touched = np.union1d(touched, made)
-            latest: tuple[Point, ...] = ()
-            if want_latest:
+            latest: Latest | tuple[()] = ()
+            if want_latest:  # columns: no object per point (analysis reads them as arrays)
                 last_ts, last_values = self._store.latest_many(touched)
-                latest = tuple(
-                    Point(*self._store.key(slot), float(t), float(v))
-                    for slot, t, v in zip(
-                        touched.tolist(),
-                        last_ts.tolist(),
-                        last_values.tolist(),
-                        strict=True,
-                    )
-                )
+                latest = Latest(self._store.keys_of(touched), last_ts, last_values)
             self._counters["accepted"] += outcome.accepted
             self._counters["late"] += outcome.late
             self._counters["duplicate"] += outcome.duplicate

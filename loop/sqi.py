@@ -197,7 +197,22 @@ class SQITracker:
             if k is not None:
                 current[k] = value
                 hit = True
-        if not hit or (result := self.model.score(current)) is None:
+        if hit:
+            self._judge(target, current, now)
+
+    def update_columns(self, target: str, k: np.ndarray, values: np.ndarray, now: float) -> None:
+        """``update`` with the points as columns: ``k`` is each point's index in
+        ``model.series`` (-1: not an SQI metric), in order (a later value wins)."""
+        current = self._values.get(target)
+        if current is None:
+            current = self._values[target] = self.model.empty()
+        mine = k >= 0
+        if mine.any():
+            current[k[mine]] = values[mine]
+            self._judge(target, current, now)
+
+    def _judge(self, target: str, current: np.ndarray, now: float) -> None:
+        if (result := self.model.score(current)) is None:
             return
         self._now[target] = result
         if result.alert and target not in self._low_since:

@@ -173,6 +173,10 @@ class WindowStore:
             raise KeyError(f"slot {slot} is free")
         return key
 
+    def keys_of(self, slots: np.ndarray) -> list[tuple[str, str]]:
+        """(target, series) of live slots, in order (the stored tuples, not copies)."""
+        return list(map(self._keys.__getitem__, slots.tolist()))  # type: ignore[arg-type]
+
     @property
     def series_count(self) -> int:
         return len(self._index)

@@ -221,6 +221,7 @@ class SignalTracker:
         self._signals: dict[tuple[str, str], _Signal] = {}
         self._history: dict[tuple[str, str], _History] = {}
         self._first_seen: dict[str, float] = {}
+        self._live: dict[str, int] = {}  # signals true per target (``any_abnormal``)
 
     @property
     def keys(self) -> set[str]:
@@ -234,6 +235,18 @@ class SignalTracker:
         self._signals = {k: s for k, s in other._signals.items() if k[1] in keys}
         self._history = {k: h for k, h in other._history.items() if k[1] in self.keep_s}
         self._first_seen = dict(other._first_seen)
+        self._live = {}
+        for (target, _), signal in self._signals.items():
+            if signal.fact is not None:
+                self._live[target] = self._live.get(target, 0) + 1
+
+    def watches(self, series: str) -> bool:
+        """Whether a sample of ``series`` can move any signal (else only ``seen`` matters)."""
+        return series in self.by_series or any(c.series == series for c in self.absent)
+
+    def seen(self, target: str, ts: float) -> None:
+        """A sample of ``target`` at ``ts`` (what ``update`` notes first for absences)."""
+        self._first_seen.setdefault(target, ts)
 
     def update(self, target: str, series: str, ts: float, value: float) -> list[Change]:
         self._first_seen.setdefault(target, ts)
@@ -303,10 +316,12 @@ class SignalTracker:
             if signal.fact is None:
                 return None
             fact, signal.fact = signal.fact, None
+            self._live[target] -= 1
             return Change(fact, abnormal=False)
         if signal.fact is not None:
             return None
         signal.fact = _fact(target, cond, self.catalog, since, value)
+        self._live[target] = self._live.get(target, 0) + 1
         return Change(signal.fact, abnormal=True)
 
     def sweep(self, target: str, now: float, last_seen: dict[str, float | None]) -> list[Change]:
@@ -322,7 +337,12 @@ class SignalTracker:
         return changes
 
     def abnormal(self, target: str) -> list[AbnormalFact]:
+        if not self._live.get(target):
+            return []
         return [s.fact for (t, _), s in self._signals.items() if t == target and s.fact]
+
+    def any_abnormal(self, target: str) -> bool:
+        return bool(self._live.get(target))
 
 
 def _delta(history: deque[tuple[float, float]], ts: float, cond: Condition) -> float | None:
