@@ -71,7 +71,7 @@ class ThresholdColumns:
 
     def _alloc(self, n: int) -> None:
         width = len(self.series)
-        old = len(self.names) if hasattr(self, "_born") else 0
+        old = self._born.shape[0] if hasattr(self, "_born") else 0
         for name in _FLOATS:
             grown = np.full((n, width), np.nan if name in _NAN_FLOATS else 0.0)
             if old:
