@@ -60,4 +60,10 @@ def _redis(lab: Lab) -> Scenario:
     return RedisScenario(lab)
 
 
-SCENARIOS: dict[str, Callable[[Lab], Scenario]] = {"redis": _redis}
+def _nginx(lab: Lab) -> Scenario:
+    from mendloop.labpacks.nginx import NginxScenario
+
+    return NginxScenario(lab)
+
+
+SCENARIOS: dict[str, Callable[[Lab], Scenario]] = {"redis": _redis, "nginx": _nginx}

@@ -21,6 +21,7 @@ from mendloop.labsite import check
 from mendloop.servicelab import Lab
 
 pytestmark = [
+    pytest.mark.e2e,
     pytest.mark.neo4j,
     pytest.mark.skipif(not Path(NGINX).exists(), reason="needs nginx (nginx-light)"),
 ]
