@@ -15,20 +15,24 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from kernel.models import RunStatus
 from loop.runner import PlaybookRunner, RunDetail
 from loop.solutions import SolutionSpec, check_file
+from mendloop.labclient import issue_token, run_fault
+from mendloop.labsite import check, write_site
+from mendloop.servicelab import Lab, free_port
 
 PACKS = Path(__file__).resolve().parents[2] / "packs"
 PACK = PACKS / "postgresql"
@@ -41,12 +45,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 psycopg = pytest.importorskip("psycopg")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PostgreSQL:
@@ -248,12 +246,14 @@ def test_idle_sessions_of_the_allowed_application_end_others_stay(
             conn.close()
 
 
-def blocked_update(server: PostgreSQL, user: str, done: list[str]) -> threading.Thread:
-    """A session of ``user`` that updates row 1 and waits for whoever holds it."""
+def blocked_update(
+    server: PostgreSQL, user: str, done: list[str], row: int = 1
+) -> threading.Thread:
+    """A session of ``user`` that updates ``row`` and waits for whoever holds it."""
 
     def update() -> None:
         with server.connect(user, "waiter") as conn:
-            conn.execute("UPDATE accounts SET balance = balance + 1 WHERE id = 1")
+            conn.execute("UPDATE accounts SET balance = balance + 1 WHERE id = %s", (row,))
             done.append("updated")
 
     thread = threading.Thread(target=update, daemon=True)
@@ -318,3 +318,188 @@ def test_the_pack_playbooks_are_ansible_lint_clean() -> None:
         env={**os.environ, "ANSIBLE_LIBRARY": modules},
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- end to end: exporter -> Prometheus (and Alertmanager) -> the daemon on a site ---------
+
+EXPORTER = "/usr/bin/prometheus-postgres-exporter"
+TARGET = "pg-1"
+# a scrape while the server is down takes the exporter ~1 s (its connection attempt): with a
+# 1 s scrape timeout Prometheus would drop pg_up 0 with the failed scrape
+SCRAPE = "2s"
+# the test's own tuning, as a site tunes a pack (override: true): a transaction counts as
+# long after 8 s here, not 2 minutes, so the blocking fault is seen in seconds
+LONG_TX = {"warn": 4, "crit": 8}
+ALERT_RULES = {
+    "groups": [
+        {
+            "name": "postgresql",
+            "rules": [
+                {
+                    "alert": "PostgresqlDown",
+                    "expr": "pg_up == 0",
+                    "for": "0s",
+                    "labels": {"severity": "critical"},
+                }
+            ],
+        }
+    ]
+}
+
+
+def neo4j_env(settings: Any) -> dict[str, str]:
+    return {
+        "NEO4J_URI": settings.neo4j_uri,
+        "NEO4J_USER": settings.neo4j_user,
+        "NEO4J_PASSWORD": settings.neo4j_password,
+    }
+
+
+def site_overrides(site: Path) -> None:
+    """The site's metrics.yaml: the pack's long-transaction entry with the test's limits."""
+    pack = yaml.safe_load((PACK / "metrics.yaml").read_text())["metrics"]
+    entry = next(m for m in pack if m["name"] == "postgresql_longest_transaction_seconds")
+    entry = {**entry, **LONG_TX, "override": True}
+    (site / "metrics.yaml").write_text(yaml.safe_dump({"metrics": [entry]}, sort_keys=False))
+
+
+@dataclass
+class PostgresLab:
+    server: PostgreSQL
+    daemon: Any
+    alertmanager_url: str
+
+
+@pytest.fixture(scope="module")
+def pg_lab(postgres: PostgreSQL, neo4j_settings: Any) -> Iterator[PostgresLab]:
+    """One exporter, Prometheus (alert rule -> Alertmanager -> the daemon's webhook) and
+    daemon on a site including the pack, for every fault below in turn."""
+    if not Path(EXPORTER).exists():
+        pytest.skip("needs prometheus-postgres-exporter")
+    root = postgres.root.parent / "lab"
+    with Lab(root) as lab:
+        lab.adopt_pidfile(postgres.pidfile, str(PG_BIN / "postgres"))  # whoever started it
+        port = free_port()
+        exporter = lab.spawn(
+            "exporter",
+            [EXPORTER, f"--web.listen-address=127.0.0.1:{port}",
+             f"--extend.query-path={PACK / 'exporter' / 'queries.yaml'}"],
+            env={"DATA_SOURCE_NAME": f"postgresql://postgres@127.0.0.1:{postgres.port}/"
+                                     "postgres?sslmode=disable"},
+        )  # fmt: skip
+        lab.wait_http(f"http://127.0.0.1:{port}/metrics", exporter)
+        site = write_site(
+            root / "site",
+            "postgresql-lab",
+            include=["postgresql"],
+            targets={TARGET: {"components": ["postgresql"], "device_type": "postgresql",
+                              "hosts": [TARGET]}},
+            hosts={TARGET: postgres.inventory()},
+            defaults={"idle_for_s": 5, "min_age_s": 5},
+        )  # fmt: skip
+        site_overrides(site)
+        assert check(site) == []
+        rules = root / "alert-rules.yml"
+        rules.write_text(yaml.safe_dump(ALERT_RULES))
+        # ports form a cycle (Prometheus -> Alertmanager -> the daemon -> Prometheus): the
+        # daemon's port and a token of its database are chosen before Alertmanager starts
+        api_port = free_port()
+        (root / "mendloop").mkdir()
+        hook_token = issue_token(f"sqlite:///{root / 'mendloop' / 'mendloop.db'}")
+        manager = lab.alertmanager(
+            f"http://127.0.0.1:{api_port}/v1/alerts/alertmanager", token=hook_token
+        )
+        prom = lab.prometheus(
+            {"postgresql": [f"127.0.0.1:{port}"]},
+            labels={"postgresql": {"instance": TARGET}},
+            interval=SCRAPE,
+            alertmanager=manager.url,
+            rule_files=[rules],
+        )
+        daemon = lab.daemon(
+            site,
+            neo4j_env(neo4j_settings),
+            prometheus_url=prom.url,
+            alerts_file=site / "alerts.yaml",
+            port=api_port,
+        )
+        try:
+            yield PostgresLab(postgres, daemon, manager.url)
+        finally:
+            daemon.close()
+
+
+def explain(daemon: Any, outcome: Any) -> str:
+    """What a failed fault run needs to be understood: the reason and the checks."""
+    incident = daemon.store.get(outcome.incident_id)
+    return f"{outcome.reason}\n{incident.verification if incident else None}\n{outcome}"
+
+
+def test_connections_exhausted_by_idle_sessions_are_freed(pg_lab: PostgresLab) -> None:
+    server, daemon = pg_lab.server, pg_lab.daemon
+    leaked: list[Any] = []
+
+    def leak() -> None:  # the loader takes every slot it can get: 17 of 20 are not reserved
+        for _ in range(20):
+            try:
+                leaked.append(server.connect("app", "batch-loader"))
+            except psycopg.OperationalError as exc:
+                assert "reserved for" in str(exc)
+                break
+        assert len(leaked) >= 12
+
+    try:
+        outcome = run_fault(daemon, TARGET, inject=leak)
+        assert outcome.fault == "postgresql_connections_exhausted", outcome
+        assert outcome.solution == "sol-postgresql-terminate-idle" and not outcome.approved
+        assert (outcome.state, outcome.verification) == ("resolved", "passed"), explain(
+            daemon, outcome
+        )
+        assert backends(server, "app") == 0  # every leaked session ended, by the playbook
+    finally:
+        for conn in leaked:
+            conn.close()
+
+
+def test_a_blocking_transaction_is_ended_after_an_approval(pg_lab: PostgresLab) -> None:
+    server, daemon = pg_lab.server, pg_lab.daemon
+    blocker = server.connect("app", "migration")
+    done: list[str] = []
+    seen: list[str] = []
+
+    def block() -> None:
+        blocker.execute("BEGIN")
+        blocker.execute("UPDATE accounts SET balance = balance - 50 WHERE id = 2")
+        blocked_update(server, "postgres", done, row=2)
+
+    def waiting(incident: Any) -> None:  # risk high: it must wait for the person
+        settled = daemon.wait_settled(incident.id, 300)
+        seen.append(settled.state.value)
+        assert done == []  # nothing ended before the approval
+
+    try:
+        outcome = run_fault(daemon, TARGET, inject=block, during=waiting)
+        assert seen == ["awaiting_approval"]
+        assert outcome.fault == "postgresql_blocking_query", outcome
+        assert outcome.solution == "sol-postgresql-terminate-blocker" and outcome.approved
+        assert (outcome.state, outcome.verification) == ("resolved", "passed"), explain(
+            daemon, outcome
+        )
+        with pytest.raises(psycopg.OperationalError):
+            blocker.execute("SELECT 1")
+        assert done == ["updated"]
+    finally:
+        blocker.close()
+
+
+def test_a_crashed_server_is_restarted_and_the_alert_resolves(pg_lab: PostgresLab) -> None:
+    server, daemon = pg_lab.server, pg_lab.daemon
+    old = server.pid()
+    outcome = run_fault(daemon, TARGET, inject=server.crash)
+    assert outcome.fault == "postgresql_down", outcome
+    assert outcome.solution == "sol-postgresql-restart" and not outcome.approved
+    assert (outcome.state, outcome.verification) == ("resolved", "passed"), explain(daemon, outcome)
+    assert server.pid() != old and server.sql("SELECT 1") == [(1,)]
+    alerts = daemon.get("/v1/intake/alertmanager")  # the alert fired and resolved through AM
+    counters = alerts.get("counters", alerts)
+    assert counters["firing_new"] >= 1 and counters["resolved"] >= 1, alerts
