@@ -1,5 +1,6 @@
 """A site for the lab (mendloop/servicelab.py): one folder that includes packs, maps the
-lab's targets onto inventory hosts, and gathers the included packs' alerts.yaml.
+lab's targets onto inventory hosts (the included packs' alerts.yaml compose with the site's,
+as every part does: docs/SITES.md).
 
     site = write_site(tmp / "site", "redis-lab", include=["redis"],
                       targets={"redis-1": {"components": ["redis"], "device_type": "redis",
@@ -20,7 +21,6 @@ from typing import Any
 
 import yaml
 
-from kernel.config import PACKS_DIR
 from sites import check_site
 
 
@@ -32,10 +32,9 @@ def write_site(
     hosts: Mapping[str, Mapping[str, Any]],
     defaults: Mapping[str, Any] | None = None,
     settings: Mapping[str, Any] | None = None,
-    packs_dir: Path = PACKS_DIR,
 ) -> Path:
     """Write the site (site.yaml, domain.yaml with ``targets``, inventory/hosts.yaml with
-    ``hosts``, alerts.yaml from the packs); returns ``dest``."""
+    ``hosts``); returns ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {
         "name": name,
@@ -52,21 +51,7 @@ def write_site(
     inventory = {"all": {"hosts": {h: {**local, **dict(v)} for h, v in hosts.items()}}}
     (dest / "inventory").mkdir(exist_ok=True)
     dump(dest / "inventory" / "hosts.yaml", inventory)
-    alerts = pack_alerts(include, packs_dir)
-    if alerts:
-        dump(dest / "alerts.yaml", {"alerts": alerts})
     return dest
-
-
-def pack_alerts(include: Sequence[str], packs_dir: Path = PACKS_DIR) -> list[dict[str, Any]]:
-    """The alerts.yaml entries of the given packs, in order (the daemon reads one file:
-    MENDLOOP_ALERTS_FILE, until sites compose alerts.yaml themselves)."""
-    entries: list[dict[str, Any]] = []
-    for pack in include:
-        path = packs_dir / pack / "alerts.yaml"
-        if path.is_file():
-            entries.extend((yaml.safe_load(path.read_text()) or {}).get("alerts") or [])
-    return entries
 
 
 def check(site: Path) -> list[str]:

@@ -303,17 +303,19 @@ class Lab:
         alerts_file: Path | None = None,
         env: Mapping[str, str] | None = None,
         name: str = "mendloop",
+        port: int = 0,
     ) -> Daemon:
         """`mendloop --site SITE run` with its own var dir and SQLite, API auth on and an
         admin token (also the token Prometheus and Alertmanager send), pulling from
-        ``prometheus_url`` when given. ``neo4j``: NEO4J_URI/USER/PASSWORD."""
+        ``prometheus_url`` when given. ``neo4j``: NEO4J_URI/USER/PASSWORD. ``port``: the
+        API's (0: a free one), chosen ahead when Alertmanager must know the webhook first."""
         from mendloop.labclient import Daemon, issue_token
 
         var = self.root / name
         var.mkdir(exist_ok=True)
         database = f"sqlite:///{var / 'mendloop.db'}"
         token = issue_token(database)
-        port = free_port()
+        port = port or free_port()
         values = {
             "MENDLOOP_VAR_DIR": str(var),
             "MENDLOOP_DATABASE_URL": database,
