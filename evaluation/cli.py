@@ -10,6 +10,7 @@ With --json exactly one JSON object goes to stdout; progress goes to stderr.
     mendloop eval trainticket --json               # rule-free component RCA, 45 faults
     mendloop eval components --json                # the same ranking on the twin's faults
     mendloop eval forest --json                    # IsolationForest groups on the twin
+    mendloop eval packs --packs redis --json       # real services: detection, MTTR per path
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +224,8 @@ def _print_smd(r: dict[str, Any]) -> None:
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    if args.kind in getattr(args, "more", {}):
+        return int(args.more[args.kind](args, settings))
     if args.kind == "rca":
         from evaluation.rca import run_rca_eval, summary
 
@@ -263,13 +267,17 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def register(sub: Any) -> None:
-    """Add `eval` to the top-level sub-parsers."""
-    ev = sub.add_parser("eval", help="accuracy: twin fault scenarios, public datasets")
-    ev.set_defaults(func=cmd_eval)
+def register(sub: Any, more: Mapping[str, Callable[..., int]] | None = None) -> None:
+    """Add `eval` to the top-level sub-parsers; ``more``: kinds implemented above this
+    layer (`packs`: mendloop/packeval.py, it starts the daemon), kind -> func(args, settings)."""
+    extra = dict(more or {})
+    ev = sub.add_parser("eval", help="accuracy: twin fault scenarios, public datasets, packs")
+    ev.set_defaults(func=cmd_eval, more=extra)
     ev.add_argument(
-        "kind", choices=("rca", "nab", "smd", "trainticket", "components", "forest")
+        "kind", choices=("rca", "nab", "smd", "trainticket", "components", "forest", *extra)
     )
+    ev.add_argument("--packs", help="packs: comma-separated packs (default: every scenario)")
+    ev.add_argument("--paths", help="packs: comma-separated pull,push,alertmanager (default all)")
     ev.add_argument("--json", action="store_true", help="one JSON object on stdout")
     ev.add_argument(
         "--data",

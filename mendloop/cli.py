@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_bench(sub, command)
     register_rules(sub, command)
     register_kb(sub, command)
-    register_eval(sub)
+    register_eval(sub, {"packs": command("mendloop.packeval:cmd_eval_packs")})
     register_rca(sub)
     register_tokens(sub, command)
     return parser

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 import yaml
 
+from kernel.config import REPO_ROOT
 from kernel.errors import MendloopError
 
 if TYPE_CHECKING:
@@ -323,6 +324,10 @@ class Lab:
             "MENDLOOP_PROMETHEUS_URL": prometheus_url,
             "MENDLOOP_PROMETHEUS_INTERVAL_S": "1",
             "MENDLOOP_SITE": str(site),
+            # the daemon runs this code (a worktree's, not only the installed one)
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
+            ),
             **{k: v for k, v in neo4j.items() if k.startswith("NEO4J_")},
             **(env or {}),
         }

@@ -52,9 +52,7 @@ class Running:
         that only hears Alertmanager, fed by a Prometheus with the pack's alert rule."""
         self.daemon.proc.stop()
         self.daemon.close()
-        self.daemon = self.lab.daemon(
-            self.site, self.neo4j, alerts_file=self.site / "alerts.yaml", name="mendloop-am"
-        )
+        self.daemon = self.lab.daemon(self.site, self.neo4j, name="mendloop-am")
         manager = self.lab.alertmanager(
             f"{self.daemon.url}/v1/alerts/alertmanager", self.daemon.token
         )

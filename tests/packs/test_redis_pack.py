@@ -84,7 +84,6 @@ def assert_verified_fix(outcome: FaultOutcome, expected: str, daemon: Daemon) ->
 def test_the_lab_site_passes_site_check(lab) -> None:
     _, _, site = lab
     assert check(site) == []
-    assert (site / "alerts.yaml").is_file()
 
 
 def test_playbooks_check_mode_fix_and_rollback(lab, tmp_path: Path) -> None:
@@ -143,10 +142,7 @@ def test_memory_pressure_through_alertmanager(lab, pulled: Daemon, neo4j_setting
     lab_, scenario, site = lab
     pulled.close()
     pulled.proc.stop()
-    daemon = lab_.daemon(
-        site, neo4j_env(neo4j_settings), alerts_file=site / "alerts.yaml", env=DAEMON_ENV,
-        name="mendloop-alerts",
-    )  # fmt: skip
+    daemon = lab_.daemon(site, neo4j_env(neo4j_settings), env=DAEMON_ENV, name="mendloop-alerts")
     try:
         am = lab_.alertmanager(f"{daemon.url}/v1/alerts/alertmanager", token=daemon.token)
         prom = lab_.prometheus(
