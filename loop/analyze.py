@@ -220,8 +220,7 @@ class Analyzer:
             target, tnow = names[row], float(ts[at].max())
             if tnow > self._now.get(target, -math.inf):
                 self._now[target] = tnow
-        for row, at in groups:
-            self._evidence(names[row], cols[at], ts[at], values[at])
+        self._evidence([names[row] for row, _ in groups], groups, cols, ts, values)
         return [change for _, _, change in tagged]
 
     def sweep(self, now: float | None = None) -> list[Finding]:
@@ -291,15 +290,28 @@ class Analyzer:
             else:
                 self._engine.retract_abnormal(change.fact)
 
-    def _evidence(self, target: str, cols: np.ndarray, ts: np.ndarray, values: np.ndarray) -> None:
-        """The ML baselines and the SQI on one target's newest points (vectorised)."""
-        tnow = float(ts.max())
-        healthy = False
-        if self.baselines.wants_row(target, tnow):  # a baseline row: only of normal operation
-            healthy = not self.tracker.any_abnormal(target)
-            healthy = healthy and not self._signals.any_abnormal(target)
-        self.baselines.update(target, self._ml_col[cols], ts, values, healthy)
-        self.sqi_tracker.update_columns(target, self._sqi_col[cols], values, tnow)
+    def _evidence(
+        self,
+        targets: list[str],
+        groups: list[tuple[int, np.ndarray]],
+        cols: np.ndarray,
+        ts: np.ndarray,
+        values: np.ndarray,
+    ) -> None:
+        """The ML baselines (per target, vectorised over its series) and the SQI (one pass
+        over every target) on the newest points."""
+        group = np.empty(len(cols), dtype=np.int64)
+        nows = []
+        for g, (target, (_, at)) in enumerate(zip(targets, groups, strict=True)):
+            group[at] = g
+            tnow = float(ts[at].max())
+            nows.append(tnow)
+            healthy = False
+            if self.baselines.wants_row(target, tnow):  # a baseline row: normal operation only
+                healthy = not self.tracker.any_abnormal(target)
+                healthy = healthy and not self._signals.any_abnormal(target)
+            self.baselines.update(target, self._ml_col[cols[at]], ts[at], values[at], healthy)
+        self.sqi_tracker.update_many(targets, self._sqi_col[cols], values, group, nows)
 
     def _drain(self) -> list[Finding]:
         with self._fired_lock:

@@ -101,6 +101,23 @@ class SQIModel:
         """A values vector with nothing reported yet (NaN)."""
         return np.full(len(self.series), np.nan)
 
+    def sqi_many(self, values: np.ndarray) -> np.ndarray:
+        """The SQI number of each row of ``values`` ([targets, series]), exactly as
+        ``score`` computes it (same operations in the same order); NaN where no SQI metric
+        was reported."""
+        scores = metric_scores(values, self.warn, self.crit, self.high_is_bad)
+        total = np.zeros(len(values))
+        weighted = np.zeros(len(values))
+        for role, mask in self._role_masks.items():
+            mine = mask & ~np.isnan(scores)
+            present = mine.any(axis=1)
+            worst = np.where(mine, scores, np.inf).min(axis=1, initial=np.inf)
+            total = total + np.where(present, WEIGHTS[role], 0.0)
+            weighted = weighted + np.where(present, WEIGHTS[role] * worst, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sqi = np.minimum(100.0, np.maximum(0.0, weighted / total))
+        return np.where(total > 0, sqi, np.nan)
+
     def score(self, values: Mapping[str, float] | np.ndarray) -> SQIResult | None:
         """The SQI of one target's latest values (a mapping by series, or a vector in
         ``self.series`` order); None when no SQI metric has been reported."""
@@ -180,49 +197,83 @@ class SQITracker:
 
     def __init__(self, model: SQIModel) -> None:
         self.model = model
-        self._values: dict[str, np.ndarray] = {}
-        self._now: dict[str, SQIResult] = {}
+        self._rows: dict[str, int] = {}
+        self._values = np.full((16, len(model.series)), np.nan)  # [targets, SQI metrics]
+        self._scored: set[str] = set()  # targets with an SQI (its metrics reported)
+        self._now: dict[str, SQIResult] = {}  # built when asked (``current``), then kept
         self._low_since: dict[str, float] = {}
         self._found: list[Finding] = []
+
+    def _row(self, target: str) -> int:
+        row = self._rows.get(target)
+        if row is None:
+            row = self._rows[target] = len(self._rows)
+            if row >= len(self._values):
+                grown = np.full((2 * len(self._values), self._values.shape[1]), np.nan)
+                grown[: len(self._values)] = self._values
+                self._values = grown
+        return row
 
     def update(self, target: str, points: Iterable[tuple[str, float]], now: float) -> None:
         """Newest (series, value) points of ``target``; series outside the SQI are ignored,
         and a batch without any SQI metric leaves the target's SQI as it was."""
-        current = self._values.get(target)
-        if current is None:
-            current = self._values[target] = self.model.empty()
-        hit = False
+        k, values = [], []
         for series, value in points:
-            k = self.model.index.get(series)
-            if k is not None:
-                current[k] = value
-                hit = True
-        if hit:
-            self._judge(target, current, now)
+            k.append(self.model.index.get(series, -1))
+            values.append(value)
+        n = len(k)
+        self.update_many(
+            [target],
+            np.array(k, dtype=np.int64),
+            np.array(values, dtype=float),
+            np.zeros(n, dtype=np.int64),
+            [now],
+        )
 
-    def update_columns(self, target: str, k: np.ndarray, values: np.ndarray, now: float) -> None:
-        """``update`` with the points as columns: ``k`` is each point's index in
-        ``model.series`` (-1: not an SQI metric), in order (a later value wins)."""
-        current = self._values.get(target)
-        if current is None:
-            current = self._values[target] = self.model.empty()
+    def update_many(
+        self,
+        targets: list[str],
+        k: np.ndarray,
+        values: np.ndarray,
+        group: np.ndarray,
+        nows: list[float],
+    ) -> None:
+        """``update`` for several targets at once: point ``i`` (``k[i]`` its index in
+        ``model.series``, -1 if not an SQI metric) belongs to ``targets[group[i]]``, judged
+        at ``nows[group[i]]``; points in order (a later value wins); findings in target
+        order. One numpy pass scores all of them."""
+        rows = np.array([self._row(t) for t in targets], dtype=np.int64)
         mine = k >= 0
-        if mine.any():
-            current[k[mine]] = values[mine]
-            self._judge(target, current, now)
-
-    def _judge(self, target: str, current: np.ndarray, now: float) -> None:
-        if (result := self.model.score(current)) is None:
+        if not mine.any():
             return
-        self._now[target] = result
-        if result.alert and target not in self._low_since:
-            self._low_since[target] = now
-            self._found.append(sqi_finding(target, result, now))
-        elif not result.alert:
-            self._low_since.pop(target, None)
+        self._values[rows[group[mine]], k[mine]] = values[mine]
+        hit = np.zeros(len(targets), dtype=bool)
+        hit[group[mine]] = True
+        sqi = self.model.sqi_many(self._values[rows[hit]])
+        for j, number in zip(np.flatnonzero(hit).tolist(), sqi.tolist(), strict=True):
+            if number != number:  # NaN: nothing reported (as ``score`` returning None)
+                continue
+            target = targets[j]
+            self._scored.add(target)
+            self._now.pop(target, None)
+            if number < ALERT_BELOW and target not in self._low_since:
+                self._low_since[target] = nows[j]
+                result = self.current(target)
+                assert result is not None
+                self._found.append(sqi_finding(target, result, nows[j]))
+            elif number >= ALERT_BELOW:
+                self._low_since.pop(target, None)
 
     def current(self, target: str) -> SQIResult | None:
-        return self._now.get(target)
+        """The target's SQI on its newest values (None before any SQI metric came)."""
+        if target not in self._scored:
+            return None
+        result = self._now.get(target)
+        if result is None:
+            result = self.model.score(self._values[self._rows[target]].copy())
+            assert result is not None
+            self._now[target] = result
+        return result
 
     def drain(self) -> list[Finding]:
         """The ``sqi`` findings since the last call."""

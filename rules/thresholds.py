@@ -18,6 +18,8 @@ caller can put them in the reference's order.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 
 from rules.catalog import Catalog
@@ -29,6 +31,7 @@ TaggedEvents = list[tuple[int, QualityEvent]]
 
 _FLOATS = ("_ts", "_value", "_change_ts", "_since", "_first")
 _BOOLS = ("_varied", "_noisy", "_moved", "_abn", "_flat", "_gap")
+_INTS = ("_run", "_born")
 _NAN_FLOATS = ("_ts", "_since")  # NaN: none yet (the reference's None)
 
 
@@ -82,11 +85,17 @@ class ThresholdColumns:
             if old:
                 fresh[:old] = getattr(self, name)[:old]
             setattr(self, name, fresh)
-        for name in ("_run", "_born"):
+        for name in _INTS:
             ints = np.zeros((n, width), dtype=np.int64)
             if old:
                 ints[:old] = getattr(self, name)[:old]
             setattr(self, name, ints)
+
+    def _flat_views(self) -> SimpleNamespace:
+        """Each state array as a flat view (``row * width + col``)."""
+        return SimpleNamespace(
+            **{name[1:]: getattr(self, name).reshape(-1) for name in (*_FLOATS, *_BOOLS, *_INTS)}
+        )
 
     def row(self, target: str) -> int:
         """The target's row, made on first sight (no state until ``update``)."""
@@ -108,50 +117,49 @@ class ThresholdColumns:
         each. Returns the changes and quality events, each with its sample's position."""
         if rows.size == 0:
             return [], []
-        at = (rows, cols)
-        first = self._born[at] == 0
+        at = rows * len(self.series) + cols  # flat cells: 1-D takes, the fast kind
+        f = self._flat_views()
+        first = f.born[at] == 0
         if first.any():  # states made in sample order, like the reference's dicts
-            self._born[rows[first], cols[first]] = (
-                self._seq + 1 + np.arange(np.count_nonzero(first))
-            )
+            f.born[at[first]] = self._seq + 1 + np.arange(np.count_nonzero(first))
             self._seq += int(np.count_nonzero(first))
             self._track_in_order(rows[first])
-        changed = first | (values != self._value[at])
-        varied = np.where(changed, self._varied[at] | ~first, self._varied[at])
-        run = np.where(changed, np.where(first, 0, self._run[at] + 1), 0)
-        change_ts = np.where(changed, ts, self._change_ts[at])
-        flat = self._flat[at] & ~changed
-        self._ts[at], self._value[at], self._gap[at] = ts, values, False
-        self._varied[at], self._run[at], self._change_ts[at] = varied, run, change_ts
+        changed = first | (values != f.value[at])
+        varied = np.where(changed, f.varied[at] | ~first, f.varied[at])
+        run = np.where(changed, np.where(first, 0, f.run[at] + 1), 0)
+        change_ts = np.where(changed, ts, f.change_ts[at])
+        flat = f.flat[at] & ~changed
+        f.ts[at], f.value[at], f.gap[at] = ts, values, False
+        f.varied[at], f.run[at], f.change_ts[at] = varied, run, change_ts
         frozen = varied & (ts - change_ts >= self.flat_after_s)
 
         high = self.high[cols]
         healthy = ~np.where(high, values > self.warn[cols], values < self.warn[cols])
         crit = np.where(high, values > self.crit[cols], values < self.crit[cols])
-        was = self._abn[at]
+        was = f.abn[at]
         flat_abnormal = was & ~healthy & frozen
         recover = was & (healthy | flat_abnormal)
         report = flat_abnormal & ~flat
 
         breach = ~was & crit
-        since = self._since[at]
+        since = f.since[at]
         start = breach & np.isnan(since)
         since = np.where(start, ts, since)
-        first_value = np.where(start, values, self._first[at])
-        noisy = np.where(start, run >= NOISY_RUN, self._noisy[at])
-        moved = np.where(start, False, self._moved[at]) | (values != first_value)
+        first_value = np.where(start, values, f.first[at])
+        noisy = np.where(start, run >= NOISY_RUN, f.noisy[at])
+        moved = np.where(start, False, f.moved[at]) | (values != first_value)
         waiting = breach & ((ts - since < self.duration[cols]) | flat)
         stuck = breach & ~waiting & noisy & ~moved & (self.duration[cols] > 0)
         report |= stuck & (ts - since >= self.flat_after_s) & ~flat
         fire = breach & ~waiting & ~stuck
 
         keep_since = ~(recover | (~was & ~crit))
-        self._since[at] = np.where(keep_since, np.where(breach, since, self._since[at]), np.nan)
-        self._first[at] = np.where(breach, first_value, self._first[at])
-        self._noisy[at] = np.where(breach, noisy, self._noisy[at])
-        self._moved[at] = np.where(breach, moved, self._moved[at])
-        self._flat[at] = flat | report
-        self._abn[at] = (was & ~recover) | fire
+        f.since[at] = np.where(keep_since, np.where(breach, since, f.since[at]), np.nan)
+        f.first[at] = np.where(breach, first_value, f.first[at])
+        f.noisy[at] = np.where(breach, noisy, f.noisy[at])
+        f.moved[at] = np.where(breach, moved, f.moved[at])
+        f.flat[at] = flat | report
+        f.abn[at] = (was & ~recover) | fire
 
         events: TaggedEvents = []
         for i in np.flatnonzero(report).tolist():

@@ -4,6 +4,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kernel.models import FindingKind
 from loop.sqi import ALERT_BELOW, WEIGHTS, SQIModel, SQITracker, metric_scores
@@ -110,3 +112,24 @@ def test_the_tracker_reports_one_finding_per_episode_below_the_line(model):
     tracker.update("t", [("api_response_time_ms", 800.0)], 6.0)  # a new episode
     assert [f.started_at for f in tracker.drain()] == [6.0]
     assert tracker.current("other") is None  # targets are separate
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_sqi_many_is_the_score_of_each_row(data):
+    """The analyzer's one-pass SQI over many targets equals ``score`` on each, bit for bit."""
+    model = SQIModel(load_catalog())
+    n = len(model.series)
+    near = sorted({*model.warn.tolist(), *model.crit.tolist()})  # on and around the lines
+    cell = st.one_of(
+        st.just(float("nan")),
+        st.floats(-1e4, 1e6, allow_nan=False),
+        st.sampled_from(near),
+        st.builds(lambda x, d: x + d, st.sampled_from(near), st.floats(-5, 5)),
+    )
+    rows = data.draw(st.lists(st.lists(cell, min_size=n, max_size=n), min_size=1, max_size=6))
+    values = np.array(rows, dtype=float)
+    many = model.sqi_many(values)
+    for row, number in zip(values, many.tolist(), strict=True):
+        result = model.score(row)
+        assert (number != number) if result is None else number == result.sqi
