@@ -13,16 +13,20 @@ A series becomes *abnormal* when it has been past its crit threshold for the cat
 ``duration_s`` and stays abnormal until it is back within warn (hysteresis, so a value
 hovering at the line does not flap); rules add their own signals (thresholds, rates,
 absences: rules/signals.py). Only these transitions reach the rules engine, never the raw
-samples: durable_rules costs ~15 us per fact, the ingest path far less. Time is the
-samples' time: a replay (``mendloop rules test``) judges exactly like the daemon.
+samples: durable_rules costs ~15 us per fact. Time is the samples' time: a replay
+(``mendloop rules test``) judges exactly like the daemon.
+
+A batch is judged as if sample by sample (rules/signals.py is the reference) but in numpy
+passes over its columns: the catalog thresholds of every target at once
+(rules/thresholds.py), admissibility as masks and the batch's bookkeeping (loop/tick.py);
+only the series a rule's own condition watches go through ``SignalTracker`` per sample.
 
 Bad input never becomes an abnormal fact: samples too far in the future or past (against
 ``clock``, when given), frozen series and gaps become ``no_data``/``stale`` findings,
 kept apart from rule findings so they cannot open a remediation.
 
-Two more evidence sources run on the same points, vectorised per target: the SQI
-(loop/sqi.py, from the newest value of each SQI metric; below 80 is an ``sqi`` finding)
-and the ML baselines (loop/anomaly.py: per-target seasonal baselines learnt from normal
+Two more evidence sources run on the same points: the SQI (loop/sqi.py, one pass over
+every target's newest SQI metrics; below 80 is an ``sqi`` finding) and the ML baselines (loop/anomaly.py: per-target seasonal baselines learnt from normal
 operation, anomaly scores and onsets). Neither opens an incident; the RCA ranking
 (loop/rca.py) weighs them with the rule hits and the component topology.
 """
@@ -43,7 +47,7 @@ from loop.monitor import Point
 from loop.rca import Context, Topology, threshold_evidence
 from loop.report import build_report, default_topology, rank_causes
 from loop.sqi import SQIModel, SQIResult, SQITracker, sqi_finding
-from loop.tick import CellIndex, by_target, columns_of, waves
+from loop.tick import CellIndex, TimeGuard, by_target, columns_of, sweep_targets, waves
 from rules.catalog import Catalog
 from rules.compiler import AbnormalFact, CompiledRules, RuleSpec
 from rules.signals import Change, QualityEvent, SignalTracker, ThresholdTracker
@@ -76,7 +80,7 @@ class Analyzer:
     ``rules`` maps every rule id ever loaded to its newest spec (so findings of a rule a
     reload removed can still be explained); ``active_rules`` is what runs now.
 
-    Why one class of ~300 lines: the threshold and signal trackers, the durable_rules
+    Why one class of ~330 lines: the threshold and signal trackers, the durable_rules
     ruleset, the SQI trackers and the ML baselines share one lock and one clock, and a
     hot reload swaps the ruleset while re-asserting the trackers' state into it; split,
     the lock (and the atomicity of a reload) would have to cross objects. What does not
@@ -113,7 +117,7 @@ class Analyzer:
         self.rules: dict[str, RuleSpec] = dict(self.active_rules)
         self._fired: list[Finding] = []
         self._quality: list[Finding] = []
-        self._skewed: set[tuple[int, str]] = set()  # (cell, reason): an episode reported
+        self._time = TimeGuard(max_future_s, max_lag_s)
         self._fired_lock = threading.Lock()
         self._observe_lock = threading.Lock()
         self._now: dict[str, float] = {}
@@ -155,46 +159,14 @@ class Analyzer:
             self._apply(changes)
         return self._drain()
 
-    def _admissible(
-        self,
-        keys: list[tuple[str, str]],
-        cells: np.ndarray,
-        ts: np.ndarray,
-        now: float | None,
-        ok: np.ndarray,
-    ) -> np.ndarray:
-        """``ok`` less the samples too far in the future or past of ``now``: each such
-        (target, series) is reported once per episode (a ``stale`` finding), and a good
-        sample ends its episode. Only samples of such series are looked at one by one."""
-        if now is None:
-            return ok
-        bad = ok & ((ts > now + self.max_future_s) | (ts < now - self.max_lag_s))
-        if not bad.any() and not self._skewed:
-            return ok
-        look = bad | (ok & np.isin(cells, [c for c, _ in self._skewed]))
-        for i in np.flatnonzero(look).tolist():
-            cell, t = int(cells[i]), float(ts[i])
-            if not bad[i]:
-                self._skewed.discard((cell, "clock_skew"))
-                self._skewed.discard((cell, "late"))
-                continue
-            if t > now + self.max_future_s:
-                reason, limit = "clock_skew", self.max_future_s
-            else:
-                reason, limit = "late", self.max_lag_s
-            if (cell, reason) not in self._skewed:
-                self._skewed.add((cell, reason))
-                target, series = keys[i]
-                event = QualityEvent("stale", reason, target, series, abs(t - now), limit, t)
-                self._quality.append(quality_finding(event))
-        return ok & ~bad
-
     def _feed(
         self, keys: list[tuple[str, str]], ts: np.ndarray, values: np.ndarray, now: float | None
     ) -> list[Change]:
         cells = self._cells.lookup(keys)
         ok = (cells >= 0) & np.isfinite(ts) & np.isfinite(values)
-        pos = np.flatnonzero(self._admissible(keys, cells, ts, now, ok))
+        ok, skewed = self._time.admit(keys, cells, ts, now, ok)
+        self._quality += [quality_finding(event) for event in skewed]
+        pos = np.flatnonzero(ok)
         if pos.size == 0:
             return []
         cell, ts, values = cells[pos], ts[pos], values[pos]
@@ -237,35 +209,9 @@ class Analyzer:
         return self._drain()
 
     def _sweep_targets(self, due: list[tuple[str, float]]) -> list[Change]:
-        """Each target in turn at its time: silent series (gaps, forgetting), absences,
-        onsets past their windows; one numpy pass for the thresholds of all of them."""
-        if not due:
-            return []
         for target, now in due:
             self._swept[target] = now
-        rows = [self.tracker.rows[target] for target, _ in due]
-        found, events = self.tracker.sweep(rows, [now for _, now in due])
-        self.tracker.events += [event for _, event in events]
-        per: dict[int, list[Change]] = {}
-        for k, change in found:
-            per.setdefault(k, []).append(change)
-        expired: dict[str, list[Change]] = {}
-        if self._occurrences:
-            when = dict(due)
-            for (t, key), fact in list(self._occurrences.items()):
-                if t in when and when[t] > fact.since + self._keep.get(key, 0.0):
-                    del self._occurrences[(t, key)]
-                    expired.setdefault(t, []).append(Change(fact.occurrence(), abnormal=False))
-        changes: list[Change] = []
-        for k, (target, now) in enumerate(due):
-            changes += per.get(k, [])
-            if self._signals.absent:
-                last_seen = {
-                    c.series: self.tracker.last_seen(target, c.series) for c in self._signals.absent
-                }
-                changes += self._signals.sweep(target, now, last_seen)
-            changes += expired.get(target, [])
-        return changes
+        return sweep_targets(due, self.tracker, self._signals, self._occurrences, self._keep)
 
     def _apply(self, changes: list[Change]) -> None:
         """Changes to the engine: a batch is judged as a whole, so recoveries go first and

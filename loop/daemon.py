@@ -48,7 +48,7 @@ from loop.decide import Decider
 from loop.estate import Estate
 from loop.events import Events, Listener
 from loop.execute import PlaybookRunner
-from loop.intake import limits_of
+from loop.intake import Latest, limits_of
 from loop.ledger import Ledger
 from loop.monitor import IngestResult, Monitor
 from loop.moves import Moves
@@ -210,8 +210,10 @@ class Engine:
     def took(self, result: IngestResult) -> None:
         """What any door took (``submit``, the remote-write receiver) goes to analysis;
         the findings to the loop (thread-safe)."""
-        if result.latest:
-            self.standing.seen({p.target for p in result.latest})
+        if latest := result.latest:  # a monitor's columns: no Point object per sample
+            self.standing.seen(
+                latest.targets() if isinstance(latest, Latest) else {p.target for p in latest}
+            )
         self.hand_over(self.analyzer.observe(result.latest))
 
     def hand_over(self, findings: list[Finding]) -> None:

@@ -2,8 +2,10 @@
 
     keys, ts, values = columns_of(result.latest)      # a monitor's Latest: no copy per point
     cells = CellIndex(tracker).lookup(keys)           # row * width + col; -1: not a catalog series
+    ok, events = TimeGuard(30.0, 600.0).admit(keys, cells, ts, now, ok)   # clock skew
     for wave in waves(cells[ok]): ...                 # each (target, series) once per wave
     for row, positions in by_target(rows): ...        # targets in order of first sample
+    changes = sweep_targets(due, tracker, signals, occurrences, keep)        # housekeeping
 
 Why waves: the per-series state machines (rules/thresholds.py) are exact only when a
 (target, series) appears at most once per pass; a batch that holds several samples of one
@@ -20,6 +22,8 @@ import numpy as np
 
 from kernel.models import Sample
 from loop.intake import Latest, Point
+from rules.compiler import AbnormalFact
+from rules.signals import Change, QualityEvent, SignalTracker
 from rules.thresholds import ThresholdColumns
 
 
@@ -88,3 +92,82 @@ def by_target(rows: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
     ends = np.concatenate((bounds, [n]))
     for k in np.argsort(perm[starts], kind="stable").tolist():  # by first position
         yield int(grouped[starts[k]]), perm[starts[k] : ends[k]]
+
+
+class TimeGuard:
+    """Samples too far in the future or past of the clock are not judged: each such
+    (target, series) is reported once per episode (a ``stale`` event, reason
+    ``clock_skew``/``late``) and a good sample ends its episode. A numpy test over the
+    batch; only samples of such series are looked at one by one."""
+
+    def __init__(self, max_future_s: float, max_lag_s: float) -> None:
+        self.max_future_s = max_future_s
+        self.max_lag_s = max_lag_s
+        self._skewed: set[tuple[int, str]] = set()  # (cell, reason): an episode reported
+
+    def admit(
+        self,
+        keys: list[tuple[str, str]],
+        cells: np.ndarray,
+        ts: np.ndarray,
+        now: float | None,
+        ok: np.ndarray,
+    ) -> tuple[np.ndarray, list[QualityEvent]]:
+        """``ok`` less the skewed samples, and the episodes that began (in sample order)."""
+        if now is None:
+            return ok, []
+        bad = ok & ((ts > now + self.max_future_s) | (ts < now - self.max_lag_s))
+        if not bad.any() and not self._skewed:
+            return ok, []
+        events: list[QualityEvent] = []
+        look = bad | (ok & np.isin(cells, [c for c, _ in self._skewed]))
+        for i in np.flatnonzero(look).tolist():
+            cell, t = int(cells[i]), float(ts[i])
+            if not bad[i]:
+                self._skewed.discard((cell, "clock_skew"))
+                self._skewed.discard((cell, "late"))
+                continue
+            if t > now + self.max_future_s:
+                reason, limit = "clock_skew", self.max_future_s
+            else:
+                reason, limit = "late", self.max_lag_s
+            if (cell, reason) not in self._skewed:
+                self._skewed.add((cell, reason))
+                target, series = keys[i]
+                events.append(QualityEvent("stale", reason, target, series, abs(t - now), limit, t))
+        return ok & ~bad, events
+
+
+def sweep_targets(
+    due: list[tuple[str, float]],
+    tracker: ThresholdColumns,
+    signals: SignalTracker,
+    occurrences: dict[tuple[str, str], AbnormalFact],
+    keep: dict[str, float],
+) -> list[Change]:
+    """Each target of ``due`` in turn at its time: silent series (gaps, forgetting: one
+    numpy pass for all), absences, onsets past their windows (dropped from
+    ``occurrences``); the changes in that order, the quality events onto ``tracker.events``."""
+    if not due:
+        return []
+    rows = [tracker.rows[target] for target, _ in due]
+    found, events = tracker.sweep(rows, [now for _, now in due])
+    tracker.events += [event for _, event in events]
+    per: dict[int, list[Change]] = {}
+    for k, change in found:
+        per.setdefault(k, []).append(change)
+    expired: dict[str, list[Change]] = {}
+    if occurrences:
+        when = dict(due)
+        for (t, key), fact in list(occurrences.items()):
+            if t in when and when[t] > fact.since + keep.get(key, 0.0):
+                del occurrences[(t, key)]
+                expired.setdefault(t, []).append(Change(fact.occurrence(), abnormal=False))
+    changes: list[Change] = []
+    for k, (target, now) in enumerate(due):
+        changes += per.get(k, [])
+        if signals.absent:
+            last_seen = {c.series: tracker.last_seen(target, c.series) for c in signals.absent}
+            changes += signals.sweep(target, now, last_seen)
+        changes += expired.get(target, [])
+    return changes
