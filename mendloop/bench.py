@@ -22,6 +22,7 @@ from kernel.errors import MendloopError
 from loop.analyze import Analyzer
 from loop.anomaly import BaselineBank
 from loop.monitor import Monitor
+from loop.windows import Limits
 from mendloop.bench_rule_free import bench_rule_free
 from mendloop.bench_unexplained import bench_trigger, bench_unexplained
 from mendloop.measure import peak_rss_mb, rss_mb
@@ -117,7 +118,9 @@ def bench_rca(
     names = [f"site-{t}" for t in range(targets)]
     twin = Twin(targets=tuple(names), seed=seed)
     now = [local_time(10.0)]
-    monitor = Monitor(catalog, clock=lambda: now[0], max_batch=10**7, max_in_flight=10**8)
+    monitor = Monitor(  # no cardinality limit: every series of every target is analysed
+        catalog, clock=lambda: now[0], max_batch=10**7, max_in_flight=10**8, limits=Limits()
+    )
     analyzer = Analyzer(catalog, rules)
     for name in names:
         analyzer.baselines.install(name, baseline)
@@ -165,7 +168,11 @@ def bench_rca(
     found = [v for v in ttr.values() if v is not None]
     skip = min(60, ticks // 10)  # the first ticks allocate state
     warm, warm_ingest = per_tick[skip:], with_ingest[skip:]
+    stats = monitor.stats()
     return {
+        "series": stats["series"],
+        "window_mb": round(stats["window_bytes"] / 2**20, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "p50_ms": round(float(np.percentile(warm, 50)), 2),
         "p95_ms": round(float(np.percentile(warm, 95)), 2),
         "metrics": len(catalog),
