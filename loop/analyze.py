@@ -26,8 +26,9 @@ Bad input never becomes an abnormal fact: samples too far in the future or past 
 kept apart from rule findings so they cannot open a remediation.
 
 Two more evidence sources run on the same points: the SQI (loop/sqi.py, one pass over
-every target's newest SQI metrics; below 80 is an ``sqi`` finding) and the ML baselines (loop/anomaly.py: per-target seasonal baselines learnt from normal
-operation, anomaly scores and onsets). Neither opens an incident; the RCA ranking
+every target's newest SQI metrics; below 80 is an ``sqi`` finding) and the ML baselines
+(loop/anomaly.py: per-target seasonal baselines learnt from normal operation, anomaly
+scores and onsets). Neither opens an incident; the RCA ranking
 (loop/rca.py) weighs them with the rule hits and the component topology.
 """
 
