@@ -71,8 +71,11 @@ def start_path(
 ) -> tuple[Daemon, list[Proc]]:
     """The daemon and what feeds it for one path; the processes to stop after it."""
     name = f"{scenario.pack}-{path}"
+    interval = getattr(scenario, "interval", "1s")  # a scenario may need a longer scrape
     if path == "pull":
-        prom = lab.prometheus(scenario.scrape, labels=scenario.labels, name=f"prom-{name}")
+        prom = lab.prometheus(
+            scenario.scrape, labels=scenario.labels, interval=interval, name=f"prom-{name}"
+        )
         daemon = lab.daemon(
             site, neo4j, prometheus_url=prom.url, env=DAEMON_ENV, name=f"mendloop-{name}"
         )
@@ -82,6 +85,7 @@ def start_path(
         prom = lab.prometheus(
             scenario.scrape,
             labels=scenario.labels,
+            interval=interval,
             remote_write=f"{daemon.url}/api/v1/write",
             token=daemon.token,
             name=f"prom-{name}",
@@ -94,6 +98,7 @@ def start_path(
     prom = lab.prometheus(
         scenario.scrape,
         labels=scenario.labels,
+        interval=interval,
         alertmanager=am.url,
         rule_files=scenario.rule_files(),
         name=f"prom-{name}",

@@ -104,6 +104,7 @@ class Lab:
     root: Path
     procs: list[Proc] = field(default_factory=list)
     pidfiles: list[tuple[Path, str]] = field(default_factory=list)
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     def __enter__(self) -> Lab:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -118,6 +119,14 @@ class Lab:
         for pidfile, executable in self.pidfiles:
             stop_pidfile(pidfile, executable)
         self.procs.clear()
+        for cleanup in reversed(self.cleanups):
+            cleanup()
+        self.cleanups.clear()
+
+    def on_close(self, cleanup: Callable[[], None]) -> None:
+        """Run ``cleanup`` when the lab closes, after its processes stopped (e.g. a service
+        folder that had to live outside the lab's root)."""
+        self.cleanups.append(cleanup)
 
     # -- processes ------------------------------------------------------------------
 

@@ -66,4 +66,14 @@ def _nginx(lab: Lab) -> Scenario:
     return NginxScenario(lab)
 
 
-SCENARIOS: dict[str, Callable[[Lab], Scenario]] = {"redis": _redis, "nginx": _nginx}
+def _postgresql(lab: Lab) -> Scenario:
+    from mendloop.labpacks.postgresql import PostgresScenario
+
+    return PostgresScenario(lab)
+
+
+SCENARIOS: dict[str, Callable[[Lab], Scenario]] = {
+    "redis": _redis,
+    "nginx": _nginx,
+    "postgresql": _postgresql,
+}

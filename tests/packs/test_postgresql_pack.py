@@ -13,7 +13,6 @@ Check mode changes nothing each time.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -25,19 +24,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from kernel.models import RunStatus
 from loop.runner import PlaybookRunner, RunDetail
 from loop.solutions import SolutionSpec, check_file
 from mendloop.labclient import issue_token, run_fault
-from mendloop.labsite import check, write_site
+from mendloop.labpacks.postgresql import (
+    EXPORTER,
+    PG_BIN,
+    RUNUSER,
+    PostgreSQL,
+    PostgresScenario,
+)
+from mendloop.labsite import check
 from mendloop.servicelab import Lab, free_port
 
 PACKS = Path(__file__).resolve().parents[2] / "packs"
 PACK = PACKS / "postgresql"
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-RUNUSER = "/usr/sbin/runuser"
 
 pytestmark = pytest.mark.skipif(
     not (PG_BIN / "pg_ctl").exists() or os.geteuid() != 0 or shutil.which("runuser") is None,
@@ -45,91 +48,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 psycopg = pytest.importorskip("psycopg")
-
-
-class PostgreSQL:
-    """A throw-away server: data dir, socket dir and pid file in one temp dir of `postgres`."""
-
-    def __init__(self, root: Path, max_connections: int = 20) -> None:
-        self.root = root
-        self.port = free_port()
-        self.data = root / "data"
-        self.pidfile = root / "postgresql.pid"  # external_pid_file: the pid alone
-        self.log = root / "server.log"
-        options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {root} "
-            f"-c max_connections={max_connections} -c external_pid_file={self.pidfile}"
-        )
-        self.start_argv = [
-            RUNUSER, "-u", "postgres", "--",
-            str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
-            "-o", options, "-w", "-t", "60", "start",
-        ]  # fmt: skip
-
-    def process_spec(self) -> dict[str, Any]:
-        """linux-host's mendloop_processes entry: the postmaster of this data dir only."""
-        return {
-            "pidfile": str(self.pidfile),
-            "executable": str(PG_BIN / "postgres"),
-            "cmdline": "^" + re.escape(f"{PG_BIN}/postgres -D {self.data}") + "( |$)",
-            "start": self.start_argv,
-            "chdir": str(self.root),
-            "log": str(self.root / "start.log"),
-            "daemonizes": True,
-        }
-
-    def as_postgres(self, *argv: str) -> None:
-        subprocess.run([RUNUSER, "-u", "postgres", "--", *argv], check=True,
-                       capture_output=True, timeout=120, cwd=self.root)  # fmt: skip
-
-    def init(self) -> None:
-        self.root.mkdir(parents=True)
-        shutil.chown(self.root, "postgres", "postgres")
-        self.as_postgres(str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust",
-                         "-U", "postgres", "--no-sync")  # fmt: skip
-
-    def start(self) -> None:
-        subprocess.run(self.start_argv, check=True, capture_output=True, timeout=120, cwd=self.root)
-
-    def crash(self) -> None:
-        self.as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
-
-    def stop(self) -> None:
-        subprocess.run([RUNUSER, "-u", "postgres", "--", str(PG_BIN / "pg_ctl"), "-D",
-                        str(self.data), "-m", "immediate", "stop"],
-                       capture_output=True, timeout=120, check=False, cwd=self.root)  # fmt: skip
-
-    def pid(self) -> int:
-        return int(self.pidfile.read_text().split()[0])
-
-    def connect(self, user: str = "postgres", application: str = "") -> Any:
-        return psycopg.connect(
-            host="127.0.0.1", port=self.port, user=user, dbname="postgres",
-            application_name=application, autocommit=True, connect_timeout=10,
-        )  # fmt: skip
-
-    def sql(self, query: str) -> list[tuple[Any, ...]]:
-        with self.connect() as conn:
-            cur = conn.execute(query)
-            return cur.fetchall() if cur.description else []
-
-    def inventory(self, **extra: Any) -> dict[str, Any]:
-        """The host vars a site's inventory gives this server."""
-        return {
-            "mendloop_processes": {"postgresql": self.process_spec()},
-            "mendloop_postgres": {
-                "main": {
-                    "host": "127.0.0.1",
-                    "port": self.port,
-                    "user": "postgres",
-                    "dbname": "postgres",
-                    "process": "postgresql",
-                    "terminate_idle": [{"user": "app", "application": "batch-loader"}],
-                    "terminate_blocking": [{"user": "app"}],
-                    **extra,
-                }
-            },
-        }
 
 
 @pytest.fixture(scope="module")
@@ -321,25 +239,8 @@ def test_the_pack_playbooks_are_ansible_lint_clean() -> None:
 
 
 # --- end to end: exporter -> Prometheus (and Alertmanager) -> the daemon on a site ---------
-
-EXPORTER = "/usr/bin/prometheus-postgres-exporter"
-TARGET = "pg-1"
-# a scrape while the server is down takes the exporter ~1 s (its connection attempt): with a
-# 1 s scrape timeout Prometheus would drop pg_up 0 with the failed scrape
-SCRAPE = "2s"
-# the test's own tuning, as a site tunes a pack (override: true): a transaction counts as
-# long after 8 s here, not 2 minutes, so the blocking fault is seen in seconds
-LONG_TX = {"warn": 4, "crit": 8}
-
-
-def alert_rules(dest: Path) -> Path:
-    """The pack's Prometheus rule file, its `for:` 0 s here (as a site tunes it) so the
-    alert fires before the fix, whichever path opens the incident."""
-    rules = yaml.safe_load((PACK / "prometheus" / "postgresql.rules.yml").read_text())
-    for rule in rules["groups"][0]["rules"]:
-        rule["for"] = "0s"
-    dest.write_text(yaml.safe_dump(rules))
-    return dest
+# The lab scenario (mendloop/labpacks/postgresql.py) on this module's server: the same faults
+# `mendloop eval packs` measures.
 
 
 def neo4j_env(settings: Any) -> dict[str, str]:
@@ -350,19 +251,17 @@ def neo4j_env(settings: Any) -> dict[str, str]:
     }
 
 
-def site_overrides(site: Path) -> None:
-    """The site's metrics.yaml: the pack's long-transaction entry with the test's limits."""
-    pack = yaml.safe_load((PACK / "metrics.yaml").read_text())["metrics"]
-    entry = next(m for m in pack if m["name"] == "postgresql_longest_transaction_seconds")
-    entry = {**entry, **LONG_TX, "override": True}
-    (site / "metrics.yaml").write_text(yaml.safe_dump({"metrics": [entry]}, sort_keys=False))
-
-
 @dataclass
 class PostgresLab:
-    server: PostgreSQL
+    scenario: PostgresScenario
     daemon: Any
-    alertmanager_url: str
+
+    @property
+    def server(self) -> PostgreSQL:
+        return self.scenario.server
+
+    def fault(self, name: str) -> Any:
+        return next(f for f in self.scenario.faults if f.name == name)
 
 
 @pytest.fixture(scope="module")
@@ -374,27 +273,9 @@ def pg_lab(postgres: PostgreSQL, neo4j_settings: Any) -> Iterator[PostgresLab]:
     root = postgres.root.parent / "lab"
     with Lab(root) as lab:
         lab.adopt_pidfile(postgres.pidfile, str(PG_BIN / "postgres"))  # whoever started it
-        port = free_port()
-        exporter = lab.spawn(
-            "exporter",
-            [EXPORTER, f"--web.listen-address=127.0.0.1:{port}",
-             f"--extend.query-path={PACK / 'exporter' / 'queries.yaml'}"],
-            env={"DATA_SOURCE_NAME": f"postgresql://postgres@127.0.0.1:{postgres.port}/"
-                                     "postgres?sslmode=disable"},
-        )  # fmt: skip
-        lab.wait_http(f"http://127.0.0.1:{port}/metrics", exporter)
-        site = write_site(
-            root / "site",
-            "postgresql-lab",
-            include=["postgresql"],
-            targets={TARGET: {"components": ["postgresql"], "device_type": "postgresql",
-                              "hosts": [TARGET]}},
-            hosts={TARGET: postgres.inventory()},
-            defaults={"idle_for_s": 5, "min_age_s": 5},
-        )  # fmt: skip
-        site_overrides(site)
+        scenario = PostgresScenario(lab, server=postgres)
+        site = scenario.site(root / "site")
         assert check(site) == []
-        rules = alert_rules(root / "postgresql.rules.yml")
         # ports form a cycle (Prometheus -> Alertmanager -> the daemon -> Prometheus): the
         # daemon's port and a token of its database are chosen before Alertmanager starts
         api_port = free_port()
@@ -404,20 +285,15 @@ def pg_lab(postgres: PostgreSQL, neo4j_settings: Any) -> Iterator[PostgresLab]:
             f"http://127.0.0.1:{api_port}/v1/alerts/alertmanager", token=hook_token
         )
         prom = lab.prometheus(
-            {"postgresql": [f"127.0.0.1:{port}"]},
-            labels={"postgresql": {"instance": TARGET}},
-            interval=SCRAPE,
+            scenario.scrape,
+            labels=scenario.labels,
+            interval=scenario.interval,
             alertmanager=manager.url,
-            rule_files=[rules],
+            rule_files=scenario.rule_files(),
         )
-        daemon = lab.daemon(
-            site,
-            neo4j_env(neo4j_settings),
-            prometheus_url=prom.url,
-            port=api_port,
-        )
+        daemon = lab.daemon(site, neo4j_env(neo4j_settings), prometheus_url=prom.url, port=api_port)
         try:
-            yield PostgresLab(postgres, daemon, manager.url)
+            yield PostgresLab(scenario, daemon)
         finally:
             daemon.close()
 
@@ -428,71 +304,61 @@ def explain(daemon: Any, outcome: Any) -> str:
     return f"{outcome.reason}\n{incident.verification if incident else None}\n{outcome}"
 
 
+@pytest.mark.e2e
+@pytest.mark.neo4j
 def test_connections_exhausted_by_idle_sessions_are_freed(pg_lab: PostgresLab) -> None:
-    server, daemon = pg_lab.server, pg_lab.daemon
-    leaked: list[Any] = []
-
-    def leak() -> None:  # the loader takes every slot it can get: 17 of 20 are not reserved
-        for _ in range(20):
-            try:
-                leaked.append(server.connect("app", "batch-loader"))
-            except psycopg.OperationalError as exc:
-                assert "reserved for" in str(exc)
-                break
-        assert len(leaked) >= 12
-
+    fault = pg_lab.fault("connections_exhausted")
     try:
-        outcome = run_fault(daemon, TARGET, inject=leak)
-        assert outcome.fault == "postgresql_connections_exhausted", outcome
+        outcome = run_fault(pg_lab.daemon, PostgresScenario.target, inject=fault.inject)
+        assert len(pg_lab.scenario.leaked) >= 12  # the server refused the loader the rest
+        assert outcome.fault == fault.expected, outcome
         assert outcome.solution == "sol-postgresql-terminate-idle" and not outcome.approved
         assert (outcome.state, outcome.verification) == ("resolved", "passed"), explain(
-            daemon, outcome
+            pg_lab.daemon, outcome
         )
-        assert backends(server, "app") == 0  # every leaked session ended, by the playbook
+        assert fault.healthy()  # every leaked session ended, by the playbook
     finally:
-        for conn in leaked:
-            conn.close()
+        fault.reset()
 
 
+@pytest.mark.e2e
+@pytest.mark.neo4j
 def test_a_blocking_transaction_is_ended_after_an_approval(pg_lab: PostgresLab) -> None:
-    server, daemon = pg_lab.server, pg_lab.daemon
-    blocker = server.connect("app", "migration")
-    done: list[str] = []
+    daemon, scenario = pg_lab.daemon, pg_lab.scenario
+    fault = pg_lab.fault("blocking_query")
     seen: list[str] = []
-
-    def block() -> None:
-        blocker.execute("BEGIN")
-        blocker.execute("UPDATE accounts SET balance = balance - 50 WHERE id = 2")
-        blocked_update(server, "postgres", done, row=2)
 
     def waiting(incident: Any) -> None:  # risk high: it must wait for the person
         settled = daemon.wait_settled(incident.id, 300)
         seen.append(settled.state.value)
-        assert done == []  # nothing ended before the approval
+        assert scenario.done == []  # nothing ended before the approval
 
     try:
-        outcome = run_fault(daemon, TARGET, inject=block, during=waiting)
+        outcome = run_fault(daemon, PostgresScenario.target, inject=fault.inject, during=waiting)
         assert seen == ["awaiting_approval"]
-        assert outcome.fault == "postgresql_blocking_query", outcome
+        assert outcome.fault == fault.expected, outcome
         assert outcome.solution == "sol-postgresql-terminate-blocker" and outcome.approved
         assert (outcome.state, outcome.verification) == ("resolved", "passed"), explain(
             daemon, outcome
         )
         with pytest.raises(psycopg.OperationalError):
-            blocker.execute("SELECT 1")
-        assert done == ["updated"]
+            scenario.blocker.execute("SELECT 1")
+        assert fault.healthy()  # the waiter's update went through
     finally:
-        blocker.close()
+        fault.reset()
 
 
+@pytest.mark.e2e
+@pytest.mark.neo4j
 def test_a_crashed_server_is_restarted_and_the_alert_resolves(pg_lab: PostgresLab) -> None:
     server, daemon = pg_lab.server, pg_lab.daemon
+    fault = pg_lab.fault("postgresql_down")
     old = server.pid()
-    outcome = run_fault(daemon, TARGET, inject=server.crash)
-    assert outcome.fault == "postgresql_down", outcome
+    outcome = run_fault(daemon, PostgresScenario.target, inject=fault.inject)
+    assert outcome.fault == fault.expected, outcome
     assert outcome.solution == "sol-postgresql-restart" and not outcome.approved
     assert (outcome.state, outcome.verification) == ("resolved", "passed"), explain(daemon, outcome)
-    assert server.pid() != old and server.sql("SELECT 1") == [(1,)]
+    assert server.pid() != old and fault.healthy()
     alerts = daemon.get("/v1/intake/alertmanager")  # the alert fired and resolved through AM
     counters = alerts.get("counters", alerts)
     assert counters["firing_new"] >= 1 and counters["resolved"] >= 1, alerts
