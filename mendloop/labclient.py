@@ -19,7 +19,7 @@ import httpx
 from api.auth import Role, TokenStore
 from kernel.state import State
 from loop.store import IncidentStore, IncidentView
-from mendloop.servicelab import LabError, Proc
+from mendloop.labproc import LabError, Proc
 
 
 def issue_token(database_url: str) -> str:

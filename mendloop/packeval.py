@@ -37,7 +37,8 @@ import httpx
 from kernel.config import Settings
 from kernel.errors import MendloopError
 from mendloop.labclient import Daemon, run_fault
-from mendloop.labpacks import SCENARIOS, Scenario
+from mendloop.labpacks import Scenario
+from mendloop.labpacks.registry import SCENARIOS
 from mendloop.servicelab import Lab, LabError, Proc
 
 PATHS = ("pull", "push", "alertmanager")

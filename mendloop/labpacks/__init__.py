@@ -3,13 +3,14 @@
 healthy again, how to put it back for the next fault. The pack's e2e test and
 `mendloop eval packs` run the same scenario.
 
-    scenario = SCENARIOS["redis"](lab)          # the service and its exporter, started
+    scenario = SCENARIOS["redis"](lab)          # (labpacks/registry.py) the service and
+                                               # its exporter, started
     scenario.scrape                            # {job: [address]} for Prometheus
     scenario.labels                            # {job: {"target": ...}}
     site = scenario.site(folder)               # a site including the pack, its inventory
     for fault in scenario.faults: ...          # Fault(name, expected, inject, healthy, reset)
 
-A pack adds its module here and one line to SCENARIOS.
+A pack adds its module here and one line to SCENARIOS (mendloop/labpacks/registry.py).
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
-
-from mendloop.servicelab import Lab
 
 
 @dataclass(frozen=True)
@@ -52,28 +51,3 @@ class Scenario(Protocol):
     def site(self, folder: Path) -> Path: ...
 
     def rule_files(self) -> list[Path]: ...
-
-
-def _redis(lab: Lab) -> Scenario:
-    from mendloop.labpacks.redis import RedisScenario
-
-    return RedisScenario(lab)
-
-
-def _nginx(lab: Lab) -> Scenario:
-    from mendloop.labpacks.nginx import NginxScenario
-
-    return NginxScenario(lab)
-
-
-def _postgresql(lab: Lab) -> Scenario:
-    from mendloop.labpacks.postgresql import PostgresScenario
-
-    return PostgresScenario(lab)
-
-
-SCENARIOS: dict[str, Callable[[Lab], Scenario]] = {
-    "redis": _redis,
-    "nginx": _nginx,
-    "postgresql": _postgresql,
-}
