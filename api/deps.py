@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol
 from fastapi import Depends, HTTPException, Request
 
 from knowledge.matcher import Matcher
+from loop.cluster.forward import Submit
 from loop.estate import Estate
 from loop.monitor import IngestResult, Monitor
 from loop.status import LoopStatus
@@ -38,20 +39,6 @@ if TYPE_CHECKING:
     from loop.ledger import Ledger
     from loop.solutions import SolutionSpec
     from rules.catalog import Catalog
-
-class Submit(Protocol):
-    """How a push reaches the monitor (``Engine.submit``, ``Monitor.ingest``): ``owner`` is
-    the pushing token (its own cardinality limits), ``refused`` the points its parser
-    refused already (booked with the push, by reason)."""
-
-    def __call__(
-        self,
-        batch: Iterable[Any],
-        *,
-        owner: str | None = None,
-        refused: Mapping[str, int] | None = None,
-    ) -> IngestResult: ...
-
 
 class Approvals(Protocol):
     """What approving needs (loop.operations.Operations has both); ``plan_hash`` is passed

@@ -49,6 +49,10 @@ class ForwardRefused(MendloopError):
 
 
 class Submit(Protocol):
+    """How a push reaches the monitor (``Engine.submit``, ``Monitor.ingest``): ``owner`` is
+    the pushing token (its own cardinality limits), ``refused`` the points its parser
+    refused already (booked with the push, by reason)."""
+
     def __call__(
         self,
         batch: Iterable[Any],
