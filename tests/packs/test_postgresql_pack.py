@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -218,24 +217,6 @@ def test_a_blocking_transaction_of_an_allowed_user_is_ended(
         blocker.close()
     assert postgres.sql("SELECT balance FROM accounts WHERE id = 1") == [(102,)]
 
-
-def test_the_pack_playbooks_are_ansible_lint_clean() -> None:
-    lint = shutil.which("ansible-lint", path=str(Path(sys.executable).parent))
-    if lint is None:
-        pytest.skip("ansible-lint is not installed (pip install -e .[dev])")
-    # as the runner runs them: linux-host's modules on ANSIBLE_LIBRARY (loop/runner.py)
-    modules = os.pathsep.join(
-        str(PACKS / p / "playbooks" / "library") for p in ("linux-host", "postgresql")
-    )
-    result = subprocess.run(
-        [lint, "--offline", "-q", "--nocolor", "."],
-        cwd=PACK / "playbooks",
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "ANSIBLE_LIBRARY": modules},
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # --- end to end: exporter -> Prometheus (and Alertmanager) -> the daemon on a site ---------
