@@ -298,7 +298,7 @@ def _alerts(parts: list[Part], catalog: Catalog, problems: list[Problem]) -> Com
         try:
             found = alert_entries(path)
         except RuleFileError as exc:
-            problems.append(located(exc))
+            problems.append(Problem(exc.path, exc.line, exc.reason))
             continue
         for name, line, raw in found:
             override = isinstance(raw, dict) and raw.get("override") is True

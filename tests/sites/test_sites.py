@@ -415,3 +415,16 @@ def test_alert_maps_compose_from_the_packs_and_the_site(tmp_path: Path) -> None:
     assert ("RedisDown", "target", False) not in taken
     assert ("RedisDown", "instance", True) in taken  # another key: no conflict
     assert len(site.alerts) == len(pack_alerts) + 1
+
+
+def test_an_unreadable_alert_map_is_a_problem_of_its_file(tmp_path: Path) -> None:
+    """A site's alerts.yaml that is not YAML, or has no ``alerts:`` list, is reported at
+    that file; the check does not stop there."""
+    root = tmp_path / "site"
+    scaffold(root)
+    alerts = write(root, "alerts.yaml", "alerts: [unclosed\n")
+    problems = check_site(root).problems
+    assert [p.file for p in problems] == [str(alerts)]
+    alerts.write_text("mappings: []\n")
+    problems = check_site(root).problems
+    assert [p.file for p in problems] == [str(alerts)] and "alerts" in problems[0].reason
