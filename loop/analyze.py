@@ -44,7 +44,7 @@ import numpy as np
 from kernel.models import Evidence, Finding, RCAReport, Sample
 from loop.anomaly import BaselineBank
 from loop.findings import ReloadResult, finding_from_rule, quality_finding
-from loop.monitor import Point
+from loop.monitor import Latest, Point
 from loop.rca import Context, Topology, threshold_evidence
 from loop.report import build_report, default_topology, rank_causes
 from loop.sqi import SQIModel, SQIResult, SQITracker, sqi_finding
@@ -149,8 +149,7 @@ class Analyzer:
         each step is a numpy pass over the batch (loop/tick.py, rules/thresholds.py)."""
         with self._observe_lock:
             now = self.clock() if self.clock is not None else None
-            keys, ts, values = columns_of(samples)
-            changes = self._feed(keys, ts, values, now)
+            changes = self._feed(columns_of(samples), now)
             due = [
                 (target, tnow)
                 for target, tnow in self._now.items()
@@ -160,10 +159,9 @@ class Analyzer:
             self._apply(changes)
         return self._drain()
 
-    def _feed(
-        self, keys: list[tuple[str, str]], ts: np.ndarray, values: np.ndarray, now: float | None
-    ) -> list[Change]:
-        cells = self._cells.lookup(keys)
+    def _feed(self, batch: Latest, now: float | None) -> list[Change]:
+        keys, ts, values = batch.keys, batch.ts, batch.values
+        cells = self._cells.cells(batch)
         ok = (cells >= 0) & np.isfinite(ts) & np.isfinite(values)
         ok, skewed = self._time.admit(keys, cells, ts, now, ok)
         self._quality += [quality_finding(event) for event in skewed]

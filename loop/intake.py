@@ -75,10 +75,20 @@ class Latest(Sequence[Point]):
     ``keys``/``ts``/``values`` directly (no object per point, loop/analyze.py); anybody
     else iterates it as ``Point``s."""
 
-    __slots__ = ("keys", "ts", "values")
+    __slots__ = ("keys", "slots", "source", "ts", "values")
 
-    def __init__(self, keys: list[tuple[str, str]], ts: np.ndarray, values: np.ndarray) -> None:
+    def __init__(
+        self,
+        keys: list[tuple[str, str]],
+        ts: np.ndarray,
+        values: np.ndarray,
+        slots: np.ndarray | None = None,
+        source: tuple[object, int] | None = None,
+    ) -> None:
         self.keys, self.ts, self.values = keys, ts, values
+        # the window slots of the points and (their store, its generation): a slot names
+        # the same (target, series) until the generation changes, so a reader may cache by it
+        self.slots, self.source = slots, source
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -89,7 +99,7 @@ class Latest(Sequence[Point]):
     def __getitem__(self, i: slice) -> Sequence[Point]: ...
     def __getitem__(self, i: int | slice) -> Point | Sequence[Point]:
         if isinstance(i, slice):
-            return Latest(self.keys[i], self.ts[i], self.values[i])
+            return Latest(self.keys[i], self.ts[i], self.values[i])  # (no slot cache)
         target, series = self.keys[i]
         return Point(target, series, float(self.ts[i]), float(self.values[i]))
 

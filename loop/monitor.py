@@ -312,7 +312,8 @@ class Monitor:
             latest: Latest | tuple[()] = ()
             if want_latest:  # columns: no object per point (analysis reads them as arrays)
                 last_ts, last_values = self._store.latest_many(touched)
-                latest = Latest(self._store.keys_of(touched), last_ts, last_values)
+                source = (self._store, self._store.generation)
+                latest = Latest(self._store.keys_of(touched), last_ts, last_values, touched, source)
             self._counters["accepted"] += outcome.accepted
             self._counters["late"] += outcome.late
             self._counters["duplicate"] += outcome.duplicate

@@ -27,17 +27,15 @@ from rules.signals import Change, QualityEvent, SignalTracker
 from rules.thresholds import ThresholdColumns
 
 
-def columns_of(
-    samples: Iterable[Sample | Point],
-) -> tuple[list[tuple[str, str]], np.ndarray, np.ndarray]:
-    """(target, series) keys, timestamps and values of a batch, in its order."""
+def columns_of(samples: Iterable[Sample | Point]) -> Latest:
+    """A batch as columns, in its order (a monitor's ``Latest`` as it is)."""
     if isinstance(samples, Latest):
-        return samples.keys, samples.ts, samples.values
+        return samples
     items = list(samples)
     keys = [(s.target, s.series) for s in items]
     ts = np.fromiter((s.ts for s in items), dtype=np.float64, count=len(items))
     values = np.fromiter((s.value for s in items), dtype=np.float64, count=len(items))
-    return keys, ts, values
+    return Latest(keys, ts, values)
 
 
 class CellIndex:
@@ -49,6 +47,30 @@ class CellIndex:
         self.tracker = tracker
         self.width = len(tracker.series)
         self._cells: dict[tuple[str, str], int] = {}
+        self._source: tuple[object, int] | None = None  # whose slots _by_slot caches
+        self._by_slot = np.full(0, -1, dtype=np.int64)
+
+    def cells(self, batch: Latest) -> np.ndarray:
+        """``lookup`` of the batch's keys; by window slot (a numpy take) when the batch
+        says which slots of which store and generation it holds."""
+        if batch.slots is None or batch.source is None or batch.slots.size == 0:
+            return self.lookup(batch.keys)
+        store, generation = batch.source
+        if self._source is None or self._source[0] is not store or self._source[1] != generation:
+            self._source, self._by_slot = (store, generation), np.full(0, -1, dtype=np.int64)
+        slots = batch.slots
+        top = int(slots.max()) + 1
+        if top > self._by_slot.size:
+            grown = np.full(max(top, 2 * self._by_slot.size), -1, dtype=np.int64)
+            grown[: self._by_slot.size] = self._by_slot
+            self._by_slot = grown
+        cells: np.ndarray = self._by_slot[slots]
+        missing = np.flatnonzero(cells < 0)
+        if missing.size:  # first sight of these slots (or not catalog series: looked up again)
+            found = self.lookup([batch.keys[i] for i in missing.tolist()])
+            cells[missing] = found
+            self._by_slot[slots[missing]] = found
+        return cells
 
     def lookup(self, keys: list[tuple[str, str]]) -> np.ndarray:
         get = self._cells.get
