@@ -218,6 +218,15 @@ class SignalTracker:
             if cond.kind == ConditionKind.rate:
                 window = cond.rate_window_s
                 self.keep_s[cond.series] = max(self.keep_s.get(cond.series, 0.0), window)
+        # per series, what ``update`` runs: (condition, its key, is a rate), the keys and
+        # kinds computed once (they are properties that build strings)
+        self._plan: dict[str, list[tuple[Condition, str, bool]]] = {
+            series: [(c, c.key, c.kind == ConditionKind.rate) for c in conds]
+            for series, conds in self.by_series.items()
+        }
+        self._absent_of: dict[str, list[tuple[Condition, str]]] = {}
+        for cond in self.absent:
+            self._absent_of.setdefault(cond.series, []).append((cond, cond.key))
         self._signals: dict[tuple[str, str], _Signal] = {}
         self._history: dict[tuple[str, str], _History] = {}
         self._first_seen: dict[str, float] = {}
@@ -242,7 +251,7 @@ class SignalTracker:
 
     def watches(self, series: str) -> bool:
         """Whether a sample of ``series`` can move any signal (else only ``seen`` matters)."""
-        return series in self.by_series or any(c.series == series for c in self.absent)
+        return series in self.by_series or series in self._absent_of
 
     def seen(self, target: str, ts: float) -> None:
         """A sample of ``target`` at ``ts`` (what ``update`` notes first for absences)."""
@@ -252,10 +261,10 @@ class SignalTracker:
         self._first_seen.setdefault(target, ts)
         changes = [
             change
-            for cond in self.absent
-            if cond.series == series and (change := self._set(target, cond, None, ts, value))
+            for cond, key in self._absent_of.get(series, ())
+            if (change := self._set(target, cond, key, None, ts, value))
         ]
-        conds = self.by_series.get(series)
+        conds = self._plan.get(series)
         if not conds:
             return changes
         history = None
@@ -264,8 +273,8 @@ class SignalTracker:
             history.append((ts, value))
             while len(history) > 2 and history[1][0] <= ts - self.keep_s[series]:
                 history.popleft()
-        for cond in conds:
-            if cond.kind == ConditionKind.rate:
+        for cond, key, rate in conds:
+            if rate:
                 assert history is not None
                 observed = _delta(history, ts, cond)
                 true = observed is not None and (
@@ -273,14 +282,16 @@ class SignalTracker:
                     if cond.rises_by is not None
                     else observed < -(cond.falls_by or 0)
                 )
-                change = self._set(target, cond, ts if true else None, ts, observed or 0.0)
+                change = self._set(target, cond, key, ts if true else None, ts, observed or 0.0)
             else:
-                change = self._threshold(target, cond, ts, value)
+                change = self._threshold(target, cond, key, ts, value)
             if change:
                 changes.append(change)
         return changes
 
-    def _threshold(self, target: str, cond: Condition, ts: float, value: float) -> Change | None:
+    def _threshold(
+        self, target: str, cond: Condition, key: str, ts: float, value: float
+    ) -> Change | None:
         spec = self.catalog[cond.series]
         if cond.above is not None:
             breach = value > cond.above
@@ -288,14 +299,14 @@ class SignalTracker:
             breach = value < cond.below
         else:
             breach = spec.is_breach(value, "crit")
-        signal = self._signals.setdefault((target, cond.key), _Signal())
+        signal = self._signals.setdefault((target, key), _Signal())
         if signal.fact is not None:
             healthy = (
                 not breach
                 if cond.above is not None or cond.below is not None
                 else spec.is_healthy(value)
             )
-            return self._set(target, cond, None, ts, value) if healthy else None
+            return self._set(target, cond, key, None, ts, value) if healthy else None
         if not breach:
             signal.breach_since = None
             return None
@@ -304,13 +315,13 @@ class SignalTracker:
         held = cond.for_s if cond.for_s is not None else spec.duration_s
         if ts - signal.breach_since < held:
             return None
-        return self._set(target, cond, signal.breach_since, ts, value)
+        return self._set(target, cond, key, signal.breach_since, ts, value)
 
     def _set(
-        self, target: str, cond: Condition, since: float | None, ts: float, value: float
+        self, target: str, cond: Condition, key: str, since: float | None, ts: float, value: float
     ) -> Change | None:
         """Make the signal true from ``since`` (or false when None); a Change if it moved."""
-        signal = self._signals.setdefault((target, cond.key), _Signal())
+        signal = self._signals.setdefault((target, key), _Signal())
         if since is None:
             signal.breach_since = None
             if signal.fact is None:
@@ -332,7 +343,7 @@ class SignalTracker:
             since = seen if seen is not None else self._first_seen.get(target)
             if since is None or now - since < (cond.absent_for or 0.0):
                 continue
-            if change := self._set(target, cond, since, now, now - since):
+            if change := self._set(target, cond, cond.key, since, now, now - since):
                 changes.append(change)
         return changes
 
