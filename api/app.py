@@ -30,7 +30,7 @@ from api.deps import Approvals, EngineApi, Services, Submit
 from api.ingest import MAX_BODY_BYTES, ingest_router
 from api.metrics import ApiMetrics, ChatStatusSource, RequestMetrics
 from api.operations import IngestOut, RejectionOut, ingest_response
-from api.remote_write import remote_write_router
+from api.remote_write import Receiver, remote_write_router
 from api.schemas import IncidentSummary
 from kernel import __version__
 from loop.alertmanager import AlertIntake
@@ -77,7 +77,7 @@ def create_app(
     web: APIRouter | None = None,
     chat: APIRouter | None = None,
     chat_status: ChatStatusSource | None = None,
-    remote_write: RemoteWriteReceiver | None = None,
+    remote_write: Receiver | None = None,
     alerts: AlertIntake | None = None,
 ) -> FastAPI:
     """The API over ``store``; with ``engine`` (loop.daemon.Engine) also knowledge, rules,
@@ -156,10 +156,11 @@ def app_for(
     chat: APIRouter | None = None,
     chat_status: ChatStatusSource | None = None,
     submit: Submit | None = None,
+    remote_write: Receiver | None = None,
 ) -> FastAPI:
     """The daemon's whole API over a built engine (``web``, ``chat``: as create_app;
-    ``submit``: the pushes' way in when not ``engine.submit``, e.g. a worker's forwarding
-    intake, loop/cluster/forward.py)."""
+    ``submit``, ``remote_write``: the pushes' ways in when not the engine's own, e.g. a
+    worker's forwarding intake, loop/cluster/forward.py and remote_write.py)."""
     return create_app(
         engine.store,
         submit=submit or engine.submit,
@@ -171,7 +172,7 @@ def app_for(
         web=web,
         chat=chat,
         chat_status=chat_status,
-        remote_write=RemoteWriteReceiver(engine.monitor, took=engine.took),
+        remote_write=remote_write or RemoteWriteReceiver(engine.monitor, took=engine.took),
         alerts=AlertIntake(alert_map_of(engine), submit or engine.submit),
     )
 
@@ -237,7 +238,14 @@ def _openapi(app: FastAPI, routers: list[tuple[APIRouter, bool]]) -> dict[str, A
     schema.setdefault("components", {})["securitySchemes"] = {
         "bearer": {"type": "http", "scheme": "bearer", "description": "mlt_<id>_<secret>"}
     }
-    roles = _roles(routers)
+    # routes added after create_app (a worker's /v1/cluster) carry their role too
+    roles = {
+        (route.path, method.lower()): route_role(route)
+        for route in app.routes
+        if isinstance(route, APIRoute)
+        for method in route.methods or ()
+    }
+    roles |= _roles(routers)
     for path, operations_of in schema["paths"].items():
         for method, operation in operations_of.items():
             role = roles.get((path, method))

@@ -15,12 +15,14 @@ refused one by one, e.g. a metric not in the catalog, are counted by reason in
 ``/v1/intake``, not a reason to resend); 400 for a bad snappy frame, bad protobuf or bad
 labels (``reason`` in the answer; Prometheus does not retry a 4xx); 413 for a body too
 large; 415 for another encoding or remote-write 2.0; 429 with Retry-After when the intake
-is busy (Prometheus retries).
+is busy (Prometheus retries); with several workers, 503 with Retry-After when samples of
+another worker's target could not be handed to it (Prometheus retries the whole request;
+what was taken already counts as duplicate: loop/cluster/remote_write.py).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -29,13 +31,22 @@ from starlette.concurrency import run_in_threadpool
 from api.ingest import busy
 from kernel.errors import Overloaded
 from loop.sources.remote_write import RefusalReason, RemoteWriteError
-from loop.sources.remote_write_intake import RemoteWriteReceiver
+from loop.sources.remote_write_intake import RemoteWriteOutcome
 
 PATHS = ("/api/v1/write", "/v1/write")
 STATUS = {RefusalReason.TOO_LARGE: 413, RefusalReason.INTERNAL: 500}
 
 
-def remote_write_router(receiver: RemoteWriteReceiver, max_body_bytes: int) -> APIRouter:
+class Receiver(Protocol):
+    """``RemoteWriteReceiver``, or on a worker of several ``ClusterRemoteWrite`` (it forwards
+    other workers' targets and raises ``ForwardRefused``: 503 + Retry-After, api/cluster.py)."""
+
+    def receive(self, body: bytes, owner: str | None = None) -> RemoteWriteOutcome: ...
+
+    def counters(self) -> dict[str, int]: ...
+
+
+def remote_write_router(receiver: Receiver, max_body_bytes: int) -> APIRouter:
     """The receiver's routes; roles come from the ingest dependency (api/app.py)."""
     router = APIRouter(tags=["ingest"])
 

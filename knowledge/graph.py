@@ -30,6 +30,7 @@ import neo4j
 from neo4j import GraphDatabase
 from neo4j.exceptions import (
     AuthError,
+    ClientError,
     ConfigurationError,
     ServiceUnavailable,
     SessionExpired,
@@ -45,6 +46,7 @@ from knowledge.embedding import DIMENSIONS
 from knowledge.similarity import cosine_from_index_score
 
 VECTOR_INDEX = "case_embedding"
+SAME_RULE = "Neo.ClientError.Schema.EquivalentSchemaRuleAlreadyExists"
 
 _CASE_PROJECTION: LiteralString = (
     "c {.id, .title, .text, .symptoms, .device_type, .environment, .target, .region, "
@@ -315,7 +317,11 @@ class KnowledgeGraph:
         ran = []
         for migration in schema.pending(applied):
             for statement in migration.statements:
-                self._run(statement, dims=DIMENSIONS)
+                try:
+                    self._run(statement, dims=DIMENSIONS)
+                except ClientError as exc:  # two workers starting at once on a fresh graph:
+                    if exc.code != SAME_RULE:  # IF NOT EXISTS is not atomic between them
+                        raise
             self._run(schema.RECORD, version=migration.version, description=migration.description)
             ran.append(migration.version)
         self.sync_domain(domain or Domain.load())

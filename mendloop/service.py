@@ -154,6 +154,7 @@ async def run_daemon(settings: Settings) -> None:
         chat=chat.router if chat is not None else None,
         chat_status=chat.status if chat is not None else None,
         submit=joined.intake.submit if joined is not None else None,
+        remote_write=joined.writes if joined is not None else None,
     )
     if joined is not None:
         joined.install(app)

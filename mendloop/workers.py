@@ -2,7 +2,7 @@
 
     lock = single_worker(settings.database_url)   # SQLite: a second worker is refused
     joined = join_cluster(engine, settings)       # PostgreSQL: leases, fencing, forwarding
-    app = app_for(engine, submit=joined.intake.submit if joined else None, ...)
+    app = app_for(engine, submit=joined.intake.submit, remote_write=joined.writes, ...)
     joined.install(app); ...; joined.leave()
 
 On PostgreSQL every `mendloop run` is a worker: it registers, takes its share of the
@@ -28,9 +28,11 @@ from kernel.config import Settings
 from loop.cluster.forward import ClusterIntake
 from loop.cluster.guards import SqlReplayGuard, TicketTable
 from loop.cluster.leases import Leases
+from loop.cluster.remote_write import ClusterRemoteWrite, ForwardedWrites, FrameDecoder
 from loop.cluster.single import WorkerLock, single_worker
 from loop.cluster.worker import ClusterWorker
 from loop.daemon import Engine
+from loop.sources.remote_write_intake import RemoteWriteReceiver
 
 log = logging.getLogger("mendloop")
 
@@ -43,9 +45,13 @@ class Joined:
     intake: ClusterIntake
     key: bytes
     engine: Engine
+    writes: ClusterRemoteWrite  # remote-write pushed here, split by owner
+    forwarded: ForwardedWrites  # remote-write a peer forwarded here
 
     def install(self, app: FastAPI) -> None:
-        install_cluster(app, self.engine.submit, self.cluster.owns, self.key, self.status)
+        install_cluster(
+            app, self.engine.submit, self.cluster.owns, self.key, self.status, self.forwarded
+        )
 
     def status(self) -> dict[str, Any]:
         return {
@@ -53,6 +59,7 @@ class Joined:
             "api_url": self.cluster.api_url,
             "held": sorted(self.cluster.held()),
             "intake": dict(self.intake.counts),
+            "remote_write_forwarded_in": self.forwarded.receiver.counters(),
             "cluster": asdict(self.cluster.counts),
             "leases": asdict(self.cluster.leases.counts),
             "fence_refused": self.cluster.fence.refused,
@@ -90,5 +97,9 @@ def join_cluster(engine: Engine, settings: Settings) -> Joined | None:
     engine.join(cluster)
     key = leases.cluster_key()
     intake = ClusterIntake(cluster, engine.submit, key)
+    writes = ClusterRemoteWrite(intake, RemoteWriteReceiver(engine.monitor, took=engine.took))
+    forwarded = ForwardedWrites(
+        RemoteWriteReceiver(engine.monitor, decoder=FrameDecoder(), took=engine.took)
+    )
     log.info("worker %s joined (lease TTL %.0f s, API %s)", leases.worker_id, leases.ttl_s, url)
-    return Joined(cluster, intake, key, engine)
+    return Joined(cluster, intake, key, engine, writes, forwarded)

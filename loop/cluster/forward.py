@@ -24,6 +24,7 @@ import logging
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
@@ -91,6 +92,15 @@ def wire(item: Any) -> Any:
     return item.model_dump(mode="json") if isinstance(item, Sample) else item
 
 
+@dataclass
+class Routes:
+    """Targets of a push that this worker does not own, by where their samples go."""
+
+    peers: dict[str, Owner] = field(default_factory=dict)
+    claimed: set[str] = field(default_factory=set)
+    orphans: set[str] = field(default_factory=set)
+
+
 class ClusterIntake:
     def __init__(
         self,
@@ -108,9 +118,43 @@ class ClusterIntake:
         self.counts: Counter[str] = Counter()  # samples: local, forwarded, claimed, refused
         self._lock = threading.Lock()
 
-    def _count(self, **counts: int) -> None:
+    def count(self, **counts: int) -> None:
+        """Samples by outcome (local, forwarded, claimed, refused), whatever their protocol."""
         with self._lock:
             self.counts.update(counts)
+
+    def route(self, targets: Iterable[str]) -> Routes:
+        """Where the samples of these targets (none owned here by our own measure) go: to
+        their live owner, claimed here (a target nobody holds, we are under quota), or
+        nowhere yet (refused to the sender)."""
+        theirs = sorted(set(targets))
+        owners = self.cluster.leases.owners(theirs) if theirs else {}
+        routes = Routes()
+        for target in theirs:
+            found = owners.get(target)
+            if found is not None and found.worker_id == self.cluster.worker_id:
+                found = None  # ours in SQL but not by our own measure: renewing
+            if found is not None:
+                routes.peers[target] = found
+            elif self.cluster.claim(target):
+                routes.claimed.add(target)
+            else:
+                routes.orphans.add(target)
+        return routes
+
+    def refuse(self, orphans: int, failed: list[tuple[int, str]]) -> None:
+        """Raise ``ForwardRefused`` (503) for samples neither taken nor handed over, if any:
+        ``orphans`` of targets with no live owner, ``failed`` (samples, owner url) forwards."""
+        if not orphans and not failed:
+            return
+        lost_count = orphans + sum(n for n, _ in failed)
+        self.count(refused=lost_count)
+        raise ForwardRefused(
+            f"{lost_count} sample(s) of targets owned by another worker could not be "
+            "handed over now (owner unreachable or no live owner yet); retry the push",
+            self.retry_after_s,
+            failed[0][1] if failed else "",
+        )
 
     def submit(
         self,
@@ -128,41 +172,29 @@ class ClusterIntake:
                 mine.append(index)
             else:
                 theirs[target].append(index)
-        owners = self.cluster.leases.owners(sorted(theirs)) if theirs else {}
+        routes = self.route(theirs)
         by_owner: dict[Owner, list[int]] = defaultdict(list)
-        orphans: list[int] = []
+        orphans = 0
         for target, indices in theirs.items():
-            found = owners.get(target)
-            if found is not None and found.worker_id == self.cluster.worker_id:
-                found = None  # ours in SQL but not by our own measure: renewing
-            if found is not None:
-                by_owner[found] += indices
-            elif self.cluster.claim(target):
-                self._count(claimed=len(indices))
+            if target in routes.peers:
+                by_owner[routes.peers[target]] += indices
+            elif target in routes.claimed:
+                self.count(claimed=len(indices))
                 mine += indices
             else:
-                orphans += indices
+                orphans += len(indices)
         result = self._local(items, sorted(mine), owner, refused)
         failed: list[tuple[int, str]] = []  # (samples, owner url)
         for peer, indices in by_owner.items():
             try:
                 result = merge(result, self._forward(peer, items, indices, owner), indices)
-                self._count(forwarded=len(indices))
+                self.count(forwarded=len(indices))
             except (httpx.HTTPError, ForwardRefused, ValueError) as exc:
                 log.warning(
                     "forward of %d sample(s) to %s failed: %s", len(indices), peer.api_url, exc
                 )
                 failed.append((len(indices), peer.api_url))
-        if orphans or failed:
-            lost_count = len(orphans) + sum(n for n, _ in failed)
-            self._count(refused=lost_count)
-            url = failed[0][1] if failed else ""
-            raise ForwardRefused(
-                f"{lost_count} sample(s) of targets owned by another worker could not be "
-                "handed over now (owner unreachable or no live owner yet); retry the push",
-                self.retry_after_s,
-                url,
-            )
+        self.refuse(orphans, failed)
         return result
 
     def _local(
@@ -173,10 +205,10 @@ class ClusterIntake:
         refused: Mapping[str, int] | None,
     ) -> IngestResult:
         if len(indices) == len(items):
-            self._count(local=len(items))
+            self.count(local=len(items))
             return self.local(items, owner=owner, refused=refused)
         result = self.local([items[i] for i in indices], owner=owner, refused=refused)
-        self._count(local=len(indices))
+        self.count(local=len(indices))
         return IngestResult(
             accepted=result.accepted,
             late=result.late,

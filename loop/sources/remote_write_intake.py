@@ -22,6 +22,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -39,6 +40,18 @@ from loop.sources.remote_write import (
 from rules.selectors import identity_of
 
 Took = Callable[[IngestResult], None]
+
+
+class Decoder(Protocol):
+    """What a receiver decodes with: ``RemoteWriteDecoder``, or the frames one worker
+    forwards to another (loop/cluster/remote_write.py), each with its own slot cache."""
+
+    @property
+    def cache_size(self) -> int: ...
+
+    def decode(self, body: bytes) -> RemoteWriteBatch: ...
+
+
 COUNTED = (
     "requests",
     "samples",
@@ -69,12 +82,12 @@ class RemoteWriteReceiver:
         self,
         monitor: Monitor,
         *,
-        decoder: RemoteWriteDecoder | None = None,
+        decoder: Decoder | None = None,
         target_labels: Sequence[str] = DEFAULT_TARGET_LABELS,
         took: Took | None = None,
     ) -> None:
         self.monitor = monitor
-        self.decoder = decoder or RemoteWriteDecoder()
+        self.decoder: Decoder = decoder or RemoteWriteDecoder()
         self.target_labels = tuple(target_labels)
         self.took = took
         size = self.decoder.cache_size
@@ -86,6 +99,11 @@ class RemoteWriteReceiver:
 
     def receive(self, body: bytes, owner: str | None = None) -> RemoteWriteOutcome:
         """Decode, resolve and ingest one request; ``RemoteWriteError`` refuses it whole."""
+        return self.ingest(self.decode(body), owner)
+
+    def decode(self, body: bytes) -> RemoteWriteBatch:
+        """Decode one request and count it (a refusal by reason); nothing is ingested yet:
+        several workers split a request by target first (loop/cluster/remote_write.py)."""
         try:
             batch = self.decoder.decode(body)
         except RemoteWriteError as exc:
@@ -94,8 +112,12 @@ class RemoteWriteReceiver:
             raise
         with self._lock:
             self._count(batch)
-            outcome = self._ingest(batch, owner)
-        return outcome
+        return batch
+
+    def ingest(self, batch: RemoteWriteBatch, owner: str | None = None) -> RemoteWriteOutcome:
+        """Resolve and ingest a decoded request (or the part of one this worker keeps)."""
+        with self._lock:
+            return self._ingest(batch, owner)
 
     def counters(self) -> dict[str, int]:
         """Requests, samples and what they held besides float samples, by name."""

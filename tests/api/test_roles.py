@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.auth import Auth, Role
+from api.cluster import install_cluster
 from kernel.state import State
 from loop.monitor import Monitor
 from loop.store import IncidentStore
@@ -241,3 +242,21 @@ def test_clear_4xx_on_bad_input(client, tokens) -> None:
         "/v1/automation/pause", json={"target": "bad target!"}, headers=tokens[Role.operator]
     )
     assert pause.status_code == 422
+
+
+def test_a_workers_cluster_routes_carry_their_role_too(store, auth, tokens) -> None:
+    """Routes a worker adds after create_app (api/cluster.py) are in the role table: the
+    status is for viewers; the peer routes are signed, not token-guarded, and undocumented."""
+    monitor = Monitor(load_catalog(), window_s=30, clock=lambda: 100.0, max_batch=50)
+    app = create_app(store, submit=monitor.ingest, stats=monitor.stats, auth=auth)
+    install_cluster(app, monitor.ingest, lambda _: False, b"k" * 32, lambda: {"worker_id": "w"})
+    with TestClient(app) as client:
+        schema = client.get("/openapi.json").json()
+        op = schema["paths"]["/v1/cluster"]["get"]
+        assert op["x-mendloop-role"] == "viewer" and op["security"] == [{"bearer": []}]
+        assert "401" in op["responses"] and "403" not in op["responses"]
+        assert not {"/v1/cluster/samples", "/v1/cluster/write"} & set(schema["paths"])
+        assert client.get("/v1/cluster").status_code == 401
+        answer = client.get("/v1/cluster", headers=tokens[Role.viewer])
+        assert answer.status_code == 200 and answer.json() == {"worker_id": "w"}
+        assert client.post("/v1/cluster/samples", content=b"{}").status_code == 401  # unsigned
