@@ -150,6 +150,8 @@ class Engine:
             moves=self.moves,
             events=self.events,
             shadow=ShadowScope.parse(settings.shadow),
+            # the site's alert series: a level that holds until the next notification
+            levels=frozenset(m.series for m in estate.alerts),
         )
         self.operations = Operations(
             store, self.ledger, self.analyzer, self.decider, self.planner, self.events, self.walk

@@ -7,7 +7,10 @@ Healthy means within the *warn* threshold (stricter than the crit line that open
 incident), on samples newer than the end of the playbook run, continuously for
 ``hold_s``. Passed as soon as that holds; timed_out if it has not by ``deadline_s``
 (paper: 10 min); failed if a series sent no fresh sample at all, since then nothing
-can be verified. All of it is the remediation plan's VerificationPlan (kernel/plan.py:
+can be verified. A *level* series (an Alertmanager alert's: its point holds until the next
+notification, docs/INTAKE.md) counts from the start of the run instead: Alertmanager sends
+a resolution once, and a service the fix brought back can resolve its alert while the
+playbook is still finishing. All of it is the remediation plan's VerificationPlan (kernel/plan.py:
 the series that opened the incident and the solution's own, its conditions such as
 ``cache_utilization_pct < 85``, the SQI floor, paper: alert below 80, the hold and the
 deadline); every check must hold at the same time for the whole hold period.
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from kernel.models import Execution, MetricCheck, Verification, VerificationStatus
 from kernel.plan import Condition, VerificationPlan
@@ -27,16 +30,23 @@ LatestReader = Callable[[str, str], tuple[float, float] | None]
 SQIReader = Callable[[str], tuple[float, tuple[str, ...]] | None]  # (sqi, dragging components)
 
 
+Freshness = float | Mapping[str, float]  # one bound, or one per series
+
+
+def _after(fresh_after: Freshness, series: str) -> float:
+    return fresh_after if isinstance(fresh_after, int | float) else fresh_after[series]
+
+
 def check_metrics(
     catalog: Catalog,
     latest: dict[str, tuple[float, float] | None],
-    fresh_after: float,
+    fresh_after: Freshness,
 ) -> tuple[MetricCheck, ...]:
     """Pure: one check per series; stale or missing data is never healthy."""
     checks = []
     for series, point in sorted(latest.items()):
         spec = catalog[series]
-        fresh = point is not None and point[0] > fresh_after
+        fresh = point is not None and point[0] > _after(fresh_after, series)
         value = point[1] if point is not None else None
         healthy = fresh and value is not None and spec.is_healthy(value)
         checks.append(MetricCheck(series=series, healthy=healthy, value=value, threshold=spec.warn))
@@ -47,13 +57,13 @@ def check_conditions(
     catalog: Catalog,
     conditions: Iterable[Condition],
     latest: dict[str, tuple[float, float] | None],
-    fresh_after: float,
+    fresh_after: Freshness,
 ) -> tuple[MetricCheck, ...]:
     """Pure: one check per condition, on fresh samples only."""
     checks = []
     for cond in conditions:
         point = latest.get(cond.series)
-        fresh = point is not None and point[0] > fresh_after
+        fresh = point is not None and point[0] > _after(fresh_after, cond.series)
         value = point[1] if point is not None else None
         spec = catalog.get(cond.series)
         ok = fresh and cond.holds(value, spec.is_healthy if spec else None)
@@ -97,9 +107,12 @@ async def verify(
     catalog: Catalog,
     *,
     read_sqi: SQIReader | None = None,
+    levels: frozenset[str] = frozenset(),
     poll_s: float = 0.5,
     clock: Callable[[], float] = time.time,
 ) -> Verification:
+    """``levels``: series whose point holds until the next one (alert series), fresh from
+    the run's start rather than its end."""
     conds = plan.conditions
     metric_names = sorted(set(plan.series))
     names = sorted(set(metric_names) | {c.series for c in conds})
@@ -109,7 +122,8 @@ async def verify(
         plan.sqi_min,
         plan.component,
     )
-    fresh_after = execution.ended.timestamp()
+    ended, started = execution.ended.timestamp(), execution.started.timestamp()
+    fresh_after: Mapping[str, float] = {s: started if s in levels else ended for s in names}
     start = clock()
     healthy_since: float | None = None
     checks: tuple[MetricCheck, ...] = ()

@@ -89,7 +89,9 @@ class VerifyStep:
         plans: Plans,
         learn: LearnStep,
         rollback: RollbackStep,
+        levels: frozenset[str] = frozenset(),
     ) -> None:
+        self.levels = levels  # alert series: fresh from the run's start (loop/verify.py)
         self.monitor = monitor
         self.analyzer = analyzer
         self.catalog = catalog
@@ -116,6 +118,7 @@ class VerifyStep:
             incident.target,
             self.catalog,
             read_sqi=self.read_sqi,
+            levels=self.levels,
         )
         resolved = verification.status == VerificationStatus.passed
         await self.learn.run(incident, resolved)
@@ -133,4 +136,3 @@ class VerifyStep:
             f"verification {verification.status}: {unhealthy}",
             verification=verification,
         )
-

@@ -64,6 +64,7 @@ class Steps:
         moves: Moves,
         events: Events,
         shadow: ShadowScope,
+        levels: frozenset[str] = frozenset(),
     ) -> Steps:
         approvals = ApprovalPlans(runner, ledger, planner)
         rollback = RollbackStep(runner, ledger)
@@ -77,7 +78,9 @@ class Steps:
             dispatch=DispatchStep(ledger, autonomy, approvals, execute, shadow),
             execute=execute,
             reconcile=ReconcileStep(runner, ledger, execute, events),
-            verify=VerifyStep(monitor, analyzer, catalog, ledger, approvals.plans, learn, rollback),
+            verify=VerifyStep(
+                monitor, analyzer, catalog, ledger, approvals.plans, learn, rollback, levels
+            ),
             rollback=rollback,
             learn=learn,
             approvals=approvals,

@@ -95,3 +95,32 @@ def test_no_data_at_all_is_a_failure():
         return await verify(EXECUTION, plan, lambda t, s: None, "t", CATALOG, poll_s=0)
 
     assert asyncio.run(main()).status == VerificationStatus.failed
+
+
+def test_a_level_series_resolved_during_the_run_verifies_a_metric_one_does_not():
+    """An alert series' point holds until the next notification (docs/INTAKE.md): a
+    resolution received while the playbook was finishing (after its start, before its
+    end) is evidence; a metric sample from then is stale. A resolution from before the
+    run started is not evidence either way."""
+    during = EXECUTION.model_copy(update={"started": datetime.fromtimestamp(90.0, UTC)})
+
+    def verdict(point_at: float, levels: frozenset[str]) -> VerificationStatus:
+        clock = FakeClock()
+        plan = VerificationPlan(series=("cache_hit_ratio",), hold_s=2.0, deadline_s=10.0)
+
+        async def main():
+            task = asyncio.create_task(
+                verify(during, plan, lambda t, s: (point_at, 0.99), "t", CATALOG,
+                       levels=levels, poll_s=0, clock=clock)
+            )  # fmt: skip
+            while not task.done():
+                clock.now += 0.5
+                await asyncio.sleep(0)
+            return task.result()
+
+        return asyncio.run(main()).status
+
+    level = frozenset({"cache_hit_ratio"})
+    assert verdict(95.0, level) == VerificationStatus.passed
+    assert verdict(95.0, frozenset()) == VerificationStatus.timed_out
+    assert verdict(85.0, level) == VerificationStatus.timed_out
