@@ -140,15 +140,19 @@ def run_path(
                 found = outcome.as_dict()
                 row |= found | {"fault": fault.name, "diagnosed": found["fault"]}
                 row["expected"] = fault.expected
-                row["service_healthy"] = bool(lab.wait(fault.healthy, "healthy", 30))
-            except LabError as exc:
+                row["service_healthy"] = healthy_within(lab, fault.healthy, 30)
+            except LabError as exc:  # no incident, or it never ended: said, not dropped
                 row |= {"state": "error", "reason": str(exc)[:500]}
             progress(
                 f"{scenario.pack}/{path}/{fault.name}: {row.get('state')} "
                 f"detection {row.get('detection_s')} s, MTTR {row.get('mttr_s')} s"
             )
             rows.append(row)
-            fault.reset()
+            try:
+                fault.reset()
+            except (LabError, OSError) as exc:  # the next faults would measure a broken service
+                row["reset_error"] = str(exc)[:500]
+                break
             time.sleep(3)  # healthy again before the next fault
     finally:
         daemon.close()
@@ -156,6 +160,15 @@ def run_path(
         for proc in feeders:
             proc.stop()
     return rows
+
+
+def healthy_within(lab: Lab, healthy: Callable[[], bool], timeout: float) -> bool:
+    """The scenario's own health check, given ``timeout`` s to hold (False, not an error:
+    the incident's outcome stays what the loop said)."""
+    try:
+        return bool(lab.wait(healthy, "the service healthy again", timeout))
+    except LabError:
+        return False
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -43,3 +43,12 @@ def test_eval_packs_is_a_kind_of_eval() -> None:
     args = build_parser().parse_args(["eval", "packs", "--packs", "redis", "--paths", "pull"])
     assert (args.kind, args.packs, args.paths) == ("packs", "redis", "pull")
     assert "packs" in args.more
+
+
+def test_a_service_not_healthy_again_is_a_flag_not_an_error(tmp_path) -> None:
+    from mendloop.packeval import healthy_within
+    from mendloop.servicelab import Lab
+
+    with Lab(tmp_path) as lab:
+        assert healthy_within(lab, lambda: True, 1) is True
+        assert healthy_within(lab, lambda: False, 0.5) is False
