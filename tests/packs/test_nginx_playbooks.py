@@ -240,7 +240,11 @@ def test_the_pack_library_catalog_and_alerts_validate() -> None:
         specs["sol-nginx-upstream-start"].render_vars({}, {"state": "stopped"})
     catalog = load_catalog(PACK / "metrics.yaml")
     mapping = load_alert_map(PACK / "alerts.yaml", catalog)
-    assert [m.series for m in mapping.mappings] == ["alert_nginx_down"]
+    assert sorted(m.series for m in mapping.mappings) == [
+        "alert_nginx_down",
+        "alert_nginx_proxy_failing",
+        "alert_nginx_upstream_down",
+    ]
 
 
 def test_a_site_including_the_pack_checks_clean(tmp_path: Path) -> None:
