@@ -350,6 +350,24 @@ def test_a_last_good_copy_nginx_rejects_is_never_installed(tmp_path: Path, lab: 
     assert lab.site.read_text() == bad  # put back as it was, nginx untouched
 
 
+def test_a_master_that_is_not_the_inventorys_is_never_touched(tmp_path: Path, lab: Lab) -> None:
+    host_vars = lab.host_vars()
+    runner = HostRunner(tmp_path / "runs", host_vars)
+    assert snapshot(runner).run.status == RunStatus.successful
+    good = lab.site.read_text()
+    bad = good.replace(f":{lab.upstream}/", f":{free_port()}/")
+    lab.site.write_text(bad)
+    # the pid file's process runs another config than the inventory's: not "our" nginx
+    host_vars["mendloop_processes"]["nginx"]["cmdline"] = "master process .* -c /etc/other\\.conf$"
+    strange = HostRunner(tmp_path / "runs2", host_vars)
+    master = lab.pid("nginx")
+    refused = run(strange, "sol-nginx-config-rollback", check=False)
+    assert refused.run.status == RunStatus.failed
+    assert any("not the nginx master" in t for t in refused.run.failed_tasks), refused.run
+    assert lab.site.read_text() == bad and lab.pid("nginx") == master and alive(master)
+    assert not any(p.name.startswith("rejected-") for p in (lab.root / "state").iterdir())
+
+
 def test_upstream_start_brings_a_killed_upstream_back(tmp_path: Path, lab: Lab) -> None:
     runner = HostRunner(tmp_path / "runs", lab.host_vars())
     running = run(runner, "sol-nginx-upstream-start", check=False)

@@ -137,42 +137,53 @@ def children(pid: int) -> set[int]:
     return found
 
 
-def reload_master(args: dict, binary: str) -> tuple[bool, str]:
-    """SIGHUP the master if it is ``binary`` with ``cmdline`` (through a pidfd); wait for a
-    worker it did not have before. (False, why) when it does not run or does not reload."""
+def open_master(args: dict, binary: str) -> tuple[int, int, str]:
+    """(pid, pidfd, "") of the running master if /proc says it is ``binary`` with
+    ``cmdline``; (0, -1, "") when none runs; (pid, -1, why) when the pid file names another
+    program (then nothing may be touched). The pidfd keeps the signal on this process."""
     try:
         with open(args["pidfile"]) as handle:
             text = handle.read(64).strip()
     except OSError:
-        return False, "no pid file: nginx does not run; the config takes effect at its start"
+        return 0, -1, ""
     pid = int(text) if text.isdigit() else 0
     try:
-        handle = os.pidfd_open(pid) if pid > 0 else -1
+        fd = os.pidfd_open(pid) if pid > 0 else -1
     except ProcessLookupError:
-        handle = -1
-    if handle < 0:
-        return False, f"pid {pid} does not run: the config takes effect at nginx's start"
+        fd = -1
+    if fd < 0:
+        return 0, -1, ""
     try:
         exe = os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
         with open(f"/proc/{pid}/cmdline", "rb") as raw:
             cmd = raw.read(65536).rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
-        if exe != binary or not re.search(args["cmdline"], cmd):
-            return False, f"pid {pid} is {exe} ({cmd[:120]}), not the nginx master: not signalled"
+    except OSError:
+        os.close(fd)
+        return 0, -1, ""  # it ended meanwhile
+    if exe != binary or not re.search(args["cmdline"], cmd):
+        os.close(fd)
+        return pid, -1, f"pid {pid} is {exe} ({cmd[:120]}), not the nginx master: not touched"
+    return pid, fd, ""
+
+
+def reload_master(pid: int, fd: int, timeout: int) -> tuple[bool, str]:
+    """SIGHUP the master through its pidfd; wait for a worker it did not have before."""
+    try:
         before = children(pid)
-        signal.pidfd_send_signal(handle, signal.SIGHUP)
+        signal.pidfd_send_signal(fd, signal.SIGHUP)
     except (OSError, ProcessLookupError) as exc:
         return False, f"pid {pid}: {exc}"
-    finally:
-        os.close(handle)
-    deadline = time.monotonic() + args["reload_timeout"]
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if children(pid) - before:
             return True, f"reloaded pid {pid}"
         time.sleep(0.1)
-    return False, f"pid {pid} started no new worker within {args['reload_timeout']} s"
+    return False, f"pid {pid} started no new worker within {timeout} s"
 
 
-def switch(module: AnsibleModule, args: dict, source: str, binary: str, result: dict) -> None:
+def switch(
+    module: AnsibleModule, args: dict, source: str, binary: str, result: dict, master: tuple
+) -> None:
     """Keep the current tree as rejected, install ``source``, validate, reload."""
     conf_dir, state_dir = args["conf_dir"], args["state_dir"]
     rejected = kept(state_dir, "rejected", args["keep"])
@@ -183,9 +194,16 @@ def switch(module: AnsibleModule, args: dict, source: str, binary: str, result: 
     if problem:
         install(rejected, conf_dir)
         module.fail_json(msg=f"{source} fails nginx -t, the tree is put back: {problem}", **result)
-    result["reloaded"], said = reload_master(args, binary) if args["pidfile"] else (False, "")
+    pid, fd, _ = master
+    if fd < 0:
+        result["msg"] = (
+            f"installed {os.path.basename(source)}; nginx does not run: the "
+            "config takes effect at its start"
+        )
+        return
+    result["reloaded"], said = reload_master(pid, fd, args["reload_timeout"])
     result["msg"] = f"installed {os.path.basename(source)}; {said}"
-    if args["pidfile"] and not result["reloaded"] and "does not run" not in said:
+    if not result["reloaded"]:
         module.fail_json(**result)
 
 
@@ -267,9 +285,17 @@ def main() -> None:
     )
     if not result["changed_files"]:
         module.fail_json(msg=f"the config already is {os.path.basename(source)}", **result)
-    if module.check_mode:
-        module.exit_json(changed=True, msg=f"would install {os.path.basename(source)}", **result)
-    switch(module, args, source, binary, result)
+    master = open_master(args, binary) if args["pidfile"] else (0, -1, "")
+    if master[2]:  # the pid file names another program: touch neither the tree nor it
+        module.fail_json(msg=master[2], **result)
+    try:
+        if module.check_mode:
+            said = f"would install {os.path.basename(source)}"
+            module.exit_json(changed=True, msg=said, **result)
+        switch(module, args, source, binary, result, master)
+    finally:
+        if master[1] >= 0:
+            os.close(master[1])
     module.exit_json(changed=True, **result)
 
 
