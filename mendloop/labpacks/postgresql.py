@@ -214,13 +214,13 @@ class PostgresScenario:
         return site
 
     def rule_files(self) -> list[Path]:
-        """The pack's rules with shorter `for:` (a site's tuning): down and connections at
-        once; a lock wait after 10 s, so the blocker's transaction is older than the
-        site's min_age_s (5 s) when the fix runs."""
+        """The pack's rules with shorter `for:` (a site's tuning): down at once; sessions
+        and a lock wait after 10 s, so what the fix may end is older than the site's
+        idle_for_s / min_age_s (5 s) when it runs."""
         rules = yaml.safe_load((PACK_DIR / "prometheus" / "postgresql.rules.yml").read_text())
         for group in rules["groups"]:
             for rule in group["rules"]:
-                rule["for"] = "10s" if rule["alert"] == "PostgresqlBlockingQuery" else "0s"
+                rule["for"] = "0s" if rule["alert"] == "PostgresqlDown" else "10s"
         dest = self.lab.root / "postgresql.rules.yml"
         dest.write_text(yaml.safe_dump(rules, sort_keys=False))
         return [dest]

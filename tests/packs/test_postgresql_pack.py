@@ -157,7 +157,8 @@ def test_idle_sessions_of_the_allowed_application_end_others_stay(
             loader[0].execute("SELECT 1")
 
         young = run(runner, "sol-postgresql-terminate-idle", check=False, idle_for_s=3600)
-        assert "ended 0 idle session(s)" in messages(young)  # idle, but not for an hour
+        assert young.run.status == RunStatus.failed  # idle, but not for an hour: no fix
+        assert "ended 0 idle session(s)" in messages(young)
     finally:
         for conn in loader + web + others:
             conn.close()
