@@ -385,4 +385,3 @@ def test_upstream_start_brings_a_killed_upstream_back(tmp_path: Path, lab: Lab) 
     assert real.run.status == RunStatus.successful, real.run.failed_tasks
     assert lab.pid("app") != old and alive(lab.pid("app"))
     assert status(lab.app_url) == 200
-

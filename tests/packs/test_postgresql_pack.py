@@ -219,7 +219,6 @@ def test_a_blocking_transaction_of_an_allowed_user_is_ended(
     assert postgres.sql("SELECT balance FROM accounts WHERE id = 1") == [(102,)]
 
 
-
 # --- end to end: exporter -> Prometheus (and Alertmanager) -> the daemon on a site ---------
 # The lab scenario (mendloop/labpacks/postgresql.py) on this module's server: the same faults
 # `mendloop eval packs` measures.
