@@ -44,13 +44,14 @@ import numpy as np
 from kernel.models import Evidence, Finding, RCAReport, Sample
 from loop.anomaly import BaselineBank
 from loop.findings import ReloadResult, finding_from_rule, quality_finding
+from loop.gate import TickGate
 from loop.monitor import Latest, Point
 from loop.rca import Context, Topology, threshold_evidence
 from loop.report import build_report, default_topology, rank_causes
 from loop.sqi import SQIModel, SQIResult, SQITracker, sqi_finding
-from loop.tick import CellIndex, TimeGuard, by_target, columns_of, sweep_targets, waves
+from loop.tick import CellIndex, TimeGuard, by_target, columns_of, in_order, sweep_targets, waves
 from rules.catalog import Catalog
-from rules.compiler import AbnormalFact, CompiledRules, RuleSpec
+from rules.compiler import AbnormalFact, CompiledRules, Firing, RuleSpec
 from rules.signals import Change, QualityEvent, SignalTracker, ThresholdTracker
 from rules.thresholds import ThresholdColumns
 
@@ -125,6 +126,8 @@ class Analyzer:
         self._swept: dict[str, float] = {}
         self._occurrences: dict[tuple[str, str], AbnormalFact] = {}
         self._plan(self.active_rules.values())
+        self._gate = TickGate(wait_s=gap_s)
+        self.out_of_order = 0  # points older than one already judged (racing submits)
         self._engine = CompiledRules(self.active_rules.values(), self._on_fire)
 
     def _plan(self, rules: Iterable[RuleSpec]) -> None:
@@ -134,10 +137,20 @@ class Analyzer:
         self._watched = np.array([self._signals.watches(s) for s in self.tracker.series])
         self._keep = _windows(rules)
 
-    def _on_fire(self, rule: RuleSpec, facts: list[AbnormalFact]) -> None:
-        finding = finding_from_rule(rule, facts)
-        with self._fired_lock:
-            self._fired.append(finding)
+    def _on_fire(self, firing: Firing) -> None:
+        self._gate.offer(firing, self.tracker.last_seen)
+
+    def _release(self) -> None:
+        """The firings whose rules' series have all reported their moment become findings
+        (loop/gate.py)."""
+        ready = self._gate.release(self._engine.holds, self.tracker.last_seen, self._time_of)
+        if ready:
+            with self._fired_lock:
+                self._fired += [finding_from_rule(f.rule, f.facts) for f in ready]
+
+    def _time_of(self, target: str) -> float:
+        """How far the target's time has gone: its newest sample, or the last sweep."""
+        return max(self._now.get(target, -math.inf), self._swept.get(target, -math.inf))
 
     # -- feeding ---------------------------------------------------------------------
 
@@ -163,6 +176,8 @@ class Analyzer:
         keys, ts, values = batch.keys, batch.ts, batch.values
         cells = self._cells.cells(batch)
         ok = (cells >= 0) & np.isfinite(ts) & np.isfinite(values)
+        ok, late = in_order(self.tracker.last_ts(), cells, ts, ok)
+        self.out_of_order += late
         ok, skewed = self._time.admit(keys, cells, ts, now, ok)
         self._quality += [quality_finding(event) for event in skewed]
         pos = np.flatnonzero(ok)
@@ -213,8 +228,11 @@ class Analyzer:
         return sweep_targets(due, self.tracker, self._signals, self._occurrences, self._keep)
 
     def _apply(self, changes: list[Change]) -> None:
-        """Changes to the engine: a batch is judged as a whole, so recoveries go first and
-        facts that can veto a rule (``none``) before the ones that complete it."""
+        """Changes to the engine as one batch, judged as a whole (a rule fires only if it
+        holds once all of them are in: CompiledRules.apply), then the firings whose
+        rules' series have all reported are released (loop/gate.py). The order (recoveries of
+        triggers, of vetoes, then vetoes, then triggers) only spares the engine firings it
+        would take back."""
         for event in self.tracker.events:
             self._quality.append(quality_finding(event))
         self.tracker.events.clear()
@@ -228,12 +246,9 @@ class Analyzer:
                     facts.append(Change(previous.occurrence(), abnormal=False))
                 self._occurrences[(change.fact.target, key)] = change.fact
                 facts.append(Change(change.fact.occurrence(), abnormal=True))
-        facts.sort(key=lambda ch: (ch.abnormal, ch.fact.signal not in self._veto))
-        for change in facts:
-            if change.abnormal:
-                self._engine.assert_abnormal(change.fact)
-            else:
-                self._engine.retract_abnormal(change.fact)
+        facts.sort(key=lambda ch: (ch.abnormal, (ch.fact.signal in self._veto) != ch.abnormal))
+        self._engine.apply((change.fact, change.abnormal) for change in facts)
+        self._release()
 
     def _evidence(
         self,
@@ -369,8 +384,8 @@ class Analyzer:
         specs = {r.id: r for r in rules}
         fresh: list[Finding] = []
 
-        def collect(rule: RuleSpec, facts: list[AbnormalFact]) -> None:
-            fresh.append(finding_from_rule(rule, facts))
+        def collect(firing: Firing) -> None:
+            fresh.append(finding_from_rule(firing.rule, firing.facts))
 
         engine = CompiledRules(specs.values(), collect)  # the slow part, outside the lock
         with self._observe_lock:
@@ -385,20 +400,19 @@ class Analyzer:
                 if fact.signal in self._keep:
                     kept.setdefault((fact.target, fact.signal), fact)
             self._occurrences = kept
-            vetoes = [f for f in live if f.signal in self._veto]
-            others = [f for f in live if f.signal not in self._veto]
-            for fact in [*vetoes, *(f.occurrence() for f in kept.values()), *others]:
-                engine.assert_abnormal(fact)
+            occurrences = [f.occurrence() for f in kept.values()]
+            engine.apply((fact, True) for fact in [*live, *occurrences])  # judged as a whole
             engine.on_fire = self._on_fire
             self._engine = engine
             self.active_rules = specs
             self.rules.update(specs)
+            unchanged = {
+                i
+                for i, r in specs.items()
+                if i in old_rules and old_rules[i].semantics() == r.semantics()
+            }
+            self._gate.keep(unchanged)  # the others fired again (``fresh``) if they hold
         old_engine.close()
-        unchanged = {
-            i
-            for i, r in specs.items()
-            if i in old_rules and old_rules[i].semantics() == r.semantics()
-        }
         with self._fired_lock:
             self._fired += [f for f in fresh if f.rule_id not in unchanged]
         return ReloadResult(

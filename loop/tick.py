@@ -15,6 +15,7 @@ sample by sample. A monitor's ``latest`` never has duplicates: one pass.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from itertools import repeat
 
@@ -193,3 +194,33 @@ def sweep_targets(
             changes += signals.sweep(target, now, last_seen)
         changes += expired.get(target, [])
     return changes
+
+
+def in_order(
+    last: np.ndarray, cells: np.ndarray, ts: np.ndarray, ok: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """``ok`` less the samples not newer than the last judged of their (target, series)
+    (``last``: the last timestamps by cell, NaN for none), and how many those were.
+
+    The monitor takes a series' samples in time order, but two submits can reach analysis
+    in the other order (each ingests, then observes, outside the other's lock): the later
+    batch's older point must not be judged after the newer one. Samples of one batch are
+    judged in order, so a repeated cell is checked against its earlier samples."""
+    pos = np.flatnonzero(ok)
+    if pos.size == 0:
+        return ok, 0
+    cell, stamp = cells[pos], ts[pos]
+    prev = last[cell]
+    fresh = np.isnan(prev) | (stamp > prev)
+    if np.unique(cell).size != cell.size:  # a raw batch with repeats: sample by sample
+        newest: dict[int, float] = {}
+        for k, (c, t) in enumerate(zip(cell.tolist(), stamp.tolist(), strict=True)):
+            before = newest.get(c, float(last[c]))
+            fresh[k] = math.isnan(before) or t > before
+            if fresh[k]:
+                newest[c] = t
+    if bool(fresh.all()):
+        return ok, 0
+    out = ok.copy()
+    out[pos] = fresh
+    return out, int(pos.size - np.count_nonzero(fresh))

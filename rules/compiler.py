@@ -2,7 +2,7 @@
 
     specs = load_rules(catalog)                           # RuleFileError on the first bad file
     engine = CompiledRules(specs, on_fire)                # a private durable_rules host
-    engine.assert_abnormal(fact); engine.retract_abnormal(fact)
+    engine.apply([(fact, True), (other, False)])   # one batch, judged as a whole
 
 The engine never sees samples, only *facts*: "signal K is true on target T since S"
 (``sid`` = target, so a rule never mixes targets). A signal is what one condition watches
@@ -30,6 +30,7 @@ import contextlib
 import itertools
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ __all__ = [
     "AbnormalFact",
     "CompiledRules",
     "Condition",
+    "Firing",
     "RuleSpec",
     "faults_for",
     "load_rule_file",
@@ -166,16 +168,46 @@ def _conditions(spec: RuleSpec) -> list[Any]:
     return out
 
 
-Fired = Callable[[RuleSpec, list[AbnormalFact]], None]
+@dataclass(frozen=True)
+class Firing:
+    """A rule that holds on one target, with the facts that made it (in condition order,
+    as the engine holds them: an occurrence keeps its ``~`` key)."""
+
+    rule: RuleSpec
+    matched: tuple[AbnormalFact, ...]
+
+    @property
+    def target(self) -> str:
+        return self.matched[0].target
+
+    @property
+    def facts(self) -> list[AbnormalFact]:
+        """The facts as signals (occurrences named by their signal), for the finding."""
+        return [
+            f.model_copy(update={"key": f.signal.removesuffix(OCCURRENCE)}) for f in self.matched
+        ]
+
+
+Fired = Callable[[Firing], None]
 
 _ruleset_counter = itertools.count()
+
+
+def _as_held(fact: AbnormalFact) -> AbnormalFact:
+    """The fact as the engine holds (and hands back) it: its key is its signal."""
+    return fact if fact.key else fact.model_copy(update={"key": fact.signal})
 
 
 class CompiledRules:
     """A private durable_rules host holding one ruleset compiled from ``specs``.
 
-    ``on_fire(rule, facts)`` is called synchronously from ``assert_abnormal`` each time a
-    rule's conditions become true for a target (facts in the rule's condition order).
+    ``apply(changes)`` asserts and retracts one batch of facts and then calls
+    ``on_fire(firing)`` for each rule that became true on the way *and still holds once the
+    whole batch is in* (its facts still asserted, none of its vetoes true). durable_rules
+    fires a rule the moment its conditions hold and a veto (``none``) asserted a moment
+    later does not take that back, so facts asserted one by one would judge a batch by
+    the order of its facts (a veto retracted before the trigger it guards fired the rule
+    in between); the check at the end makes the order inside a batch irrelevant.
     """
 
     def __init__(self, specs: Iterable[RuleSpec], on_fire: Fired) -> None:
@@ -183,6 +215,9 @@ class CompiledRules:
         self.name = f"mendloop-{next(_ruleset_counter)}"
         self.on_fire = on_fire  # replaceable: a hot reload re-asserts into it first
         self._lock = threading.Lock()
+        self._held: dict[str, AbnormalFact] = {}  # fact id -> the fact: the engine's facts
+        self._vetoes = {spec.id: tuple(c.key for c in spec.none_of) for spec in self.specs}
+        self._fired: list[Firing] = []  # during a batch: firings to judge at its end
         definition: dict[str, Any] = {}
         for spec in self.specs:
             rule = when_all(*_conditions(spec))
@@ -192,28 +227,55 @@ class CompiledRules:
 
     def _action(self, spec: RuleSpec, count: int) -> Callable[[Any], None]:
         def action(closure: Any) -> None:
-            facts = []
+            matched = []
             for index in range(count):
                 raw = getattr(closure, f"f{index}")
-                fact = AbnormalFact.model_validate({k: raw[k] for k in AbnormalFact.model_fields})
-                facts.append(fact.model_copy(update={"key": fact.key.removesuffix(OCCURRENCE)}))
-            self.on_fire(spec, facts)
+                matched.append(
+                    AbnormalFact.model_validate({k: raw[k] for k in AbnormalFact.model_fields})
+                )
+            self._fired.append(Firing(spec, tuple(matched)))
 
         return action
 
-    def _call(self, method: str, fact: AbnormalFact) -> None:
+    def holds(self, firing: Firing) -> bool:
+        """Whether ``firing`` is still true: each of its facts asserted as it was, and no
+        veto of its rule true on its target."""
+        held = self._held
+        if any(held.get(f"{f.target}/{f.signal}") != f for f in firing.matched):
+            return False
+        target = firing.target
+        return not any(f"{target}/{key}" in held for key in self._vetoes.get(firing.rule.id, ()))
+
+    def apply(self, changes: Iterable[tuple[AbnormalFact, bool]]) -> list[Firing]:
+        """Assert (``True``) or retract (``False``) each fact of one batch, in order; then
+        ``on_fire`` each rule that holds at the end (once per rule and facts). Returns
+        those firings."""
         if self._host is None:
-            return
+            return []
         # a fact no rule needs (yet) is expected, not an error
         quiet = contextlib.suppress(MessageNotHandledException, MessageObservedException)
-        with self._lock, quiet:
-            getattr(self._host, method)(self.name, fact.as_fact())
+        with self._lock:
+            self._fired = []
+            for fact, abnormal in changes:
+                data = fact.as_fact()
+                if abnormal:
+                    self._held[data["id"]] = _as_held(fact)
+                    with quiet:
+                        self._host.assert_fact(self.name, data)
+                elif self._held.pop(data["id"], None) is not None:
+                    with quiet:
+                        self._host.retract_fact(self.name, data)
+            fired, self._fired = self._fired, []
+            kept = list({(f.rule.id, f.matched): f for f in fired if self.holds(f)}.values())
+        for firing in kept:
+            self.on_fire(firing)
+        return kept
 
     def assert_abnormal(self, fact: AbnormalFact) -> None:
-        self._call("assert_fact", fact)
+        self.apply([(fact, True)])
 
     def retract_abnormal(self, fact: AbnormalFact) -> None:
-        self._call("retract_fact", fact)
+        self.apply([(fact, False)])
 
     def close(self) -> None:
         """Stop durable_rules' background dispatch timers for this host."""

@@ -269,6 +269,10 @@ class ThresholdColumns:
         cols = cols[np.argsort(self._born[r, cols], kind="stable")]
         return [self._facts[(r, c)] for c in cols.tolist()]
 
+    def last_ts(self) -> np.ndarray:
+        """Each cell's last judged timestamp (flat, ``row * width + col``; NaN: none)."""
+        return self._ts.reshape(-1)
+
     def any_abnormal(self, target: str) -> bool:
         r = self.rows.get(target)
         return r is not None and bool(self._abn[r].any())
