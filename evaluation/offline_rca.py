@@ -90,9 +90,9 @@ def parse_time(raw: object) -> float:
 def _value(raw: object) -> float:
     if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "nan", "null")):
         return math.nan
-    if isinstance(raw, bool):
-        raise ValueError("a boolean is not a value")
-    value = float(raw)  # type: ignore[arg-type]
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise ValueError("not a number or a numeric string")
+    value = float(raw)
     if math.isinf(value):
         raise ValueError("an infinite value")
     return value

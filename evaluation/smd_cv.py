@@ -18,7 +18,6 @@ HitRate on every labelled row. The folds then only read those tables.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
 import time
@@ -30,8 +29,9 @@ from typing import Any
 import numpy as np
 
 from evaluation.smd import Segment, load_machine, point_adjust, prf
-from evaluation.smd_select import GAP
-from evaluation.smd_select import GRID as DRIFT_GRID
+from evaluation.smd_select import GAP, WINDOWS
+from evaluation.smd_select import settings as drift_settings
+from evaluation.smd_types import RankerSetting
 from ml.attribution import DeviationRanker
 from ml.forest import GroupForest
 
@@ -56,21 +56,10 @@ def detector_keys() -> list[str]:
     return [f"{f}@{b}" for f in DETECTOR_FAMILIES for b in BUDGETS]
 
 
-def ranker_settings() -> dict[str, dict[str, Any]]:
+def ranker_settings() -> dict[str, RankerSetting]:
     """Every ranker setting by a stable key; ``abs_z`` (the plain ranking) is one of them."""
-    out: dict[str, dict[str, Any]] = {BASELINE_RANKER: {}}
-    for w, q, c, s, m, a in itertools.product(*DRIFT_GRID.values(), ABSOLUTE):
-        if c is None and s != DRIFT_GRID["share"][0]:
-            continue
-        setting = {
-            "window": w,
-            "gap": GAP,
-            "quantile": q,
-            "corr": 1.0 if c is None else c,
-            "share": 0.0 if c is None else s,
-            "smooth": m,
-            "absolute": a,
-        }
+    out: dict[str, RankerSetting] = {BASELINE_RANKER: {}}
+    for setting in drift_settings(ABSOLUTE):
         out[json.dumps(setting, sort_keys=True)] = setting
     return out
 
@@ -142,11 +131,11 @@ def machine_table(
     hits = np.zeros((len(settings), entries.size, 2), dtype=np.float32)
     keys = list(settings)
     devmax: tuple[np.ndarray, np.ndarray] | None = None
-    for window in DRIFT_GRID["window"]:
+    for window in WINDOWS:
         base = DeviationRanker(window=window, gap=GAP).fit_scale(train)
         dev = base.deviation(history)
         absz = base.absolute_z(history[n:])
-        if window == DRIFT_GRID["window"][0]:  # the plain ranking: |z| against training
+        if window == WINDOWS[0]:  # the plain ranking: |z| against training
             hits[keys.index(BASELINE_RANKER)] = _row_hits(absz, entries, culprits)
         fitted: dict[tuple[float, float], DeviationRanker] = {}
         for i, key in enumerate(keys):

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluation.smd_types import Segment
+from evaluation.smd_types import RankerSetting, Segment
 from ml.attribution import DeviationRanker
 from ml.hygiene import robust_scale
 
@@ -40,35 +40,45 @@ DURATION = (10, 120)
 GROUP_SIZE = (1, 4)
 MAGNITUDE = (1.0, 10.0)  # x the metric's robust training scale, log-uniform
 MATE_CORR = 0.5
-GRID: dict[str, Sequence[Any]] = {
-    "window": (60, 360, 1440),
-    "quantile": (0.5, 0.9, 0.99),
-    "corr": (0.5, 0.7, 0.8, 0.9, None),  # None: no sharing
-    "share": (0.3, 0.5, 0.7),
-    "smooth": (1, 5, 15),
+WINDOWS = (60, 360, 1440)
+QUANTILES = (0.5, 0.9, 0.99)
+CORRS: tuple[float | None, ...] = (0.5, 0.7, 0.8, 0.9, None)  # None: no sharing
+SHARES = (0.3, 0.5, 0.7)
+SMOOTHS = (1, 5, 15)
+GRID: dict[str, Sequence[float | None]] = {
+    "window": WINDOWS,
+    "quantile": QUANTILES,
+    "corr": CORRS,
+    "share": SHARES,
+    "smooth": SMOOTHS,
 }
 GAP = 10
 # the fewest training rows that hold the faults (each in a slot of at least 130 rows)
 MIN_TRAIN_ROWS = math.ceil(FAULTS_PER_REPLICA * (DURATION[1] + 10) / (1 - FIT_SHARE))
 
 
-def settings() -> list[dict[str, Any]]:
+def settings(absolute: Sequence[float] = ()) -> list[RankerSetting]:
     """Every setting of the grid, as :class:`DeviationRanker` keyword arguments; without
-    sharing (``corr`` None) ``share`` is 0 and one entry stands for all shares."""
-    out = []
-    for w, q, c, s, m in itertools.product(*GRID.values()):
-        if c is None and s != GRID["share"][0]:
+    sharing (``corr`` None) ``share`` is 0 and one entry stands for all shares. With
+    ``absolute``, each of them once per weight of the plain |z| (evaluation/smd_cv.py)."""
+    out: list[RankerSetting] = []
+    for w, q, c, s, m in itertools.product(WINDOWS, QUANTILES, CORRS, SHARES, SMOOTHS):
+        if c is None and s != SHARES[0]:
             continue
-        out.append(
-            {
-                "window": w,
-                "gap": GAP,
-                "quantile": q,
-                "corr": 1.0 if c is None else c,
-                "share": 0.0 if c is None else s,
-                "smooth": m,
-            }
-        )
+        setting: RankerSetting = {
+            "window": w,
+            "gap": GAP,
+            "quantile": q,
+            "corr": 1.0 if c is None else c,
+            "share": 0.0 if c is None else s,
+            "smooth": m,
+        }
+        if not absolute:
+            out.append(setting)
+        for weight in absolute:
+            weighted = setting.copy()
+            weighted["absolute"] = weight
+            out.append(weighted)
     return out
 
 
@@ -137,13 +147,13 @@ def select_ranker(train: np.ndarray, seed: int = 0) -> tuple[dict[str, Any], lis
     replicas = [inject_faults(train, start, rng) for _ in range(REPLICAS)]
     grid = settings()
     totals = np.zeros((len(grid), 2))
-    for window in GRID["window"]:
+    for window in WINDOWS:
         # the running median is the costly part: once per window, shared by its settings;
         # a replica differs from ``fit`` only from ``start`` on, so its deviation is taken
         # from the first row whose value there depends on it (exact, ~2x less work)
         base = DeviationRanker(window=window, gap=GAP).fit_scale(fit)
         fit_dev = base.deviation(fit)
-        first = max(start - window - GAP - max(GRID["smooth"]), 0)
+        first = max(start - window - GAP - max(SMOOTHS), 0)
         replica_dev = [base.deviation(x[first:]) for x, _ in replicas]
         for i, setting in enumerate(grid):
             if setting["window"] != window:

@@ -44,39 +44,43 @@ from evaluation.trainticket import (
     rank_of,
     topology,
 )
-from ml.component_rca import RcaSettings, Series
+from ml.component_rca import Aggregate, Score, Series, rca_grid
 
 Progress = Callable[[str], None]
 
+WINDOWS_S = (180, 240, 300)
+BASELINES_S = (1800, 3600)
+SCORES: tuple[Score, ...] = ("tail", "history", "z")
+AGGREGATES: tuple[Aggregate, ...] = ("sum", "max")
+ABNORMAL_ONLY = (False, True)
+MERGE_ALIKE = (None, 0.95)
+# pagerank@damping; callers@weight of the callers' symptoms (propagation_of)
+PROPAGATIONS = ("none", "pagerank@0.85", "callers@1", "callers@3")
 GRID = {  # round 2 (issue 17); round 1's grid is in docs/EVALUATION.md
-    "window_s": (180, 240, 300),
-    "baseline_s": (1800, 3600),
-    "score": ("tail", "history", "z"),
-    "aggregate": ("sum", "max"),
-    "abnormal_only": (False, True),
-    "merge_alike": (None, 0.95),
-    # pagerank@damping; callers@weight of the callers' symptoms
-    "propagation": ("none", "pagerank@0.85", "callers@1", "callers@3"),
+    "window_s": WINDOWS_S,
+    "baseline_s": BASELINES_S,
+    "score": SCORES,
+    "aggregate": AGGREGATES,
+    "abnormal_only": ABNORMAL_ONLY,
+    "merge_alike": MERGE_ALIKE,
+    "propagation": PROPAGATIONS,
 }
 SYMPTOM = (FRONTEND, "LatencyP90(s)")
 GRID_VERSION = 2  # bump when the code behind a setting changes (invalidates the cache)
 
 
 def settings() -> list[Setting]:
-    out = []
-    for w, b, score, agg, only, alike, prop in itertools.product(*GRID.values()):
-        name, _, knob = prop.partition("@")
-        rca = RcaSettings(
-            score=score,  # type: ignore[arg-type]
-            aggregate=agg,  # type: ignore[arg-type]
-            abnormal_only=only,
-            merge_alike=alike,
-            propagation=name,  # type: ignore[arg-type]
-            damping=float(knob) if name == "pagerank" else 0.85,
-            caller_weight=float(knob) if name == "callers" else 1.0,
-        )
-        out.append(Setting(float(w), float(b), rca))
-    return out
+    rcas = rca_grid(
+        scores=SCORES,
+        aggregates=AGGREGATES,
+        abnormal_only=ABNORMAL_ONLY,
+        merges=MERGE_ALIKE,
+        propagations=PROPAGATIONS,
+    )
+    return [
+        Setting(float(w), float(b), rca)
+        for w, b, rca in itertools.product(WINDOWS_S, BASELINES_S, rcas)
+    ]
 
 
 def _measured_alike(s: Setting) -> tuple[Any, ...]:

@@ -27,39 +27,46 @@ import numpy as np
 
 from evaluation.rca import DEV_SEEDS, EVAL_SEEDS, HOURS, INTENSITIES, local_time
 from evaluation.trainticket import accuracy, rank_of
-from ml.component_rca import RcaSettings, Series, metric_deviations, rank_components
+from ml.component_rca import (
+    Aggregate,
+    RcaSettings,
+    Score,
+    Series,
+    Statistic,
+    metric_deviations,
+    propagation_of,
+    rank_components,
+    rca_grid,
+)
 
 if TYPE_CHECKING:
     from rules.catalog import Catalog
 
 WARMUP_S = 300
 OBSERVE_S = 60
+SCORES: tuple[Score, ...] = ("tail", "z")
+STATISTICS: tuple[Statistic, ...] = ("mean", "max")
+AGGREGATES: tuple[Aggregate, ...] = ("sum", "max")
+PROPAGATIONS = ("none", "pagerank@0.5", "pagerank@0.85")  # name@damping (propagation_of)
 GRID = {
-    "score": ("tail", "z"),
-    "statistic": ("mean", "max"),
-    "aggregate": ("sum", "max"),
+    "score": SCORES,
+    "statistic": STATISTICS,
+    "aggregate": AGGREGATES,
     "split_shared": (False, True),
     "detrend": (False, True),
-    "propagation": ("none", "pagerank@0.5", "pagerank@0.85"),
+    "propagation": PROPAGATIONS,
 }
 
 
 def settings() -> list[RcaSettings]:
-    out = []
-    for score, stat, agg, split, detrend, prop in itertools.product(*GRID.values()):
-        name, _, damping = prop.partition("@")
-        out.append(
-            RcaSettings(
-                score=score,  # type: ignore[arg-type]
-                statistic=stat,  # type: ignore[arg-type]
-                aggregate=agg,  # type: ignore[arg-type]
-                split_shared=split,
-                detrend=detrend,
-                propagation=name,  # type: ignore[arg-type]
-                damping=float(damping) if damping else 0.85,
-            )
-        )
-    return out
+    return rca_grid(
+        scores=SCORES,
+        statistics=STATISTICS,
+        aggregates=AGGREGATES,
+        splits=(False, True),
+        detrends=(False, True),
+        propagations=PROPAGATIONS,
+    )
 
 
 def scenario_series(
@@ -145,12 +152,12 @@ def evaluate_components(
         return {"top1": a["AS@1"], "top3": a["AS@3"], "top5": a["AS@5"]}
 
     ablation = {}  # the same choice on the development seeds within one propagation
-    for prop in GRID["propagation"]:
-        name, _, damping = prop.partition("@")
+    for prop in PROPAGATIONS:
+        name, damping = propagation_of(prop)
         rows = [
             i
             for i, c in enumerate(grid)
-            if c.propagation == name and (not damping or c.damping == float(damping))
+            if c.propagation == name and (damping is None or c.damping == damping)
         ]
         pick = rows[choose(dev[rows], np.ones(dev.shape[1], dtype=bool))]
         ablation[prop] = {**acc(test[pick]), "setting": _describe(grid[pick])}

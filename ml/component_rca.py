@@ -33,11 +33,12 @@ the component names.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeGuard, get_args
 
 import numpy as np
 
@@ -49,6 +50,21 @@ Propagation = Literal["none", "pagerank", "callers"]
 Statistic = Literal["max", "mean"]
 Score = Literal["z", "tail", "history"]
 Aggregate = Literal["max", "sum"]
+
+
+def propagation_of(spec: str) -> tuple[Propagation, float | None]:
+    """A grid's propagation written ``name`` or ``name@knob`` (pagerank: the damping;
+    callers: the callers' weight) as typed values; ValueError for an unknown name."""
+    name, _, knob = spec.partition("@")
+    if not _is_propagation(name):
+        raise ValueError(f"unknown propagation {name!r} (one of {get_args(Propagation)})")
+    return name, float(knob) if knob else None
+
+
+def _is_propagation(name: str) -> TypeGuard[Propagation]:
+    return name in get_args(Propagation)
+
+
 # metrics whose deviation a caller shows when something it calls breaks (propagation
 # "callers"); matched against the metric name, case-insensitive
 SYMPTOMS = r"latency|duration|response|error|fail|timeout"
@@ -106,6 +122,44 @@ class ComponentScore:
     onset: float | None
     anomalous: bool  # some metric was abnormal over the window
     evidence: tuple[MetricDeviation, ...] = field(default_factory=tuple)
+
+
+def rca_grid(
+    *,
+    scores: Sequence[Score] = ("tail",),
+    statistics: Sequence[Statistic] = ("mean",),
+    aggregates: Sequence[Aggregate] = ("sum",),
+    abnormal_only: Sequence[bool] = (False,),
+    merges: Sequence[float | None] = (None,),
+    splits: Sequence[bool] = (True,),
+    detrends: Sequence[bool] = (False,),
+    propagations: Sequence[str] = ("pagerank",),
+) -> list[RcaSettings]:
+    """Every combination of the given values (the others at their defaults; ``merges``:
+    ``merge_alike``, ``splits``: ``split_shared``, ``detrends``: ``detrend``), in this
+    argument order, the last varying fastest; a propagation is written ``name@knob``
+    (:func:`propagation_of`). The evaluations' grids (evaluation/twin_components.py,
+    evaluation/trainticket_cv.py)."""
+    out = []
+    for score, statistic, aggregate in itertools.product(scores, statistics, aggregates):
+        for only, alike, split, trend in itertools.product(abnormal_only, merges, splits, detrends):
+            for spec in propagations:
+                name, knob = propagation_of(spec)
+                out.append(
+                    RcaSettings(
+                        score=score,
+                        statistic=statistic,
+                        aggregate=aggregate,
+                        abnormal_only=only,
+                        merge_alike=alike,
+                        split_shared=split,
+                        detrend=trend,
+                        propagation=name,
+                        damping=knob if name == "pagerank" and knob is not None else 0.85,
+                        caller_weight=knob if name == "callers" and knob is not None else 1.0,
+                    )
+                )
+    return out
 
 
 def _nanmedian(a: np.ndarray) -> np.ndarray:

@@ -13,7 +13,9 @@ from ml.component_rca import (
     RcaSettings,
     Series,
     metric_deviations,
+    propagation_of,
     rank_components,
+    rca_grid,
 )
 
 T0 = 1_700_000_000.0
@@ -185,3 +187,25 @@ def test_any_input_gives_a_ranking_of_every_component(scores, edges, propagation
     assert [c.score for c in ranked] == sorted((c.score for c in ranked), reverse=True)
     total = sum(c.confidence for c in ranked)
     assert total == 0 or math.isclose(total, 1.0)
+
+
+def test_a_grid_propagation_is_parsed_into_typed_values():
+    assert propagation_of("none") == ("none", None)
+    assert propagation_of("pagerank@0.5") == ("pagerank", 0.5)
+    assert propagation_of("callers@3") == ("callers", 3.0)
+    with pytest.raises(ValueError, match="unknown propagation"):
+        propagation_of("walk@1")
+
+
+def test_rca_grid_varies_the_given_values_and_keeps_the_defaults():
+    assert rca_grid() == [RcaSettings()]
+    grid = rca_grid(scores=("z", "tail"), propagations=("none", "pagerank@0.5", "callers@3"))
+    assert [(g.score, g.propagation, g.damping, g.caller_weight) for g in grid] == [
+        ("z", "none", 0.85, 1.0),
+        ("z", "pagerank", 0.5, 1.0),
+        ("z", "callers", 0.85, 3.0),
+        ("tail", "none", 0.85, 1.0),
+        ("tail", "pagerank", 0.5, 1.0),
+        ("tail", "callers", 0.85, 3.0),
+    ]
+    assert {g.statistic for g in grid} == {RcaSettings().statistic}
