@@ -52,13 +52,12 @@ from loop.sqi import SQIModel, SQIResult, SQITracker, sqi_finding
 from loop.tick import CellIndex, TimeGuard, by_target, columns_of, in_order, sweep_targets, waves
 from rules.catalog import Catalog
 from rules.compiler import AbnormalFact, CompiledRules, Firing, RuleSpec
-from rules.signals import Change, QualityEvent, SignalTracker, ThresholdTracker
+from rules.signals import Change, QualityEvent, SignalTracker
 from rules.thresholds import ThresholdColumns
 
 __all__ = [
     "Analyzer",
     "Change",
-    "ThresholdTracker",
     "build_report",
     "rank_causes",
     "sqi_finding",

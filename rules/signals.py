@@ -1,10 +1,10 @@
 """Signals: pure per-(target, series) state machines that turn samples into facts.
 
-    tracker = ThresholdTracker(catalog)            # every catalog series, crit + duration
-    change = tracker.update("t", "cache_hit_ratio", ts, value)   # Change | None
-    signals = SignalTracker(conditions)            # the rules' own thresholds, rates, absences
+    signals = SignalTracker(conditions, catalog)   # the rules' own thresholds, rates, absences
     changes = signals.update("t", series, ts, value) + signals.sweep("t", now, last_seen)
 
+The catalog thresholds of every series are rules/thresholds.py's (its sample-by-sample
+reference: rules/reference.py); both speak this module's ``Change`` and ``QualityEvent``.
 Both also guard against bad input, so that it cannot become a false root cause; what they
 notice is a ``QualityEvent`` (the analyzer turns it into a ``no_data``/``stale`` finding):
 
@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from rules.catalog import Catalog, MetricSpec
+from rules.catalog import Catalog
 from rules.compiler import AbnormalFact
 from rules.spec import Condition, ConditionKind
 
@@ -53,140 +53,6 @@ class QualityEvent:
 
 
 @dataclass
-class _SeriesState:
-    last_ts: float | None = None
-    last_value: float = 0.0
-    last_change_ts: float = 0.0
-    ever_varied: bool = False
-    run: int = 0  # consecutive samples that each changed the value
-    breach_noisy: bool = False
-    breach_since: float | None = None
-    breach_first: float = 0.0
-    breach_varied: bool = False
-    fact: AbnormalFact | None = None
-    flat_reported: bool = False
-    gap_reported: bool = False
-
-
-class ThresholdTracker:
-    """Catalog thresholds: normal -> breaching -> abnormal (after ``duration_s``) -> normal
-    (back within warn: hysteresis, so a value hovering at the line does not flap)."""
-
-    def __init__(self, catalog: Catalog, flat_after_s: float = 120.0, gap_s: float = 60.0) -> None:
-        self.catalog = catalog
-        self.flat_after_s = flat_after_s
-        self.gap_s = gap_s
-        self.events: list[QualityEvent] = []
-        self._states: dict[str, dict[str, _SeriesState]] = {}
-
-    def _state(self, target: str, series: str) -> _SeriesState:
-        return self._states.setdefault(target, {}).setdefault(series, _SeriesState())
-
-    def update(self, target: str, series: str, ts: float, value: float) -> Change | None:
-        spec: MetricSpec = self.catalog[series]
-        state = self._state(target, series)
-        if state.last_ts is None or value != state.last_value:
-            state.ever_varied = state.ever_varied or state.last_ts is not None
-            state.run = state.run + 1 if state.last_ts is not None else 0
-            state.last_change_ts = ts
-            state.flat_reported = False
-        else:
-            state.run = 0
-        state.last_ts, state.last_value, state.gap_reported = ts, value, False
-        frozen = state.ever_varied and ts - state.last_change_ts >= self.flat_after_s
-        if state.fact is not None:
-            if spec.is_healthy(value):
-                return self._recover(state)
-            if frozen:
-                self._flat(target, series, state, spec)
-                return self._recover(state)
-            return None
-        if not spec.is_breach(value, "crit"):
-            state.breach_since = None
-            return None
-        if state.breach_since is None:
-            state.breach_since, state.breach_first, state.breach_varied = ts, value, False
-            state.breach_noisy = state.run >= NOISY_RUN
-        state.breach_varied = state.breach_varied or value != state.breach_first
-        if ts - state.breach_since < spec.duration_s or state.flat_reported:
-            return None  # (a frozen series is judged again once its value moves)
-        if state.breach_noisy and not state.breach_varied and spec.duration_s > 0:
-            # a series that used to move repeats one bad value: a stuck source, not a fault
-            if ts - state.breach_since >= self.flat_after_s:
-                self._flat(target, series, state, spec)
-            return None
-        state.fact = AbnormalFact(
-            target=target,
-            series=series,
-            value=value,
-            threshold=spec.crit,
-            direction=spec.bad,
-            since=state.breach_since,
-        )
-        return Change(state.fact, abnormal=True)
-
-    @staticmethod
-    def _recover(state: _SeriesState) -> Change:
-        assert state.fact is not None
-        fact, state.fact, state.breach_since = state.fact, None, None
-        return Change(fact, abnormal=False)
-
-    def _flat(self, target: str, series: str, state: _SeriesState, spec: MetricSpec) -> None:
-        if state.flat_reported:
-            return
-        state.flat_reported = True
-        self.events.append(
-            QualityEvent(
-                "stale", "flat", target, series, state.last_value, spec.crit, state.last_change_ts
-            )
-        )
-
-    def sweep(self, target: str, now: float, forget_after_s: float = 3600.0) -> list[Change]:
-        """Series of ``target`` silent for ``gap_s`` at ``now``: retract, report no_data."""
-        changes: list[Change] = []
-        states = self._states.get(target, {})
-        for series, state in list(states.items()):
-            if state.last_ts is None or now - state.last_ts < self.gap_s:
-                continue
-            if now - state.last_ts >= forget_after_s:
-                if state.fact is not None:
-                    changes.append(self._recover(state))
-                del states[series]
-                continue
-            if not state.gap_reported:
-                state.gap_reported = True
-                self.events.append(
-                    QualityEvent(
-                        "no_data",
-                        "gap",
-                        target,
-                        series,
-                        now - state.last_ts,
-                        self.gap_s,
-                        state.last_ts,
-                    )
-                )
-            if state.fact is not None:
-                changes.append(self._recover(state))
-            state.breach_since = None
-        return changes
-
-    def abnormal(self, target: str) -> list[AbnormalFact]:
-        return [s.fact for s in self._states.get(target, {}).values() if s.fact is not None]
-
-    def last_seen(self, target: str, series: str) -> float | None:
-        state = self._states.get(target, {}).get(series)
-        return state.last_ts if state else None
-
-    def last_value(self, target: str, series: str) -> float | None:
-        state = self._states.get(target, {}).get(series)
-        return state.last_value if state else None
-
-    def targets(self) -> list[str]:
-        return list(self._states)
-
-
-@dataclass
 class _Signal:
     breach_since: float | None = None
     fact: AbnormalFact | None = None
@@ -199,7 +65,7 @@ class _History:
 
 class SignalTracker:
     """The rules' own conditions (custom thresholds, rates of change, absences) for the
-    series they name; plain catalog thresholds are the ThresholdTracker's."""
+    series they name; plain catalog thresholds are rules/thresholds.py's."""
 
     def __init__(self, conditions: Iterable[Condition], catalog: Catalog) -> None:
         self.catalog = catalog

@@ -5,7 +5,7 @@
     changes, events = columns.update(rows, cols, ts, values)   # one tick; (row, col) unique
     changes, events = columns.sweep(rows, nows)           # gaps and forgetting, per target
 
-The same state machine as ``rules.signals.ThresholdTracker`` (read that one for the
+The same state machine as ``rules.reference.ThresholdTracker`` (read that one for the
 rules: breach held ``duration_s``, hysteresis back within warn, flat-lining and gaps),
 kept as the readable reference and checked against this one sample for sample by
 tests/rules/test_thresholds.py. Here the state is a ``[targets, series]`` array per

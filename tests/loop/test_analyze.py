@@ -3,9 +3,10 @@
 import pytest
 
 from kernel.models import Sample
-from loop.analyze import Analyzer, ThresholdTracker, build_report
+from loop.analyze import Analyzer, build_report
 from rules.catalog import load_catalog
 from rules.compiler import load_rules
+from rules.reference import ThresholdTracker
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """The vectorised thresholds (rules/thresholds.py) judge exactly like the reference
-``ThresholdTracker`` (rules/signals.py), sample for sample: same changes, same facts, same
+``ThresholdTracker`` (rules/reference.py), sample for sample: same changes, same facts, same
 quality events, in the same order, on random streams that breach, recover, flat-line,
 fall silent and are forgotten."""
 
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from loop.tick import by_target, waves
 from rules.catalog import Catalog, load_catalog
-from rules.signals import ThresholdTracker
+from rules.reference import ThresholdTracker
 from rules.thresholds import ThresholdColumns
 
 _TWIN = load_catalog()
