@@ -24,6 +24,7 @@ from kernel.ids import label_problem
 from kernel.models import Sample
 from loop.windows import REFUSALS, Limits
 from rules.catalog import Catalog
+from rules.selectors import identity_of
 
 COUNTED = (
     "accepted",
@@ -167,6 +168,64 @@ def parse_sample(raw: Sample | Mapping[str, Any], catalog: Catalog) -> Sample:
             f"series: unknown metric {sample.series!r} (not in the catalog)", "unknown_metric"
         )
     return sample
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The samples of a batch that passed, as columns: their index in the batch, the
+    target and catalog series each is filed under, its label set, timestamp and value."""
+
+    indices: np.ndarray
+    targets: list[str]
+    series: list[str]
+    identities: list[tuple[tuple[str, str], ...]]
+    ts: np.ndarray
+    values: np.ndarray
+
+
+def resolve_samples(
+    items: Sequence[Any], catalog: Catalog, now: float, max_age_s: float, max_future_s: float
+) -> tuple[Resolved, list[Rejection]]:
+    """Each sample of a JSON-ish batch validated on its own (``parse_sample``), filed under
+    its catalog series by name and labels, and its time checked against ``now``; what
+    fails is a ``Rejection`` with its index and reason."""
+    indices: list[int] = []
+    targets: list[str] = []
+    names: list[str] = []
+    identities: list[tuple[tuple[str, str], ...]] = []
+    stamps: list[float] = []
+    values: list[float] = []
+    rejected: list[Rejection] = []
+    resolve = catalog.index.resolve
+    for index, raw in enumerate(items):
+        try:
+            sample = parse_sample(raw, catalog)
+            resolved = resolve(sample.series, sample.labels)
+            too_old, in_future = sample.ts < now - max_age_s, sample.ts > now + max_future_s
+            if too_old or in_future:
+                raise InvalidSample(
+                    f"ts: {sample.ts:.0f} is outside [now - {max_age_s:g} s, "
+                    f"now + {max_future_s:g} s]",
+                    "too_old" if too_old else "in_future",
+                )
+        except InvalidSample as exc:
+            rejected.append(Rejection(index, str(exc), exc.reason))
+            continue
+        indices.append(index)
+        targets.append(resolved.target)
+        names.append(resolved.series)
+        identities.append(identity_of(sample.labels))
+        stamps.append(sample.ts)
+        values.append(sample.value)
+    rows = Resolved(
+        np.asarray(indices, dtype=np.int64),
+        targets,
+        names,
+        identities,
+        np.asarray(stamps, dtype=np.float64),
+        np.asarray(values, dtype=np.float64),
+    )
+    return rows, rejected
 
 
 def column_checks(

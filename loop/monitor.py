@@ -39,7 +39,6 @@ from typing import Any
 
 import numpy as np
 
-from kernel.errors import InvalidSample, Overloaded
 from kernel.ids import is_identifier
 from kernel.models import Sample
 from loop.derived import Deriver
@@ -55,10 +54,11 @@ from loop.intake import (
     column_checks,
     parse_sample,
     refusal_texts,
+    resolve_samples,
 )
+from loop.throttle import Throttle
 from loop.windows import REFUSALS, Limits, WindowStore
 from rules.catalog import Catalog
-from rules.selectors import identity_of
 
 CONFLICT_MARK = -1 - len(REFUSALS)
 """A slot mark below the limits' (windows.REFUSALS): another label set owns the series."""
@@ -80,10 +80,10 @@ class Monitor:
     """The windows of every live series and the doors samples come in by (``ingest``,
     ``ingest_columns``, ``claim`` + ``ingest_slots``), with every refusal counted by reason.
 
-    Why one class of ~400 lines: the doors, the series identities, the cardinality limits,
-    the back-pressure counter and the windows share one lock and one set of counters, so
-    every point is counted exactly once whichever door it took; the pure parts live beside
-    it (sample validation and column checks: loop/intake.py, the window arrays:
+    Why one class of ~330 lines: the doors, the series identities, the cardinality limits
+    and the windows share one lock and one set of counters, so every point is counted
+    exactly once whichever door it took; the rest lives beside it (validation and column
+    checks: loop/intake.py, back-pressure: loop/throttle.py, the window arrays:
     loop/windows.py, identities: loop/identity.py, derived series: loop/derived.py).
     """
 
@@ -104,8 +104,6 @@ class Monitor:
         self.capacity = window_s
         self.max_age_s = max_age_s
         self.max_future_s = max_future_s
-        self.max_batch = max_batch
-        self.max_in_flight = max_in_flight
         self.expire_after_s = expire_after_s
         self.clock = clock
         self.limits = limits
@@ -115,52 +113,18 @@ class Monitor:
         self._refusal_text = refusal_texts(limits)
         self._lock = threading.Lock()
         self._counters: Counter[str] = Counter()
-        self._in_flight = 0
-        self._gate = threading.Lock()
+        self._throttle = Throttle(max_batch, max_in_flight)
 
     # -- intake -----------------------------------------------------------------------
-
-    def _admit(self, n: int) -> None:
-        with self._gate:
-            if self._in_flight + n > self.max_in_flight:
-                self._counters["shed_overload"] += n
-                raise Overloaded(
-                    f"intake busy ({self._in_flight} samples in flight, limit "
-                    f"{self.max_in_flight}); retry shortly",
-                    retry_after_s=1.0,
-                )
-            self._in_flight += n
-
-    def _release(self, n: int) -> None:
-        with self._gate:
-            self._in_flight -= n
-
-    def _oversized(self, n: int) -> IngestResult | None:
-        if n <= self.max_batch:
-            return None
-        with self._gate:
-            self._counters["oversized_batch"] += n
-        message = f"batch of {n} samples exceeds the limit of {self.max_batch}; split it"
-        return IngestResult(0, 0, 0, (Rejection(-1, message, "oversized_batch"),))
 
     def _window_of_now(self) -> tuple[float, float]:
         """The oldest and newest timestamps taken now."""
         now = self.clock()
         return now - self.max_age_s, now + self.max_future_s
 
-    def _time_reason(self, ts: float, now: float) -> str | None:
-        if ts < now - self.max_age_s:
-            return "too_old"
-        if ts > now + self.max_future_s:
-            return "in_future"
-        return None
-
     def book(self, refused: Mapping[str, int]) -> None:
         """Count points a source refused before they reached the monitor, by reason."""
-        counts = {reason: n for reason, n in refused.items() if n > 0}
-        if counts:
-            with self._gate:
-                self._counters.update(counts)
+        self._throttle.book(refused)
 
     def ingest(
         self,
@@ -177,49 +141,20 @@ class Monitor:
         if refused:
             self.book(refused)
         items = batch if isinstance(batch, Sequence) else list(batch)
-        if (oversized := self._oversized(len(items))) is not None:
+        if (oversized := self._throttle.oversized(len(items))) is not None:
             return oversized
-        self._admit(len(items))
-        try:
-            now = self.clock()
-            indices: list[int] = []
-            targets: list[str] = []
-            names: list[str] = []
-            identities: list[tuple[tuple[str, str], ...]] = []
-            stamps: list[float] = []
-            values: list[float] = []
-            rejected: list[Rejection] = []
-            resolve = self.catalog.index.resolve
-            for index, raw in enumerate(items):
-                try:
-                    sample = parse_sample(raw, self.catalog)
-                    resolved = resolve(sample.series, sample.labels)
-                    reason = self._time_reason(sample.ts, now)
-                    if reason is not None:
-                        raise InvalidSample(
-                            f"ts: {sample.ts:.0f} is outside [now - {self.max_age_s:g} s, "
-                            f"now + {self.max_future_s:g} s]",
-                            reason,
-                        )
-                except InvalidSample as exc:
-                    rejected.append(Rejection(index, str(exc), exc.reason))
-                    continue
-                indices.append(index)
-                targets.append(resolved.target)
-                names.append(resolved.series)
-                identities.append(identity_of(sample.labels))
-                stamps.append(sample.ts)
-                values.append(sample.value)
+        with self._throttle.admitted(len(items)):
+            rows, rejected = resolve_samples(
+                items, self.catalog, self.clock(), self.max_age_s, self.max_future_s
+            )
             return self._write(
-                (targets, names, identities),
-                np.asarray(stamps, dtype=np.float64),
-                np.asarray(values, dtype=np.float64),
+                (rows.targets, rows.series, rows.identities),
+                rows.ts,
+                rows.values,
                 rejected,
-                indices=np.asarray(indices, dtype=np.int64),
+                indices=rows.indices,
                 owner=owner,
             )
-        finally:
-            self._release(len(items))
 
     def layout(self, targets: Sequence[str], series: Sequence[str]) -> Layout:
         """Resolve (target, series) to slots once; a bad target or an unknown series is
@@ -256,10 +191,9 @@ class Monitor:
         if layout.generation != self._store.generation:  # slots were freed (room again)
             layout = self.layout(layout.targets, layout.series)
         n = len(layout.series)
-        if (refused := self._oversized(n)) is not None:
+        if (refused := self._throttle.oversized(n)) is not None:
             return refused
-        self._admit(n)
-        try:
+        with self._throttle.admitted(n):
             ts = np.asarray(ts, dtype=np.float64)
             values = np.asarray(values, dtype=np.float64)
             known = layout.known
@@ -273,8 +207,6 @@ class Monitor:
                 want_latest,
                 indices=np.flatnonzero(good),
             )
-        finally:
-            self._release(n)
 
     def _write(
         self,
@@ -371,10 +303,9 @@ class Monitor:
         caller refused before (booked by reason). ``None`` when the slots are stale (series
         expired meanwhile): claim again. Same time rules and counters as every door."""
         n = len(slots)
-        if (oversized := self._oversized(n)) is not None:
+        if (oversized := self._throttle.oversized(n)) is not None:
             return oversized
-        self._admit(n)
-        try:
+        with self._throttle.admitted(n):
             if generation != self._store.generation:
                 return None
             if refused:
@@ -388,8 +319,6 @@ class Monitor:
                 want_latest,
                 indices=np.flatnonzero(good),
             )
-        finally:
-            self._release(n)
 
     # -- reading ----------------------------------------------------------------------
 
@@ -434,15 +363,17 @@ class Monitor:
     def stats(self) -> dict[str, Any]:
         """Counters by reason since start: what was taken, and everything that was not
         (the monitor's reasons always, any other a source booked as soon as it did)."""
-        with self._lock, self._gate:
-            counters = {reason: self._counters[reason] for reason in COUNTED}
-            counters |= {r: n for r, n in sorted(self._counters.items()) if r not in counters}
+        refused, in_flight = self._throttle.counts()
+        with self._lock:
+            taken = self._counters + refused
+            counters = {reason: taken[reason] for reason in COUNTED}
+            counters |= {r: n for r, n in sorted(taken.items()) if r not in counters}
             return {
                 "counters": counters,
                 "series": self._store.series_count,
                 "targets": self._store.target_count,
                 "window_bytes": self._store.nbytes,
-                "in_flight": self._in_flight,
+                "in_flight": in_flight,
                 "limits": {
                     "series": self.limits.series,
                     "targets": self.limits.targets,
