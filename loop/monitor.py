@@ -117,6 +117,11 @@ class Monitor:
 
     # -- intake -----------------------------------------------------------------------
 
+    @property
+    def max_batch(self) -> int:
+        """The most samples one call takes (a larger batch is refused whole)."""
+        return self._throttle.max_batch
+
     def _window_of_now(self) -> tuple[float, float]:
         """The oldest and newest timestamps taken now."""
         now = self.clock()
