@@ -43,15 +43,15 @@ import numpy as np
 
 from kernel.models import Evidence, Finding, RCAReport, Sample
 from loop.anomaly import BaselineBank
-from loop.findings import ReloadResult, finding_from_rule, quality_finding
-from loop.gate import TickGate
+from loop.findings import ReloadResult, quality_finding
+from loop.judge import Judge
 from loop.monitor import Latest, Point
 from loop.rca import Context, Topology, threshold_evidence
 from loop.report import build_report, default_topology, rank_causes
 from loop.sqi import SQIModel, SQIResult, SQITracker, sqi_finding
 from loop.tick import CellIndex, TimeGuard, by_target, columns_of, in_order, sweep_targets, waves
 from rules.catalog import Catalog
-from rules.compiler import AbnormalFact, CompiledRules, Firing, RuleSpec
+from rules.compiler import AbnormalFact, RuleSpec
 from rules.signals import Change, QualityEvent, SignalTracker
 from rules.thresholds import ThresholdColumns
 
@@ -64,16 +64,6 @@ __all__ = [
 ]
 
 
-def _windows(rules: Iterable[RuleSpec]) -> dict[str, float]:
-    """Signal key -> how long its onsets must be remembered (the longest window using it)."""
-    keep: dict[str, float] = {}
-    for rule in rules:
-        if rule.within is not None:
-            for cond in rule.conditions:
-                keep[cond.key] = max(keep.get(cond.key, 0.0), rule.within)
-    return keep
-
-
 class Analyzer:
     """Owns the trackers and the compiled rules; ``observe``/``sweep``/``reload`` are
     thread-safe and serialised.
@@ -81,11 +71,13 @@ class Analyzer:
     ``rules`` maps every rule id ever loaded to its newest spec (so findings of a rule a
     reload removed can still be explained); ``active_rules`` is what runs now.
 
-    Why one class of ~330 lines: the threshold and signal trackers, the durable_rules
-    ruleset, the SQI trackers and the ML baselines share one lock and one clock, and a
-    hot reload swaps the ruleset while re-asserting the trackers' state into it; split,
-    the lock (and the atomicity of a reload) would have to cross objects. What does not
-    need the lock lives beside it: findings (loop/findings.py), ranking (loop/rca.py),
+    Why one class of ~300 lines: the threshold and signal trackers, the rules, the SQI
+    trackers and the ML baselines share one lock and one clock, and a hot reload swaps
+    the rules while re-asserting the trackers' state into them; split, the lock (and the
+    atomicity of a reload) would have to cross objects. What it calls under the lock
+    lives beside it: the tick's bookkeeping (loop/tick.py) and the rules' side (facts,
+    windows' onsets, firings held for their moment: loop/judge.py, loop/gate.py); what
+    does not need the lock too: findings (loop/findings.py), ranking (loop/rca.py),
     reports (loop/report.py), SQI (loop/sqi.py), baselines (loop/anomaly.py).
     """
 
@@ -123,29 +115,18 @@ class Analyzer:
         self._observe_lock = threading.Lock()
         self._now: dict[str, float] = {}
         self._swept: dict[str, float] = {}
-        self._occurrences: dict[tuple[str, str], AbnormalFact] = {}
         self._plan(self.active_rules.values())
-        self._gate = TickGate(wait_s=gap_s)
         self.out_of_order = 0  # points older than one already judged (racing submits)
-        self._engine = CompiledRules(self.active_rules.values(), self._on_fire)
+        self._judge = self._judge_of(self.active_rules.values())
 
     def _plan(self, rules: Iterable[RuleSpec]) -> None:
         rules = list(rules)
         self._signals = SignalTracker((c for r in rules for c in r.conditions), self.catalog)
-        self._veto = {c.key for r in rules for c in r.none_of}
         self._watched = np.array([self._signals.watches(s) for s in self.tracker.series])
-        self._keep = _windows(rules)
 
-    def _on_fire(self, firing: Firing) -> None:
-        self._gate.offer(firing, self.tracker.last_seen)
-
-    def _release(self) -> None:
-        """The firings whose rules' series have all reported their moment become findings
-        (loop/gate.py)."""
-        ready = self._gate.release(self._engine.holds, self.tracker.last_seen, self._time_of)
-        if ready:
-            with self._fired_lock:
-                self._fired += [finding_from_rule(f.rule, f.facts) for f in ready]
+    def _judge_of(self, rules: Iterable[RuleSpec]) -> Judge:
+        """The rules compiled, judged on this analyzer's samples (loop/judge.py)."""
+        return Judge(rules, self.tracker.last_seen, self._time_of, self.tracker.gap_s)
 
     def _time_of(self, target: str) -> float:
         """How far the target's time has gone: its newest sample, or the last sweep."""
@@ -224,30 +205,18 @@ class Analyzer:
     def _sweep_targets(self, due: list[tuple[str, float]]) -> list[Change]:
         for target, now in due:
             self._swept[target] = now
-        return sweep_targets(due, self.tracker, self._signals, self._occurrences, self._keep)
+        judge = self._judge
+        return sweep_targets(due, self.tracker, self._signals, judge.occurrences, judge.keep)
 
     def _apply(self, changes: list[Change]) -> None:
-        """Changes to the engine as one batch, judged as a whole (a rule fires only if it
-        holds once all of them are in: CompiledRules.apply), then the firings whose
-        rules' series have all reported are released (loop/gate.py). The order (recoveries of
-        triggers, of vetoes, then vetoes, then triggers) only spares the engine firings it
-        would take back."""
+        """Quality events to findings; the changes to the rules, as one batch (loop/judge.py)."""
         for event in self.tracker.events:
             self._quality.append(quality_finding(event))
         self.tracker.events.clear()
-        facts: list[Change] = []
-        for change in changes:
-            facts.append(change)
-            key = change.fact.signal
-            if change.abnormal and key in self._keep:
-                previous = self._occurrences.pop((change.fact.target, key), None)
-                if previous is not None:
-                    facts.append(Change(previous.occurrence(), abnormal=False))
-                self._occurrences[(change.fact.target, key)] = change.fact
-                facts.append(Change(change.fact.occurrence(), abnormal=True))
-        facts.sort(key=lambda ch: (ch.abnormal, (ch.fact.signal in self._veto) != ch.abnormal))
-        self._engine.apply((change.fact, change.abnormal) for change in facts)
-        self._release()
+        found = self._judge.apply(changes)
+        if found:
+            with self._fired_lock:
+                self._fired += found
 
     def _evidence(
         self,
@@ -381,45 +350,33 @@ class Analyzer:
         true now (and the onsets windows still remember) are re-asserted into it, so
         nothing in flight is lost. Rules that did not change do not fire again."""
         specs = {r.id: r for r in rules}
-        fresh: list[Finding] = []
-
-        def collect(firing: Firing) -> None:
-            fresh.append(finding_from_rule(firing.rule, firing.facts))
-
-        engine = CompiledRules(specs.values(), collect)  # the slow part, outside the lock
+        judge = self._judge_of(specs.values())  # the slow part, outside the lock
         with self._observe_lock:
-            old_rules, old_engine, old_signals = self.active_rules, self._engine, self._signals
+            old_rules, old_judge, old_signals = self.active_rules, self._judge, self._signals
             self._plan(specs.values())
             self._signals.adopt(old_signals)
-            targets = set(self.tracker.targets()) | {t for t, _ in self._occurrences}
+            targets = set(self.tracker.targets()) | {t for t, _ in old_judge.occurrences}
             live = [f for t in targets for f in self.tracker.abnormal(t)]
             live += [f for t in targets for f in self._signals.abnormal(t)]
-            kept = {k: f for k, f in self._occurrences.items() if k[1] in self._keep}
-            for fact in live:
-                if fact.signal in self._keep:
-                    kept.setdefault((fact.target, fact.signal), fact)
-            self._occurrences = kept
-            occurrences = [f.occurrence() for f in kept.values()]
-            engine.apply((fact, True) for fact in [*live, *occurrences])  # judged as a whole
-            engine.on_fire = self._on_fire
-            self._engine = engine
-            self.active_rules = specs
-            self.rules.update(specs)
             unchanged = {
                 i
                 for i, r in specs.items()
                 if i in old_rules and old_rules[i].semantics() == r.semantics()
             }
-            self._gate.keep(unchanged)  # the others fired again (``fresh``) if they hold
-        old_engine.close()
+            fresh = judge.take_over(old_judge, live, unchanged)
+            self._judge = judge
+            self.active_rules = specs
+            self.rules.update(specs)
+        old_judge.close()
+        fired = tuple(f for f in fresh if f.rule_id not in unchanged)
         with self._fired_lock:
-            self._fired += [f for f in fresh if f.rule_id not in unchanged]
+            self._fired += fired
         return ReloadResult(
             added=tuple(sorted(set(specs) - set(old_rules))),
             removed=tuple(sorted(set(old_rules) - set(specs))),
             changed=tuple(sorted(set(specs) & set(old_rules) - unchanged)),
-            fired=tuple(f for f in fresh if f.rule_id not in unchanged),
+            fired=fired,
         )
 
     def close(self) -> None:
-        self._engine.close()
+        self._judge.close()
