@@ -255,7 +255,6 @@ class CompiledRules:
         # a fact no rule needs (yet) is expected, not an error
         quiet = contextlib.suppress(MessageNotHandledException, MessageObservedException)
         with self._lock:
-            self._fired = []
             for fact, abnormal in changes:
                 data = fact.as_fact()
                 if abnormal:
