@@ -7,18 +7,18 @@
 Alertmanager sends its token with ``http_config: {authorization: {credentials: mlt_...}}``.
 A valid body answers 200 with what became of each alert, unmapped ones included (a 4xx
 would only make Alertmanager resend them); a malformed one 422 (it does not retry a
-4xx); a busy intake 429 (it retries).
+4xx); a busy intake 429 and a store that is down 503 (it retries both; nothing was taken).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from api.ingest import busy
-from kernel.errors import Overloaded
+from kernel.errors import Overloaded, StoreUnavailable
 from loop.alertmanager import AlertIntake, AlertOutcome, AmWebhook, Unmapped
 
 
@@ -36,17 +36,30 @@ def alertmanager_router(intake: AlertIntake) -> APIRouter:
             return await run_in_threadpool(intake.receive, webhook, owner)
         except Overloaded as exc:
             raise busy(exc) from exc
+        except StoreUnavailable as exc:
+            raise store_down(exc) from exc
 
     @router.get("/v1/alerts/unmapped", response_model=list[Unmapped])
     def unmapped() -> list[Unmapped]:
         """Alerts no alerts.yaml entry took (or without the labels it needs), newest first."""
-        return intake.unmapped()
+        try:
+            return intake.unmapped()
+        except StoreUnavailable as exc:
+            raise store_down(exc) from exc
 
     @router.get("/v1/intake/alertmanager")
     def counts() -> dict[str, Any]:
         """What the webhook received, by outcome, and what fires where now."""
-        return {"counters": intake.counters(), "firing": intake.firing()}
+        try:
+            firing = intake.firing()
+        except StoreUnavailable as exc:
+            raise store_down(exc) from exc
+        return {"counters": intake.counters(), "firing": firing}
 
     return router
 
 
+def store_down(exc: StoreUnavailable) -> HTTPException:
+    """503 with Retry-After: Alertmanager sends the notification again, nothing is lost."""
+    retry = str(max(1, round(exc.retry_after_s)))
+    return HTTPException(503, str(exc), headers={"Retry-After": retry})

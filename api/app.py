@@ -34,6 +34,7 @@ from api.remote_write import Receiver, remote_write_router
 from api.schemas import IncidentSummary
 from kernel import __version__
 from loop.alertmanager import AlertIntake
+from loop.alertstate import AlertState
 from loop.sources.remote_write_intake import RemoteWriteReceiver
 from loop.store import IncidentStore
 from rules.alerts import AlertMap, load_alert_map
@@ -173,7 +174,9 @@ def app_for(
         chat=chat,
         chat_status=chat_status,
         remote_write=remote_write or RemoteWriteReceiver(engine.monitor, took=engine.took),
-        alerts=AlertIntake(alert_map_of(engine), submit or engine.submit),
+        alerts=AlertIntake(
+            alert_map_of(engine), submit or engine.submit, AlertState(engine.store.engine)
+        ),
     )
 
 

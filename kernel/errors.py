@@ -4,6 +4,7 @@
      ├── ConfigError            settings that cannot work (bad URL, unsafe default in production)
      ├── InvalidSample          a sample that is rejected at the door (unknown metric, NaN, type)
      ├── Overloaded             intake is full; retry later (back-pressure, never a silent drop)
+     ├── StoreUnavailable       the SQL store is down; the sender should retry (HTTP 503)
      ├── RuleFileError          a rule file refused whole, with file:line and the reason
      ├── GraphUnavailable       Neo4j cannot be reached or refuses our credentials
      ├── KnowledgeError         knowledge content that does not hold together (unknown solution)
@@ -42,6 +43,15 @@ class InvalidSample(MendloopError):
 
 class Overloaded(MendloopError):
     """Intake is full: the caller should retry after ``retry_after_s`` (HTTP 429)."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+
+class StoreUnavailable(MendloopError):
+    """The SQL store is down (``loop.db.engine.store_outage``) and what was sent is not
+    taken: the sender should retry after ``retry_after_s`` (HTTP 503)."""
 
     def __init__(self, message: str, retry_after_s: float) -> None:
         self.retry_after_s = retry_after_s

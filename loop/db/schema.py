@@ -7,6 +7,8 @@
     OutcomeRecord                           outcomes on their way to the graph (loop/outbox.py)
     ApiTokenRecord, AuditRecord             API tokens and the audit log (api/auth.py)
     ChatThreadRecord                        incident -> its chat thread (api/chatops/sender.py)
+    AlertFiringRecord, AlertResolvedRecord, AlertUnmappedRecord   Alertmanager intake state
+                                            (loop/alertstate.py)
 
 The schema is made and changed by Alembic only (loop/db/migrate.py applies it at start,
 on SQLite and PostgreSQL alike): a change here needs a revision in loop/db/migrations.
@@ -272,3 +274,47 @@ class ClusterKeyRecord(SQLModel, table=True):
 
     id: int = Field(default=1, primary_key=True)
     key: str = Field(max_length=128)
+
+
+# -- Alertmanager's webhook (loop/alertstate.py): what fires, what resolved, what was not taken
+
+
+class AlertFiringRecord(SQLModel, table=True):
+    """An alert firing now: the episode (fingerprint, startsAt) and the (target, series) it
+    holds at 1. ``seen_at``: its last notification (the oldest are let go past the cap)."""
+
+    __tablename__ = "alert_firing"
+
+    fingerprint: str = Field(primary_key=True, max_length=64)
+    starts_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    target: str = Field(index=True, max_length=200)
+    series: str = Field(max_length=200)
+    seen_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+
+
+class AlertResolvedRecord(SQLModel, table=True):
+    """A resolution taken (an episode ended), kept so the same one again is a duplicate."""
+
+    __tablename__ = "alert_resolved"
+
+    fingerprint: str = Field(primary_key=True, max_length=64)
+    starts_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), primary_key=True, nullable=False)
+    )
+    resolved_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, index=True)
+    )
+
+
+class AlertUnmappedRecord(SQLModel, table=True):
+    """An alert no alerts.yaml entry took, as the API shows it (the newest are kept)."""
+
+    __tablename__ = "alert_unmapped"
+
+    id: int | None = Field(default=None, primary_key=True)
+    received_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    reason: str = Field(max_length=64)
+    status: str = Field(max_length=16)
+    fingerprint: str = Field(max_length=64)
+    alertname: str | None = Field(default=None, max_length=1024)
+    labels: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

@@ -1,7 +1,7 @@
 """Alertmanager's webhook (api/alertmanager.py, loop/alertmanager.py, rules/alerts.py) over
 a real monitor and the real analyzer (durable_rules): firing alerts open a rule finding,
 resolved ones make the series healthy for verification, everything else is counted and
-unmapped alerts are kept. The last test has the real Debian prometheus-alertmanager send
+unmapped alerts are kept (in SQL). The last test has the real Debian prometheus-alertmanager send
 to the API, authenticated with a token through its own http_config."""
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import Engine
 
 from api.alertmanager import alertmanager_router
 from api.app import create_app
@@ -31,7 +32,9 @@ from api.auth import Auth, Role, TokenStore
 from kernel.config import DEFAULT_SITE, TWIN_PACK
 from kernel.errors import RuleFileError
 from loop.alertmanager import MAX_ALERTS, AlertIntake, AmWebhook
+from loop.alertstate import AlertState
 from loop.analyze import Analyzer
+from loop.db.engine import make_engine
 from loop.monitor import Monitor
 from loop.store import IncidentStore
 from loop.verify import check_metrics
@@ -81,7 +84,17 @@ def catalog(site: Path) -> Catalog:
 
 
 @pytest.fixture
-def parts(site: Path, catalog: Catalog) -> tuple[Monitor, Analyzer, AlertIntake, list[Any]]:
+def sql(tmp_path: Path) -> Iterator[Engine]:
+    """The intake's state on a real SQLite file (tests/loop/test_alertstate.py: PostgreSQL)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'alerts.db'}")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def parts(
+    site: Path, catalog: Catalog, sql: Engine
+) -> tuple[Monitor, Analyzer, AlertIntake, list[Any]]:
     monitor = Monitor(catalog, window_s=60)
     analyzer = Analyzer(catalog, load_rules(catalog, site))
     findings: list[Any] = []
@@ -91,7 +104,7 @@ def parts(site: Path, catalog: Catalog) -> tuple[Monitor, Analyzer, AlertIntake,
         findings.extend(analyzer.observe(result.latest))
         return result
 
-    intake = AlertIntake(load_alert_map(site / "alerts.yaml", catalog), submit)
+    intake = AlertIntake(load_alert_map(site / "alerts.yaml", catalog), submit, AlertState(sql))
     return monitor, analyzer, intake, findings
 
 
@@ -200,11 +213,14 @@ def test_unmapped_alerts_are_counted_kept_and_visible(client: TestClient) -> Non
 
 
 def test_the_firing_state_is_bounded_and_letting_go_is_counted(
-    site: Path, catalog: Catalog, parts: tuple[Monitor, Analyzer, AlertIntake, list[Any]]
+    site: Path,
+    catalog: Catalog,
+    sql: Engine,
+    parts: tuple[Monitor, Analyzer, AlertIntake, list[Any]],
 ) -> None:
     monitor = parts[0]
     alert_map = load_alert_map(site / "alerts.yaml", catalog)
-    intake = AlertIntake(alert_map, monitor.ingest, remembered=2)
+    intake = AlertIntake(alert_map, monitor.ingest, AlertState(sql, remembered=2))
     intake.receive(AmWebhook.model_validate(webhook(alert("a1", instance="h1"))))
     time.sleep(0.01)  # each notification's points are newer than the last (not timed)
     both = webhook(alert("a2", instance="h2"), alert("a3", instance="h3"))
@@ -339,9 +355,9 @@ class Server(uvicorn.Server):
 
 
 @pytest.fixture
-def api(tmp_path: Path, parts: tuple[Monitor, Analyzer, AlertIntake, list[Any]]) -> Iterator[
-    tuple[str, str]
-]:
+def api(
+    tmp_path: Path, parts: tuple[Monitor, Analyzer, AlertIntake, list[Any]]
+) -> Iterator[tuple[str, str]]:
     """The API with token auth and the alert intake, served on a free port."""
     monitor, _, intake, _ = parts
     store = IncidentStore(f"sqlite:///{tmp_path / 'api.db'}")

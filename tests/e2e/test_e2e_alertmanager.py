@@ -29,6 +29,7 @@ from api.auth import Auth, Role, TokenStore
 from kernel.config import DEFAULT_SITE, TWIN_PACK
 from kernel.state import State
 from loop.alertmanager import AlertIntake
+from loop.alertstate import AlertState
 from rules.alerts import load_alert_map
 
 from .conftest import LoopHarness, empty_graph, settings_for
@@ -120,7 +121,7 @@ def alerting(neo4j_settings, tmp_path: Path) -> Iterator[tuple[LoopHarness, str,
         engine = loop.engine
         assert engine is not None
         alert_map = load_alert_map(site / "alerts.yaml", engine.catalog)
-        intake = AlertIntake(alert_map, engine.submit)
+        intake = AlertIntake(alert_map, engine.submit, AlertState(engine.store.engine))
         app = create_app(engine.store, auth=Auth.on(engine.store.engine), alerts=intake)
         token = TokenStore(engine.store.engine).create("am", Role.operator, by="test").token
         port = free_port()
