@@ -296,6 +296,9 @@ class Submit(Protocol):
     def __call__(self, batch: list[Sample], *, refused: Mapping[str, int]) -> object: ...
 
 
+SeriesKey = tuple[str, str, tuple[tuple[str, str], ...]]  # name, target, the other labels
+
+
 @dataclass(frozen=True)
 class PollResult:
     """One poll: how many samples were new and submitted, how many were already seen."""
@@ -310,10 +313,11 @@ class PollResult:
 class PrometheusPoller:
     """Every ``interval_s``, reads the recent samples and submits only the new ones.
 
-    "New" is per (series, target), as the monitor keys its windows: a sample at or before
-    the last timestamp submitted for it is skipped, so overlapping lookback windows never
-    submit a sample twice (two Prometheus series landing on one (series, target), e.g. the
-    same exporter scraped by two jobs, share that mark: narrow the query to one of them).
+    "New" is per Prometheus series (name, target and every other label): a sample at or
+    before the last timestamp submitted for it is skipped, so overlapping lookback windows
+    never submit a sample twice, while series of one name told apart by their labels (the
+    mount points of ``node_filesystem_avail_bytes``, scraped at one instant) each keep
+    their own mark: none hides another's samples (docs/INTAKE.md, series identity).
 
     A point that cannot be a sample (a target that is not an identifier, no target, a bad
     label) is handed to ``submit`` as ``refused`` (counted by reason where ``/v1/intake``
@@ -343,7 +347,7 @@ class PrometheusPoller:
         self.lookback_s = lookback_s if lookback_s is not None else max(2 * interval_s, 5.0)
         self.last: PollResult | None = None
         self.polls = 0
-        self._seen: dict[tuple[str, str], float] = {}
+        self._seen: dict[SeriesKey, float] = {}
         self._refused_seen: dict[str, float] = {}  # raw series -> newest refused point
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -361,9 +365,9 @@ class PrometheusPoller:
             self.last = PollResult(0, 0, 0, error=str(exc))
             return self.last
         fresh: list[Sample] = []
-        marks: dict[tuple[str, str], float] = {}
+        marks: dict[SeriesKey, float] = {}
         for sample in sorted(result.samples, key=lambda s: s.ts):
-            key = (sample.series, sample.target)
+            key = (sample.series, sample.target, tuple(sorted(sample.labels.items())))
             if sample.ts > marks.get(key, self._seen.get(key, float("-inf"))):
                 marks[key] = sample.ts
                 fresh.append(sample)

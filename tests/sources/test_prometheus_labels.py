@@ -4,6 +4,7 @@ catalogs that select by label, leave some out, or do not choose at all."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 import yaml
 
 from loop.monitor import Monitor
-from loop.sources.prometheus import PrometheusSource
+from loop.sources.prometheus import PrometheusPoller, PrometheusSource
 from rules.catalog import Catalog, load_catalog
 
 FS = "node_filesystem_avail_bytes"
@@ -106,3 +107,29 @@ def test_an_entry_that_does_not_choose_gets_one_label_set_and_counts_the_rest(
     owners = [mount for mount, points in stored(prom, FS).items() if window <= set(points)]
     assert window and len(owners) == 1, owners  # every point is the same mount point's
     assert monitor.stats()["counters"]["label_conflict"] == len(conflicts)
+
+
+def test_the_poller_keeps_each_label_set_apart(
+    tmp_path: Path, prom: Any, node_exporter: str
+) -> None:
+    """The daemon's poller submits what is new per Prometheus series: the mount points,
+    scraped at one instant under one name and target, each get every sample (it once kept
+    one mark per name and target, so one mount point's samples hid the others')."""
+    cat = catalog(tmp_path, "both", ROOT, SHM)
+    monitor = Monitor(cat, window_s=300)
+
+    def submit(batch: list[Any], refused: Any = None) -> object:
+        return monitor.ingest(batch, refused=refused)
+
+    with PrometheusSource.for_catalog(prom.url, cat) as source:
+        poller = PrometheusPoller(source, submit, interval_s=0.5, lookback_s=300)
+        with poller:
+            deadline = time.monotonic() + 15
+            while poller.polls < 3 and time.monotonic() < deadline:
+                time.sleep(0.1)
+    assert poller.polls >= 3
+    truth = stored(prom, FS)
+    for series, mount in (("disk_avail_root_bytes", "/"), ("disk_avail_shm_bytes", "/dev/shm")):
+        stamps, values = monitor.window(node_exporter, series)
+        taken = list(zip(stamps.tolist(), values.tolist(), strict=True))
+        assert len(taken) >= 3 and taken == truth[mount][: len(taken)], series
