@@ -73,9 +73,14 @@ def start_path(
     """The daemon and what feeds it for one path; the processes to stop after it."""
     name = f"{scenario.pack}-{path}"
     interval = getattr(scenario, "interval", "1s")  # a scenario may need a longer scrape
+    jobs = getattr(scenario, "job_options", None)  # e.g. a blackbox exporter's params
     if path == "pull":
         prom = lab.prometheus(
-            scenario.scrape, labels=scenario.labels, interval=interval, name=f"prom-{name}"
+            scenario.scrape,
+            labels=scenario.labels,
+            interval=interval,
+            name=f"prom-{name}",
+            job_options=jobs,
         )
         daemon = lab.daemon(
             site, neo4j, prometheus_url=prom.url, env=DAEMON_ENV, name=f"mendloop-{name}"
@@ -90,6 +95,7 @@ def start_path(
             remote_write=f"{daemon.url}/api/v1/write",
             token=daemon.token,
             name=f"prom-{name}",
+            job_options=jobs,
         )
         return daemon, [prom]
     daemon = lab.daemon(site, neo4j, env=DAEMON_ENV, name=f"mendloop-{name}")
@@ -103,6 +109,7 @@ def start_path(
         alertmanager=am.url,
         rule_files=scenario.rule_files(),
         name=f"prom-{name}",
+        job_options=jobs,
     )
     return daemon, [prom, am]
 

@@ -162,11 +162,13 @@ class Lab:
         alertmanager: str = "",
         rule_files: Sequence[Path] = (),
         name: str = "prometheus",
+        job_options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Proc:
         """A real Prometheus scraping ``scrape`` (job -> addresses; ``labels``: job -> the
-        labels its series get, e.g. ``{"target": "redis-1"}``), optionally writing
-        every sample to ``remote_write`` (with ``token``) and sending the alerts of
-        ``rule_files`` to ``alertmanager``."""
+        labels its series get, e.g. ``{"target": "redis-1"}``; ``job_options``: job -> more
+        keys of its scrape config, e.g. a blackbox exporter's ``metrics_path`` and
+        ``params``), optionally writing every sample to ``remote_write`` (with ``token``)
+        and sending the alerts of ``rule_files`` to ``alertmanager``."""
         binary = need(PROMETHEUS_BIN, "prometheus")
         folder = self.root / name
         folder.mkdir(exist_ok=True)
@@ -179,6 +181,7 @@ class Lab:
             "scrape_configs": [
                 {
                     "job_name": job,
+                    **dict((job_options or {}).get(job, {})),
                     "static_configs": [
                         {"targets": list(addresses), "labels": dict((labels or {}).get(job, {}))}
                     ],

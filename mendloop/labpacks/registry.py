@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mendloop.labpacks import Scenario
+from mendloop.labpacks.linuxhost import LinuxHostScenario
 from mendloop.labpacks.nginx import NginxScenario
 from mendloop.labpacks.postgresql import PostgresScenario
 from mendloop.labpacks.redis import RedisScenario
@@ -14,4 +15,5 @@ SCENARIOS: dict[str, Callable[[Lab], Scenario]] = {
     "redis": RedisScenario,
     "nginx": NginxScenario,
     "postgresql": PostgresScenario,
+    "linux-host": LinuxHostScenario,
 }

@@ -205,6 +205,8 @@ def main() -> None:
     if handle is not None:
         try:
             signal.pidfd_send_signal(handle, getattr(signal, "SIG" + args["stop_signal"]))
+            # a hung process may be stopped (SIGSTOP, a debugger): let it take the signal
+            signal.pidfd_send_signal(handle, signal.SIGCONT)
             if not exited(handle, args["stop_timeout"]):
                 signal.pidfd_send_signal(handle, signal.SIGKILL)
             stopped = exited(handle, 10)
