@@ -24,7 +24,8 @@ What is exported and where it comes from:
 - ``mendloop_decisions_refused_total{reason}`` (loop/decide.py: the graph's solution
   disagreed with the library), ``mendloop_unexplained_incidents_total{component}`` (faults
   no rule names, escalated with their rule-free ranking, by the component ranked first;
-  loop/steps/analysis.py), ``mendloop_chat_refusals_total{reason}`` and
+  loop/steps/analysis.py), ``mendloop_analysis_dropped_total{reason}`` (points analysis
+  did not judge: out_of_order, loop/tick.py), ``mendloop_chat_refusals_total{reason}`` and
   ``mendloop_chat_messages_total{outcome}`` (api/chatops: callbacks refused, messages
   sent / failed / dropped / retried);
   ``mendloop_token_last_used_failures_total`` (api/auth.py: the call went on regardless);
@@ -238,6 +239,13 @@ def _resilience_metrics(status: LoopStatus) -> Iterator[Metric]:
         "by the component ranked first",
         "component",
         status.unexplained,
+    )
+    yield _counters(
+        "mendloop_analysis_dropped",
+        "Points the monitor took that analysis did not judge since start, by reason "
+        "(out_of_order: older than one already judged, two submits racing)",
+        "reason",
+        status.analysis_dropped,
     )
 
 

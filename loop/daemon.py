@@ -337,6 +337,7 @@ class Engine:
             input_quality=dict(self.upkeep.quality_log.total),
             decider_refusals=dict(self.decider.refusals),
             unexplained=dict(self.steps.decide.unexplained),
+            analysis_dropped={"out_of_order": self.analyzer.out_of_order},
         )
 
     async def wait_settled(self, incident_id: str, timeout_s: float) -> IncidentView:

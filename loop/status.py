@@ -24,3 +24,5 @@ class LoopStatus:
     decider_refusals: Mapping[str, int]  # graph solutions refused by the library
     # faults no rule names, escalated with their ranking, by top component
     unexplained: Mapping[str, int] = field(default_factory=dict)
+    # points the monitor took that analysis did not judge, by reason (loop/tick.py in_order)
+    analysis_dropped: Mapping[str, int] = field(default_factory=dict)

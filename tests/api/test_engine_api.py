@@ -194,6 +194,7 @@ def test_reanalyze_walks_on_and_metrics_show_it(client, engine, tokens) -> None:
     assert 'mendloop_executions{phase="check",status="successful"} 1.0' in body
     assert "mendloop_findings_queued " in body and "mendloop_incident_tasks " in body
     assert 'mendloop_intake_samples{reason="accepted"}' in body
+    assert 'mendloop_analysis_dropped_total{reason="out_of_order"} 0.0' in body
     assert (
         'mendloop_api_requests_total{method="POST",route="/v1/incidents/{incident_id}/reanalyze",'
         'status="200"}' in body
