@@ -5,17 +5,17 @@ pushed at 1 s, faults injected; what one worker carries and what two do.
 
 For each K: K workers start on a fresh schema of the PostgreSQL database
 (``MENDLOOP_DATABASE_URL``), in shadow mode (the loop decides, records what it would run,
-runs nothing) with API auth off. A pusher thread sends the twin's 286 series of T targets
-every second, batches of targets round-robin over the workers (so about (K-1)/K of the
-samples reach a non-owner and are forwarded). After a warm-up a fault is injected on a
-fresh target every few seconds; a fault's report time is its incident's ``analyzed``
+runs nothing) with API auth off. A pusher thread (mendloop/bench_push.py) sends the twin's
+286 series of T targets every second as Prometheus remote-write (``--push json``: as JSON),
+batches of 5 targets round-robin over the workers, the next one each second (so about
+(K-1)/K of the samples reach a non-owner and are forwarded). After a warm-up a fault is
+injected on a fresh target every few seconds; a fault's report time is its incident's ``analyzed``
 transition minus the first abnormal sample (the earliest ``started_at`` of the findings
 that opened it), both on this machine's clock. A step holds when the report p95 <= 5 s and
 the pusher kept the 1 s pace (push p95 < 1 s). Then, with K=2, one worker is killed with
 SIGKILL and the time until the other holds every target is the takeover time. The pusher
-accounts for every sample it sent: accepted, stale, rejected, refused (503/429: told to
-retry), failed (connection error: told too), and lost = sent in a 200 answer but counted
-nowhere in it (must be 0). Progress goes to stderr, one JSON object to stdout.
+accounts for every sample it sent (accepted, stale, rejected, refused, failed, and lost:
+must be 0). Progress goes to stderr, one JSON object to stdout.
 """
 
 from __future__ import annotations
@@ -27,10 +27,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +40,10 @@ from kernel.config import Settings
 from kernel.errors import ConfigError
 from loop.db.engine import make_engine
 from loop.store import IncidentStore
+from mendloop.bench_push import Pusher
 from mendloop.output import print_json, stderr_progress
-from twin.model import Twin
 
 FAULTS = ("cache_saturation", "db_io_wait", "bank_recon_slow", "voltage_sag")
-BATCH_TARGETS = 5  # targets per push request
 
 
 def _free_port() -> int:
@@ -113,72 +110,6 @@ class Workers:
         self.procs = []
 
 
-class Pusher:
-    """The twin's samples of T targets every second, round-robin over the workers."""
-
-    def __init__(self, targets: list[str], apis: list[str]) -> None:
-        self.twin = Twin(targets=tuple(targets), seed=11)
-        self.targets = targets
-        self.apis = apis
-        self.counts: Counter[str] = Counter()
-        self.push_s: list[float] = []
-        self.client = httpx.Client(timeout=10)
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def inject(self, target: str, fault: str) -> None:
-        with self._lock:
-            self.twin.inject(target, fault, now=time.time())
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.thread.join(30)
-        self.client.close()
-
-    def _run(self) -> None:
-        series = list(self.twin.series)
-        while not self._stop.is_set():
-            began = time.monotonic()
-            now = time.time()
-            with self._lock:
-                values = self.twin.advance(now)
-            for b, start in enumerate(range(0, len(self.targets), BATCH_TARGETS)):
-                batch = [
-                    {"series": s, "labels": {"target": t}, "ts": now, "value": float(v)}
-                    for row, t in enumerate(self.targets[start : start + BATCH_TARGETS])
-                    for s, v in zip(series, values[start + row], strict=True)
-                ]
-                self._push(self.apis[b % len(self.apis)], batch)
-            spent = time.monotonic() - began
-            self.push_s.append(spent)
-            self._stop.wait(max(0.0, 1.0 - spent))
-
-    def _push(self, api: str, batch: list[dict[str, Any]]) -> None:
-        n = len(batch)
-        self.counts["sent"] += n
-        try:
-            answer = self.client.post(f"{api}/v1/samples", json={"samples": batch})
-        except httpx.HTTPError:
-            self.counts["failed"] += n  # the sender knows: it would retry
-            return
-        if answer.status_code in (429, 503):
-            self.counts["refused"] += n
-            return
-        if answer.status_code not in (200, 422):
-            self.counts[f"status_{answer.status_code}"] += n
-            return
-        body = answer.json()
-        accounted = body["accepted"] + body.get("stale", 0) + len(body.get("rejected", []))
-        self.counts["accepted"] += body["accepted"]
-        self.counts["stale"] += body.get("stale", 0)
-        self.counts["rejected"] += len(body.get("rejected", []))
-        self.counts["lost"] += max(0, n - accounted)
-
-
 def _report_times(store: IncidentStore, since: float) -> list[float]:
     """Per incident opened after ``since``: analyzed at - first abnormal sample (s)."""
     times = []
@@ -205,10 +136,15 @@ def _holders(store: IncidentStore) -> dict[str, str | None]:
 
 
 def step(
-    store: IncidentStore, apis: list[str], n_targets: int, warmup_s: float, faults: int
+    store: IncidentStore,
+    apis: list[str],
+    n_targets: int,
+    warmup_s: float,
+    faults: int,
+    protocol: str,
 ) -> dict[str, Any]:
     targets = [f"scale-{i}" for i in range(n_targets)]
-    pusher = Pusher(targets, apis)
+    pusher = Pusher(targets, apis, protocol)
     since = time.time()
     pusher.start()
     try:
@@ -248,7 +184,13 @@ def cluster_counts(apis: list[str]) -> dict[str, Any]:
 
 
 def bench_scale(
-    url: str, workers: list[int], targets: list[int], warmup_s: float, faults: int, ttl_s: float
+    url: str,
+    workers: list[int],
+    targets: list[int],
+    warmup_s: float,
+    faults: int,
+    ttl_s: float,
+    protocol: str = "remote-write",
 ) -> dict[str, Any]:
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     admin = make_engine(url)
@@ -256,7 +198,7 @@ def bench_scale(
         conn.execute(text(f"CREATE SCHEMA {schema}"))
     scoped = f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
     store = IncidentStore(scoped)
-    result: dict[str, Any] = {"steps": [], "ttl_s": ttl_s}
+    result: dict[str, Any] = {"steps": [], "ttl_s": ttl_s, "push": protocol}
     try:
         with tempfile.TemporaryDirectory(prefix="mendloop-scale-") as tmp:
             for k in workers:
@@ -266,14 +208,14 @@ def bench_scale(
                     apis = [pool.start(f"w{i}") for i in range(k)]
                     stderr_progress(f"bench scale: {k} worker(s) up")
                     for n in targets:
-                        outcome = step(store, apis, n, warmup_s, faults)
+                        outcome = step(store, apis, n, warmup_s, faults, protocol)
                         stderr_progress(f"bench scale: {json.dumps(outcome)}")
                         result["steps"].append(outcome)
                         if not outcome["holds"]:
                             break
                     result[f"intake_k{k}"] = cluster_counts(apis)
                     if k >= 2:
-                        result["takeover_s"] = takeover(store, pool, apis)
+                        result["takeover_s"] = takeover(store, pool, apis, protocol)
                 finally:
                     pool.stop_all()
     finally:
@@ -295,14 +237,14 @@ def bench_scale(
     return result
 
 
-def takeover(store: IncidentStore, pool: Workers, apis: list[str]) -> float | None:
+def takeover(store: IncidentStore, pool: Workers, apis: list[str], protocol: str) -> float | None:
     """SIGKILL of the last worker while samples flow; seconds until every target has a
     live owner again and none is the dead one's (None: not within 10 TTLs)."""
     with store.engine.connect() as conn:
         victim = conn.execute(
             text("SELECT id FROM worker WHERE api_url = :u"), {"u": apis[-1]}
         ).scalar_one()
-    pusher = Pusher([f"scale-{i}" for i in range(20)], apis[:-1])
+    pusher = Pusher([f"scale-{i}" for i in range(20)], apis[:-1], protocol)
     pusher.start()
     try:
         time.sleep(pool.ttl_s + 2)  # every target seen and leased
@@ -329,6 +271,7 @@ def cmd_bench_scale(args: argparse.Namespace, settings: Settings) -> int:
         args.warmup_s,
         args.faults,
         args.ttl_s,
+        args.push,
     )
     if args.json:
         print_json(result)

@@ -74,6 +74,12 @@ def register_bench(sub: Sub, command: CommandOf) -> None:
     scale.add_argument("--warmup-s", type=float, default=20.0)
     scale.add_argument("--faults", type=int, default=4, help="faults injected per step")
     scale.add_argument("--ttl-s", type=float, default=15.0, help="the workers' lease TTL")
+    scale.add_argument(
+        "--push",
+        choices=("remote-write", "json"),
+        default="remote-write",
+        help="how the pusher sends (remote-write: /api/v1/write; json: /v1/samples)",
+    )
     scale.add_argument("--database-url", default="", help="default MENDLOOP_DATABASE_URL")
     scale.add_argument("--json", action="store_true")
 
