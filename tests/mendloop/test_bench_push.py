@@ -26,10 +26,8 @@ def test_template_requests_decode_as_protobufs_do(stamp_ms: int) -> None:
         values = rng.normal(50, 20, len(LABELS))
         values[1] = 0.0  # protobuf omits a zero; the template writes it: both decode to 0
         ours = RemoteWriteDecoder().decode(template.encode(values, stamp_ms))
-        series = [
-            ([labels, [(float(v), stamp_ms)]]) for labels, v in zip(LABELS, values, strict=True)
-        ]
-        theirs = RemoteWriteDecoder().decode(_encoder()([(ls, s) for ls, s in series]))
+        pairs = zip(LABELS, values.tolist(), strict=True)
+        theirs = RemoteWriteDecoder().decode(_encoder()([(ls, [(v, stamp_ms)]) for ls, v in pairs]))
         assert ours.keys == theirs.keys
         assert np.array_equal(ours.series, theirs.series)
         assert np.array_equal(ours.values, theirs.values)
