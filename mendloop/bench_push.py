@@ -1,6 +1,8 @@
 """The pusher of `mendloop bench scale`: the twin's samples of T targets every second,
 as Prometheus remote-write (default) or JSON, round-robin over the workers (a batch of
-targets goes to the next worker each second, as a sender that does not know the owners).
+targets goes to the next worker each second, as a sender that does not know the owners),
+``shards`` requests in flight at once (Prometheus' remote-write runs parallel shards; one
+at a time would measure the sum of the requests' latencies, not what the workers take).
 
     pusher = Pusher(targets, apis, protocol="remote-write")
     pusher.start(); ...; pusher.stop(); pusher.counts   # sent, accepted, ..., lost
@@ -21,6 +23,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from itertools import repeat
 from typing import Any
 
 import httpx
@@ -101,7 +105,9 @@ class Template:
 class Pusher:
     """The twin's samples of T targets every second, round-robin over the workers."""
 
-    def __init__(self, targets: list[str], apis: list[str], protocol: str = "remote-write") -> None:
+    def __init__(
+        self, targets: list[str], apis: list[str], protocol: str = "remote-write", shards: int = 4
+    ) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}")
         self.twin = Twin(targets=tuple(targets), seed=11)
@@ -126,7 +132,9 @@ class Pusher:
         self.counts: Counter[str] = Counter()
         self.push_s: list[float] = []
         self.rounds = 0
-        self.client = httpx.Client(timeout=10)
+        self.shards = shards  # requests in flight at once, as Prometheus' remote-write shards
+        self.client = httpx.Client(timeout=10, limits=httpx.Limits(max_connections=shards))
+        self._counts_lock = threading.Lock()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -144,47 +152,57 @@ class Pusher:
         self.client.close()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            began = time.monotonic()
-            now = time.time()
-            with self._lock:
-                values = self.twin.advance(now)
-            self.rounds += 1  # a batch goes to another worker each second: about
-            for b, start in enumerate(range(0, len(self.targets), BATCH_TARGETS)):
-                api = self.apis[(b + self.rounds) % len(self.apis)]  # (K-1)/K to a non-owner
-                rows = values[start : start + BATCH_TARGETS]
-                if self.protocol == "remote-write":
-                    body = self.templates[b].encode(rows.ravel(), int(now * 1000))
-                    self._write(api, body, rows.size)
-                    continue
-                batch = [
-                    {"series": s, "labels": {"target": t}, "ts": now, "value": float(v)}
-                    for row, t in enumerate(self.targets[start : start + BATCH_TARGETS])
-                    for s, v in zip(self.series, rows[row], strict=True)
-                ]
-                self._push(api, batch)
-            spent = time.monotonic() - began
-            self.push_s.append(spent)
-            self._stop.wait(max(0.0, 1.0 - spent))
+        with ThreadPoolExecutor(self.shards, thread_name_prefix="bench-push") as pool:
+            while not self._stop.is_set():
+                began = time.monotonic()
+                now = time.time()
+                with self._lock:
+                    values = self.twin.advance(now).copy()
+                self.rounds += 1
+                starts = range(0, len(self.targets), BATCH_TARGETS)
+                # each batch to the next worker each second: about (K-1)/K to a non-owner
+                n = len(starts)
+                list(pool.map(self._send, range(n), repeat(values, n), repeat(now, n)))
+                spent = time.monotonic() - began
+                self.push_s.append(spent)
+                self._stop.wait(max(0.0, 1.0 - spent))
+
+    def _send(self, b: int, values: np.ndarray, now: float) -> None:
+        api = self.apis[(b + self.rounds) % len(self.apis)]
+        start = b * BATCH_TARGETS
+        rows = values[start : start + BATCH_TARGETS]
+        if self.protocol == "remote-write":
+            self._write(api, self.templates[b].encode(rows.ravel(), int(now * 1000)), rows.size)
+            return
+        batch = [
+            {"series": s, "labels": {"target": t}, "ts": now, "value": float(v)}
+            for row, t in enumerate(self.targets[start : start + BATCH_TARGETS])
+            for s, v in zip(self.series, rows[row], strict=True)
+        ]
+        self._push(api, batch)
+
+    def _add(self, **counts: int) -> None:
+        with self._counts_lock:
+            self.counts.update(counts)
 
     def _answer(self, n: int, post: Any) -> dict[str, Any] | None:
         """The 200 (or 422) answer's body; None when the sender was told otherwise."""
         try:
             answer = post()
         except httpx.HTTPError:
-            self.counts["failed"] += n  # the sender knows: it would retry
+            self._add(failed=n)  # the sender knows: it would retry
             return None
         if answer.status_code in (429, 503):
-            self.counts["refused"] += n
+            self._add(refused=n)
             return None
         if answer.status_code not in (200, 422):
-            self.counts[f"status_{answer.status_code}"] += n
+            self._add(**{f"status_{answer.status_code}": n})
             return None
         body: dict[str, Any] = answer.json()
         return body
 
     def _write(self, api: str, data: bytes, n: int) -> None:
-        self.counts["sent"] += n
+        self._add(sent=n)
         body = self._answer(
             n, lambda: self.client.post(f"{api}/api/v1/write", content=data, headers=HEADERS)
         )
@@ -192,21 +210,17 @@ class Pusher:
             return
         rejected = sum(body["refused"].values())
         stale = body["late"] + body["duplicate"]
-        self.counts["accepted"] += body["accepted"]
-        self.counts["stale"] += stale
-        self.counts["rejected"] += rejected
-        self.counts["lost"] += max(0, n - body["accepted"] - stale - rejected)
+        lost = max(0, n - body["accepted"] - stale - rejected)
+        self._add(accepted=body["accepted"], stale=stale, rejected=rejected, lost=lost)
 
     def _push(self, api: str, batch: list[dict[str, Any]]) -> None:
         n = len(batch)
-        self.counts["sent"] += n
+        self._add(sent=n)
         body = self._answer(
             n, lambda: self.client.post(f"{api}/v1/samples", json={"samples": batch})
         )
         if body is None:
             return
-        accounted = body["accepted"] + body.get("stale", 0) + len(body.get("rejected", []))
-        self.counts["accepted"] += body["accepted"]
-        self.counts["stale"] += body.get("stale", 0)
-        self.counts["rejected"] += len(body.get("rejected", []))
-        self.counts["lost"] += max(0, n - accounted)
+        stale, rejected = body.get("stale", 0), len(body.get("rejected", []))
+        lost = max(0, n - body["accepted"] - stale - rejected)
+        self._add(accepted=body["accepted"], stale=stale, rejected=rejected, lost=lost)

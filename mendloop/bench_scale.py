@@ -6,16 +6,17 @@ pushed at 1 s, faults injected; what one worker carries and what two do.
 For each K: K workers start on a fresh schema of the PostgreSQL database
 (``MENDLOOP_DATABASE_URL``), in shadow mode (the loop decides, records what it would run,
 runs nothing) with API auth off. A pusher thread (mendloop/bench_push.py) sends the twin's
-286 series of T targets every second as Prometheus remote-write (``--push json``: as JSON),
-batches of 5 targets round-robin over the workers, the next one each second (so about
-(K-1)/K of the samples reach a non-owner and are forwarded). After a warm-up a fault is
-injected on a fresh target every few seconds; a fault's report time is its incident's ``analyzed``
-transition minus the first abnormal sample (the earliest ``started_at`` of the findings
-that opened it), both on this machine's clock. A step holds when the report p95 <= 5 s and
-the pusher kept the 1 s pace (push p95 < 1 s). Then, with K=2, one worker is killed with
-SIGKILL and the time until the other holds every target is the takeover time. The pusher
-accounts for every sample it sent (accepted, stale, rejected, refused, failed, and lost:
-must be 0). Progress goes to stderr, one JSON object to stdout.
+286 series of T targets every second as Prometheus remote-write (``--push json``: as
+JSON), batches of 5 targets round-robin over the workers, the next one each second (so
+about (K-1)/K of the samples reach a non-owner and are forwarded). After a warm-up a fault
+is injected on a fresh target every few seconds; a fault's report time is its incident's
+``analyzed`` transition minus the first abnormal sample (the earliest ``started_at`` of
+the findings that opened it), both on this machine's clock. A step holds when the report
+p95 <= 5 s and the pusher kept the 1 s pace (push round p95 < 1 s, ``--shards`` requests
+in flight). Then, with K=2, one worker is killed with SIGKILL and the time until the other
+holds every target is the takeover time. The pusher accounts for every sample it sent
+(accepted, stale, rejected, refused, failed, and lost: must be 0). Progress goes to
+stderr, one JSON object to stdout.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from mendloop.bench_push import Pusher
 from mendloop.output import print_json, stderr_progress
 
 FAULTS = ("cache_saturation", "db_io_wait", "bank_recon_slow", "voltage_sag")
+MAX_SERIES = 1_000_000
 
 
 def _free_port() -> int:
@@ -69,6 +71,9 @@ class Workers:
             "MENDLOOP_API_AUTH": "false",
             "MENDLOOP_SHADOW": "all",
             "MENDLOOP_WORKER_LEASE_TTL_S": f"{self.ttl_s:g}",
+            # the CPU is measured, not the cardinality guard (100,000 series by default:
+            # 349 targets of 286 series per worker)
+            "MENDLOOP_MAX_SERIES": str(MAX_SERIES),
         }
         log = (self.tmp / f"{name}.log").open("ab")
         proc = subprocess.Popen(
@@ -142,9 +147,10 @@ def step(
     warmup_s: float,
     faults: int,
     protocol: str,
+    shards: int,
 ) -> dict[str, Any]:
     targets = [f"scale-{i}" for i in range(n_targets)]
-    pusher = Pusher(targets, apis, protocol)
+    pusher = Pusher(targets, apis, protocol, shards)
     since = time.time()
     pusher.start()
     try:
@@ -191,6 +197,7 @@ def bench_scale(
     faults: int,
     ttl_s: float,
     protocol: str = "remote-write",
+    shards: int = 4,
 ) -> dict[str, Any]:
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     admin = make_engine(url)
@@ -198,7 +205,7 @@ def bench_scale(
         conn.execute(text(f"CREATE SCHEMA {schema}"))
     scoped = f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
     store = IncidentStore(scoped)
-    result: dict[str, Any] = {"steps": [], "ttl_s": ttl_s, "push": protocol}
+    result: dict[str, Any] = {"steps": [], "ttl_s": ttl_s, "push": protocol, "shards": shards}
     try:
         with tempfile.TemporaryDirectory(prefix="mendloop-scale-") as tmp:
             for k in workers:
@@ -208,14 +215,14 @@ def bench_scale(
                     apis = [pool.start(f"w{i}") for i in range(k)]
                     stderr_progress(f"bench scale: {k} worker(s) up")
                     for n in targets:
-                        outcome = step(store, apis, n, warmup_s, faults, protocol)
+                        outcome = step(store, apis, n, warmup_s, faults, protocol, shards)
                         stderr_progress(f"bench scale: {json.dumps(outcome)}")
                         result["steps"].append(outcome)
                         if not outcome["holds"]:
                             break
                     result[f"intake_k{k}"] = cluster_counts(apis)
                     if k >= 2:
-                        result["takeover_s"] = takeover(store, pool, apis, protocol)
+                        result["takeover_s"] = takeover(store, pool, apis, protocol, shards)
                 finally:
                     pool.stop_all()
     finally:
@@ -237,14 +244,16 @@ def bench_scale(
     return result
 
 
-def takeover(store: IncidentStore, pool: Workers, apis: list[str], protocol: str) -> float | None:
+def takeover(
+    store: IncidentStore, pool: Workers, apis: list[str], protocol: str, shards: int
+) -> float | None:
     """SIGKILL of the last worker while samples flow; seconds until every target has a
     live owner again and none is the dead one's (None: not within 10 TTLs)."""
     with store.engine.connect() as conn:
         victim = conn.execute(
             text("SELECT id FROM worker WHERE api_url = :u"), {"u": apis[-1]}
         ).scalar_one()
-    pusher = Pusher([f"scale-{i}" for i in range(20)], apis[:-1], protocol)
+    pusher = Pusher([f"scale-{i}" for i in range(20)], apis[:-1], protocol, shards)
     pusher.start()
     try:
         time.sleep(pool.ttl_s + 2)  # every target seen and leased
@@ -272,6 +281,7 @@ def cmd_bench_scale(args: argparse.Namespace, settings: Settings) -> int:
         args.faults,
         args.ttl_s,
         args.push,
+        args.shards,
     )
     if args.json:
         print_json(result)

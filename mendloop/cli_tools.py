@@ -80,6 +80,7 @@ def register_bench(sub: Sub, command: CommandOf) -> None:
         default="remote-write",
         help="how the pusher sends (remote-write: /api/v1/write; json: /v1/samples)",
     )
+    scale.add_argument("--shards", type=int, default=4, help="push requests in flight at once")
     scale.add_argument("--database-url", default="", help="default MENDLOOP_DATABASE_URL")
     scale.add_argument("--json", action="store_true")
 
