@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from kernel.config import TWIN_PACK
 from kernel.errors import RuleFileError, validation_reasons
+from kernel.ids import MAX_ID_LEN
 from rules.derive import Derivation, parse_derivation
 from rules.selectors import LABEL_NAME, Matcher, SeriesIndex, parse_matchers
 from rules.source import entry_name, line_of, read_yaml_list
@@ -27,7 +28,7 @@ HOST_ROLES = {"db": "database", "cache": "cache", "esb": "esb", "app": "api"}
 class MetricSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=MAX_ID_LEN)  # as a target's
     unit: str
     subsystem: str
     layer: Literal["system", "device", "power_quality", "customer_service", "host"]

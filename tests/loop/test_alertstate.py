@@ -20,6 +20,7 @@ from sqlalchemy import Engine, func, select, text
 
 from api.alertmanager import alertmanager_router
 from kernel.config import PACKS_DIR
+from kernel.errors import RuleFileError
 from loop.alertmanager import AlertIntake, AmWebhook
 from loop.alertstate import AlertState
 from loop.db.engine import make_engine
@@ -231,3 +232,18 @@ def test_a_store_outage_is_a_503_that_takes_nothing_and_the_retry_is_taken(url: 
     assert daemon.level("redis-1") == 1.0
     assert [u["fingerprint"] for u in client.get("/v1/alerts/unmapped").json()] == ["2b"]
     daemon.close()
+
+
+def test_a_catalog_series_name_fits_the_state_s_column(tmp_path) -> None:
+    """alert_firing.series is 200 characters (as targets): the catalog refuses longer names
+    when it loads, so no alert series can fail its insert on PostgreSQL."""
+    entry = (REDIS / "metrics.yaml").read_text()
+    fits, too_long = "a" * 200, "a" * 201
+    for name, ok in ((fits, True), (too_long, False)):
+        path = tmp_path / f"{len(name)}.yaml"
+        path.write_text(entry.replace("name: alert_redis_down", f"name: {name}", 1))
+        if ok:
+            assert name in load_catalog(path)
+        else:
+            with pytest.raises(RuleFileError, match="at most 200 characters"):
+                load_catalog(path)
