@@ -204,6 +204,22 @@ def test_restart_checks_identity_then_restarts_a_real_redis(tmp_path: Path, redi
     assert alive(new) and redis.pid() == new
 
 
+def test_a_stopped_redis_takes_the_term_and_is_started_again(tmp_path: Path, redis: Redis) -> None:
+    """A hung process (SIGSTOP: it holds its port, answers nothing) gets SIGCONT after the
+    TERM: it shuts down as asked (its log says so) instead of waiting for the KILL after
+    the timeout (300 s here: longer than the runner lets the run take)."""
+    log = redis.dir / "redis.log"
+    redis.argv += ["--logfile", str(log)]
+    old = redis.start()
+    os.kill(old, signal.SIGSTOP)
+    runner = HostRunner(tmp_path, {"mendloop_processes": {"redis": redis.spec()}})
+    real = run(runner, "sol-restart-process", check=False, process="redis", stop_timeout_s=300)
+    assert real.run.status == RunStatus.successful, (real.run.failed_tasks, real.events)
+    assert not alive(old) and alive(redis.pid()) and redis.pid() != old
+    assert redis_cli(redis.port, "PING") == "PONG"
+    assert "Received SIGTERM" in log.read_text()
+
+
 def test_a_killed_redis_is_started_again(tmp_path: Path, redis: Redis) -> None:
     old = redis.start()
     os.kill(old, signal.SIGKILL)  # the fault: down, its pid file left behind
@@ -415,4 +431,3 @@ def test_flush_cache_deletes_only_matching_keys_then_warms(tmp_path: Path, redis
     keys = sorted(redis_cli(redis.port, "KEYS", "*").splitlines())
     assert keys == ["cache:warm", "session:keep"]  # the newline key went whole, nothing else
     assert Warmer.hits == ["/warm"]
-
