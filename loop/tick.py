@@ -212,7 +212,7 @@ def in_order(
     cell, stamp = cells[pos], ts[pos]
     prev = last[cell]
     fresh = np.isnan(prev) | (stamp > prev)
-    if np.unique(cell).size != cell.size:  # a raw batch with repeats: sample by sample
+    if cell.size > 1 and np.bincount(cell).max() > 1:  # a raw batch with repeats: in order
         newest: dict[int, float] = {}
         for k, (c, t) in enumerate(zip(cell.tolist(), stamp.tolist(), strict=True)):
             before = newest.get(c, float(last[c]))
