@@ -226,19 +226,20 @@ class Analyzer:
         ts: np.ndarray,
         values: np.ndarray,
     ) -> None:
-        """The ML baselines (per target, vectorised over its series) and the SQI (one pass
-        over every target) on the newest points."""
+        """The ML baselines and the SQI, each one pass over every target, on the newest
+        points."""
         group = np.empty(len(cols), dtype=np.int64)
-        nows = []
+        nows, healthy = [], []
         for g, (target, (_, at)) in enumerate(zip(targets, groups, strict=True)):
             group[at] = g
             tnow = float(ts[at].max())
             nows.append(tnow)
-            healthy = False
+            ok = False
             if self.baselines.wants_row(target, tnow):  # a baseline row: normal operation only
-                healthy = not self.tracker.any_abnormal(target)
-                healthy = healthy and not self._signals.any_abnormal(target)
-            self.baselines.update(target, self._ml_col[cols[at]], ts[at], values[at], healthy)
+                ok = not self.tracker.any_abnormal(target)
+                ok = ok and not self._signals.any_abnormal(target)
+            healthy.append(ok)
+        self.baselines.update_many(targets, group, self._ml_col[cols], ts, values, healthy)
         self.sqi_tracker.update_many(targets, self._sqi_col[cols], values, group, nows)
 
     def _drain(self) -> list[Finding]:

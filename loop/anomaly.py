@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kernel.models import Evidence
+from loop.baseline_streams import BaselineStreams
 from rules.catalog import Catalog
 
 if TYPE_CHECKING:  # ml/ pulls in scikit-learn: imported where a model is fitted or read
@@ -133,23 +134,24 @@ def fit_baseline(
 
 @dataclass
 class _TargetState:
-    n: int
-    value: np.ndarray = field(init=False)
-    ts: np.ndarray = field(init=False)
-    z: np.ndarray = field(init=False)
-    expected: np.ndarray = field(init=False)
-    beyond_since: np.ndarray = field(init=False)  # first point of the run past threshold
-    onset: np.ndarray = field(init=False)  # first point of the run above the usual level
-    run: np.ndarray = field(init=False)  # consecutive identical values (a frozen source)
+    """A target's row of the bank's streams (loop/baseline_streams.py) and what is its own:
+    the baseline window and the model."""
+
+    streams: BaselineStreams
+    row: int
     rows: list[np.ndarray] = field(default_factory=list)  # the baseline window
     row_ts: list[float] = field(default_factory=list)
     model: TargetBaseline | None = None
     meta: ModelMeta | None = None
 
-    def __post_init__(self) -> None:
-        for name in ("value", "ts", "z", "expected", "beyond_since", "onset"):
-            setattr(self, name, np.full(self.n, np.nan))
-        self.run = np.zeros(self.n)
+    # views of its row (taken afresh: the streams' matrices grow)
+    value = property(lambda self: self.streams.value[self.row])
+    ts = property(lambda self: self.streams.ts[self.row])
+    z = property(lambda self: self.streams.z[self.row])
+    expected = property(lambda self: self.streams.expected[self.row])
+    beyond_since = property(lambda self: self.streams.beyond_since[self.row])
+    onset = property(lambda self: self.streams.onset[self.row])
+    run = property(lambda self: self.streams.run[self.row])
 
 
 def _file_name(target: str) -> str:
@@ -177,11 +179,12 @@ class BaselineBank:
         self.duration = np.array([catalog[s].duration_s for s in self.series])
         self.components = tuple(catalog[s].component for s in self.series)
         self._targets: dict[str, _TargetState] = {}
+        self.streams = BaselineStreams(len(self.series))
 
     def _state(self, target: str) -> _TargetState:
         state = self._targets.get(target)
         if state is None:
-            state = self._targets[target] = _TargetState(len(self.series))
+            state = self._targets[target] = _TargetState(self.streams, self.streams.add())
         return state
 
     # -- models ------------------------------------------------------------------------
@@ -192,8 +195,7 @@ class BaselineBank:
             raise ValueError("baseline was fitted on another catalog; retrain it")
         state = self._state(target)
         state.model, state.meta = model, meta
-        state.beyond_since[:] = np.nan
-        state.onset[:] = np.nan
+        self.streams.install(state.row, model)
 
     def model(self, target: str) -> TargetBaseline | None:
         state = self._targets.get(target)
@@ -271,33 +273,40 @@ class BaselineBank:
     ) -> None:
         """Score the newest points of ``target`` (``idx`` into ``self.series``) and keep a
         baseline row every ``stride_s`` while the target is ``healthy``."""
-        state = self._state(target)
-        state.run[idx] = np.where(state.value[idx] == values, state.run[idx] + 1, 1)
-        state.value[idx], state.ts[idx] = values, ts
-        model = state.model
-        if model is not None:
-            b = model.buckets(ts)
-            expected = model.median[idx, b]
-            z = np.abs(values - expected) / model.scale[idx, b]
-            z = np.where(model.judged[idx, b], z, np.nan)
-            state.z[idx], state.expected[idx] = z, expected
-            beyond = z > model.threshold[idx]  # NaN (not judged) compares False
-            raised = z > model.elevated[idx]
-            prev_beyond, prev_onset = state.beyond_since[idx], state.onset[idx]
-            state.beyond_since[idx] = np.where(
-                beyond, np.where(np.isnan(prev_beyond), ts, prev_beyond), np.nan
-            )
-            state.onset[idx] = np.where(
-                raised, np.where(np.isnan(prev_onset), ts, prev_onset), np.nan
-            )
-        now = float(ts.max()) if ts.size else None
-        if healthy and now is not None and self.wants_row(target, now):
-            state.rows.append(state.value.copy())
-            state.row_ts.append(now)
-            keep = int(self.policy.window_s / self.policy.stride_s) + 1
-            if len(state.rows) > keep:
-                del state.rows[: len(state.rows) - keep]
-                del state.row_ts[: len(state.row_ts) - keep]
+        group = np.zeros(len(idx), dtype=np.int64)
+        self.update_many([target], group, idx, ts, values, [healthy])
+
+    def update_many(
+        self,
+        targets: list[str],
+        group: np.ndarray,
+        idx: np.ndarray,
+        ts: np.ndarray,
+        values: np.ndarray,
+        healthy: list[bool],
+    ) -> None:
+        """``update`` for the newest points of several targets at once (point ``k`` is of
+        ``targets[group[k]]``): one array op over every target's series, then each healthy
+        target's baseline row when one is due."""
+        rows = np.fromiter(
+            (self._state(t).row for t in targets), dtype=np.int64, count=len(targets)
+        )
+        self.streams.update(rows[group], np.asarray(idx), ts, values)
+        if not ts.size:
+            return
+        nows = np.full(len(targets), -np.inf)
+        np.maximum.at(nows, group, ts)
+        for target, ok, now in zip(targets, healthy, nows.tolist(), strict=True):
+            if ok and now > -np.inf and self.wants_row(target, now):
+                self._keep_row(self._targets[target], now)
+
+    def _keep_row(self, state: _TargetState, now: float) -> None:
+        state.rows.append(state.value.copy())
+        state.row_ts.append(now)
+        keep = int(self.policy.window_s / self.policy.stride_s) + 1
+        if len(state.rows) > keep:
+            del state.rows[: len(state.rows) - keep]
+            del state.row_ts[: len(state.row_ts) - keep]
 
     def wants_row(self, target: str, now: float) -> bool:
         """Whether a baseline row is due (so the caller checks health only then)."""
@@ -337,4 +346,6 @@ class BaselineBank:
         return out
 
     def forget(self, target: str) -> None:
-        self._targets.pop(target, None)
+        state = self._targets.pop(target, None)
+        if state is not None:
+            self.streams.free(state.row)
