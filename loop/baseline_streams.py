@@ -24,13 +24,14 @@ if TYPE_CHECKING:
     from loop.anomaly import TargetBaseline
 
 STATE = ("value", "ts", "z", "expected", "beyond_since", "onset")
-# name -> (blank value, dtype, shape: "s" [targets, series], "sb" [.., bucket], "" [targets])
+# name -> (blank value, dtype, shape: "s" [targets, series], "bs" [targets, bucket, series]
+# (a tick's points of one target share their hour: contiguous reads), "" [targets])
 LAYOUT: dict[str, tuple[float | bool, type, str]] = {
     **{name: (np.nan, float, "s") for name in STATE},
     "run": (0.0, float, "s"),  # consecutive identical values (a frozen source)
-    "median": (0.0, float, "sb"),
-    "scale": (1.0, float, "sb"),
-    "judged": (False, bool, "sb"),  # enough training rows in this hour to judge it
+    "median": (0.0, float, "bs"),
+    "scale": (1.0, float, "bs"),
+    "judged": (False, bool, "bs"),  # enough training rows in this hour to judge it
     "threshold": (np.inf, float, "s"),
     "elevated": (np.inf, float, "s"),
     "has_model": (False, bool, ""),
@@ -66,12 +67,12 @@ class BaselineStreams:
         """(Re)allocate for ``rows`` targets and ``buckets`` hours, keeping what is there."""
         n = self._used
         for name, (blank, dtype, shape) in LAYOUT.items():
-            dims = {"s": (rows, self.n_series), "sb": (rows, self.n_series, buckets)}
+            dims = {"s": (rows, self.n_series), "bs": (rows, buckets, self.n_series)}
             new: np.ndarray = np.full(dims.get(shape, (rows,)), blank, dtype=dtype)
             old = getattr(self, name, None)
             if old is not None:
-                if shape == "sb":
-                    new[:n, :, : old.shape[2]] = old[:n]
+                if shape == "bs":
+                    new[:n, : old.shape[1]] = old[:n]
                 else:
                     new[:n] = old[:n]
             setattr(self, name, new)
@@ -85,7 +86,7 @@ class BaselineStreams:
         if self._free:
             return self._free.pop()
         if self._used == self.capacity:
-            self._alloc(max(16, 2 * self.capacity), self.median.shape[2])
+            self._alloc(max(16, 2 * self.capacity), self.median.shape[1])
         self._used += 1
         return self._used - 1
 
@@ -99,12 +100,12 @@ class BaselineStreams:
 
     def install(self, row: int, model: TargetBaseline) -> None:
         buckets = model.median.shape[1]
-        if buckets > self.median.shape[2]:
+        if buckets > self.median.shape[1]:
             self._alloc(self.capacity, buckets)
-        self.median[row, :, :buckets] = model.median
-        self.scale[row, :, :buckets] = model.scale
+        self.median[row, :buckets] = model.median.T
+        self.scale[row, :buckets] = model.scale.T
         self.judged[row] = False
-        self.judged[row, :, :buckets] = model.judged
+        self.judged[row, :buckets] = model.judged.T
         self.threshold[row], self.elevated[row] = model.threshold, model.elevated
         self.period[row], self.bucket[row] = model.period_s, model.bucket_s
         self.has_model[row] = True
@@ -114,22 +115,28 @@ class BaselineStreams:
     def update(
         self, rows: np.ndarray, cols: np.ndarray, ts: np.ndarray, values: np.ndarray
     ) -> None:
-        """Score the newest points (``rows``: each point's target row, ``cols``: its series)."""
-        self.run[rows, cols] = np.where(
-            self.value[rows, cols] == values, self.run[rows, cols] + 1, 1
-        )
-        self.value[rows, cols], self.ts[rows, cols] = values, ts
+        """Score the newest points (``rows``: each point's target row, ``cols``: its series).
+        Indexed flat (one take or put per matrix): faster than two-array indexing."""
+        at = rows * self.n_series + cols
+        value, run = self.value.reshape(-1), self.run.reshape(-1)
+        run[at] = np.where(value[at] == values, run[at] + 1, 1)
+        value[at] = values
+        self.ts.reshape(-1)[at] = ts
         scored = self.has_model[rows]
         if not scored.any():
             return
-        r, c, t = rows[scored], cols[scored], ts[scored]
-        b = ((t % self.period[r]) // self.bucket[r]).astype(int)
-        expected = self.median[r, c, b]
-        z = np.abs(values[scored] - expected) / self.scale[r, c, b]
-        z = np.where(self.judged[r, c, b], z, np.nan)
-        self.z[r, c], self.expected[r, c] = z, expected
-        beyond = z > self.threshold[r, c]  # NaN (not judged) compares False
-        raised = z > self.elevated[r, c]
-        since, onset = self.beyond_since[r, c], self.onset[r, c]
-        self.beyond_since[r, c] = np.where(beyond, np.where(np.isnan(since), t, since), np.nan)
-        self.onset[r, c] = np.where(raised, np.where(np.isnan(onset), t, onset), np.nan)
+        if not scored.all():
+            rows, cols, at = rows[scored], cols[scored], at[scored]
+            ts, values = ts[scored], values[scored]
+        hour = ((ts % self.period[rows]) // self.bucket[rows]).astype(np.int64)
+        cell = (rows * self.median.shape[1] + hour) * self.n_series + cols
+        expected = self.median.reshape(-1)[cell]
+        z = np.abs(values - expected) / self.scale.reshape(-1)[cell]
+        z = np.where(self.judged.reshape(-1)[cell], z, np.nan)
+        self.z.reshape(-1)[at], self.expected.reshape(-1)[at] = z, expected
+        beyond = z > self.threshold.reshape(-1)[at]  # NaN (not judged) compares False
+        raised = z > self.elevated.reshape(-1)[at]
+        since, onset = self.beyond_since.reshape(-1), self.onset.reshape(-1)
+        was, began = since[at], onset[at]
+        since[at] = np.where(beyond, np.where(np.isnan(was), ts, was), np.nan)
+        onset[at] = np.where(raised, np.where(np.isnan(began), ts, began), np.nan)
