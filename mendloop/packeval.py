@@ -3,7 +3,9 @@ real service (detection delay: injection -> incident opened) and to have it veri
 (MTTR: injection -> incident resolved), through each intake path:
 
 - ``pull``: Prometheus scrapes the exporter, the daemon pulls from Prometheus' API;
-- ``push``: Prometheus remote-writes every scraped sample into the daemon;
+- ``push``: Prometheus remote-writes every scraped sample into the daemon, and the series
+  of the pack's recording rules (``packs/<pack>/prometheus/*.recording.yml``, loaded as a
+  user loads them for push: docs/INTAKE.md);
 - ``alertmanager``: Prometheus evaluates the pack's alerting rules, the real Alertmanager
   sends its webhook to the daemon, which pulls nothing.
 
@@ -34,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from kernel.config import Settings
+from kernel.config import PACKS_DIR, Settings
 from kernel.errors import MendloopError
 from mendloop.labclient import Daemon, run_fault
 from mendloop.labpacks import Scenario
@@ -94,6 +96,7 @@ def start_path(
             interval=interval,
             remote_write=f"{daemon.url}/api/v1/write",
             token=daemon.token,
+            rule_files=recording_rules(scenario.pack),
             name=f"prom-{name}",
             job_options=jobs,
         )
@@ -112,6 +115,12 @@ def start_path(
         job_options=jobs,
     )
     return daemon, [prom, am]
+
+
+def recording_rules(pack: str) -> list[Path]:
+    """The pack's Prometheus recording rules: what its catalog's push series are recorded by
+    (an entry with ``expr:`` and ``metric:``, rules/catalog.py)."""
+    return sorted((PACKS_DIR / pack / "prometheus").glob("*.recording.yml"))
 
 
 def wait_baseline(lab: Lab, daemon: Daemon, feeders: list[Proc], path: str) -> None:

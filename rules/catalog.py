@@ -42,7 +42,9 @@ class MetricSpec(BaseModel):
     metric: str | None = Field(default=None, pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]{0,199}$")
     match: dict[str, str | dict[str, str]] | None = None
     target_label: str | None = Field(default=None, max_length=128)
-    # a derived series: PromQL the pulled Prometheus evaluates, or a push expression
+    # a derived series: PromQL the pulled Prometheus evaluates, or a push expression;
+    # expr may go with metric: the pull evaluates expr, push takes the series a Prometheus
+    # recording rule of the same expression records under metric (docs/INTAKE.md)
     expr: str | None = Field(default=None, min_length=1, max_length=2000)
     derive: str | None = Field(default=None, min_length=1, max_length=200)
     _matchers: tuple[Matcher, ...] = PrivateAttr(default=())
@@ -56,8 +58,8 @@ class MetricSpec(BaseModel):
             raise ValueError(f"warn {self.warn} must come before crit {self.crit} ({self.bad})")
         if self.target_label is not None and not LABEL_NAME.fullmatch(self.target_label):
             raise ValueError(f"target_label {self.target_label!r} is not a label name")
-        if sum(x is not None for x in (self.expr, self.derive, self.metric)) > 1:
-            raise ValueError("give at most one of metric, expr and derive")
+        if self.derive is not None and (self.expr is not None or self.metric is not None):
+            raise ValueError("give at most one of expr and derive; derive takes no metric")
         if self.derive is not None and (self.match or self.target_label):
             raise ValueError("a derived series (derive) takes no match or target_label")
         self._matchers = parse_matchers(self.match)

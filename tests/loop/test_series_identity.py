@@ -13,6 +13,7 @@ import yaml
 
 from kernel.errors import InvalidSample, RuleFileError
 from loop.monitor import Monitor
+from loop.sources.prometheus import catalog_queries
 from rules.catalog import Catalog, load_catalog
 from rules.derive import parse_derivation
 from rules.selectors import Matcher, parse_matchers
@@ -134,6 +135,7 @@ def test_derived_series_follow_their_operands(monitor: Monitor) -> None:
         ({"derive": "mem_used_bytes * mem_max_bytes"}, "expected 'series OP series'"),
         ({"derive": "__import__('os')"}, "expected 'series OP series'"),
         ({"derive": "mem_used_bytes / mem_max_bytes", "metric": "x"}, "at most one of"),
+        ({"derive": "mem_used_bytes / mem_max_bytes", "expr": "x"}, "at most one of"),
         ({"match": {"mountpoint": {"=~": "("}}}, "bad regex"),
         ({"match": {"mountpoint": {"=~": "a" * 300}}}, "longer than 256"),
         ({"match": {"mountpoint": {"~": "a"}}}, "operator must be one of"),
@@ -148,6 +150,26 @@ def test_bad_entries_are_refused_with_file_and_line(
     with pytest.raises(RuleFileError) as caught:
         load_catalog(write(tmp_path, entries))
     assert problem in str(caught.value) and "broken_entry" in str(caught.value)
+
+
+def test_an_expr_entry_is_pulled_by_its_expr_and_pushed_as_its_recorded_series(
+    tmp_path: Path,
+) -> None:
+    """``expr:`` with ``metric:``: the pull queries the expression only (never the recorded
+    series too: no double points) and files its points under the entry's name; push
+    senders deliver the recording rule's series, taken by ``metric:`` and ``match:``."""
+    used = entry("fs_used_ratio", expr="1 - a / b", metric="instance:fs_used:ratio",
+                 match={"job": "node"})  # fmt: skip
+    cat = load_catalog(write(tmp_path, [used]))
+    assert dict(catalog_queries(cat)) == {"fs_used_ratio": "1 - a / b"}
+    monitor = Monitor(cat, window_s=30)
+    now = time.time()
+    pushed = monitor.ingest([sample("instance:fs_used:ratio", 0.5, now, job="node")])
+    assert pushed.accepted == 1 and monitor.latest("h1", "fs_used_ratio")[1] == 0.5
+    pulled = monitor.ingest([sample("fs_used_ratio", 0.6, now + 1, job="node")])
+    assert pulled.accepted == 1 and monitor.latest("h1", "fs_used_ratio")[1] == 0.6
+    other = monitor.ingest([sample("instance:fs_used:ratio", 0.7, now + 2, job="other")])
+    assert [r.reason for r in other.rejected] == ["no_catalog_match"]
 
 
 def test_matchers_follow_promql() -> None:

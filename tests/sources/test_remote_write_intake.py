@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from api.app import create_app
 from api.auth import Auth, Role, TokenStore
 from api.remote_write import remote_write_router
+from kernel.config import PACKS_DIR
 from loop.monitor import Monitor
 from loop.sources.remote_write import STALE_NAN_BITS, RemoteWriteDecoder, RemoteWriteError
 from loop.sources.remote_write_intake import RemoteWriteReceiver
@@ -178,6 +179,32 @@ def test_each_mount_point_is_its_own_series_and_the_rest_is_counted(
     counters = monitor.stats()["counters"]
     assert counters["no_catalog_match"] == 2 and counters["ambiguous_match"] == 1
     assert counters["accepted"] == 2 and counters["unknown_metric"] == 1
+
+
+def test_the_postgresql_packs_recorded_aggregates_arrive_through_push() -> None:
+    """The pack's catalog takes its recording rules' series (metric:) while the pull
+    evaluates the same entries' expr:; the exporter's raw per-database series are counted."""
+    catalog = load_catalog(PACKS_DIR / "postgresql" / "metrics.yaml")
+    monitor = Monitor(catalog, window_s=30)
+    app = FastAPI()
+    receiver = RemoteWriteReceiver(monitor, decoder=RemoteWriteDecoder(cache_size=64))
+    app.include_router(remote_write_router(receiver, max_body_bytes=1 << 20))
+    now, pg = time.time(), {"instance": "pg-main"}
+    data = body(
+        ({"__name__": "instance:pg_connections_used:ratio"} | pg, [(0.85, now)]),
+        ({"__name__": "instance:pg_stat_activity_max_tx_duration:max"} | pg, [(9.0, now)]),
+        ({"__name__": "instance:pg_lock_waits_sessions:sum"} | pg, [(1.0, now)]),
+        ({"__name__": "pg_up", "job": "postgresql"} | pg, [(1.0, now)]),
+        ({"__name__": "pg_stat_activity_count", "job": "postgresql", "datname": "app",
+          "state": "idle"} | pg, [(17.0, now)]),
+    )  # fmt: skip
+    with TestClient(app) as client:
+        answer = post(client, data).json()
+    assert answer["accepted"] == 4 and answer["refused"] == {"unknown_metric": 1}
+    assert monitor.latest("pg-main", "postgresql_connections_used_ratio")[1] == 0.85
+    assert monitor.latest("pg-main", "postgresql_longest_transaction_seconds")[1] == 9.0
+    assert monitor.latest("pg-main", "postgresql_lock_waits")[1] == 1.0
+    assert monitor.latest("pg-main", "postgresql_up")[1] == 1.0
 
 
 def test_two_label_sets_never_merge_into_one_series(client: TestClient, monitor: Monitor) -> None:
