@@ -146,7 +146,9 @@ def start_prometheus(
 def node_exporter() -> Iterator[str]:
     """The Debian node_exporter (``prometheus-node-exporter``) on a free port, filesystem and
     loadavg collectors only; it reports this machine's mount points (``/``, ``/dev/shm``:
-    several series of one metric, told apart by the ``mountpoint`` label). Its address."""
+    several series of one metric, told apart by the ``mountpoint`` label). Its address.
+    Mounts under /tmp are left out: other test runs on the machine mount tmpfs there (the
+    linux-host lab), which would come and go under the tests' catalogs."""
     if not NODE_EXPORTER_BIN.exists():
         pytest.fail(
             f"{NODE_EXPORTER_BIN} is missing: apt-get install -y prometheus-node-exporter",
@@ -160,7 +162,7 @@ def node_exporter() -> Iterator[str]:
             "--collector.disable-defaults",
             "--collector.filesystem",
             "--collector.loadavg",
-            "--collector.filesystem.mount-points-exclude=^/(proc|sys|mnt|run)($|/)",
+            "--collector.filesystem.mount-points-exclude=^/(proc|sys|mnt|run|tmp)($|/)",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
