@@ -7,13 +7,15 @@ no Python work per sample and none per label set it has seen before.
 
 Each label set is resolved once through the catalog (rules/selectors.py: its ``__name__``,
 matchers, target label) and claimed in the monitor (series identity: loop/identity.py); the
-answer is kept per decoder cache slot until the decoder re-fills that slot or series expire
-(the monitor's generation). Refusals that depend on the moment (a cardinality limit, a
-label conflict) are not kept: they are asked again next time. Every point of a decoded
-request is accounted for: accepted + late + duplicate + refused by reason; stale markers
-(Prometheus' "series ended" NaN) are counted as ``stale_marker``. What the request held
-besides float samples (histograms, exemplars, metadata) and its out-of-order samples are
-counted here (``counters()``), never silently skipped.
+answer is kept per decoder cache slot, with the label set it is for, until the decoder
+re-fills that slot or series expire (the monitor's generation): a request decoded before
+another one re-filled its slot (requests in flight at once) never takes that one's answer.
+Refusals that depend on the moment (a cardinality limit, a label conflict) are not kept:
+they are asked again next time. Every point of a decoded request is accounted for: accepted
++ late + duplicate + refused by reason; stale markers (Prometheus' "series ended" NaN) are
+counted as ``stale_marker``. What the request held besides float samples (histograms,
+exemplars, metadata) and its out-of-order samples are counted here (``counters()``), never
+silently skipped.
 """
 
 from __future__ import annotations
@@ -94,6 +96,9 @@ class RemoteWriteReceiver:
         self._slot = np.full(size, -1, dtype=np.int64)  # window slot per decoder slot
         self._generation = np.full(size, -1, dtype=np.int64)  # -1: not resolved
         self._reason = np.full(size, None, dtype=object)  # a refusal that always holds
+        # the label set (canonical blob) the slot held when resolved: a request decoded
+        # before another one refilled its slot must not take that one's answer
+        self._key = np.full(size, None, dtype=object)
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
 
@@ -214,8 +219,12 @@ class RemoteWriteReceiver:
             self._reason[refilled] = None
         generation = self.monitor.generation
         reasons: dict[int, str] = {}
-        fresh = self._generation[cached] == generation
-        known = self._reason[cached]
+        keys = np.empty(len(batch.keys), dtype=object)
+        keys[:] = batch.keys
+        same = (self._key[cached] == keys).astype(bool)
+        fresh = (self._generation[cached] == generation) & same
+        known = self._reason[cached].copy()
+        known[~same] = None  # another label set's refusal
         pending: list[tuple[int, str, str, tuple[tuple[str, str], ...]]] = []
         for row in np.flatnonzero(~fresh).tolist():
             reason = known[row]
@@ -233,6 +242,8 @@ class RemoteWriteReceiver:
                 resolved = self.monitor.catalog.index.resolve(name, labels)
             except InvalidSample as exc:
                 self._reason[cached[row]] = reasons[row] = exc.reason
+                self._key[cached[row]] = keys[row]
+                self._generation[cached[row]] = -1
                 continue
             pending.append((row, resolved.target, resolved.series, identity_of(labels)))
         if pending:
@@ -244,8 +255,9 @@ class RemoteWriteReceiver:
                 if slot >= 0:
                     self._slot[cached[row]] = slot
                     self._generation[cached[row]] = claimed_at
+                    self._key[cached[row]], self._reason[cached[row]] = keys[row], None
                 else:
                     reasons[row] = self.monitor.refusal_of(slot)
-        current = self._generation[cached] == generation
-        out = np.where(current, self._slot[cached], -1)
+        current = (self._generation[cached] == generation) & (self._key[cached] == keys)
+        out = np.where(current.astype(bool), self._slot[cached], -1)
         return out, reasons, generation

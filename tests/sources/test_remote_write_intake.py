@@ -416,3 +416,23 @@ def test_fuzzed_requests_account_for_every_sample(
     after = monitor.stats()["counters"]
     booked = sum(after.values()) - sum(before.values())
     assert booked == sent  # every point once in /v1/intake, whatever became of it
+
+
+def test_a_request_decoded_before_another_evicted_its_label_set_keeps_its_own_series(
+    monitor: Monitor,
+) -> None:
+    """Two requests in flight (Prometheus' shards; a worker's split waits on SQL between
+    decode and ingest): A decoded while X was cached, then B evicted X from that decoder
+    slot and was ingested first. A's samples are X's, never filed under B's series."""
+    receiver = RemoteWriteReceiver(monitor, decoder=RemoteWriteDecoder(cache_size=1))
+    now = time.time()
+    x = {"__name__": "node_load1", "instance": "hx", "job": "node"}
+    y = {"__name__": "node_load1", "instance": "hy", "job": "node"}
+    assert receiver.receive(body((x, [(1.0, now)]))).accepted == 1  # X cached, resolved
+    a = receiver.decode(body((x, [(2.0, now + 1)])))  # X still cached: no refill
+    b = receiver.decode(body((y, [(9.0, now + 1)])))  # evicts X: its slot now holds Y
+    assert a.refilled == () and b.refilled == tuple(a.cache_slots.tolist())
+    assert receiver.ingest(b).accepted == 1
+    assert receiver.ingest(a).accepted == 1
+    assert monitor.latest("hx", "node_load1")[1] == 2.0
+    assert monitor.latest("hy", "node_load1")[1] == 9.0
