@@ -16,12 +16,23 @@ and tick), over ``[targets, series]`` at once.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from loop.anomaly import TargetBaseline
+
+class FittedBaseline(Protocol):
+    """What ``install`` reads of a fitted model (loop/anomaly.py's TargetBaseline; named by
+    its shape so the two modules do not import each other)."""
+
+    period_s: float
+    bucket_s: float
+    median: np.ndarray  # [series, bucket]
+    scale: np.ndarray
+    judged: np.ndarray
+    threshold: np.ndarray  # [series]
+    elevated: np.ndarray
+
 
 STATE = ("value", "ts", "z", "expected", "beyond_since", "onset")
 # name -> (blank value, dtype, shape: "s" [targets, series], "bs" [targets, bucket, series]
@@ -98,7 +109,7 @@ class BaselineStreams:
         self.has_model[row] = False
         self._free.append(row)
 
-    def install(self, row: int, model: TargetBaseline) -> None:
+    def install(self, row: int, model: FittedBaseline) -> None:
         buckets = model.median.shape[1]
         if buckets > self.median.shape[1]:
             self._alloc(self.capacity, buckets)
