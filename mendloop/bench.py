@@ -199,7 +199,11 @@ def cmd_bench_ingest(args: argparse.Namespace, settings: Settings) -> int:
         from mendloop.bench_remote_write import bench_remote_write
 
         result["remote_write"] = bench_remote_write(
-            catalog, targets=args.targets, requests=args.rw_requests
+            catalog,
+            targets=args.targets,
+            requests=args.rw_requests,
+            shards=args.rw_shards,
+            prometheus_requests=args.rw_prometheus_requests,
         )
     if args.json:
         print_json(result)

@@ -75,9 +75,7 @@ def target_series(
     return series, culprit, start
 
 
-def analyse(
-    series: list[Series], deps: dict[str, list[str]], start: float
-) -> list[ComponentScore]:
+def analyse(series: list[Series], deps: dict[str, list[str]], start: float) -> list[ComponentScore]:
     cfg = RcaSettings()
     return rank_components(metric_deviations(series, start, settings=cfg), deps, cfg)
 

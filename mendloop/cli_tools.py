@@ -30,7 +30,13 @@ def register_bench(sub: Sub, command: CommandOf) -> None:
         default="with",
         help="remote-write figures (decode, receiver, HTTP) with the others, alone, or none",
     )
-    ingest.add_argument("--rw-requests", type=int, default=20, help="timed requests per shape")
+    ingest.add_argument("--rw-requests", type=int, default=20, help="timed bulk requests")
+    ingest.add_argument(
+        "--rw-prometheus-requests", type=int, default=200, help="timed 2,000-sample requests"
+    )
+    ingest.add_argument(
+        "--rw-shards", type=int, default=4, help="remote-write requests in flight over HTTP"
+    )
 
     # `mendloop bench rca`: analysis compute per tick for 286 metrics x N targets
     rca = bench_sub.add_parser("rca", help="analysis compute latency (p50/p95 per tick)")
