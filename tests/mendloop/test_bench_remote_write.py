@@ -35,7 +35,8 @@ def test_streams_hold_disjoint_series_each_in_time_order(
             assert len(decoded.values) == per_request == len(batch)
             if shape == "prometheus":
                 assert per_request == PROMETHEUS_BATCH
-            for slot, stamp in zip(decoded.series.tolist(), decoded.timestamps_ms.tolist()):
+            stamps = decoded.timestamps_ms.tolist()
+            for slot, stamp in zip(decoded.series.tolist(), stamps, strict=True):
                 key = decoded.keys[slot]
                 assert owner.setdefault(key, shard) == shard  # one shard per series
                 assert stamp > last[key]  # never late, never a duplicate
