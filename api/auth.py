@@ -19,7 +19,8 @@ at start.
 Every mutating call (POST/PUT/PATCH/DELETE), refused or not, is written to the audit log:
 who (token name, or ``unauthenticated``), role, when, method, path, status, client address
 and, for calls an endpoint describes, what it did (``note_audit(request, ...)``). Secrets
-never reach it: request bodies are not recorded.
+never reach it: request bodies are not recorded. Metric pushes are tallied a minute at a
+time (api/audit_tally.py).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.audit_tally import PUSH_PATHS, Call, PushTally, Row
 from api.metrics import CounterOf
 from api.roles import Role
 from kernel.errors import MendloopError
@@ -294,6 +296,20 @@ class Auth:
     def __init__(self, tokens: TokenStore, audit: AuditLog) -> None:
         self.tokens = tokens
         self.audit = audit
+        self.pushes = PushTally()  # metric pushes: audited per minute (api/audit_tally.py)
+
+    def write(self, rows: list[Row]) -> None:
+        for call, detail in rows:
+            self.audit.record(
+                call.actor, call.method, call.path, call.status, client=call.client, detail=detail
+            )
+
+    def flush(self) -> None:
+        """The pushes' pending repeat counts into the audit log (the daemon stops)."""
+        try:
+            self.write(self.pushes.flush())
+        except Exception:  # the audit must never be silently skipped: say it loudly
+            log.exception("audit: the pushes' last repeat counts were not written")
 
     @classmethod
     def on(cls, engine: Engine) -> Auth:
@@ -376,10 +392,17 @@ class AuditMiddleware(BaseHTTPMiddleware):
             detail = getattr(request.state, "audit_detail", "")
             entry = (principal, request.method, request.url.path, response.status_code)
             if auth is not None:
+                call = Call(
+                    principal,
+                    principal.name if principal else "unauthenticated",
+                    *entry[1:],
+                    client=client_of(request),
+                )
+                # a push is tallied (the first of its kind a minute is written at once)
+                rows = auth.pushes.note(call) if call.path in PUSH_PATHS else [(call, detail)]
                 try:
-                    await run_in_threadpool(
-                        auth.audit.record, *entry, client=client_of(request), detail=detail
-                    )
+                    if rows:
+                        await run_in_threadpool(auth.write, rows)
                 except Exception:  # the audit must never be silently skipped: say it loudly
                     log.exception("audit entry not written: %s %s", *entry[1:3])
             else:

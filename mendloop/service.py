@@ -190,6 +190,8 @@ async def run_daemon(settings: Settings) -> None:
         if chat is not None:
             chat.stop()
         flush_recordings(engine)
+        if auth is not None:
+            auth.flush()
         if joined is not None:
             joined.leave()
         engine.close()

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.audit_tally import Call, PushTally
 from api.auth import Auth, Role
 from api.cluster import install_cluster
 from kernel.state import State
@@ -187,6 +188,56 @@ def test_by_is_the_token_and_every_change_is_audited(client, store, tokens) -> N
     assert {e["actor"] for e in only.json()} == {"operator-1"}
     reads = [e for e in audit if e["method"] == "GET"]
     assert reads == []  # reads are not audited, changes are
+
+
+def test_metric_pushes_are_audited_once_a_minute_by_caller_and_outcome(
+    client, auth, tokens
+) -> None:
+    """A push's first call of a (caller, path, status) is written at once; its repeats are
+    one row when the window closes or the daemon stops (api/audit_tally.py); other changes
+    are still audited one by one."""
+
+    def sample(ts: int) -> dict[str, object]:
+        return {"series": "cache_hit_ratio", "labels": {"target": "a"}, "ts": ts, "value": 0.9}
+
+    for ts in range(91, 95):
+        answer = client.post("/v1/samples", json=[sample(ts)], headers=tokens[Role.operator])
+        assert answer.status_code == 200
+    for ts in range(95, 98):
+        assert client.post("/v1/samples", json=[sample(ts)]).status_code == 401
+    for _ in range(2):  # not a push (503 here: no engine): audited call by call
+        client.post("/v1/automation/pause", headers=tokens[Role.operator])
+
+    def rows() -> list[tuple[str, str, int, str]]:
+        audit = client.get("/v1/audit", headers=tokens[Role.admin]).json()
+        return [(e["actor"], e["path"], e["status"], e["detail"]) for e in reversed(audit)]
+
+    first = "push: the first like this in the window; repeats are tallied"
+    assert [r[:3] for r in rows()] == [
+        ("operator-1", "/v1/samples", 200),
+        ("unauthenticated", "/v1/samples", 401),
+        ("operator-1", "/v1/automation/pause", 503),
+        ("operator-1", "/v1/automation/pause", 503),
+    ]
+    assert [r[3] for r in rows()[:2]] == [first, first]
+    auth.flush()  # as the daemon does when it stops
+    tallied = [(r[0], r[2], r[3].split(" more")[0]) for r in rows()[4:]]
+    assert sorted(tallied) == [("operator-1", 200, "3"), ("unauthenticated", 401, "2")]
+    auth.flush()
+    assert len(rows()) == 6  # nothing counted twice
+
+
+def test_a_push_window_closes_at_the_next_push_after_it() -> None:
+    now = [0.0]
+    tally = PushTally(window_s=60.0, clock=lambda: now[0])
+    call = Call(None, "prometheus", "POST", "/api/v1/write", 204)
+    assert len(tally.note(call)) == 1  # the first: written
+    assert tally.note(call) == [] and tally.note(call) == []
+    now[0] = 61.0
+    rows = tally.note(call)  # the window's 2 repeats, and the next window's first
+    assert [d.split(",")[0] for _, d in rows] == ["2 more like this", rows[1][1]]
+    assert rows[1][1].startswith("push: the first")
+    assert tally.flush() == []  # no repeats yet in this window
 
 
 def test_token_listing_never_shows_secrets(client, tokens) -> None:
