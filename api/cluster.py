@@ -31,7 +31,7 @@ from api.auth import Role, require
 from api.deps import Submit
 from kernel.errors import Overloaded
 from loop.cluster.forward import PATH, SIGNATURE, ForwardRefused, sign, target_of
-from loop.cluster.remote_write import WRITE_PATH, ForwardedWrites, outcome_json
+from loop.cluster.remote_write import WRITE_PATH, ForwardedWrites
 from loop.sources.remote_write import RemoteWriteError
 
 MAX_FORWARD_BYTES = 64 * 1024 * 1024
@@ -103,7 +103,7 @@ def cluster_router(
                 return JSONResponse({"detail": str(exc), "reason": exc.reason}, 400)
             except Overloaded as exc:
                 return too_busy(exc)
-            return moved(outcome) if isinstance(outcome, list) else outcome_json(outcome)
+            return moved(outcome) if isinstance(outcome, list) else outcome.as_json()
 
     return router
 

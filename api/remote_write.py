@@ -64,13 +64,7 @@ def remote_write_router(receiver: Receiver, max_body_bytes: int) -> APIRouter:
             return JSONResponse({"detail": str(exc), "reason": exc.reason}, status_code=status)
         except Overloaded as exc:
             raise busy(exc) from exc
-        return {
-            "samples": outcome.samples,
-            "accepted": outcome.accepted,
-            "late": outcome.late,
-            "duplicate": outcome.duplicate,
-            "refused": dict(sorted(outcome.refused.items())),
-        }
+        return outcome.as_json()
 
     for path in PATHS:
         router.add_api_route(

@@ -241,16 +241,6 @@ def subset(batch: RemoteWriteBatch, rows: NDArray[np.intp]) -> RemoteWriteBatch:
     )
 
 
-def outcome_json(outcome: RemoteWriteOutcome) -> dict[str, Any]:
-    return {
-        "samples": outcome.samples,
-        "accepted": outcome.accepted,
-        "late": outcome.late,
-        "duplicate": outcome.duplicate,
-        "refused": dict(sorted(outcome.refused.items())),
-    }
-
-
 class ClusterRemoteWrite:
     """The remote-write route's receiver on a worker of several (same ``receive`` and
     ``counters`` as ``RemoteWriteReceiver``); raises ``ForwardRefused`` (503)."""

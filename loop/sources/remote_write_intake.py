@@ -24,7 +24,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -75,6 +75,16 @@ class RemoteWriteOutcome:
     late: int = 0
     duplicate: int = 0
     refused: Counter[str] = field(default_factory=Counter)
+
+    def as_json(self) -> dict[str, Any]:
+        """The answer to the sender (the route's and a peer's forward alike)."""
+        return {
+            "samples": self.samples,
+            "accepted": self.accepted,
+            "late": self.late,
+            "duplicate": self.duplicate,
+            "refused": dict(sorted(self.refused.items())),
+        }
 
 
 class RemoteWriteReceiver:
