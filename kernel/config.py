@@ -159,6 +159,14 @@ class Settings(BaseSettings):
             raise ConfigError("NEO4J_PASSWORD is the development default; set a real one")
         return self
 
+    def neo4j_environ(self) -> dict[str, str]:
+        """This Neo4j connection as a child process' environment (a daemon, a worker)."""
+        return {
+            "NEO4J_URI": self.neo4j_uri,
+            "NEO4J_USER": self.neo4j_user,
+            "NEO4J_PASSWORD": self.neo4j_password,
+        }
+
     @property
     def uses_local_neo4j(self) -> bool:
         """NEO4J_URI is a bolt/neo4j URI on this machine: ours to start when nothing answers."""

@@ -246,11 +246,7 @@ def _split(text: str | None, known: Sequence[str], what: str) -> list[str]:
 def cmd_eval_packs(args: argparse.Namespace, settings: Settings) -> int:
     packs = _split(args.packs, sorted(SCENARIOS), "packs")
     paths = _split(args.paths, PATHS, "paths")
-    neo4j = {
-        "NEO4J_URI": settings.neo4j_uri,
-        "NEO4J_USER": settings.neo4j_user,
-        "NEO4J_PASSWORD": settings.neo4j_password,
-    }
+    neo4j = settings.neo4j_environ()
     with tempfile.TemporaryDirectory(prefix="mendloop-eval-packs-") as tmp:
         result = evaluate_packs(packs, paths, neo4j, Path(tmp))
     if args.json:

@@ -204,9 +204,7 @@ def terminal(tmp_path: Path, neo4j_settings: Settings) -> Iterator[Terminal]:
         "HOME": os.environ.get("HOME", str(tmp_path)),
         "LANG": "C.UTF-8",
         "PYTHONPATH": str(REPO_ROOT),  # `mendloop` runs this checkout (a worktree, too)
-        "NEO4J_URI": neo4j_settings.neo4j_uri,
-        "NEO4J_USER": neo4j_settings.neo4j_user,
-        "NEO4J_PASSWORD": neo4j_settings.neo4j_password,
+        **neo4j_settings.neo4j_environ(),
     }
     work = tmp_path / "work"
     work.mkdir()

@@ -56,9 +56,7 @@ class Pair:
             "MENDLOOP_DATABASE_URL": pg_url,
             "MENDLOOP_WORKER_LEASE_TTL_S": str(TTL_S),
             "MENDLOOP_SHADOW": "all",  # nothing to run here: this is about samples
-            "NEO4J_URI": neo4j_settings.neo4j_uri,
-            "NEO4J_USER": neo4j_settings.neo4j_user,
-            "NEO4J_PASSWORD": neo4j_settings.neo4j_password,
+            **neo4j_settings.neo4j_environ(),
         }
         self.workers = [Worker(name, env, tmp) for name in ("a", "b")]
 

@@ -74,9 +74,7 @@ class Estate:
             "MENDLOOP_WORKER_LEASE_TTL_S": str(TTL_S),
             "MENDLOOP_VERIFY_HOLD_S": "3",
             "MENDLOOP_VERIFY_TIMEOUT_S": "90",
-            "NEO4J_URI": neo4j_settings.neo4j_uri,
-            "NEO4J_USER": neo4j_settings.neo4j_user,
-            "NEO4J_PASSWORD": neo4j_settings.neo4j_password,
+            **neo4j_settings.neo4j_environ(),
         }
         self.workers: list[Worker] = []
         self.sink: FailoverSink | None = None

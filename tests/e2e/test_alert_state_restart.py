@@ -55,11 +55,7 @@ def lab(tmp_path: Path) -> Iterator[tuple[Lab, RedisScenario, Path]]:
 
 def test_a_restarted_daemon_still_knows_which_alerts_fire(lab, neo4j_settings: Settings) -> None:
     lab_, scenario, site = lab
-    neo4j = {
-        "NEO4J_URI": neo4j_settings.neo4j_uri,
-        "NEO4J_USER": neo4j_settings.neo4j_user,
-        "NEO4J_PASSWORD": neo4j_settings.neo4j_password,
-    }
+    neo4j = neo4j_settings.neo4j_environ()
     env = {"MENDLOOP_SHADOW": "all"}
     port = free_port()
     first = lab_.daemon(site, neo4j, env=env, port=port)

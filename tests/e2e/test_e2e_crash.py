@@ -83,9 +83,7 @@ def daemon_env(
         "MENDLOOP_SITE": str(site),
         "MENDLOOP_VERIFY_HOLD_S": "3",
         "MENDLOOP_VERIFY_TIMEOUT_S": f"{verify_timeout_s:g}",
-        "NEO4J_URI": neo4j_settings.neo4j_uri,
-        "NEO4J_USER": neo4j_settings.neo4j_user,
-        "NEO4J_PASSWORD": neo4j_settings.neo4j_password,
+        **neo4j_settings.neo4j_environ(),
         **extra,
     }
 

@@ -112,9 +112,7 @@ def _start_wrong_remedy(loop: LoopHarness) -> str:
     )
     plan = engine.planner.resolve(subject(engine.store.get(incident_id)), spec.id)
     assert plan.extra_vars["target"] == WRONG_TARGET
-    engine.store.transition(
-        incident_id, State.decided, "test", decision=decision, remediation=plan
-    )
+    engine.store.transition(incident_id, State.decided, "test", decision=decision, remediation=plan)
     loop.inject(WRONG_TARGET, "meter_chip_overheat")
     # its precondition (metering deviation out of class) holds a few seconds after onset
     while not (

@@ -48,9 +48,7 @@ def test_a_recorded_incident_replays_from_its_samples(
 
     for name, value in {
         "MENDLOOP_VAR_DIR": str(var_dir),
-        "NEO4J_URI": neo4j_settings.neo4j_uri,
-        "NEO4J_USER": neo4j_settings.neo4j_user,
-        "NEO4J_PASSWORD": neo4j_settings.neo4j_password,
+        **neo4j_settings.neo4j_environ(),
     }.items():
         monkeypatch.setenv(name, value)
     summary = replay_json(capsys, incident.id)

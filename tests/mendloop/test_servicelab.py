@@ -95,11 +95,7 @@ def test_the_lab_daemon_serves_a_lab_site(tmp_path: Path, neo4j_settings) -> Non
         targets={"host-1": {"components": ["process"], "hosts": ["host-1"]}},
         hosts={"host-1": {"mendloop_processes": {}}},
     )
-    neo4j = {
-        "NEO4J_URI": neo4j_settings.neo4j_uri,
-        "NEO4J_USER": neo4j_settings.neo4j_user,
-        "NEO4J_PASSWORD": neo4j_settings.neo4j_password,
-    }
+    neo4j = neo4j_settings.neo4j_environ()
     with Lab(tmp_path / "lab") as lab:
         daemon = lab.daemon(site, neo4j)
         try:

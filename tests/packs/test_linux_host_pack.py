@@ -23,6 +23,8 @@ from mendloop.labpacks.linuxhost import LinuxHostScenario, MountRefused, free_sh
 from mendloop.labsite import check
 from mendloop.servicelab import Lab
 
+from ..e2e.conftest import empty_graph
+
 pytestmark = [pytest.mark.e2e, pytest.mark.neo4j]
 DAEMON_ENV = {"MENDLOOP_VERIFY_HOLD_S": "3", "MENDLOOP_VERIFY_TIMEOUT_S": "120"}
 SOLUTIONS = {
@@ -31,24 +33,6 @@ SOLUTIONS = {
     "process_down": "sol-restart-process",
     "process_hung": "sol-restart-process",
 }
-
-
-def neo4j_env(settings: Settings) -> dict[str, str]:
-    return {
-        "NEO4J_URI": settings.neo4j_uri,
-        "NEO4J_USER": settings.neo4j_user,
-        "NEO4J_PASSWORD": settings.neo4j_password,
-    }
-
-
-def empty_graph(settings: Settings) -> None:
-    from knowledge.graph import KnowledgeGraph
-
-    graph = KnowledgeGraph.connect(settings)
-    try:
-        graph._run("MATCH (n) DETACH DELETE n")
-    finally:
-        graph.close()
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +57,9 @@ def pulled(lab, neo4j_settings: Settings) -> Iterator[Daemon]:
         scenario.scrape, labels=scenario.labels, job_options=scenario.job_options,
         name="prometheus-pull",
     )  # fmt: skip
-    daemon = lab_.daemon(site, neo4j_env(neo4j_settings), prometheus_url=prom.url, env=DAEMON_ENV)
+    daemon = lab_.daemon(
+        site, neo4j_settings.neo4j_environ(), prometheus_url=prom.url, env=DAEMON_ENV
+    )
     yield daemon
     daemon.close()
     daemon.proc.stop()
@@ -116,7 +102,9 @@ def test_disk_full_through_alertmanager(lab, pulled: Daemon, neo4j_settings) -> 
     lab_, scenario, site = lab
     pulled.close()
     pulled.proc.stop()
-    daemon = lab_.daemon(site, neo4j_env(neo4j_settings), env=DAEMON_ENV, name="mendloop-alerts")
+    daemon = lab_.daemon(
+        site, neo4j_settings.neo4j_environ(), env=DAEMON_ENV, name="mendloop-alerts"
+    )
     try:
         am = lab_.alertmanager(f"{daemon.url}/v1/alerts/alertmanager", token=daemon.token)
         prom = lab_.prometheus(

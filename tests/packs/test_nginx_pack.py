@@ -70,11 +70,7 @@ def running(
     tmp_path_factory: pytest.TempPathFactory, neo4j_settings: Settings
 ) -> Iterator[Running]:
     root = tmp_path_factory.mktemp("nginx-e2e")
-    neo4j = {
-        "NEO4J_URI": neo4j_settings.neo4j_uri,
-        "NEO4J_USER": neo4j_settings.neo4j_user,
-        "NEO4J_PASSWORD": neo4j_settings.neo4j_password,
-    }
+    neo4j = neo4j_settings.neo4j_environ()
     with Lab(root / "lab") as lab:
         scenario = NginxScenario(lab)
         site = scenario.site(root / "site")

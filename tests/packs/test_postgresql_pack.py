@@ -224,14 +224,6 @@ def test_a_blocking_transaction_of_an_allowed_user_is_ended(
 # `mendloop eval packs` measures.
 
 
-def neo4j_env(settings: Any) -> dict[str, str]:
-    return {
-        "NEO4J_URI": settings.neo4j_uri,
-        "NEO4J_USER": settings.neo4j_user,
-        "NEO4J_PASSWORD": settings.neo4j_password,
-    }
-
-
 @dataclass
 class PostgresLab:
     scenario: PostgresScenario
@@ -272,7 +264,9 @@ def pg_lab(postgres: PostgreSQL, neo4j_settings: Any) -> Iterator[PostgresLab]:
             alertmanager=manager.url,
             rule_files=scenario.rule_files(),
         )
-        daemon = lab.daemon(site, neo4j_env(neo4j_settings), prometheus_url=prom.url, port=api_port)
+        daemon = lab.daemon(
+            site, neo4j_settings.neo4j_environ(), prometheus_url=prom.url, port=api_port
+        )
         try:
             yield PostgresLab(scenario, daemon)
         finally:

@@ -27,26 +27,10 @@ from mendloop.labpacks.redis import MAXMEMORY, PACK_DIR, RedisScenario, redis_ca
 from mendloop.labsite import check
 from mendloop.servicelab import Lab
 
+from ..e2e.conftest import empty_graph
+
 pytestmark = [pytest.mark.e2e, pytest.mark.neo4j]
 DAEMON_ENV = {"MENDLOOP_VERIFY_HOLD_S": "3", "MENDLOOP_VERIFY_TIMEOUT_S": "120"}
-
-
-def neo4j_env(settings: Settings) -> dict[str, str]:
-    return {
-        "NEO4J_URI": settings.neo4j_uri,
-        "NEO4J_USER": settings.neo4j_user,
-        "NEO4J_PASSWORD": settings.neo4j_password,
-    }
-
-
-def empty_graph(settings: Settings) -> None:
-    from knowledge.graph import KnowledgeGraph
-
-    graph = KnowledgeGraph.connect(settings)
-    try:
-        graph._run("MATCH (n) DETACH DELETE n")
-    finally:
-        graph.close()
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +48,9 @@ def pulled(lab, neo4j_settings: Settings) -> Iterator[Daemon]:
     lab_, scenario, site = lab
     empty_graph(neo4j_settings)
     prom = lab_.prometheus(scenario.scrape, labels=scenario.labels, name="prometheus-pull")
-    daemon = lab_.daemon(site, neo4j_env(neo4j_settings), prometheus_url=prom.url, env=DAEMON_ENV)
+    daemon = lab_.daemon(
+        site, neo4j_settings.neo4j_environ(), prometheus_url=prom.url, env=DAEMON_ENV
+    )
     yield daemon
     daemon.close()
     daemon.proc.stop()
@@ -139,7 +125,9 @@ def test_memory_pressure_through_alertmanager(lab, pulled: Daemon, neo4j_setting
     lab_, scenario, site = lab
     pulled.close()
     pulled.proc.stop()
-    daemon = lab_.daemon(site, neo4j_env(neo4j_settings), env=DAEMON_ENV, name="mendloop-alerts")
+    daemon = lab_.daemon(
+        site, neo4j_settings.neo4j_environ(), env=DAEMON_ENV, name="mendloop-alerts"
+    )
     try:
         am = lab_.alertmanager(f"{daemon.url}/v1/alerts/alertmanager", token=daemon.token)
         prom = lab_.prometheus(
@@ -180,4 +168,3 @@ class HostRunner(PlaybookRunner):
         assert isinstance(inventory, dict)
         inventory["all"]["hosts"]["localhost"].update(self.host_vars)
         return inventory
-
