@@ -26,6 +26,7 @@ from kernel.config import DEFAULT_SITE, TWIN_PACK, Settings
 from kernel.state import State
 from loop.daemon import Engine
 from loop.store import IncidentView
+from mendloop.labclient import Daemon, FaultOutcome
 from mendloop.service import build_engine
 from twin.model import Twin
 from twin.server import TwinRunner
@@ -40,6 +41,14 @@ def empty_graph(settings: Settings) -> None:
         graph._run("MATCH (n) DETACH DELETE n")
     finally:
         graph.close()
+
+
+def assert_verified_fix(outcome: FaultOutcome, expected: str, daemon: Daemon) -> None:
+    """A lab fault (tests/packs) ended resolved by the expected fault's fix, verified."""
+    assert outcome.state == "resolved", (outcome, daemon.proc.log_tail())
+    assert outcome.fault == expected
+    assert outcome.verification == "passed"
+    assert outcome.detection_s >= 0 and outcome.mttr_s is not None
 
 
 class LoopHarness:

@@ -18,15 +18,15 @@ from pathlib import Path
 import pytest
 
 from kernel.config import Settings
-from mendloop.labclient import Daemon, FaultOutcome, run_fault
+from mendloop.labclient import Daemon, run_fault
 from mendloop.labpacks.linuxhost import LinuxHostScenario, MountRefused, free_share
 from mendloop.labsite import check
+from mendloop.packeval import start_path
 from mendloop.servicelab import Lab
 
-from ..e2e.conftest import empty_graph
+from ..e2e.conftest import assert_verified_fix, empty_graph
 
 pytestmark = [pytest.mark.e2e, pytest.mark.neo4j]
-DAEMON_ENV = {"MENDLOOP_VERIFY_HOLD_S": "3", "MENDLOOP_VERIFY_TIMEOUT_S": "120"}
 SOLUTIONS = {
     "disk_full": "sol-free-disk-space",
     "log_volume": "sol-rotate-logs",
@@ -53,24 +53,12 @@ def pulled(lab, neo4j_settings: Settings) -> Iterator[Daemon]:
     """Prometheus scraping the three exporters, the daemon pulling from it."""
     lab_, scenario, site = lab
     empty_graph(neo4j_settings)
-    prom = lab_.prometheus(
-        scenario.scrape, labels=scenario.labels, job_options=scenario.job_options,
-        name="prometheus-pull",
-    )  # fmt: skip
-    daemon = lab_.daemon(
-        site, neo4j_settings.neo4j_environ(), prometheus_url=prom.url, env=DAEMON_ENV
-    )
+    daemon, feeders = start_path(lab_, scenario, "pull", site, neo4j_settings.neo4j_environ())
     yield daemon
     daemon.close()
     daemon.proc.stop()
-    prom.stop()
-
-
-def assert_verified_fix(outcome: FaultOutcome, expected: str, daemon: Daemon) -> None:
-    assert outcome.state == "resolved", (outcome, daemon.proc.log_tail())
-    assert outcome.fault == expected
-    assert outcome.verification == "passed"
-    assert outcome.detection_s >= 0 and outcome.mttr_s is not None
+    for proc in feeders:
+        proc.stop()
 
 
 def test_the_lab_site_passes_site_check(lab) -> None:
@@ -102,15 +90,10 @@ def test_disk_full_through_alertmanager(lab, pulled: Daemon, neo4j_settings) -> 
     lab_, scenario, site = lab
     pulled.close()
     pulled.proc.stop()
-    daemon = lab_.daemon(
-        site, neo4j_settings.neo4j_environ(), env=DAEMON_ENV, name="mendloop-alerts"
+    daemon, feeders = start_path(
+        lab_, scenario, "alertmanager", site, neo4j_settings.neo4j_environ()
     )
     try:
-        am = lab_.alertmanager(f"{daemon.url}/v1/alerts/alertmanager", token=daemon.token)
-        prom = lab_.prometheus(
-            scenario.scrape, labels=scenario.labels, job_options=scenario.job_options,
-            alertmanager=am.url, rule_files=scenario.rule_files(), name="prometheus-alerts",
-        )  # fmt: skip
         fault = next(f for f in scenario.faults if f.name == "disk_full")
         outcome = run_fault(daemon, scenario.target, fault.inject, settle_timeout=300)
         assert_verified_fix(outcome, fault.expected, daemon)
@@ -124,7 +107,7 @@ def test_disk_full_through_alertmanager(lab, pulled: Daemon, neo4j_settings) -> 
         counters = daemon.get("/v1/intake/alertmanager")["counters"]
         assert counters["firing_new"] >= 1 and counters["resolved"] >= 1
         fault.reset()
-        prom.stop()
-        am.stop()
     finally:
         daemon.close()
+        for proc in feeders:
+            proc.stop()

@@ -22,15 +22,15 @@ from kernel.config import Settings
 from kernel.models import RunStatus
 from loop.runner import PlaybookRunner
 from loop.solutions import check_file
-from mendloop.labclient import Daemon, FaultOutcome, run_fault
+from mendloop.labclient import Daemon, run_fault
 from mendloop.labpacks.redis import MAXMEMORY, PACK_DIR, RedisScenario, redis_call
 from mendloop.labsite import check
+from mendloop.packeval import start_path
 from mendloop.servicelab import Lab
 
-from ..e2e.conftest import empty_graph
+from ..e2e.conftest import assert_verified_fix, empty_graph
 
 pytestmark = [pytest.mark.e2e, pytest.mark.neo4j]
-DAEMON_ENV = {"MENDLOOP_VERIFY_HOLD_S": "3", "MENDLOOP_VERIFY_TIMEOUT_S": "120"}
 
 
 @pytest.fixture(scope="module")
@@ -47,21 +47,12 @@ def pulled(lab, neo4j_settings: Settings) -> Iterator[Daemon]:
     """Prometheus scraping the exporter, the daemon pulling from it."""
     lab_, scenario, site = lab
     empty_graph(neo4j_settings)
-    prom = lab_.prometheus(scenario.scrape, labels=scenario.labels, name="prometheus-pull")
-    daemon = lab_.daemon(
-        site, neo4j_settings.neo4j_environ(), prometheus_url=prom.url, env=DAEMON_ENV
-    )
+    daemon, feeders = start_path(lab_, scenario, "pull", site, neo4j_settings.neo4j_environ())
     yield daemon
     daemon.close()
     daemon.proc.stop()
-    prom.stop()
-
-
-def assert_verified_fix(outcome: FaultOutcome, expected: str, daemon: Daemon) -> None:
-    assert outcome.state == "resolved", (outcome, daemon.proc.log_tail())
-    assert outcome.fault == expected
-    assert outcome.verification == "passed"
-    assert outcome.detection_s >= 0 and outcome.mttr_s is not None
+    for proc in feeders:
+        proc.stop()
 
 
 def test_the_lab_site_passes_site_check(lab) -> None:
@@ -125,15 +116,10 @@ def test_memory_pressure_through_alertmanager(lab, pulled: Daemon, neo4j_setting
     lab_, scenario, site = lab
     pulled.close()
     pulled.proc.stop()
-    daemon = lab_.daemon(
-        site, neo4j_settings.neo4j_environ(), env=DAEMON_ENV, name="mendloop-alerts"
+    daemon, feeders = start_path(
+        lab_, scenario, "alertmanager", site, neo4j_settings.neo4j_environ()
     )
     try:
-        am = lab_.alertmanager(f"{daemon.url}/v1/alerts/alertmanager", token=daemon.token)
-        prom = lab_.prometheus(
-            scenario.scrape, labels=scenario.labels, alertmanager=am.url,
-            rule_files=scenario.rule_files(), name="prometheus-alerts",
-        )  # fmt: skip
         fault = next(f for f in scenario.faults if f.name == "memory_pressure")
         outcome = run_fault(daemon, scenario.target, fault.inject, settle_timeout=300)
         assert_verified_fix(outcome, fault.expected, daemon)
@@ -147,9 +133,10 @@ def test_memory_pressure_through_alertmanager(lab, pulled: Daemon, neo4j_setting
         counters = daemon.get("/v1/intake/alertmanager")["counters"]
         assert counters["firing_new"] >= 1 and counters["resolved"] >= 1
         fault.reset()
-        prom.stop()
     finally:
         daemon.close()
+        for proc in feeders:
+            proc.stop()
 
 
 def current(scenario: RedisScenario, setting: str) -> int:
